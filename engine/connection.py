@@ -1,0 +1,37 @@
+"""The Redis client and the translation of connection failures into ``Unavailable``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError, ReadOnlyError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.errors import Unavailable
+
+#: Failures that mean "Redis cannot answer now", as opposed to a bad command.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
+
+
+def connect(url: str, timeout_s: float = 2.0, max_connections: int = 256) -> Redis:
+    """An asyncio Redis client whose calls fail within ``timeout_s`` instead of hanging."""
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=0,
+        max_connections=max_connections,
+    )
+
+
+@contextmanager
+def unavailable_on_disconnect() -> Iterator[None]:
+    """Turn 'Redis unreachable' into :class:`Unavailable` (an HTTP 503, never a 500)."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise Unavailable(f"Redis is unreachable: {exc.__class__.__name__}") from exc

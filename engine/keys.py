@@ -1,0 +1,87 @@
+"""Every Redis key name the project uses, in one place.
+
+All keys start with the deployment's prefix (``PM_KEY_PREFIX``, default ``pm``)
+so several deployments or test runs can share one Redis. Market keys carry the
+hash tag ``{m:<id>}`` so a later move to Redis Cluster keeps a market's keys in
+one slot.
+
+==============================  =============================================
+key                             contents
+==============================  =============================================
+``<p>:u:<user>``                hash: username, available, locked, key_hash,
+                                created_ms (money in micro-units)
+``<p>:u:<user>:pos``            hash: ``<market>:<YES|NO>`` -> micro-shares
+``<p>:usernames``               hash: username -> user id (uniqueness)
+``<p>:apikeys``                 hash: sha256(api key) -> user id
+``<p>:{m:<market>}``            hash: name, status, outcome, b, q_yes, q_no,
+                                pool, version, created_ms, updated_ms,
+                                settled_yes, settled_no, payouts_total,
+                                holders_paid
+``<p>:{m:<market>}:pos``        hash: ``<user>:<YES|NO>`` -> micro-shares
+``<p>:markets``                 sorted set: market ids by creation time
+``<p>:events``                  stream: every state change (the EventBus)
+``<p>:trade_seq``               counter: last trade id
+``<p>:idem:<user>:<key>``       string with TTL: the first response to a key
+``<p>:dirty``                   sorted set: market ids by last change (idle flush)
+``<p>:totals``                  hash: deposits, withdrawals (conservation)
+==============================  =============================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix."""
+
+    prefix: str = "pm"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.prefix}:u:{user_id}"
+
+    def user_positions(self, user_id: str) -> str:
+        return f"{self.prefix}:u:{user_id}:pos"
+
+    def market(self, market_id: str) -> str:
+        return f"{self.prefix}:{{m:{market_id}}}"
+
+    def market_positions(self, market_id: str) -> str:
+        return f"{self.prefix}:{{m:{market_id}}}:pos"
+
+    def idempotency(self, user_id: str, key: str) -> str:
+        return f"{self.prefix}:idem:{user_id}:{key}"
+
+    @property
+    def usernames(self) -> str:
+        return f"{self.prefix}:usernames"
+
+    @property
+    def apikeys(self) -> str:
+        return f"{self.prefix}:apikeys"
+
+    @property
+    def markets(self) -> str:
+        return f"{self.prefix}:markets"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def trade_seq(self) -> str:
+        return f"{self.prefix}:trade_seq"
+
+    @property
+    def dirty(self) -> str:
+        return f"{self.prefix}:dirty"
+
+    @property
+    def totals(self) -> str:
+        return f"{self.prefix}:totals"
+
+    @property
+    def pattern(self) -> str:
+        """SCAN pattern matching every key of this prefix."""
+        return f"{self.prefix}:*"

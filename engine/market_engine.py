@@ -1,0 +1,65 @@
+"""MarketEngine: the one object callers hold; it wires the stores, scripts and sequencers."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from engine.accounts import Accounts
+from engine.connection import connect
+from engine.keys import Keys
+from engine.markets import Markets
+from engine.models import Order, Trade
+from engine.scripts import Scripts
+from engine.sequencer import MarketSequencer, SequencerStats, TradeContext
+from engine.settings import Settings
+from engine.validation import check_order
+
+#: Idle sequencers kept per process before the oldest idle ones are dropped.
+MAX_IDLE_SEQUENCERS = 10_000
+
+
+class MarketEngine:
+    """Accounts, markets and trading over one Redis, under one key prefix."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.scripts = Scripts(redis)
+        self.accounts = Accounts(redis, self.scripts, self.keys)
+        self.markets = Markets(redis, self.scripts, self.keys)
+        self._trading = TradeContext(
+            redis, self.scripts, self.keys, max_batch=settings.max_batch,
+            max_conflicts=settings.max_conflict_retries,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+        )
+        self._sequencers: dict[str, MarketSequencer] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MarketEngine:
+        return cls(connect(settings.redis_url, settings.redis_timeout_s), settings)
+
+    @property
+    def stats(self) -> SequencerStats:
+        return self._trading.stats
+
+    async def start(self) -> None:
+        """Make sure the deployment's ``house`` account exists."""
+        await self.accounts.ensure_house()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def execute_trade(self, order: Order) -> Trade:
+        """Execute ``order`` through its market's sequencer; raises an ``EngineError`` if rejected."""
+        check_order(order)
+        sequencer = self._sequencers.get(order.market_id)
+        if sequencer is None:
+            if len(self._sequencers) >= MAX_IDLE_SEQUENCERS:
+                self._drop_idle()
+            sequencer = self._sequencers[order.market_id] = MarketSequencer(self._trading, order.market_id)
+        return await sequencer.submit(order)
+
+    def _drop_idle(self) -> None:
+        for market_id in [m for m, s in self._sequencers.items() if s.idle]:
+            del self._sequencers[market_id]

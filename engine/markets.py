@@ -1,0 +1,135 @@
+"""MarketStore operations: create, lifecycle, reads, quotes and settlement."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from redis.asyncio import Redis
+
+from engine import pricing
+from engine.accounts import new_id
+from engine.connection import unavailable_on_disconnect
+from engine.errors import MarketNotOpen, NotFound
+from engine.keys import Keys
+from engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
+from engine.orders import fill
+from engine.scripts import Scripts
+from engine.validation import check_id, check_liquidity, check_quantity
+
+SETTLE_BATCH = 500
+
+
+def market_from(market_id: str, f: dict[str, str]) -> Market:
+    b, q_yes, q_no = int(f["b"]), int(f["q_yes"]), int(f["q_no"])
+    price_yes, price_no = pricing.prices(q_yes, q_no, b)
+    return Market(
+        market_id=market_id, name=f["name"], status=MarketStatus(f["status"]),
+        outcome=Outcome(f["outcome"]) if f.get("outcome") else None, liquidity_b=b,
+        yes_shares=q_yes, no_shares=q_no, price_yes=price_yes, price_no=price_no,
+        pool=int(f["pool"]), version=int(f["version"]), created_ms=int(f["created_ms"]),
+        updated_ms=int(f["updated_ms"]), settled_yes=int(f.get("settled_yes", 0)),
+        settled_no=int(f.get("settled_no", 0)), payouts_total=int(f.get("payouts_total", 0)),
+        holders_paid=int(f.get("holders_paid", 0)),
+    )
+
+
+class Markets:
+    def __init__(self, redis: Redis, scripts: Scripts, keys: Keys) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._keys = keys
+
+    async def create(self, name: str, liquidity_b: int, market_id: str | None = None) -> Market:
+        """Register a CREATED market; its pool is ``ceil(b ln 2)`` taken from ``house``."""
+        check_liquidity(liquidity_b)
+        market_id = check_id(market_id, "market_id") if market_id is not None else new_id("m")
+        k = self._keys
+        with unavailable_on_disconnect():
+            await self._scripts.run(
+                "create_market",
+                [k.market(market_id), k.markets, k.user(HOUSE), k.events, k.dirty],
+                [market_id, name, liquidity_b, pricing.subsidy(liquidity_b)],
+            )
+        return await self.get(market_id)
+
+    async def open(self, market_id: str) -> Market:
+        k = self._keys
+        with unavailable_on_disconnect():
+            await self._scripts.run(
+                "open_market", [k.market(market_id), k.events, k.dirty], [market_id]
+            )
+        return await self.get(market_id)
+
+    async def resolve(self, market_id: str, outcome: Outcome) -> Market:
+        k = self._keys
+        with unavailable_on_disconnect():
+            await self._scripts.run(
+                "resolve_market", [k.market(market_id), k.events, k.dirty], [market_id, outcome.value]
+            )
+        return await self.get(market_id)
+
+    async def settle(self, market_id: str, batch: int = SETTLE_BATCH) -> Settlement:
+        """Pay every winning holder, then close the market; safe to run again if interrupted."""
+        k = self._keys
+        positions = k.market_positions(market_id)
+        with unavailable_on_disconnect():
+            while True:
+                # HSCAN from the start each round: settled fields are deleted by
+                # the script, so what is left is exactly what remains to pay.
+                cursor = 0
+                while True:
+                    cursor, fields = await self._redis.hscan(positions, cursor, count=batch)
+                    if fields:
+                        await self._settle_fields(market_id, cast(list[str], list(fields)))
+                    if cursor == 0:
+                        break
+                reply = await self._scripts.run(
+                    "settle_finish",
+                    [k.market(market_id), positions, k.user(HOUSE), k.events, k.dirty],
+                    [market_id],
+                )
+                if reply[0] == "SETTLED":
+                    break
+        market = await self.get(market_id)
+        return Settlement(market, int(reply[1]), int(reply[2]), int(reply[3]))
+
+    async def _settle_fields(self, market_id: str, fields: list[str]) -> None:
+        k = self._keys
+        keys = [k.market(market_id), k.market_positions(market_id), k.events, k.dirty]
+        for field in fields:
+            user_id = field.rpartition(":")[0]
+            keys += [k.user(user_id), k.user_positions(user_id)]
+        await self._scripts.run("settle_batch", keys, [market_id, *fields])
+
+    async def get(self, market_id: str) -> Market:
+        with unavailable_on_disconnect():
+            fields = cast(dict[str, str], await self._redis.hgetall(self._keys.market(market_id)))
+        if not fields:
+            raise NotFound(f"no market {market_id}")
+        return market_from(market_id, fields)
+
+    async def list_all(self, status: MarketStatus | None = None) -> list[Market]:
+        """Every market (optionally of one status), oldest first."""
+        with unavailable_on_disconnect():
+            ids = cast(list[str], await self._redis.zrange(self._keys.markets, 0, -1))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for market_id in ids:
+                    pipe.hgetall(self._keys.market(market_id))
+                rows = await pipe.execute()
+        markets = [market_from(mid, f) for mid, f in zip(ids, rows, strict=True) if f]
+        return [m for m in markets if status is None or m.status is status]
+
+    async def quote(
+        self, market_id: str, side: Side, outcome: Outcome,
+        shares: int | None = None, amount: int | None = None,
+    ) -> Quote:
+        """What the order would do now; changes nothing."""
+        if amount is not None:
+            check_quantity(amount, "amount")
+        if shares is not None:
+            check_quantity(shares, "shares")
+        market = await self.get(market_id)
+        if market.status is not MarketStatus.OPEN:
+            raise MarketNotOpen(f"market is {market.status.value}")
+        f = fill(market.yes_shares, market.no_shares, market.liquidity_b, side, outcome, shares, amount)
+        return Quote(side, outcome, f.shares, f.cost, f.avg_price, f.price_yes, f.price_no)

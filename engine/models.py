@@ -1,0 +1,137 @@
+"""Value types of the engine: enums for sides, outcomes and statuses; plain records.
+
+Every amount is an ``int`` of micro-units; timestamps are milliseconds since
+the epoch as Redis' clock gave them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+HOUSE = "house"
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class Outcome(StrEnum):
+    YES = "YES"
+    NO = "NO"
+
+    @property
+    def other(self) -> Outcome:
+        return Outcome.NO if self is Outcome.YES else Outcome.YES
+
+
+class MarketStatus(StrEnum):
+    CREATED = "CREATED"
+    OPEN = "OPEN"
+    RESOLVED = "RESOLVED"
+    SETTLED = "SETTLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """A trade request. Exactly one of ``shares`` / ``amount`` is set; ``amount`` only for BUY.
+
+    ``fingerprint`` identifies the request for idempotency (empty when the
+    client sent no Idempotency-Key); ``idempotency_key`` is that key.
+    """
+
+    user_id: str
+    market_id: str
+    side: Side
+    outcome: Outcome
+    shares: int | None = None
+    amount: int | None = None
+    max_cost: int | None = None
+    min_proceeds: int | None = None
+    idempotency_key: str = ""
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """An executed trade. ``cost`` is the money that moved: paid on BUY, received on SELL.
+
+    Prices are those after the trade. ``available`` and ``position`` (the
+    user's balance and holding of ``outcome`` after it) are known only to the
+    call that executed the trade; a replay of a stored response has ``None``.
+    """
+
+    trade_id: int
+    market_id: str
+    user_id: str
+    side: Side
+    outcome: Outcome
+    shares: int
+    cost: int
+    avg_price: int
+    price_yes: int
+    price_no: int
+    created_ms: int
+    available: int | None = None
+    position: int | None = None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    side: Side
+    outcome: Outcome
+    shares: int
+    cost: int
+    avg_price: int
+    price_yes: int
+    price_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    market_id: str
+    name: str
+    status: MarketStatus
+    outcome: Outcome | None
+    liquidity_b: int
+    yes_shares: int
+    no_shares: int
+    price_yes: int
+    price_no: int
+    pool: int
+    version: int
+    created_ms: int
+    updated_ms: int
+    settled_yes: int = 0
+    settled_no: int = 0
+    payouts_total: int = 0
+    holders_paid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    market_id: str
+    outcome: Outcome
+    shares: int
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    user_id: str
+    username: str
+    available: int
+    locked: int
+    created_ms: int
+    positions: list[Position] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    market: Market
+    payouts_total: int
+    holders_paid: int
+    house_return: int

@@ -1,0 +1,92 @@
+"""Pricing an order against a market state: the stateless half of the RiskEngine.
+
+:func:`fill` decides what an order would do to a market (shares, cost, prices
+after) and rejects what no account could make valid: quantities past the
+contract's limits, a buy by amount too small for one micro-share, a sell of
+more than is outstanding, slippage. Checks that need an account's balance or
+holding run atomically with the debit, in ``lua/trade.lua``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine import pricing
+from engine.errors import InsufficientShares, SlippageExceeded, ValidationError
+from engine.models import Order, Outcome, Side
+from engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """What an order does to a market: all integers of micro-units."""
+
+    shares: int
+    cost: int
+    q_yes: int
+    q_no: int
+    price_yes: int
+    price_no: int
+    avg_price: int
+
+
+def div_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half-even, for non-negative integers."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient
+
+
+def avg_price(cost: int, shares: int) -> int:
+    """Average price per share in micro-units, rounded half-even."""
+    return div_half_even(cost * MICRO, shares)
+
+
+def fill(
+    q_yes: int,
+    q_no: int,
+    b: int,
+    side: Side,
+    outcome: Outcome,
+    shares: int | None = None,
+    amount: int | None = None,
+) -> Fill:
+    """Price ``side``/``outcome`` for ``shares`` (or, for BUY, ``amount``) at state (q_yes, q_no, b)."""
+    q_self, q_other = (q_yes, q_no) if outcome is Outcome.YES else (q_no, q_yes)
+    if side is Side.BUY:
+        room = min(MAX_QUANTITY, MAX_TOTAL - q_self)
+        if amount is not None:
+            shares = pricing.shares_for_amount(q_self, q_other, amount, b, limit=room + 1)
+            if shares == 0:
+                raise ValidationError(f"amount {format_micro(amount)} cannot buy one micro-share")
+        assert shares is not None
+        if shares > room:
+            raise ValidationError("the outstanding shares of an outcome may not exceed 9000000000")
+        cost = pricing.buy_cost(q_self, q_other, shares, b)
+        q_self += shares
+    else:
+        assert shares is not None
+        if shares > q_self:
+            raise InsufficientShares(
+                f"only {format_micro(q_self)} {outcome.value} shares are outstanding"
+            )
+        cost = pricing.sell_proceeds(q_self, q_other, shares, b)
+        q_self -= shares
+    new_yes, new_no = (q_self, q_other) if outcome is Outcome.YES else (q_other, q_self)
+    price_yes, price_no = pricing.prices(new_yes, new_no, b)
+    return Fill(shares, cost, new_yes, new_no, price_yes, price_no, avg_price(cost, shares))
+
+
+def check_slippage(order: Order, result: Fill) -> None:
+    """Reject a fill whose cost passes ``max_cost`` or whose proceeds fall below ``min_proceeds``."""
+    if order.side is Side.BUY and order.max_cost is not None and result.cost > order.max_cost:
+        raise SlippageExceeded(
+            f"cost {format_micro(result.cost)} exceeds max_cost {format_micro(order.max_cost)}"
+        )
+    if order.side is Side.SELL and order.min_proceeds is not None and result.cost < order.min_proceeds:
+        raise SlippageExceeded(
+            f"proceeds {format_micro(result.cost)} are below min_proceeds "
+            f"{format_micro(order.min_proceeds)}"
+        )

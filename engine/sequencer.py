@@ -1,0 +1,256 @@
+"""The per-market sequencer: the seed's single-threaded MarketEngine, one per market per process.
+
+Orders for a market queue up while the previous script call is in flight.
+The sequencer then prices the queued orders one after another against the
+state the last script reply returned (no read per trade) and sends them in one
+``trade`` script call that checks the market version once and gives each order
+its own result. A version conflict (another process traded the market) returns
+the fresh state; the batch is re-priced and resent, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from engine.connection import UNREACHABLE
+from engine.errors import ERRORS_BY_CODE, EngineError, NotFound, Unavailable
+from engine.keys import Keys
+from engine.models import MarketStatus, Order, Outcome, Side, Trade
+from engine.orders import Fill, check_slippage, fill
+from engine.scripts import Scripts
+from engine.units import format_micro, parse_micro
+
+
+@dataclass(slots=True)
+class MarketState:
+    """The part of a market the sequencer prices against; micro-units."""
+
+    version: str
+    status: MarketStatus
+    q_yes: int
+    q_no: int
+    pool: int
+
+
+@dataclass(slots=True)
+class SequencerStats:
+    """Counters across all sequencers of one engine."""
+
+    script_calls: int = 0
+    conflicts: int = 0
+    trades: int = 0
+    rejected: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    order: Order
+    future: asyncio.Future[Trade]
+
+
+@dataclass(slots=True)
+class _Priced:
+    pending: _Pending
+    fill: Fill | None  # None: rejected by the engine before Redis, see `rejection`
+    rejection: EngineError | None
+
+
+class TradeContext:
+    """What every sequencer of one engine shares: Redis, scripts, keys, limits, counters."""
+
+    def __init__(
+        self, redis: Redis, scripts: Scripts, keys: Keys, *, max_batch: int,
+        max_conflicts: int, idempotency_ttl_s: int,
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.keys = keys
+        self.max_batch = max_batch
+        self.max_conflicts = max_conflicts
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self.stats = SequencerStats()
+
+
+def _state_from(fields: list[Any]) -> MarketState:
+    version, status, q_yes, q_no, pool = fields
+    return MarketState(str(version), MarketStatus(status), int(q_yes), int(q_no), int(pool))
+
+
+def _error(code: str, message: str) -> EngineError:
+    return ERRORS_BY_CODE.get(code, Unavailable)(message)
+
+
+def replayed_trade(order: Order, stored: str) -> Trade:
+    """The first response to an Idempotency-Key, from what ``trade.lua`` stored."""
+    _, trade_id, side, outcome, shares, cost, avg, py, pn, ms = stored.split("|")
+    return Trade(
+        trade_id=int(trade_id), market_id=order.market_id, user_id=order.user_id,
+        side=Side(side), outcome=Outcome(outcome), shares=int(shares), cost=int(cost),
+        avg_price=parse_micro(avg), price_yes=parse_micro(py), price_no=parse_micro(pn),
+        created_ms=int(ms), replayed=True,
+    )
+
+
+class MarketSequencer:
+    """Serialises this process's orders for one market into batched script calls."""
+
+    def __init__(self, ctx: TradeContext, market_id: str) -> None:
+        self._ctx = ctx
+        self.market_id = market_id
+        self._queue: deque[_Pending] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._b: int | None = None
+        self._state: MarketState | None = None
+        keys = ctx.keys
+        self._market_keys = [
+            keys.market(market_id), keys.market_positions(market_id),
+            keys.events, keys.trade_seq, keys.dirty,
+        ]
+
+    @property
+    def idle(self) -> bool:
+        return self._task is None and not self._queue
+
+    async def submit(self, order: Order) -> Trade:
+        """Queue ``order`` and wait for its trade (or its rejection)."""
+        future: asyncio.Future[Trade] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(order, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                take = min(len(self._queue), self._ctx.max_batch)
+                batch = [self._queue.popleft() for _ in range(take)]
+                batch = [p for p in batch if not p.future.done()]  # caller gave up
+                try:
+                    await self._execute(batch)
+                except EngineError as exc:
+                    self._fail(batch, exc)
+                except UNREACHABLE as exc:
+                    # The outcome of an unanswered call is unknown: forget the
+                    # cached state and let clients retry with their Idempotency-Key.
+                    self._state = None
+                    self._fail(batch, Unavailable(f"Redis is unreachable: {exc.__class__.__name__}"))
+        finally:
+            self._task = None
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: EngineError) -> None:
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(error)
+
+    async def _load(self) -> MarketState:
+        fields: list[Any] = await self._ctx.redis.hmget(
+            self._market_keys[0], ["version", "status", "q_yes", "q_no", "pool", "b"]
+        )
+        if fields[0] is None:
+            raise NotFound(f"no market {self.market_id}")
+        self._b = int(fields[5])
+        return _state_from(fields[:5])
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        pending = batch
+        conflicts = 0
+        while pending:
+            state = self._state or await self._load()
+            self._state = state
+            priced = self._price(pending, state)
+            if not priced:
+                return
+            reply = await self._ctx.scripts.run("trade", *self._script_call(priced, state))
+            self._ctx.stats.script_calls += 1
+            if reply[0] == "CONFLICT":
+                self._state = _state_from(reply[1:6])
+                self._ctx.stats.conflicts += 1
+                conflicts += 1
+                if conflicts > self._ctx.max_conflicts:
+                    raise Unavailable(f"market {self.market_id} is too contended; retry")
+                pending = [p.pending for p in priced]
+                continue
+            self._state = _state_from(reply[1:6])
+            pending = self._resolve(priced, reply[7], int(str(reply[6])))
+
+    def _price(self, batch: list[_Pending], state: MarketState) -> list[_Priced]:
+        """Price orders in sequence; settle at once those rejected without an Idempotency-Key."""
+        assert self._b is not None
+        q_yes, q_no = state.q_yes, state.q_no
+        priced: list[_Priced] = []
+        for p in batch:
+            order = p.order
+            if state.status is not MarketStatus.OPEN:
+                priced.append(_Priced(p, None, None))  # the script answers MARKET_NOT_OPEN or replays
+                continue
+            try:
+                result = fill(q_yes, q_no, self._b, order.side, order.outcome, order.shares, order.amount)
+                check_slippage(order, result)
+            except EngineError as exc:
+                if order.fingerprint:
+                    priced.append(_Priced(p, None, exc))  # a replay of the key still wins
+                elif not p.future.done():
+                    self._ctx.stats.rejected += 1
+                    p.future.set_exception(exc)
+                continue
+            priced.append(_Priced(p, result, None))
+            q_yes, q_no = result.q_yes, result.q_no
+        return priced
+
+    def _script_call(self, priced: list[_Priced], state: MarketState) -> tuple[list[str], list[str | int]]:
+        ctx = self._ctx
+        keys = list(self._market_keys)
+        args: list[str | int] = [self.market_id, state.version, ctx.idempotency_ttl_s]
+        for item in priced:
+            order = item.pending.order
+            keys += [
+                ctx.keys.user(order.user_id), ctx.keys.user_positions(order.user_id),
+                ctx.keys.idempotency(order.user_id, order.idempotency_key or "-"),
+            ]
+            f = item.fill
+            if f is None:
+                reason = f"{item.rejection.code} {item.rejection.message}" if item.rejection else ""
+                args += [order.user_id, order.side.value, order.outcome.value, 0, 0,
+                         "", "", "", order.fingerprint, reason or "MARKET_NOT_OPEN market is not open"]
+                continue
+            args += [
+                order.user_id, order.side.value, order.outcome.value, f.shares, f.cost,
+                format_micro(f.price_yes), format_micro(f.price_no), format_micro(f.avg_price),
+                order.fingerprint, "",
+            ]
+        return keys, args
+
+    def _resolve(self, priced: list[_Priced], results: list[list[str]], ts_ms: int) -> list[_Pending]:
+        """Hand each order its result; return the orders to re-price (SKIPPED)."""
+        stats = self._ctx.stats
+        again: list[_Pending] = []
+        for item, result in zip(priced, results, strict=True):
+            pending, kind = item.pending, result[0]
+            if kind == "SKIPPED":
+                again.append(pending)
+                continue
+            if pending.future.done():
+                continue
+            order = pending.order
+            if kind == "OK":
+                f = item.fill
+                assert f is not None
+                stats.trades += 1
+                pending.future.set_result(Trade(
+                    trade_id=int(result[1]), market_id=self.market_id, user_id=order.user_id,
+                    side=order.side, outcome=order.outcome, shares=f.shares, cost=f.cost,
+                    avg_price=f.avg_price, price_yes=f.price_yes, price_no=f.price_no,
+                    created_ms=ts_ms, available=int(result[2]), position=int(result[3]),
+                ))
+            elif kind == "REPLAY":
+                pending.future.set_result(replayed_trade(order, result[1]))
+            else:
+                stats.rejected += 1
+                pending.future.set_exception(_error(kind, result[1]))
+        return again

@@ -1,0 +1,175 @@
+"""A full, comparable picture of a deployment's state, and the contract's invariants over it.
+
+:func:`read_redis_state` reads everything under one key prefix; the persister
+builds the same :class:`State` from PostgreSQL, so the two stores can be
+compared field by field and checked by the same :func:`check_invariants`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import cast
+
+from redis.asyncio import Redis
+
+from engine.keys import Keys
+from engine.units import format_micro
+
+PositionKey = tuple[str, str, str]  # (user_id, market_id, outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    username: str
+    available: int
+    locked: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRecord:
+    status: str
+    outcome: str
+    b: int
+    q_yes: int
+    q_no: int
+    pool: int
+    settled_yes: int = 0
+    settled_no: int = 0
+
+
+@dataclass
+class State:
+    users: dict[str, UserRecord] = field(default_factory=dict)
+    markets: dict[str, MarketRecord] = field(default_factory=dict)
+    #: non-zero holdings only
+    positions: dict[PositionKey, int] = field(default_factory=dict)
+    deposits: int = 0
+    withdrawals: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """One violated invariant: what, where, and the numbers that disagree."""
+
+    invariant: str
+    subject: str
+    expected: str
+    found: str
+
+    def __str__(self) -> str:
+        return f"{self.invariant} [{self.subject}]: expected {self.expected}, found {self.found}"
+
+
+async def read_redis_state(redis: Redis, keys: Keys, batch: int = 1000) -> State:
+    """Everything under ``keys.prefix``; consistent when nothing trades meanwhile."""
+    state = State()
+    user_prefix = keys.user("")
+    user_ids = [
+        key[len(user_prefix):]
+        async for key in redis.scan_iter(match=f"{user_prefix}*", count=batch)
+        if not key.endswith(":pos")
+    ]
+    for start in range(0, len(user_ids), batch):
+        chunk = user_ids[start:start + batch]
+        async with redis.pipeline(transaction=False) as pipe:
+            for user_id in chunk:
+                pipe.hmget(keys.user(user_id), ["username", "available", "locked"])
+                pipe.hgetall(keys.user_positions(user_id))
+            replies = await pipe.execute()
+        for i, user_id in enumerate(chunk):
+            username, available, locked = replies[2 * i]
+            if username is None:
+                continue
+            state.users[user_id] = UserRecord(username, int(available), int(locked))
+            for name, shares in replies[2 * i + 1].items():
+                market_id, _, outcome = name.rpartition(":")
+                state.positions[(user_id, market_id, outcome)] = int(shares)
+    market_ids = cast(list[str], await redis.zrange(keys.markets, 0, -1))
+    fields = ["status", "outcome", "b", "q_yes", "q_no", "pool", "settled_yes", "settled_no"]
+    for start in range(0, len(market_ids), batch):
+        chunk = market_ids[start:start + batch]
+        async with redis.pipeline(transaction=False) as pipe:
+            for market_id in chunk:
+                pipe.hmget(keys.market(market_id), fields)
+            replies = await pipe.execute()
+        for market_id, row in zip(chunk, replies, strict=True):
+            if row[0] is not None:
+                status, outcome, *numbers = row
+                state.markets[market_id] = MarketRecord(status, outcome or "", *map(int, numbers))
+    totals = await redis.hmget(keys.totals, ["deposits", "withdrawals"])
+    state.deposits, state.withdrawals = int(totals[0] or 0), int(totals[1] or 0)
+    return state
+
+
+async def market_position_sums(redis: Redis, keys: Keys, market_ids: list[str]) -> dict[PositionKey, int]:
+    """Holdings as the market-side position hashes record them (the settlement's view)."""
+    held: dict[PositionKey, int] = {}
+    for market_id in market_ids:
+        async for name, shares in redis.hscan_iter(keys.market_positions(market_id), count=1000):
+            user_id, _, outcome = name.rpartition(":")
+            held[(user_id, market_id, outcome)] = int(shares)
+    return held
+
+
+def check_invariants(state: State) -> list[Breach]:
+    """Invariants 1-4 of the contract; an empty list means all hold."""
+    return [*_conservation(state), *_non_negative(state), *_markets(state)]
+
+
+def _conservation(state: State) -> list[Breach]:
+    held = sum(u.available + u.locked for u in state.users.values())
+    pools = sum(m.pool for m in state.markets.values())
+    net = state.deposits - state.withdrawals
+    if held + pools == net:
+        return []
+    return [Breach(
+        "conservation", "all accounts and pools", f"{format_micro(net)} (deposits - withdrawals)",
+        f"{format_micro(held + pools)} (balances {format_micro(held)} + pools {format_micro(pools)})",
+    )]
+
+
+def _non_negative(state: State) -> list[Breach]:
+    breaches = [
+        Breach("non-negative", f"user {user_id} {name}", ">= 0", format_micro(value))
+        for user_id, u in state.users.items()
+        for name, value in (("available", u.available), ("locked", u.locked))
+        if value < 0
+    ]
+    breaches += [
+        Breach("non-negative", f"position {user_id} {market_id} {outcome}", "> 0", format_micro(shares))
+        for (user_id, market_id, outcome), shares in state.positions.items()
+        if shares <= 0
+    ]
+    breaches += [
+        Breach("non-negative", f"market {market_id} pool", ">= 0", format_micro(m.pool))
+        for market_id, m in state.markets.items()
+        if m.pool < 0
+    ]
+    return breaches
+
+
+def _markets(state: State) -> list[Breach]:
+    """Invariants 3 (shares held = shares outstanding) and 4 (solvency)."""
+    breaches: list[Breach] = []
+    outstanding: dict[tuple[str, str], int] = {}
+    for (_, market_id, outcome), shares in state.positions.items():
+        outstanding[(market_id, outcome)] = outstanding.get((market_id, outcome), 0) + shares
+        if market_id not in state.markets:
+            breaches.append(Breach("shares", f"market {market_id}", "a known market", "positions in it"))
+    for market_id, m in state.markets.items():
+        # Settlement removes positions and counts them in settled_*: what is
+        # still outstanding must be held by users, and a settled market holds none.
+        live = {"YES": m.q_yes - m.settled_yes, "NO": m.q_no - m.settled_no}
+        for outcome, expected in live.items():
+            found = outstanding.get((market_id, outcome), 0)
+            if found != expected:
+                breaches.append(Breach(
+                    "shares", f"market {market_id} {outcome}",
+                    f"{format_micro(expected)} outstanding", f"{format_micro(found)} held by users",
+                ))
+        if m.status in ("OPEN", "RESOLVED") and m.pool < max(live.values()):
+            breaches.append(Breach(
+                "solvency", f"market {market_id}", f"pool >= {format_micro(max(live.values()))}",
+                format_micro(m.pool),
+            ))
+    return breaches

@@ -1,0 +1,60 @@
+"""Checks that need no state: id formats, quantity ranges, order shape.
+
+Each raises :class:`~engine.errors.ValidationError` with a message naming
+the field, so callers (API, simulation) report the same words.
+"""
+
+from __future__ import annotations
+
+from engine.errors import ValidationError
+from engine.models import ID_PATTERN, Order, Side
+from engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MIN_LIQUIDITY, format_micro
+
+
+def check_id(value: str, field: str) -> str:
+    if not ID_PATTERN.match(value):
+        raise ValidationError(f"{field} must match ^[A-Za-z0-9_-]{{1,64}}$")
+    return value
+
+
+def check_username(value: str) -> str:
+    if not 1 <= len(value) <= 64 or not value.isprintable():
+        raise ValidationError("username must be 1-64 printable characters")
+    return value
+
+
+def check_quantity(value: int, field: str, *, allow_zero: bool = False) -> int:
+    """A single quantity or amount: positive (or zero if allowed), at most 1e9 units."""
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValidationError(f"{field} must be {'zero or ' if allow_zero else ''}positive")
+    if value > MAX_QUANTITY:
+        raise ValidationError(f"{field} may not exceed {format_micro(MAX_QUANTITY)}")
+    return value
+
+
+def check_liquidity(value: int) -> int:
+    if not MIN_LIQUIDITY <= value <= MAX_LIQUIDITY:
+        raise ValidationError("liquidity_b must be between 1 and 1000000000")
+    return value
+
+
+def check_order(order: Order) -> Order:
+    """Shape of a trade request: exactly one of shares/amount, amount only with BUY."""
+    check_id(order.market_id, "market_id")
+    if (order.shares is None) == (order.amount is None):
+        raise ValidationError("exactly one of shares and amount is required")
+    if order.amount is not None:
+        if order.side is not Side.BUY:
+            raise ValidationError("amount is only allowed with side BUY")
+        check_quantity(order.amount, "amount")
+    if order.shares is not None:
+        check_quantity(order.shares, "shares")
+    if order.max_cost is not None:
+        if order.side is not Side.BUY:
+            raise ValidationError("max_cost is only allowed with side BUY")
+        check_quantity(order.max_cost, "max_cost", allow_zero=True)
+    if order.min_proceeds is not None:
+        if order.side is not Side.SELL:
+            raise ValidationError("min_proceeds is only allowed with side SELL")
+        check_quantity(order.min_proceeds, "min_proceeds", allow_zero=True)
+    return order

@@ -1,0 +1,28 @@
+-- create_market: register a market (CREATED) and move its subsidy from house to its pool.
+--
+-- KEYS[1] market hash <p>:{m:<id>}, KEYS[2] markets index <p>:markets,
+-- KEYS[3] house user hash <p>:u:house, KEYS[4] events stream, KEYS[5] dirty set <p>:dirty
+-- ARGV[1] market id, ARGV[2] name, ARGV[3] b (micro-units), ARGV[4] subsidy ceil(b ln 2) (micro-units)
+-- Returns {created_ms, house_available}.
+-- Errors: ALREADY_EXISTS, INSUFFICIENT_FUNDS (house cannot pay the subsidy).
+-- Emits MarketCreated {market_id, name, liquidity_b, pool} (+ available: house's balance after).
+
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return reject('ALREADY_EXISTS', 'market_id ' .. ARGV[1] .. ' is taken')
+end
+local house = redis.call('HGET', KEYS[3], 'available')
+if not house or tonumber(house) < tonumber(ARGV[4]) then
+  return reject('INSUFFICIENT_FUNDS', 'house cannot pay the subsidy ' .. fmt6(ARGV[4]))
+end
+local ms = now_ms()
+local after = int_str(redis.call('HINCRBY', KEYS[3], 'available', '-' .. ARGV[4]))
+redis.call('HSET', KEYS[1], 'name', ARGV[2], 'status', 'CREATED', 'outcome', '',
+  'b', ARGV[3], 'q_yes', '0', 'q_no', '0', 'pool', ARGV[4], 'version', '1',
+  'created_ms', ms, 'updated_ms', ms, 'settled_yes', '0', 'settled_no', '0',
+  'payouts_total', '0', 'holders_paid', '0')
+redis.call('ZADD', KEYS[2], ms, ARGV[1])
+redis.call('ZADD', KEYS[5], ms, ARGV[1])
+redis.call('XADD', KEYS[4], '*', 'type', 'MarketCreated', 'ts', ms,
+  'market_id', ARGV[1], 'name', ARGV[2], 'liquidity_b', fmt6(ARGV[3]), 'pool', fmt6(ARGV[4]),
+  'available', fmt6(after))
+return {ms, after}

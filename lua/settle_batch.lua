@@ -1,0 +1,57 @@
+-- settle_batch: pay one batch of a RESOLVED market's holders; resumable and idempotent.
+--
+-- KEYS[1] market hash, KEYS[2] market positions <p>:{m:<id>}:pos, KEYS[3] events stream,
+-- KEYS[4] dirty set, then per position field i: KEYS[3+2i] user hash, KEYS[4+2i] user positions
+-- ARGV[1] market id, ARGV[1+i] position field "<user>:<YES|NO>" (as read by HSCAN)
+-- Returns {fields_settled}.
+-- Errors: NOT_FOUND, INVALID_STATE (market not RESOLVED).
+-- Emits Payout {market_id, user_id, shares, amount} (+ available) per winning holder.
+--
+-- Each field is paid and deleted in the same call, so a field already gone was
+-- settled by an earlier (possibly interrupted) run and is skipped: nobody is
+-- paid twice. Shares removed are counted in settled_yes / settled_no so that
+-- q - settled always equals the positions still held.
+
+local m = redis.call('HMGET', KEYS[1], 'status', 'outcome')
+if not m[1] then return reject('NOT_FOUND', 'no market ' .. ARGV[1]) end
+if m[1] ~= 'RESOLVED' then
+  return reject('INVALID_STATE', 'market is ' .. m[1] .. ', only a RESOLVED market can be settled')
+end
+local winner = m[2]
+local ms = now_ms()
+local paid, settled_yes, settled_no, holders, done = 0, 0, 0, 0, 0
+for i = 2, #ARGV do
+  local field = ARGV[i]
+  local shares = redis.call('HGET', KEYS[2], field)
+  if shares then
+    local user_key, user_pos = KEYS[3 + 2 * (i - 1)], KEYS[4 + 2 * (i - 1)]
+    local sep = string.find(field, ':[^:]*$')
+    local user_id, outcome = string.sub(field, 1, sep - 1), string.sub(field, sep + 1)
+    local n = tonumber(shares)
+    if outcome == winner and n > 0 then
+      redis.call('HINCRBY', user_key, 'available', shares)
+      local available = redis.call('HGET', user_key, 'available')
+      redis.call('XADD', KEYS[3], '*', 'type', 'Payout', 'ts', ms, 'market_id', ARGV[1],
+        'user_id', user_id, 'shares', fmt6(shares), 'amount', fmt6(shares), 'available', fmt6(available))
+      paid = paid + n
+      holders = holders + 1
+    end
+    if outcome == 'YES' then settled_yes = settled_yes + n else settled_no = settled_no + n end
+    redis.call('HDEL', KEYS[2], field)
+    redis.call('HDEL', user_pos, ARGV[1] .. ':' .. outcome)
+    done = done + 1
+  end
+end
+if done > 0 then
+  if paid > 0 then
+    redis.call('HINCRBY', KEYS[1], 'pool', '-' .. int_str(paid))
+    redis.call('HINCRBY', KEYS[1], 'payouts_total', int_str(paid))
+    redis.call('HINCRBY', KEYS[1], 'holders_paid', holders)
+  end
+  redis.call('HINCRBY', KEYS[1], 'settled_yes', int_str(settled_yes))
+  redis.call('HINCRBY', KEYS[1], 'settled_no', int_str(settled_no))
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+  redis.call('HSET', KEYS[1], 'updated_ms', ms)
+  redis.call('ZADD', KEYS[4], ms, ARGV[1])
+end
+return {done}

@@ -1,0 +1,1 @@
+"""One module per ``predmarket`` subcommand: ``register(subparsers)`` adds it."""

@@ -1,0 +1,93 @@
+"""``predmarket simulate``: the seed's random trades, then a summary and the invariants."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine.market_engine import MarketEngine
+from engine.settings import Settings, get_settings
+from engine.state import Breach, check_invariants, read_redis_state
+from engine.units import MICRO, format_micro
+from predmarket.simulate import Plan, Summary, run
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate", help="random trades against the engine, then a summary and an invariant check",
+        description="Random trades (10-100 whole shares, random BUY/SELL of YES/NO) against the "
+        "engine directly, from one or several processes; prints trades/s, latency percentiles, "
+        "retries per trade and final prices, then checks the contract's invariants (exit 1 on a breach).",
+    )
+    p.add_argument("--markets", type=int, default=10, help="markets to create (default 10)")
+    p.add_argument("--users", type=int, default=100, help="users to create and fund (default 100)")
+    p.add_argument("--trades", type=int, default=10_000, help="trades to execute (default 10000)")
+    p.add_argument("--concurrency", type=int, default=32, help="concurrent tasks per process (default 32)")
+    p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--liquidity", type=int, default=1000, help="liquidity_b of each market, units")
+    p.add_argument("--seed", type=int, default=None, help="random seed for a repeatable run")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    for name in ("markets", "users", "trades", "concurrency", "processes", "liquidity"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"predmarket simulate: --{name} must be at least 1")
+    settings = get_settings()
+    plan = Plan(
+        markets=args.markets, users=args.users, trades=args.trades, concurrency=args.concurrency,
+        processes=args.processes, liquidity=args.liquidity * MICRO, seed=args.seed,
+    )
+    console = Console()
+    with Progress(
+        TextColumn("trading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+    ) as progress:
+        task = progress.add_task("trades", total=plan.trades)
+        summary = run(settings, plan, on_progress=lambda done: progress.update(task, completed=done))
+    breaches = asyncio.run(_final_check(settings, summary, console))
+    if breaches:
+        for breach in breaches:
+            console.print(f"[red]INVARIANT BREACH[/red] {breach}")
+        return 1
+    console.print("[green]all invariants hold[/green]")
+    return 0
+
+
+async def _final_check(settings: Settings, summary: Summary, console: Console) -> list[Breach]:
+    engine = MarketEngine.from_settings(settings)
+    try:
+        markets = [await engine.markets.get(m) for m in summary.market_ids]
+        state = await read_redis_state(engine.redis, engine.keys)
+    finally:
+        await engine.close()
+    table = Table(title="simulation")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rejected = ", ".join(f"{code} {n}" for code, n in sorted(summary.rejected.items())) or "none"
+    for name, value in (
+        ("trades", f"{summary.trades}"),
+        ("elapsed", f"{summary.elapsed_s:.2f} s"),
+        ("trades/s", f"{summary.trades_per_s:,.0f}"),
+        ("latency p50", f"{summary.p50_ms:.2f} ms"),
+        ("latency p99", f"{summary.p99_ms:.2f} ms"),
+        ("script calls", f"{summary.script_calls} ({summary.trades / max(summary.script_calls, 1):.1f} trades each)"),
+        ("conflicts (retries) per trade", f"{summary.retries_per_trade:.4f}"),
+        ("rejected", rejected),
+    ):
+        table.add_row(name, value)
+    console.print(table)
+    prices = Table(title="final prices")
+    for column in ("market", "price_yes", "price_no", "yes_shares", "no_shares", "pool"):
+        prices.add_column(column, justify="right" if column != "market" else "left")
+    for m in markets[:20]:
+        prices.add_row(m.market_id, format_micro(m.price_yes), format_micro(m.price_no),
+                       format_micro(m.yes_shares), format_micro(m.no_shares), format_micro(m.pool))
+    if len(markets) > 20:
+        prices.add_row(f"... {len(markets) - 20} more", "", "", "", "", "")
+    console.print(prices)
+    return check_invariants(state)

@@ -1,0 +1,221 @@
+"""The seed's random-trade simulation against the engine, in one or several processes.
+
+Each trade picks a random market and a random user, a whole quantity of 10-100
+shares, and randomly buys or sells YES or NO (a sell only of shares the user
+holds; otherwise it buys). Users are split between worker processes so each
+process knows its users' holdings without asking Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import queue as queue_module
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import EngineError
+from engine.market_engine import MarketEngine
+from engine.models import HOUSE, Order, Outcome, Side
+from engine.settings import Settings
+from engine.units import MICRO
+
+USER_FUNDS = 1_000_000 * MICRO
+
+
+@dataclass(frozen=True)
+class Plan:
+    markets: int = 10
+    users: int = 100
+    trades: int = 10_000
+    concurrency: int = 32
+    processes: int = 1
+    liquidity: int = 1_000 * MICRO
+    seed: int | None = None
+
+
+@dataclass
+class WorkerResult:
+    latencies: list[float] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)
+    script_calls: int = 0
+    conflicts: int = 0
+    trades: int = 0
+
+
+@dataclass
+class Summary:
+    plan: Plan
+    elapsed_s: float
+    trades: int
+    rejected: dict[str, int]
+    p50_ms: float
+    p99_ms: float
+    script_calls: int
+    conflicts: int
+    market_ids: list[str]
+
+    @property
+    def trades_per_s(self) -> float:
+        return self.trades / self.elapsed_s if self.elapsed_s else 0.0
+
+    @property
+    def retries_per_trade(self) -> float:
+        """Script calls repeated because another process changed the market first."""
+        return self.conflicts / self.trades if self.trades else 0.0
+
+
+async def setup(engine: MarketEngine, plan: Plan) -> tuple[list[str], list[str]]:
+    """Create and fund the simulation's users and open its markets."""
+    run = uuid.uuid4().hex[:8]
+    await engine.start()
+    subsidy_total = plan.markets * plan.liquidity  # ceil(b ln 2) < b
+    await engine.accounts.deposit(HOUSE, subsidy_total)
+    users: list[str] = []
+    for i in range(plan.users):
+        account = await engine.accounts.create(f"sim-{run}-{i}", f"sim-{run}-u{i}")
+        await engine.accounts.deposit(account.user_id, USER_FUNDS)
+        users.append(account.user_id)
+    markets: list[str] = []
+    for j in range(plan.markets):
+        market = await engine.markets.create(f"Simulated market {j}", plan.liquidity, f"sim-{run}-m{j}")
+        await engine.markets.open(market.market_id)
+        markets.append(market.market_id)
+    return users, markets
+
+
+async def _trade_loop(
+    engine: MarketEngine, users: list[str], markets: list[str], count: int,
+    concurrency: int, rng: random.Random, result: WorkerResult, tick: Callable[[], None],
+) -> None:
+    held: dict[tuple[str, str, Outcome], int] = {}
+    remaining = count
+
+    async def one() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            user, market = rng.choice(users), rng.choice(markets)
+            outcome = rng.choice((Outcome.YES, Outcome.NO))
+            shares = rng.randint(10, 100) * MICRO
+            side = rng.choice((Side.BUY, Side.SELL))
+            slot = (user, market, outcome)
+            if side is Side.SELL:
+                if held.get(slot, 0) >= shares:
+                    held[slot] -= shares  # reserved now, so concurrent sells cannot oversell
+                else:
+                    side = Side.BUY
+            start = time.perf_counter()
+            try:
+                await engine.execute_trade(Order(user, market, side, outcome, shares=shares))
+            except EngineError as exc:
+                result.rejected[exc.code] = result.rejected.get(exc.code, 0) + 1
+                if side is Side.SELL:
+                    held[slot] += shares
+            else:
+                result.latencies.append(time.perf_counter() - start)
+                if side is Side.BUY:
+                    held[slot] = held.get(slot, 0) + shares
+            tick()
+
+    await asyncio.gather(*(one() for _ in range(concurrency)))
+
+
+def run_worker(
+    settings: Settings, users: list[str], markets: list[str], count: int, concurrency: int,
+    seed: int | None, progress: Any = None,
+) -> WorkerResult:
+    """One process's share of the trades; returns its latencies and counters."""
+    result = WorkerResult()
+    pending = 0
+
+    def tick() -> None:
+        nonlocal pending
+        pending += 1
+        if progress is not None and pending >= 100:
+            with progress.get_lock():
+                progress.value += pending
+            pending = 0
+
+    async def main() -> None:
+        engine = MarketEngine.from_settings(settings)
+        try:
+            await _trade_loop(engine, users, markets, count, concurrency, random.Random(seed), result, tick)
+        finally:
+            result.script_calls = engine.stats.script_calls
+            result.conflicts = engine.stats.conflicts
+            result.trades = engine.stats.trades
+            await engine.close()
+
+    asyncio.run(main())
+    if progress is not None and pending:
+        with progress.get_lock():
+            progress.value += pending
+    return result
+
+
+def _worker_entry(queue: Any, *args: Any) -> None:
+    queue.put(run_worker(*args))
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def run(settings: Settings, plan: Plan, on_progress: Callable[[int], None] | None = None) -> Summary:
+    """Set up, run ``plan.trades`` trades over ``plan.processes`` processes, summarise."""
+    users, markets = asyncio.run(_setup(settings, plan))
+    ctx = mp.get_context("spawn")
+    progress = ctx.Value("q", 0)
+    queue = ctx.Queue()
+    per_process = [plan.trades // plan.processes + (i < plan.trades % plan.processes)
+                   for i in range(plan.processes)]
+    workers = [
+        ctx.Process(target=_worker_entry, args=(
+            queue, settings, users[i::plan.processes] or users, markets, per_process[i],
+            plan.concurrency, None if plan.seed is None else plan.seed + i, progress,
+        ))
+        for i in range(plan.processes)
+    ]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    results: list[WorkerResult] = []
+    while len(results) < len(workers):
+        try:
+            results.append(queue.get(timeout=0.2))
+        except queue_module.Empty:  # nothing finished yet: report progress, check for crashes
+            if any(w.exitcode not in (None, 0) for w in workers):
+                raise RuntimeError("a simulation worker process failed") from None
+        if on_progress is not None:
+            on_progress(progress.value)
+    elapsed = time.perf_counter() - start
+    for w in workers:
+        w.join()
+    if on_progress is not None:
+        on_progress(plan.trades)
+    latencies = sorted(lat for r in results for lat in r.latencies)
+    rejected: dict[str, int] = {}
+    for r in results:
+        for code, n in r.rejected.items():
+            rejected[code] = rejected.get(code, 0) + n
+    return Summary(
+        plan=plan, elapsed_s=elapsed, trades=sum(r.trades for r in results), rejected=rejected,
+        p50_ms=_percentile(latencies, 0.50) * 1000, p99_ms=_percentile(latencies, 0.99) * 1000,
+        script_calls=sum(r.script_calls for r in results),
+        conflicts=sum(r.conflicts for r in results), market_ids=markets,
+    )
+
+
+async def _setup(settings: Settings, plan: Plan) -> tuple[list[str], list[str]]:
+    engine = MarketEngine.from_settings(settings)
+    try:
+        return await setup(engine, plan)
+    finally:
+        await engine.close()

@@ -1,0 +1,137 @@
+"""Shared fixtures: real Redis (own key prefix per test), factories for users and markets.
+
+Set ``PM_TEST_REDIS_URL`` to point the suite at another Redis. When Redis is
+unreachable the fast tests fall back to fakeredis (with Lua), unless
+``PM_REQUIRE_REAL_SERVICES=1`` (set by CI), which turns any fallback into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis as sync_redis
+from redis.asyncio import Redis
+
+from engine.connection import connect
+from engine.market_engine import MarketEngine
+from engine.models import HOUSE, Account, Market
+from engine.settings import Settings
+from engine.units import MICRO
+
+REDIS_URL = os.environ.get("PM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_REAL = os.environ.get("PM_REQUIRE_REAL_SERVICES") == "1"
+
+
+def _redis_reachable() -> bool:
+    try:
+        return bool(sync_redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except sync_redis.exceptions.ConnectionError:
+        return False
+
+
+REAL_REDIS = _redis_reachable()
+
+
+def new_redis() -> Redis:
+    """A client of the test Redis (or fakeredis where allowed)."""
+    if REAL_REDIS:
+        return connect(REDIS_URL)
+    if REQUIRE_REAL:
+        pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
+    import fakeredis
+
+    return fakeredis.FakeAsyncRedis(decode_responses=True, lua_modules=set())
+
+
+def pytest_report_header() -> str:
+    return f"redis: {REDIS_URL if REAL_REDIS else 'fakeredis fallback'}"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"pmtest-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(prefix: str) -> Settings:
+    return Settings(key_prefix=prefix, redis_url=REDIS_URL)
+
+
+async def delete_prefix(redis: Redis, prefix: str) -> None:
+    """Remove one test's keys (never a FLUSHDB of the shared Redis)."""
+    batch: list[str] = []
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            await redis.delete(*batch)
+            batch.clear()
+    if batch:
+        await redis.delete(*batch)
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[MarketEngine]:
+    eng = MarketEngine(new_redis(), settings)
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await delete_prefix(eng.redis, settings.key_prefix)
+        await eng.close()
+
+
+UserFactory = Callable[..., Awaitable[Account]]
+MarketFactory = Callable[..., Awaitable[Market]]
+
+
+@pytest.fixture
+def make_user(engine: MarketEngine) -> UserFactory:
+    """``await make_user(balance_units=1000)`` -> a funded account."""
+    counter = iter(range(1_000_000))
+
+    async def make(balance_units: int = 1_000, username: str | None = None) -> Account:
+        account = await engine.accounts.create(username or f"user-{next(counter)}")
+        if balance_units:
+            await engine.accounts.deposit(account.user_id, balance_units * MICRO)
+        return await engine.accounts.get(account.user_id)
+
+    return make
+
+
+@pytest.fixture
+def make_market(engine: MarketEngine) -> MarketFactory:
+    """``await make_market(b_units=100, open=True)`` -> a market; house is funded for the subsidy."""
+
+    async def make(b_units: int = 100, open: bool = True, name: str = "Test market") -> Market:
+        await engine.accounts.deposit(HOUSE, b_units * MICRO)
+        market = await engine.markets.create(name, b_units * MICRO)
+        if open:
+            market = await engine.markets.open(market.market_id)
+        return market
+
+    return make
+
+
+async def snapshot(redis: Redis, prefix: str) -> dict[str, object]:
+    """Every key of ``prefix`` with its full contents, to prove a rejection changed nothing."""
+    out: dict[str, object] = {}
+    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
+        kind = await redis.type(key)
+        if kind == "hash":
+            out[key] = await redis.hgetall(key)
+        elif kind == "string":
+            out[key] = (await redis.get(key), await redis.ttl(key) > 0)
+        elif kind == "zset":
+            out[key] = await redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "stream":
+            out[key] = await redis.xrange(key)
+        elif kind == "set":
+            out[key] = sorted(await redis.smembers(key))
+        elif kind == "list":
+            out[key] = await redis.lrange(key, 0, -1)
+        else:
+            out[key] = kind
+    return out
