@@ -24,6 +24,11 @@ key                             contents
 ``<p>:idem:<user>:<key>``       string with TTL: the first response to a key
 ``<p>:dirty``                   sorted set: market ids by last change (idle flush)
 ``<p>:totals``                  hash: deposits, withdrawals (conservation)
+``<p>:events:dead``             stream: entries the persister could not read
+``<p>:persister:committed``     string: stream id up to which every entry is
+                                committed to PostgreSQL (also PUBLISHed on
+                                the channel of the same name)
+``<p>:persister:stats``         hash: the persister's lag and throughput
 ==============================  =============================================
 """
 
@@ -80,6 +85,18 @@ class Keys:
     @property
     def totals(self) -> str:
         return f"{self.prefix}:totals"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:events:dead"
+
+    @property
+    def committed(self) -> str:
+        return f"{self.prefix}:persister:committed"
+
+    @property
+    def persister_stats(self) -> str:
+        return f"{self.prefix}:persister:stats"
 
     @property
     def pattern(self) -> str:

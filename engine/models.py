@@ -77,6 +77,8 @@ class Trade:
     created_ms: int
     available: int | None = None
     position: int | None = None
+    #: stream entry id of the trade's last event: durable once the persister has committed it
+    event_id: str = ""
     replayed: bool = False
 
 

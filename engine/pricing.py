@@ -34,7 +34,10 @@ from engine.units import MICRO
 # error (a few ulps from exp/log1p and the rounding of a and x); the property
 # tests check that observed errors stay below a quarter of this bound.
 _REL = 2.0**-48
-_DEC_CONTEXT = Context(prec=60, Emax=10**9, Emin=-(10**9))
+# The exponent range lets e^-t stay non-zero for every t the contract allows
+# (t = |lead| / b up to 1e10, e^-t ~ 1e-4.4e9).
+_DEC_CONTEXT = Context(prec=60, Emax=10**12, Emin=-(10**12))
+_TINY = Decimal("1e-20")
 _LN2 = Decimal(2).ln(_DEC_CONTEXT)
 _PRICE_SCALE = float(MICRO)
 
@@ -71,19 +74,30 @@ def _delta_float(lead: int, shares: int, b: int) -> tuple[float, float]:
 # --------------------------------------------------------------------------- decimals
 
 
-def _softplus_dec(z: Decimal, ctx: Context) -> Decimal:
-    # e^-300 is below 1e-130: negligible against 60 digits of anything here.
-    if z > 0:
-        return z if z > 300 else z + ctx.ln(1 + ctx.exp(-z))
-    return Decimal(0) if z < -300 else ctx.ln(1 + ctx.exp(z))
+def _log1p_exp_neg(t: Decimal, ctx: Context) -> Decimal:
+    """``ln(1 + e^-t)`` for ``t >= 0``, to full relative precision however large ``t`` is."""
+    y = ctx.exp(-t)
+    if y < _TINY:  # ln(1 + y) = y - y^2/2 + y^3/3 - ...: the rest is below y * 1e-60
+        return y - y * y / 2 + y * y * y / 3
+    return ctx.ln(1 + y)
 
 
-def _delta_decimal(lead: int, shares: int, b: int) -> Decimal:
+def _delta_decimal(lead: int, shares: int, b: int) -> tuple[int, Decimal]:
+    """The exact delta as ``whole + rest``: an integer and a 60-digit remainder.
+
+    ``b * softplus(n / b) = max(n, 0) + b * ln(1 + e^-|n|/b)``: the first part is
+    an exact integer, the second keeps its full relative precision however
+    small it is. Rounding ``rest`` on its own therefore gets ``ceil``/``floor``
+    right even when the delta is an integer (``|lead + shares| == |lead|``) or
+    within 1e-100 of one (large ``|lead| / b``), where a difference of two
+    60-digit softplus values would lose the sign of the remainder.
+    """
     with localcontext(_DEC_CONTEXT) as ctx:
         bd = Decimal(b)
-        hi = _softplus_dec(Decimal(lead + shares) / bd, ctx)
-        lo = _softplus_dec(Decimal(lead) / bd, ctx)
-        return bd * (hi - lo)
+        whole = max(lead + shares, 0) - max(lead, 0)
+        hi = _log1p_exp_neg(Decimal(abs(lead + shares)) / bd, ctx)
+        lo = _log1p_exp_neg(Decimal(abs(lead)) / bd, ctx)
+        return whole, bd * (hi - lo)
 
 
 # --------------------------------------------------------------------------- rounding
@@ -94,7 +108,8 @@ def _ceil_exact(lead: int, shares: int, b: int) -> int:
     up = math.ceil(value - bound)
     if up == math.ceil(value + bound):
         return up
-    return int(_delta_decimal(lead, shares, b).to_integral_value(rounding=ROUND_CEILING))
+    whole, rest = _delta_decimal(lead, shares, b)
+    return whole + int(rest.to_integral_value(rounding=ROUND_CEILING))
 
 
 def _floor_exact(lead: int, shares: int, b: int) -> int:
@@ -102,7 +117,8 @@ def _floor_exact(lead: int, shares: int, b: int) -> int:
     down = math.floor(value - bound)
     if down == math.floor(value + bound):
         return down
-    return int(_delta_decimal(lead, shares, b).to_integral_value(rounding=ROUND_FLOOR))
+    whole, rest = _delta_decimal(lead, shares, b)
+    return whole + int(rest.to_integral_value(rounding=ROUND_FLOOR))
 
 
 # --------------------------------------------------------------------------- public

@@ -87,12 +87,12 @@ def _error(code: str, message: str) -> EngineError:
 
 def replayed_trade(order: Order, stored: str) -> Trade:
     """The first response to an Idempotency-Key, from what ``trade.lua`` stored."""
-    _, trade_id, side, outcome, shares, cost, avg, py, pn, ms = stored.split("|")
+    _, trade_id, side, outcome, shares, cost, avg, py, pn, ms, event_id = stored.split("|")
     return Trade(
         trade_id=int(trade_id), market_id=order.market_id, user_id=order.user_id,
         side=Side(side), outcome=Outcome(outcome), shares=int(shares), cost=int(cost),
         avg_price=parse_micro(avg), price_yes=parse_micro(py), price_no=parse_micro(pn),
-        created_ms=int(ms), replayed=True,
+        created_ms=int(ms), event_id=event_id, replayed=True,
     )
 
 
@@ -247,6 +247,7 @@ class MarketSequencer:
                     side=order.side, outcome=order.outcome, shares=f.shares, cost=f.cost,
                     avg_price=f.avg_price, price_yes=f.price_yes, price_no=f.price_no,
                     created_ms=ts_ms, available=int(result[2]), position=int(result[3]),
+                    event_id=result[4],
                 ))
             elif kind == "REPLAY":
                 pending.future.set_result(replayed_trade(order, result[1]))

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     idle_flush_s: float = Field(default=2.0, gt=0)
     max_dirty_s: float = Field(default=30.0, gt=0)
     stream_keep: int = Field(default=100_000, ge=0)
+    #: Entries another persister left pending this long are claimed (it is presumed dead).
+    claim_idle_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _no_placeholder_secret_in_production(self) -> Settings:

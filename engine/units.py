@@ -64,7 +64,7 @@ def parse_micro(value: object) -> int:
             raise UnitError("out of range")
         return int(scaled)
     if isinstance(value, str):
-        if not _DECIMAL_STRING.match(value):
+        if not _DECIMAL_STRING.fullmatch(value):  # fullmatch: "$" alone accepts a trailing newline
             raise UnitError("expected a decimal string like \"12.5\" with at most 6 decimals")
         whole, _, frac = value.partition(".")
         if len(whole) > 19:

@@ -12,7 +12,7 @@ from engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MIN_LIQUIDITY, format_micr
 
 
 def check_id(value: str, field: str) -> str:
-    if not ID_PATTERN.match(value):
+    if not ID_PATTERN.fullmatch(value):  # fullmatch: "$" alone would accept a trailing newline
         raise ValidationError(f"{field} must match ^[A-Za-z0-9_-]{{1,64}}$")
     return value
 

@@ -17,12 +17,12 @@ end
 local ms = now_ms()
 local after = int_str(redis.call('HINCRBY', KEYS[3], 'available', '-' .. ARGV[4]))
 redis.call('HSET', KEYS[1], 'name', ARGV[2], 'status', 'CREATED', 'outcome', '',
-  'b', ARGV[3], 'q_yes', '0', 'q_no', '0', 'pool', ARGV[4], 'version', '1',
+  'b', ARGV[3], 'q_yes', '0', 'q_no', '0', 'pool', ARGV[4], 'version', '0',
   'created_ms', ms, 'updated_ms', ms, 'settled_yes', '0', 'settled_no', '0',
   'payouts_total', '0', 'holders_paid', '0')
 redis.call('ZADD', KEYS[2], ms, ARGV[1])
-redis.call('ZADD', KEYS[5], ms, ARGV[1])
-redis.call('XADD', KEYS[4], '*', 'type', 'MarketCreated', 'ts', ms,
+local event = redis.call('XADD', KEYS[4], '*', 'type', 'MarketCreated', 'ts', ms,
   'market_id', ARGV[1], 'name', ARGV[2], 'liquidity_b', fmt6(ARGV[3]), 'pool', fmt6(ARGV[4]),
   'available', fmt6(after))
+touch_market(KEYS[1], KEYS[5], ARGV[1], ms, event, 1)
 return {ms, after}

@@ -43,3 +43,25 @@ end
 local function reject(code, message)
   return redis.error_reply(code .. ' ' .. message)
 end
+
+-- Record a change of a market: bump its version by `bump`, note when and by
+-- which stream entry (the persister's idle flush snapshots a market only once
+-- that entry is committed to PostgreSQL), and mark it dirty for that flush.
+local function touch_market(mkey, dirty, market_id, ms, event_id, bump)
+  local version = redis.call('HINCRBY', mkey, 'version', bump)
+  redis.call('HSET', mkey, 'updated_ms', ms, 'last_event', event_id)
+  redis.call('ZADD', dirty, ms, market_id)
+  return version
+end
+
+-- Stream ids "ms-seq" as two numbers, for ordering.
+local function parse_id(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+
+local function id_less(a, b)
+  local am, as = parse_id(a)
+  local bm, bs = parse_id(b)
+  return am < bm or (am == bm and as < bs)
+end

@@ -10,8 +10,7 @@ if status ~= 'CREATED' then
   return reject('INVALID_STATE', 'market is ' .. status .. ', only a CREATED market can be opened')
 end
 local ms = now_ms()
-redis.call('HSET', KEYS[1], 'status', 'OPEN', 'updated_ms', ms)
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('ZADD', KEYS[3], ms, ARGV[1])
-redis.call('XADD', KEYS[2], '*', 'type', 'MarketOpened', 'ts', ms, 'market_id', ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'OPEN')
+local event = redis.call('XADD', KEYS[2], '*', 'type', 'MarketOpened', 'ts', ms, 'market_id', ARGV[1])
+touch_market(KEYS[1], KEYS[3], ARGV[1], ms, event, 1)
 return {ms}

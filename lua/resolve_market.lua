@@ -10,9 +10,8 @@ if status ~= 'OPEN' then
   return reject('INVALID_STATE', 'market is ' .. status .. ', only an OPEN market can be resolved')
 end
 local ms = now_ms()
-redis.call('HSET', KEYS[1], 'status', 'RESOLVED', 'outcome', ARGV[2], 'updated_ms', ms)
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('ZADD', KEYS[3], ms, ARGV[1])
-redis.call('XADD', KEYS[2], '*', 'type', 'MarketResolved', 'ts', ms,
+redis.call('HSET', KEYS[1], 'status', 'RESOLVED', 'outcome', ARGV[2])
+local event = redis.call('XADD', KEYS[2], '*', 'type', 'MarketResolved', 'ts', ms,
   'market_id', ARGV[1], 'outcome', ARGV[2])
+touch_market(KEYS[1], KEYS[3], ARGV[1], ms, event, 1)
 return {ms}

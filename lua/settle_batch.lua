@@ -5,7 +5,7 @@
 -- ARGV[1] market id, ARGV[1+i] position field "<user>:<YES|NO>" (as read by HSCAN)
 -- Returns {fields_settled}.
 -- Errors: NOT_FOUND, INVALID_STATE (market not RESOLVED).
--- Emits Payout {market_id, user_id, shares, amount} (+ available) per winning holder.
+-- Emits Payout {market_id, user_id, shares, amount} (+ available, pool after, outcome) per winning holder.
 --
 -- Each field is paid and deleted in the same call, so a field already gone was
 -- settled by an earlier (possibly interrupted) run and is skipped: nobody is
@@ -20,6 +20,7 @@ end
 local winner = m[2]
 local ms = now_ms()
 local paid, settled_yes, settled_no, holders, done = 0, 0, 0, 0, 0
+local last_event = redis.call('HGET', KEYS[1], 'last_event')
 for i = 2, #ARGV do
   local field = ARGV[i]
   local shares = redis.call('HGET', KEYS[2], field)
@@ -31,8 +32,10 @@ for i = 2, #ARGV do
     if outcome == winner and n > 0 then
       redis.call('HINCRBY', user_key, 'available', shares)
       local available = redis.call('HGET', user_key, 'available')
-      redis.call('XADD', KEYS[3], '*', 'type', 'Payout', 'ts', ms, 'market_id', ARGV[1],
-        'user_id', user_id, 'shares', fmt6(shares), 'amount', fmt6(shares), 'available', fmt6(available))
+      local pool = int_str(redis.call('HINCRBY', KEYS[1], 'pool', '-' .. shares))
+      last_event = redis.call('XADD', KEYS[3], '*', 'type', 'Payout', 'ts', ms, 'market_id', ARGV[1],
+        'user_id', user_id, 'shares', fmt6(shares), 'amount', fmt6(shares), 'available', fmt6(available),
+        'pool', fmt6(pool), 'outcome', outcome)
       paid = paid + n
       holders = holders + 1
     end
@@ -44,14 +47,11 @@ for i = 2, #ARGV do
 end
 if done > 0 then
   if paid > 0 then
-    redis.call('HINCRBY', KEYS[1], 'pool', '-' .. int_str(paid))
     redis.call('HINCRBY', KEYS[1], 'payouts_total', int_str(paid))
     redis.call('HINCRBY', KEYS[1], 'holders_paid', holders)
   end
   redis.call('HINCRBY', KEYS[1], 'settled_yes', int_str(settled_yes))
   redis.call('HINCRBY', KEYS[1], 'settled_no', int_str(settled_no))
-  redis.call('HINCRBY', KEYS[1], 'version', 1)
-  redis.call('HSET', KEYS[1], 'updated_ms', ms)
-  redis.call('ZADD', KEYS[4], ms, ARGV[1])
+  touch_market(KEYS[1], KEYS[4], ARGV[1], ms, last_event, 1)
 end
 return {done}

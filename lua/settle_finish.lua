@@ -18,9 +18,8 @@ local ms = now_ms()
 local rest = m[2]
 if tonumber(rest) > 0 then redis.call('HINCRBY', KEYS[3], 'available', rest) end
 local house = redis.call('HGET', KEYS[3], 'available')
-redis.call('HSET', KEYS[1], 'status', 'SETTLED', 'pool', '0', 'updated_ms', ms)
-redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('ZADD', KEYS[5], ms, ARGV[1])
-redis.call('XADD', KEYS[4], '*', 'type', 'MarketSettled', 'ts', ms, 'market_id', ARGV[1],
+redis.call('HSET', KEYS[1], 'status', 'SETTLED', 'pool', '0')
+local event = redis.call('XADD', KEYS[4], '*', 'type', 'MarketSettled', 'ts', ms, 'market_id', ARGV[1],
   'payouts_total', fmt6(m[3]), 'house_return', fmt6(rest), 'available', fmt6(house))
+touch_market(KEYS[1], KEYS[5], ARGV[1], ms, event, 1)
 return {'SETTLED', m[3], m[4], rest}

@@ -12,7 +12,8 @@
 -- Returns
 --   {'CONFLICT', version, status, q_yes, q_no, pool}       version differs: nothing applied
 --   {'DONE', version, status, q_yes, q_no, pool, ts_ms, results}  with one result per order:
---     {'OK', trade_id, available, position}    applied
+--     {'OK', trade_id, available, position, event_id}   applied; event_id is the
+--                                              stream entry of its PriceUpdated (its last event)
 --     {'REPLAY', stored}                       Idempotency-Key seen with the same request
 --     {'<CODE>', message}                      rejected, nothing changed for this order
 --     {'SKIPPED'}                              not attempted: an earlier order the engine
@@ -36,6 +37,8 @@ local open = st[1] == 'OPEN'
 local ms = now_ms()
 local q = {YES = st[3], NO = st[4]}
 local pool = st[5]
+
+local last_event, last_trade
 
 local function neg(s)
   if s == '0' then return '0' end
@@ -78,13 +81,14 @@ local function apply(k, user_id, side, outcome, shares, cost, py, pn, avg, fp)
     'shares', fmt6(shares), 'cost', fmt6(cost), 'price_yes', py, 'price_no', pn,
     'yes_shares', fmt6(q.YES), 'no_shares', fmt6(q.NO), 'pool', fmt6(pool),
     'available', fmt6(available), 'position', fmt6(position), 'avg_price', avg)
-  redis.call('XADD', events, '*', 'type', 'PriceUpdated', 'ts', ms, 'market_id', mid,
+  last_event = redis.call('XADD', events, '*', 'type', 'PriceUpdated', 'ts', ms, 'market_id', mid,
     'price_yes', py, 'price_no', pn, 'yes_shares', fmt6(q.YES), 'no_shares', fmt6(q.NO))
   if fp ~= '' then
     redis.call('SET', KEYS[k + 3], table.concat({fp, trade_id, side, outcome, shares, cost,
-      avg, py, pn, ms}, '|'), 'EX', ttl)
+      avg, py, pn, ms, last_event}, '|'), 'EX', ttl)
   end
-  return {'OK', trade_id, available, position}
+  last_trade = trade_id
+  return {'OK', trade_id, available, position, last_event}
 end
 
 local results = {}
@@ -127,8 +131,7 @@ end
 
 local version = st[2]
 if applied > 0 then
-  version = int_str(redis.call('HINCRBY', mkey, 'version', applied))
-  redis.call('HSET', mkey, 'updated_ms', ms)
-  redis.call('ZADD', dirty, ms, mid)
+  version = int_str(touch_market(mkey, dirty, mid, ms, last_event, applied))
+  redis.call('HSET', mkey, 'last_trade_id', last_trade)
 end
 return {'DONE', version, st[1], q.YES, q.NO, pool, ms, results}

@@ -1,0 +1,1 @@
+"""Alembic migrations of the PostgreSQL record (run by ``predmarket migrate``)."""

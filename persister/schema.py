@@ -1,0 +1,152 @@
+"""The PostgreSQL record, as SQLAlchemy Core tables (the migrations create them).
+
+Money and shares are NUMERIC(20,6) in units. Every row an event wrote carries
+the event's stream entry id (unique), so a batch delivered twice writes
+nothing twice. Rows that hold a *current* value (balances, position_state,
+markets) carry ``event_order`` -- the stream position of the event that set
+it -- and are only overwritten by a newer event, so several persisters (or a
+claim of a dead persister's old entries) may commit in any order.
+
+There are deliberately no foreign keys from event-written rows to ``users`` or
+``markets``: a trade may be committed by one persister before another commits
+the ``UserCreated`` it follows. ``predmarket audit`` checks the references.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+
+def money(name: str, nullable: bool = False) -> Column[object]:
+    return Column(name, Numeric(20, 6), nullable=nullable)
+
+
+users = Table(
+    "users", metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("api_key_hash", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("event_id", String(40), nullable=False, unique=True),
+)
+
+balances = Table(
+    "balances", metadata,
+    Column("user_id", String(64), primary_key=True),
+    money("available"),
+    money("locked"),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("event_order", BigInteger, nullable=False),
+)
+
+markets = Table(
+    "markets", metadata,
+    Column("market_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("outcome", String(3), nullable=True),
+    money("liquidity_b"),
+    money("yes_shares"),
+    money("no_shares"),
+    money("price_yes"),
+    money("price_no"),
+    money("pool"),
+    money("settled_yes"),
+    money("settled_no"),
+    money("payouts_total"),
+    Column("holders_paid", Integer, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("last_trade_id", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("event_id", String(40), nullable=False, unique=True),
+    #: stream position of the last lifecycle event applied (status/outcome guard)
+    Column("status_order", BigInteger, nullable=False),
+)
+
+market_snapshots = Table(
+    "market_snapshots", metadata,
+    Column("snapshot_id", BigInteger, primary_key=True, autoincrement=True),
+    Column("market_id", String(64), nullable=False, index=True),
+    Column("version", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("outcome", String(3), nullable=True),
+    money("yes_shares"),
+    money("no_shares"),
+    money("price_yes"),
+    money("price_no"),
+    money("pool"),
+    money("settled_yes"),
+    money("settled_no"),
+    money("payouts_total"),
+    Column("holders_paid", Integer, nullable=False),
+    #: every trade of the market up to this id is included in the snapshot
+    Column("last_trade_id", BigInteger, nullable=False),
+    Column("last_event", String(40), nullable=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("market_id", "version", name="uq_market_snapshots_version"),
+)
+
+#: Holdings including zeroes (the guard needs the row); the ``positions`` view shows shares > 0.
+position_state = Table(
+    "position_state", metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("market_id", String(64), primary_key=True),
+    Column("outcome", String(3), primary_key=True),
+    money("shares"),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("event_order", BigInteger, nullable=False),
+)
+
+trades = Table(
+    "trades", metadata,
+    Column("trade_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(40), nullable=False, unique=True),
+    Column("user_id", String(64), nullable=False, index=True),
+    Column("market_id", String(64), nullable=False),
+    Column("side", String(4), nullable=False),
+    Column("outcome", String(3), nullable=False),
+    money("shares"),
+    #: avg_price: cost / shares, rounded half-even
+    money("price"),
+    money("cost"),
+    money("price_yes"),
+    money("price_no"),
+    money("yes_shares"),
+    money("no_shares"),
+    money("pool"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+ledger = Table(
+    "ledger", metadata,
+    Column("entry_id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), nullable=False),
+    #: 0 and 1: the two legs of one movement (double entry: they sum to zero)
+    Column("leg", SmallInteger, nullable=False),
+    #: deposit, withdrawal, subsidy, trade, payout, house_return
+    Column("kind", String(16), nullable=False),
+    #: "user:<id>", "pool:<market>" or "external"
+    Column("account", String(80), nullable=False, index=True),
+    Column("user_id", String(64), nullable=True),
+    Column("market_id", String(64), nullable=True),
+    Column("trade_id", BigInteger, nullable=True),
+    Column("amount", Numeric(20, 6), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("event_id", "leg", name="uq_ledger_event_leg"),
+)

@@ -1,0 +1,222 @@
+"""``predmarket persister``: drain the event stream into PostgreSQL, exactly once.
+
+One loop per process: read a batch (this consumer's own leftovers first, then
+entries a dead consumer left pending, then new ones), write it in one
+transaction, acknowledge after the commit, publish the committed mark; in
+between, flush idle markets, trim the stream and report lag. PostgreSQL or
+Redis unreachable: back off and retry the same batch, losing nothing. SIGTERM
+or SIGINT: finish the batch in hand, then exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import cast
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from engine.keys import Keys
+from engine.settings import Settings
+from persister.database import make_engine
+from persister.events import Batch, MalformedEvent
+from persister.flush import IdleFlusher
+from persister.stream import Entry, EventStream
+from persister.writer import write_batch
+
+log = logging.getLogger("predmarket.persister")
+
+
+@dataclass
+class WorkerConfig:
+    batch: int = 2000
+    block_ms: int = 500
+    claim_idle_ms: int = 10_000
+    claim_every_s: float = 2.0
+    flush_every_s: float = 0.5
+    idle_flush_ms: int = 2000
+    max_dirty_s: float = 30.0
+    stream_keep: int = 100_000
+    trim_every_s: float = 5.0
+    stats_every_s: float = 5.0
+    max_backoff_s: float = 5.0
+
+
+@dataclass
+class Counters:
+    entries: int = 0
+    rows: int = 0
+    trades: int = 0
+    dead: int = 0
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Persister:
+    def __init__(self, client: redis.Redis, pg: Engine, keys: Keys, config: WorkerConfig,
+                 consumer: str | None = None) -> None:
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.stream = EventStream(client, keys, self.consumer)
+        self.pg = pg
+        self.config = config
+        self.flusher = IdleFlusher(self.stream, pg, config.idle_flush_ms, config.max_dirty_s)
+        self.counters = Counters()
+        self.stopping = False
+        self._due: dict[str, float] = {}
+        self._own_pending_done = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %s: finishing the current batch, then exiting", signum)
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def run(self) -> None:
+        """Loop until stopped; every failure of Redis or PostgreSQL is retried with backoff."""
+        backoff = 0.1
+        while not self.stopping:
+            try:
+                self.step()
+                backoff = 0.1
+            except (redis.ConnectionError, redis.TimeoutError, OperationalError, DBAPIError) as exc:
+                log.warning("store unavailable (%s: %s); retrying in %.1fs",
+                            exc.__class__.__name__, str(exc).splitlines()[0][:200], backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self.config.max_backoff_s)
+        log.info("persister %s stopped after %d entries", self.consumer, self.counters.entries)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.05, deadline - time.monotonic()))
+
+    def step(self) -> int:
+        """One round: process one batch (if any) and the periodic chores; returns entries processed."""
+        self.stream.ensure_group()
+        entries = self._next_entries()
+        if entries:
+            self.process(entries)
+        self._chores()
+        return len(entries)
+
+    def _every(self, name: str, seconds: float) -> bool:
+        now = time.monotonic()
+        if now >= self._due.get(name, 0.0):
+            self._due[name] = now + seconds
+            return True
+        return False
+
+    def _next_entries(self) -> list[Entry]:
+        cfg = self.config
+        if not self._own_pending_done:
+            entries = self.stream.read_own_pending(cfg.batch)
+            if entries:
+                return entries
+            self._own_pending_done = True
+        if self._every("claim", cfg.claim_every_s):
+            claimed = self.stream.claim(cfg.claim_idle_ms, cfg.batch)
+            if claimed:
+                log.info("claimed %d entries left pending by another consumer", len(claimed))
+                return claimed
+        return self.stream.read_new(cfg.batch, cfg.block_ms)
+
+    # ------------------------------------------------------------------ batches
+
+    def process(self, entries: list[Entry]) -> None:
+        """Write ``entries`` in one transaction, then acknowledge them and publish the mark."""
+        batch = Batch()
+        dead: list[tuple[str, dict[str, str] | None, str]] = []
+        for entry_id, fields in entries:
+            if fields is None:
+                continue  # trimmed while pending: nothing left to write
+            try:
+                batch.add(entry_id, fields)
+            except MalformedEvent as exc:
+                dead.append((entry_id, fields, str(exc)))
+        key_hashes = self._key_hashes([row["user_id"] for row in batch.users])
+        with self.pg.begin() as conn:
+            write_batch(conn, batch, key_hashes)
+        for entry_id, fields, reason in dead:
+            log.error("dead-lettered stream entry %s: %s", entry_id, reason)
+            self.stream.dead_letter(entry_id, fields, reason)
+        self.stream.ack([entry_id for entry_id, _ in entries])
+        committed = self.stream.committed()
+        if committed:
+            self.stream.publish_committed(committed)
+        c = self.counters
+        c.entries += len(entries)
+        c.batches += 1
+        c.dead += len(dead)
+        c.trades += len(batch.trades)
+        c.rows += (len(batch.users) + len(batch.new_markets) + len(batch.trades) + len(batch.ledger)
+                   + len(batch.balances) + len(batch.positions))
+
+    def _key_hashes(self, user_ids: list[str]) -> dict[str, str | None]:
+        if not user_ids:
+            return {}
+        with self.stream.redis.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.hget(self.stream.keys.user(user_id), "key_hash")
+            found = cast(list[str | None], pipe.execute())
+        return {u: h or None for u, h in zip(user_ids, found, strict=True)}
+
+    # ------------------------------------------------------------------ chores
+
+    def _chores(self) -> None:
+        cfg = self.config
+        if self._every("flush", cfg.flush_every_s):
+            self.flusher.flush(self.stream.committed())
+        if self._every("trim", cfg.trim_every_s):
+            committed = self.stream.committed()
+            if committed:
+                self.stream.trim(committed, cfg.stream_keep)
+        if self._every("stats", cfg.stats_every_s):
+            self.report()
+
+    def report(self) -> None:
+        """Log lag and throughput, and publish them in Redis for the API's /metrics."""
+        seconds, micros = self.stream.redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        lag = self.stream.lag(now_ms)
+        c = self.counters
+        elapsed = max(time.monotonic() - c.started, 1e-9)
+        stats = {
+            "lag_entries": lag.entries, "oldest_age_ms": lag.oldest_age_ms, "committed": lag.committed or "",
+            "events_per_s": round(c.entries / elapsed, 1), "rows_per_s": round(c.rows / elapsed, 1),
+            "entries": c.entries, "trades": c.trades, "dead_letters": c.dead,
+            "market_writes": self.flusher.writes, "updated_ms": now_ms,
+        }
+        self.stream.redis.hset(self.stream.keys.persister_stats, mapping=stats)  # type: ignore[arg-type]
+        log.info("lag %d entries (oldest %d ms), %.0f events/s, %d trades, %d market writes, %d dead letters",
+                 lag.entries, lag.oldest_age_ms, stats["events_per_s"], c.trades, self.flusher.writes, c.dead)
+
+
+def config_from(settings: Settings, **overrides: float | int) -> WorkerConfig:
+    cfg = WorkerConfig(
+        batch=settings.persister_batch, idle_flush_ms=int(settings.idle_flush_s * 1000),
+        claim_idle_ms=int(settings.claim_idle_s * 1000),
+        max_dirty_s=settings.max_dirty_s, stream_keep=settings.stream_keep,
+    )
+    for name, value in overrides.items():
+        setattr(cfg, name, value)
+    return cfg
+
+
+def build(settings: Settings, consumer: str | None = None, **overrides: float | int) -> Persister:
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                  socket_timeout=max(settings.redis_timeout_s, 5.0),
+                                  socket_connect_timeout=settings.redis_timeout_s)
+    pg = make_engine(settings.database_url, pool_size=2, max_overflow=0)
+    return Persister(client, pg, Keys(settings.key_prefix), config_from(settings, **overrides), consumer)

@@ -1,0 +1,25 @@
+"""``predmarket migrate``: create the database if needed and upgrade its schema."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.settings import get_settings
+from persister.database import migrate
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "migrate", help="create or upgrade the PostgreSQL schema",
+        description="Creates the database named in PM_DATABASE_URL if it does not exist, then applies "
+        "every Alembic migration not yet applied. Safe to run again.",
+    )
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    created = migrate(settings.database_url)
+    print(f"database {'created and ' if created else ''}migrated to the newest schema")
+    return 0
