@@ -1,0 +1,144 @@
+"""Bearer-token authentication, the authorisation rules, and the per-user rate limit.
+
+The admin token comes from ``PM_ADMIN_TOKEN`` and is compared in constant
+time. A user's API key is stored only as its SHA-256; the hash is looked up in
+one Redis round trip and remembered briefly, so a hot client costs no lookup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from api.errors import ApiError, forbidden, unauthenticated
+from engine.connection import unavailable_on_disconnect
+from engine.market_engine import MarketEngine
+from engine.scripts import sources
+
+KEY_CACHE_SIZE = 10_000
+KEY_CACHE_TTL_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the admin, or one user."""
+
+    user_id: str | None  # None for the admin
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user_id is None
+
+
+ADMIN = Principal(None)
+
+
+def new_api_key() -> tuple[str, str]:
+    """A fresh API key and the hash stored in its place."""
+    key = "pmk_" + secrets.token_urlsafe(32)
+    return key, hash_key(key)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Authenticator:
+    def __init__(self, engine: MarketEngine, admin_token: str, rate_per_s: float) -> None:
+        self._engine = engine
+        self._admin = admin_token.encode()
+        self._rate = rate_per_s
+        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._limit = engine.redis.register_script(sources()["rate_limit"])
+
+    async def principal(self, request: Request) -> Principal:
+        """The caller named by the Authorization header; 401 if absent or unknown."""
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise unauthenticated()
+        if hmac.compare_digest(token.encode(), self._admin):
+            return ADMIN
+        user_id = await self._user_for(hash_key(token))
+        if user_id is None:
+            raise unauthenticated()
+        await self._rate_limit(user_id)
+        return Principal(user_id)
+
+    async def _user_for(self, key_hash: str) -> str | None:
+        now = time.monotonic()
+        cached = self._cache.get(key_hash)
+        if cached and cached[1] > now:
+            return cached[0]
+        user_id = await self._engine.accounts.user_for_key(key_hash)
+        if user_id is not None:
+            self._cache[key_hash] = (user_id, now + KEY_CACHE_TTL_S)
+            self._cache.move_to_end(key_hash)
+            while len(self._cache) > KEY_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return user_id
+
+    async def _rate_limit(self, user_id: str) -> None:
+        if self._rate <= 0:
+            return
+        with unavailable_on_disconnect():
+            allowed, retry_ms = await self._limit(
+                keys=[self._engine.keys.rate_bucket(user_id)], args=[self._rate, 2 * self._rate]
+            )
+        if not int(allowed):
+            retry_s = max(1, math.ceil(int(retry_ms) / 1000))
+            raise ApiError(429, "RATE_LIMITED", f"more than {self._rate:g} requests per second",
+                           {"Retry-After": str(retry_s)})
+
+
+def _auth(request: Request) -> Authenticator:
+    authenticator: Authenticator = request.app.state.auth
+    return authenticator
+
+
+async def any_caller(request: Request) -> Principal:
+    """Admin or any user."""
+    return await _auth(request).principal(request)
+
+
+async def admin_only(request: Request) -> Principal:
+    principal = await _auth(request).principal(request)
+    if not principal.is_admin:
+        raise forbidden("this route is for the admin")
+    return principal
+
+
+async def user_only(request: Request) -> Principal:
+    principal = await _auth(request).principal(request)
+    if principal.is_admin:
+        raise forbidden("the admin token is not a user; use a user's API key")
+    return principal
+
+
+def require_self_or_admin(principal: Principal, user_id: str) -> None:
+    if not principal.is_admin and principal.user_id != user_id:
+        raise forbidden("a user may only read its own account")
+
+
+def engine_of(request: Request) -> MarketEngine:
+    engine: MarketEngine = request.app.state.engine
+    return engine
+
+
+def state_of(request: Request, name: str) -> Any:
+    return getattr(request.app.state, name)
+
+
+#: Route parameters naming who may call: the admin, one user, or either.
+Admin = Annotated[Principal, Depends(admin_only)]
+User = Annotated[Principal, Depends(user_only)]
+Caller = Annotated[Principal, Depends(any_caller)]

@@ -1,0 +1,118 @@
+"""The contract's error body and the one table mapping engine errors to HTTP statuses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from api.metrics import ERRORS
+from api.responses import JSONResponse
+from engine.connection import UNREACHABLE
+from engine.errors import (
+    AlreadyExists,
+    EngineError,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    InsufficientShares,
+    InvalidState,
+    MarketNotOpen,
+    NotFound,
+    SlippageExceeded,
+    Unavailable,
+    ValidationError,
+)
+
+log = logging.getLogger("predmarket.api")
+
+STATUS_BY_ERROR: dict[type[EngineError], int] = {
+    NotFound: 404,
+    MarketNotOpen: 409,
+    InvalidState: 409,
+    AlreadyExists: 409,
+    IdempotencyKeyReused: 409,
+    ValidationError: 422,
+    InsufficientFunds: 422,
+    InsufficientShares: 422,
+    SlippageExceeded: 422,
+    Unavailable: 503,
+}
+
+
+class ApiError(Exception):
+    """An HTTP-level rejection that is not an engine error (401, 403, 413, 429)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def unauthenticated(message: str = "missing or unknown bearer token") -> ApiError:
+    return ApiError(401, "UNAUTHENTICATED", message, {"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "FORBIDDEN", message)
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    ERRORS.labels(code).inc()
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    """Register handlers so every error leaves in the contract's shape, and never as a 500."""
+
+    @app.exception_handler(EngineError)
+    async def engine_error(_: Request, exc: EngineError) -> Response:
+        headers = {"Retry-After": "1"} if isinstance(exc, Unavailable) else None
+        return error_response(STATUS_BY_ERROR.get(type(exc), 422), exc.code, exc.message, headers)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_validation(_: Request, exc: RequestValidationError) -> Response:
+        return error_response(422, "VALIDATION_ERROR", _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 401: "UNAUTHENTICATED", 403: "FORBIDDEN"}.get(
+            exc.status_code, "VALIDATION_ERROR")
+        message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, UNREACHABLE):
+            return error_response(503, "UNAVAILABLE", "a backing store is unreachable", {"Retry-After": "1"})
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "INTERNAL", "internal error")
+
+
+def error_schema() -> dict[str, Any]:
+    """OpenAPI description of the error body, for the routes' documented responses."""
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }},
+    }

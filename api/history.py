@@ -1,0 +1,57 @@
+"""Trade history, served from PostgreSQL (the durable record), newest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from engine.errors import Unavailable
+from engine.units import format_micro, micro_from_decimal
+from persister.schema import trades
+
+
+def _dec(value: Any) -> str:
+    return format_micro(micro_from_decimal(value))
+
+
+async def recent_trades(pg: AsyncEngine, market_id: str, limit: int) -> list[dict[str, Any]]:
+    query = (
+        select(trades.c.trade_id, trades.c.market_id, trades.c.user_id, trades.c.side, trades.c.outcome,
+               trades.c.shares, trades.c.cost, trades.c.price, trades.c.price_yes, trades.c.price_no,
+               trades.c.created_at)
+        .where(trades.c.market_id == market_id)
+        .order_by(trades.c.trade_id.desc())
+        .limit(limit)
+    )
+    try:
+        async with pg.connect() as conn:
+            rows = (await conn.execute(query)).all()
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise Unavailable("PostgreSQL is unreachable") from exc
+    return [
+        {
+            "trade_id": r.trade_id, "market_id": r.market_id, "user_id": r.user_id, "side": r.side,
+            "outcome": r.outcome, "shares": _dec(r.shares), "cost": _dec(r.cost), "avg_price": _dec(r.price),
+            "price_yes": _dec(r.price_yes), "price_no": _dec(r.price_no),
+            "created_at": r.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        for r in rows
+    ]
+
+
+async def market_recorded(pg: AsyncEngine, market_id: str) -> bool:
+    """Whether PostgreSQL knows the market (it may be archived out of Redis)."""
+    try:
+        async with pg.connect() as conn:
+            found = await conn.execute(text("SELECT 1 FROM markets WHERE market_id = :m"), {"m": market_id})
+            return found.first() is not None
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise Unavailable("PostgreSQL is unreachable") from exc
+
+
+async def ping(pg: AsyncEngine) -> None:
+    async with pg.connect() as conn:
+        await conn.execute(text("SELECT 1"))

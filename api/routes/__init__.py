@@ -1,0 +1,1 @@
+"""Route modules: each validates, authenticates, calls the engine and maps the result."""

@@ -1,0 +1,120 @@
+"""Markets: create, list, read, lifecycle, quotes and trade history."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from api.auth import Admin, engine_of, state_of
+from api.history import market_recorded, recent_trades
+from api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, body_doc
+from api.responses import JSONResponse, market_json, quote_json
+from api.routes.common import ERRORS, path_id
+from engine.errors import NotFound, ValidationError
+from engine.models import MarketStatus, Outcome, Side
+from engine.units import UnitError, format_micro, parse_micro
+
+router = APIRouter(prefix="/v1", tags=["markets"], responses=ERRORS)
+#: Query values arrive as text and are checked here, so errors carry the contract's words.
+OptionalQuery = Annotated[str | None, Query()]
+
+
+@router.post("/markets", status_code=201, openapi_extra=body_doc(CreateMarket),
+             summary="Create a market (admin); its subsidy ceil(b ln 2) comes from house")
+async def create_market(
+    request: Request, _: Admin, body: CreateMarketBody) -> Response:
+    market = await engine_of(request).markets.create(body.name, body.liquidity_b, body.market_id)
+    return JSONResponse(market_json(market), status_code=201)
+
+
+@router.get("/markets", summary="Every market, optionally of one status")
+async def list_markets(request: Request, status: OptionalQuery = None) -> Response:
+    wanted = None
+    if status is not None:
+        try:
+            wanted = MarketStatus(status)
+        except ValueError:
+            raise ValidationError("status must be one of CREATED, OPEN, RESOLVED, SETTLED") from None
+    markets = await engine_of(request).markets.list_all(wanted)
+    return JSONResponse({"markets": [market_json(m) for m in markets]})
+
+
+@router.get("/markets/{market_id}", summary="One market")
+async def get_market(request: Request, market_id: str) -> Response:
+    market = await engine_of(request).markets.get(path_id(market_id, "market"))
+    return JSONResponse(market_json(market))
+
+
+@router.post("/markets/{market_id}/open", summary="CREATED -> OPEN (admin)")
+async def open_market(request: Request, market_id: str, _: Admin) -> Response:
+    market = await engine_of(request).markets.open(path_id(market_id, "market"))
+    return JSONResponse(market_json(market))
+
+
+@router.post("/markets/{market_id}/resolve", openapi_extra=body_doc(Resolve),
+             summary="OPEN -> RESOLVED with the winning outcome (admin)")
+async def resolve_market(
+    request: Request, market_id: str, _: Admin, body: ResolveBody) -> Response:
+    market = await engine_of(request).markets.resolve(path_id(market_id, "market"), Outcome(body.outcome))
+    return JSONResponse(market_json(market))
+
+
+@router.post("/markets/{market_id}/settle", summary="Pay the winners, return the rest to house (admin)")
+async def settle_market(request: Request, market_id: str, _: Admin) -> Response:
+    settlement = await engine_of(request).markets.settle(path_id(market_id, "market"))
+    return JSONResponse({
+        "market": market_json(settlement.market),
+        "payouts_total": format_micro(settlement.payouts_total),
+        "holders_paid": settlement.holders_paid,
+    })
+
+
+E = TypeVar("E", Side, Outcome)
+
+
+def _choice(value: str | None, kind: type[E], name: str) -> E:
+    if value is None:
+        raise ValidationError(f"{name} is required")
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValidationError(f"{name} must be one of {', '.join(m.value for m in kind)}") from None
+
+
+def _quantity(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_micro(value)
+    except UnitError as exc:
+        raise ValidationError(f"{name}: {exc}") from None
+
+
+@router.get("/markets/{market_id}/quote", summary="What a trade would do now; changes nothing")
+async def quote(
+    request: Request, market_id: str, side: OptionalQuery = None, outcome: OptionalQuery = None,
+    shares: OptionalQuery = None, amount: OptionalQuery = None,
+) -> Response:
+    side_, outcome_ = _choice(side, Side, "side"), _choice(outcome, Outcome, "outcome")
+    shares_, amount_ = _quantity(shares, "shares"), _quantity(amount, "amount")
+    result = await engine_of(request).markets.quote(
+        path_id(market_id, "market"), side_, outcome_, shares_, amount_)
+    return JSONResponse(quote_json(result))
+
+
+@router.get("/markets/{market_id}/trades", summary="Executed trades, newest first (from PostgreSQL)")
+async def market_trades(request: Request, market_id: str, limit: OptionalQuery = None) -> Response:
+    n = 100
+    if limit is not None:
+        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 1000:
+            raise ValidationError("limit must be an integer from 1 to 1000")
+        n = int(limit)
+    market_id = path_id(market_id, "market")
+    engine, pg = engine_of(request), state_of(request, "pg")
+    rows = await recent_trades(pg, market_id, n)
+    if not rows and not await engine.redis.exists(engine.keys.market(market_id)) \
+            and not await market_recorded(pg, market_id):
+        raise NotFound(f"no market {market_id}")
+    return JSONResponse({"trades": rows})

@@ -1,0 +1,73 @@
+"""Trading: submit a trade (idempotent with Idempotency-Key, durable on request)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from starlette.responses import Response
+
+from api.auth import User, engine_of, state_of
+from api.durable import CommittedWatcher
+from api.metrics import TRADES
+from api.requests import TradeBody, TradeJson, body_doc
+from api.responses import JSONResponse, trade_json
+from api.routes.common import ERRORS, path_id
+from engine.errors import ValidationError
+from engine.models import Order, Outcome, Side
+
+router = APIRouter(prefix="/v1", tags=["trading"], responses=ERRORS)
+
+DURABLE = "durable=postgres"
+MAX_KEY_LENGTH = 255
+
+
+def _idempotency_key(value: str | None) -> str:
+    if value is None:
+        return ""
+    if not 1 <= len(value) <= MAX_KEY_LENGTH or not value.isascii() or not value.isprintable():
+        raise ValidationError(f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters")
+    return value
+
+
+def fingerprint(market_id: str, body: TradeBody) -> str:
+    """What makes two requests "the same" for Idempotency-Key: the market and the parsed body."""
+    canonical = "|".join(str(v) for v in (
+        market_id, body.side, body.outcome, body.shares, body.amount, body.max_cost, body.min_proceeds))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _wants_durable(prefer: str | None) -> bool:
+    return prefer is not None and any(p.strip().lower() == DURABLE for p in prefer.split(","))
+
+
+@router.post(
+    "/markets/{market_id}/trades", status_code=201, openapi_extra=body_doc(TradeBody),
+    summary="Buy or sell shares; with Prefer: durable=postgres, answered once persisted",
+    responses={202: {"description": "executed, not yet persisted (Prefer: durable=postgres timed out)"}},
+)
+async def submit_trade(
+    request: Request, market_id: str, principal: User, body: TradeJson,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    prefer: Annotated[str | None, Header(alias="Prefer")] = None,
+) -> Response:
+    assert principal.user_id is not None
+    key = _idempotency_key(idempotency_key)
+    market_id = path_id(market_id, "market")
+    order = Order(
+        user_id=principal.user_id, market_id=market_id, side=Side(body.side), outcome=Outcome(body.outcome),
+        shares=body.shares, amount=body.amount, max_cost=body.max_cost, min_proceeds=body.min_proceeds,
+        idempotency_key=key, fingerprint=fingerprint(market_id, body) if key else "",
+    )
+    trade = await engine_of(request).execute_trade(order)
+    if not trade.replayed:
+        TRADES.inc()
+    if not _wants_durable(prefer):
+        return JSONResponse(trade_json(trade), status_code=201)
+    watcher: CommittedWatcher = state_of(request, "committed")
+    settings = engine_of(request).settings
+    if trade.event_id and await watcher.wait(trade.event_id, settings.durable_wait_s):
+        return JSONResponse(trade_json(trade), status_code=201, headers={"Preference-Applied": DURABLE})
+    # Executed (and acknowledged in Redis), not yet in PostgreSQL: say so, never hang.
+    return JSONResponse(trade_json(trade), status_code=202)

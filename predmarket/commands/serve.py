@@ -1,0 +1,39 @@
+"""``predmarket serve``: the HTTP API on uvicorn (uvloop, httptools)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from typing import Any
+
+import uvicorn
+
+from api.logs import configure
+from engine.settings import get_settings
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve", help="the HTTP API",
+        description="Serves the REST API and live event streams. Stateless: run as many replicas as "
+        "you like against one Redis and one PostgreSQL.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    get_settings()  # fail now, with a clear message, on bad configuration
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics here so that /metrics sums all of them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predmarket-metrics-")
+    configure(access_log=not args.no_access_log)
+    uvicorn.run(
+        "api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+        loop="uvloop", http="httptools", log_config=None, access_log=False, timeout_graceful_shutdown=5,
+    )
+    return 0
