@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from engine import pricing
 from engine.accounts import new_id
 from engine.connection import unavailable_on_disconnect
-from engine.errors import MarketNotOpen, NotFound
+from engine.errors import MarketNotOpen, NotFound, ValidationError
 from engine.keys import Keys
 from engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
 from engine.orders import fill
@@ -124,6 +124,10 @@ class Markets:
         shares: int | None = None, amount: int | None = None,
     ) -> Quote:
         """What the order would do now; changes nothing."""
+        if (shares is None) == (amount is None):
+            raise ValidationError("exactly one of shares and amount is required")
+        if amount is not None and side is not Side.BUY:
+            raise ValidationError("amount is only allowed with side BUY")
         if amount is not None:
             check_quantity(amount, "amount")
         if shares is not None:

@@ -180,6 +180,8 @@ def _estimate_shares(lead: int, amount: int, b: int) -> int:
     """Float estimate of the shares ``amount`` buys; refined exactly by the caller."""
     a = lead / b
     target = _softplus(a) + amount / b
+    if target <= 0.0:  # amount 0 where softplus(a) underflows (a < -745): log(expm1(0)) would raise
+        return 0
     # inverse softplus: ln(e^t - 1), written to stay finite for large t.
     inv = target + math.log(-math.expm1(-target)) if target > 30.0 else math.log(math.expm1(target))
     estimate = (inv - a) * b

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis as sync_redis
@@ -135,3 +135,60 @@ async def snapshot(redis: Redis, prefix: str) -> dict[str, object]:
         else:
             out[key] = kind
     return out
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+PG_SERVER_URL = os.environ.get("PM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_url(database: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(PG_SERVER_URL).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database migrated once per run; each test clones it (CREATE DATABASE ... TEMPLATE)."""
+    from persister.database import drop_database, migrate
+
+    name = f"pmtest_tmpl_{uuid.uuid4().hex[:10]}"
+    url = _pg_url(name)
+    try:
+        migrate(url)
+    except Exception as exc:  # any failure here means "no PostgreSQL"
+        if REQUIRE_REAL:
+            pytest.fail(f"PostgreSQL unreachable at {PG_SERVER_URL}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    try:
+        yield name
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def database_url(pg_template: str) -> Iterator[str]:
+    """A throwaway database with the schema, dropped after the test."""
+    from sqlalchemy import create_engine, text
+
+    from persister.database import drop_database
+
+    name = f"pmtest_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(_pg_url("postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    finally:
+        admin.dispose()
+    url = _pg_url(name)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def pg_settings(prefix: str, database_url: str) -> Settings:
+    """Settings with both an own Redis prefix and an own database."""
+    return Settings(key_prefix=prefix, redis_url=REDIS_URL, database_url=database_url)
