@@ -24,6 +24,7 @@ key                             contents
 ``<p>:idem:<user>:<key>``       string with TTL: the first response to a key
 ``<p>:dirty``                   sorted set: market ids by last change (idle flush)
 ``<p>:totals``                  hash: deposits, withdrawals (conservation)
+``<p>:rl:<user>``                hash: the user's rate-limit token bucket
 ``<p>:events:dead``             stream: entries the persister could not read
 ``<p>:persister:committed``     string: stream id up to which every entry is
                                 committed to PostgreSQL (also PUBLISHed on
@@ -57,6 +58,9 @@ class Keys:
 
     def idempotency(self, user_id: str, key: str) -> str:
         return f"{self.prefix}:idem:{user_id}:{key}"
+
+    def rate_bucket(self, user_id: str) -> str:
+        return f"{self.prefix}:rl:{user_id}"
 
     @property
     def usernames(self) -> str:

@@ -14,7 +14,7 @@ from engine.keys import Keys
 from engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
 from engine.orders import fill
 from engine.scripts import Scripts
-from engine.validation import check_id, check_liquidity, check_quantity
+from engine.validation import check_id, check_liquidity, check_market_name, check_quantity
 
 SETTLE_BATCH = 500
 
@@ -41,6 +41,7 @@ class Markets:
 
     async def create(self, name: str, liquidity_b: int, market_id: str | None = None) -> Market:
         """Register a CREATED market; its pool is ``ceil(b ln 2)`` taken from ``house``."""
+        check_market_name(name)
         check_liquidity(liquidity_b)
         market_id = check_id(market_id, "market_id") if market_id is not None else new_id("m")
         k = self._keys

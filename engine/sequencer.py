@@ -11,11 +11,13 @@ the fresh state; the batch is re-priced and resent, a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from engine.connection import UNREACHABLE
 from engine.errors import ERRORS_BY_CODE, EngineError, NotFound, Unavailable
@@ -85,6 +87,16 @@ def _error(code: str, message: str) -> EngineError:
     return ERRORS_BY_CODE.get(code, Unavailable)(message)
 
 
+def stored_fingerprint(order: Order) -> str:
+    """The fingerprint as ``trade.lua`` stores and compares it: a fixed-length hex digest.
+
+    The stored response is ``"|"``-separated and matched by prefix, so a raw
+    fingerprint containing ``"|"`` broke :func:`replayed_trade` (the sequencer
+    task died, the caller hung) and one that was a prefix of another matched it.
+    """
+    return hashlib.sha256(order.fingerprint.encode()).hexdigest() if order.fingerprint else ""
+
+
 def replayed_trade(order: Order, stored: str) -> Trade:
     """The first response to an Idempotency-Key, from what ``trade.lua`` stored."""
     _, trade_id, side, outcome, shares, cost, avg, py, pn, ms, event_id = stored.split("|")
@@ -139,11 +151,17 @@ class MarketSequencer:
                     # cached state and let clients retry with their Idempotency-Key.
                     self._state = None
                     self._fail(batch, Unavailable(f"Redis is unreachable: {exc.__class__.__name__}"))
+                except Exception as exc:
+                    # Anything else (an error reply such as OOM or MISCONF, a bug) must not
+                    # leave this batch's callers, or the orders queued behind it, waiting forever.
+                    self._state = None
+                    self._fail(batch, Unavailable(f"Redis refused the trade: {exc}")
+                               if isinstance(exc, RedisError) else exc)
         finally:
             self._task = None
 
     @staticmethod
-    def _fail(batch: list[_Pending], error: EngineError) -> None:
+    def _fail(batch: list[_Pending], error: Exception) -> None:
         for p in batch:
             if not p.future.done():
                 p.future.set_exception(error)
@@ -206,7 +224,11 @@ class MarketSequencer:
     def _script_call(self, priced: list[_Priced], state: MarketState) -> tuple[list[str], list[str | int]]:
         ctx = self._ctx
         keys = list(self._market_keys)
-        args: list[str | int] = [self.market_id, state.version, ctx.idempotency_ttl_s]
+        # The script compares q_yes and q_no too: a version number alone can come back
+        # with other contents after a data loss (restart without AOF, recover), and the
+        # costs below are exact only for these q.
+        expected = f"{state.version}:{state.q_yes}:{state.q_no}"
+        args: list[str | int] = [self.market_id, expected, ctx.idempotency_ttl_s]
         for item in priced:
             order = item.pending.order
             keys += [
@@ -217,12 +239,12 @@ class MarketSequencer:
             if f is None:
                 reason = f"{item.rejection.code} {item.rejection.message}" if item.rejection else ""
                 args += [order.user_id, order.side.value, order.outcome.value, 0, 0,
-                         "", "", "", order.fingerprint, reason or "MARKET_NOT_OPEN market is not open"]
+                         "", "", "", stored_fingerprint(order), reason or "MARKET_NOT_OPEN market is not open"]
                 continue
             args += [
                 order.user_id, order.side.value, order.outcome.value, f.shares, f.cost,
                 format_micro(f.price_yes), format_micro(f.price_no), format_micro(f.avg_price),
-                order.fingerprint, "",
+                stored_fingerprint(order), "",
             ]
         return keys, args
 

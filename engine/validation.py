@@ -23,6 +23,13 @@ def check_username(value: str) -> str:
     return value
 
 
+def check_market_name(value: str) -> str:
+    """1-10,000 printable characters: what the persister's ``markets.name`` takes (no NUL, valid text)."""
+    if not 1 <= len(value) <= 10_000 or not value.isprintable():
+        raise ValidationError("name must be 1-10000 printable characters")
+    return value
+
+
 def check_quantity(value: int, field: str, *, allow_zero: bool = False) -> int:
     """A single quantity or amount: positive (or zero if allowed), at most 1e9 units."""
     if value < 0 or (value == 0 and not allow_zero):

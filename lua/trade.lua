@@ -3,7 +3,7 @@
 -- KEYS[1] market hash <p>:{m:<id>}, KEYS[2] market positions <p>:{m:<id>}:pos,
 -- KEYS[3] events stream, KEYS[4] trade id counter <p>:trade_seq, KEYS[5] dirty set,
 -- then per order i: KEYS[3i+3] user hash, KEYS[3i+4] user positions, KEYS[3i+5] idempotency key
--- ARGV[1] market id, ARGV[2] expected version, ARGV[3] idempotency TTL (seconds),
+-- ARGV[1] market id, ARGV[2] expected "<version>:<q_yes>:<q_no>", ARGV[3] idempotency TTL (seconds),
 -- then per order i, 10 fields from ARGV[10i-6]:
 --   user id, side BUY|SELL, outcome YES|NO, shares, cost (micro-units, integer strings;
 --   cost is paid on BUY, received on SELL), price_yes, price_no, avg_price (6-decimal
@@ -31,7 +31,7 @@ local mkey, mpos, events, seq, dirty = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[
 local mid, expected, ttl = ARGV[1], ARGV[2], ARGV[3]
 local st = redis.call('HMGET', mkey, 'status', 'version', 'q_yes', 'q_no', 'pool')
 if not st[1] then return reject('NOT_FOUND', 'no market ' .. mid) end
-if st[2] ~= expected then return {'CONFLICT', st[2], st[1], st[3], st[4], st[5]} end
+if st[2] .. ':' .. st[3] .. ':' .. st[4] ~= expected then return {'CONFLICT', st[2], st[1], st[3], st[4], st[5]} end
 
 local open = st[1] == 'OPEN'
 local ms = now_ms()

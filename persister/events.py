@@ -11,17 +11,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from engine.models import ID_PATTERN
 
-_DEC6 = re.compile(r"^-?[0-9]{1,15}\.[0-9]{6}$")
+_DEC6 = re.compile(r"^[0-9]{1,14}\.[0-9]{6}$")  # NUMERIC(20,6): at most 14 digits before the point
 _STREAM_ID = re.compile(r"^([0-9]{1,15})-([0-9]{1,19})$")
 SEQ_BITS = 20  # entries per millisecond below 2**20: far beyond what one Redis can append
 
 Row = dict[str, Any]
+#: A money or share value as the stream carries it: a validated 6-decimal string, which
+#: PostgreSQL reads into NUMERIC(20,6) exactly (no float, no Decimal round trip).
+Dec = str
+ZERO = "0.000000"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class MalformedEvent(ValueError):
@@ -39,8 +44,16 @@ def event_order(entry_id: str) -> int:
     return ms << SEQ_BITS | seq
 
 
+@lru_cache(maxsize=4096)
+def timestamp(ms: int) -> datetime:
+    """Milliseconds since the epoch as an exact UTC datetime (no float in between)."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
 class _Fields:
     """Typed access to an entry's flat string fields, raising MalformedEvent on any defect."""
+
+    __slots__ = ("entry_id", "fields")
 
     def __init__(self, entry_id: str, fields: dict[str, str]) -> None:
         self.entry_id = entry_id
@@ -48,8 +61,13 @@ class _Fields:
 
     def text(self, name: str, max_len: int = 200) -> str:
         value = self.fields.get(name)
-        if value is None or not isinstance(value, str) or not 0 < len(value) <= max_len:
+        if not isinstance(value, str) or not 0 < len(value) <= max_len or "\x00" in value:
             raise MalformedEvent(f"field {name!r} missing or invalid")
+        if not value.isascii():
+            try:  # bytes that were not UTF-8 arrive as lone surrogates (surrogateescape)
+                value.encode()
+            except UnicodeEncodeError:
+                raise MalformedEvent(f"field {name!r} is not UTF-8") from None
         return value
 
     def ident(self, name: str) -> str:
@@ -58,15 +76,15 @@ class _Fields:
             raise MalformedEvent(f"field {name!r} is not an id")
         return value
 
-    def dec(self, name: str) -> Decimal:
+    def dec(self, name: str) -> Dec:
         value = self.text(name, 30)
         if not _DEC6.fullmatch(value):
             raise MalformedEvent(f"field {name!r} is not a 6-decimal number")
-        return Decimal(value)
+        return value
 
     def integer(self, name: str) -> int:
-        value = self.text(name, 20)
-        if not value.isdigit():
+        value = self.text(name, 18)  # below 2**63: a BIGINT
+        if not (value.isascii() and value.isdigit()):
             raise MalformedEvent(f"field {name!r} is not an integer")
         return int(value)
 
@@ -77,12 +95,23 @@ class _Fields:
         return value
 
     def when(self) -> datetime:
-        return datetime.fromtimestamp(self.integer("ts") / 1000, tz=UTC)
+        ms = self.integer("ts")
+        try:
+            return timestamp(ms)
+        except OverflowError:
+            raise MalformedEvent("field 'ts' out of range") from None
+
+
+_SIDES, _OUTCOMES = ("BUY", "SELL"), ("YES", "NO")
 
 
 @dataclass
 class Batch:
-    """The rows a list of entries writes; apply with :func:`persister.writer.write_batch`."""
+    """The rows a list of entries writes; apply with :func:`persister.writer.write_batch`.
+
+    Handlers read and check every field of an entry before adding anything, so
+    a malformed entry adds nothing.
+    """
 
     users: list[Row] = field(default_factory=list)
     new_markets: list[Row] = field(default_factory=list)
@@ -93,149 +122,138 @@ class Batch:
     positions: dict[tuple[str, str, str], Row] = field(default_factory=dict)
     #: market_id -> newest lifecycle change (status, outcome)
     market_status: dict[str, Row] = field(default_factory=dict)
-    #: market_id -> order of its MarketSettled: every holding of it becomes zero
+    #: market_id -> its MarketSettled: every holding of it becomes zero
     settled: dict[str, Row] = field(default_factory=dict)
     entries: int = 0
 
     def add(self, entry_id: str, fields: dict[str, str]) -> None:
         """Fold one entry in; raises MalformedEvent (and adds nothing) if it is not valid."""
-        f = _Fields(entry_id, fields)
         handler = _HANDLERS.get(fields.get("type", ""))
         if handler is None:
             raise MalformedEvent(f"unknown event type {fields.get('type')!r}")
-        staged = Batch()
-        handler(staged, f, event_order(entry_id), f.when())
-        self._merge(staged)
+        f = _Fields(entry_id, fields)
+        handler(self, f, event_order(entry_id), f.when())
         self.entries += 1
-
-    def _merge(self, other: Batch) -> None:
-        self.users += other.users
-        self.new_markets += other.new_markets
-        self.trades += other.trades
-        self.ledger += other.ledger
-        _keep_newest(self.balances, other.balances)
-        _keep_newest(self.positions, other.positions)
-        _keep_newest(self.market_status, other.market_status)
-        _keep_newest(self.settled, other.settled)
 
     # ---------------------------------------------------------------- row builders
 
-    def balance(self, user_id: str, available: Decimal, order: int, when: datetime) -> None:
-        self.balances[user_id] = {
-            "user_id": user_id, "available": available, "locked": Decimal(0),
-            "updated_at": when, "event_order": order,
-        }
+    @staticmethod
+    def _newest(rows: dict[Any, Row], key: Any, row: Row) -> None:
+        """Current-value rows: of two for one subject, the later event's wins."""
+        held = rows.get(key)
+        if held is None or held["event_order"] < row["event_order"]:
+            rows[key] = row
 
-    def position(self, user_id: str, market_id: str, outcome: str, shares: Decimal, order: int,
+    def balance(self, user_id: str, available: Dec, order: int, when: datetime) -> None:
+        self._newest(self.balances, user_id, {
+            "user_id": user_id, "available": available, "locked": ZERO, "updated_at": when, "event_order": order,
+        })
+
+    def position(self, user_id: str, market_id: str, outcome: str, shares: Dec, order: int,
                  when: datetime) -> None:
-        self.positions[(user_id, market_id, outcome)] = {
+        self._newest(self.positions, (user_id, market_id, outcome), {
             "user_id": user_id, "market_id": market_id, "outcome": outcome, "shares": shares,
             "updated_at": when, "event_order": order,
-        }
+        })
 
-    def movement(self, f: _Fields, kind: str, debit: str, credit: str, amount: Decimal, when: datetime,
-                 **refs: Any) -> None:
+    def movement(self, f: _Fields, kind: str, debit: str, credit: str, amount: Dec, when: datetime,
+                 market_id: str | None = None, trade_id: int | None = None) -> None:
         """Two ledger legs: ``amount`` leaves ``debit`` and arrives at ``credit``."""
-        if amount == 0:
+        if amount == ZERO:
             return
-        for leg, (account, signed) in enumerate(((debit, -amount), (credit, amount))):
-            user_id = account[5:] if account.startswith("user:") else None
+        for leg, (account, signed) in enumerate(((debit, "-" + amount), (credit, amount))):
             self.ledger.append({
                 "event_id": f.entry_id, "leg": leg, "kind": kind, "account": account,
-                "user_id": user_id, "market_id": refs.get("market_id"), "trade_id": refs.get("trade_id"),
-                "amount": signed, "created_at": when,
+                "user_id": account[5:] if account.startswith("user:") else None,
+                "market_id": market_id, "trade_id": trade_id, "amount": signed, "created_at": when,
             })
 
 
-def _keep_newest(mine: dict[Any, Row], theirs: dict[Any, Row]) -> None:
-    """Current-value rows: of two for one subject, the later event's wins."""
-    for key, row in theirs.items():
-        if key not in mine or mine[key]["event_order"] < row["event_order"]:
-            mine[key] = row
-
-
 def _user_created(b: Batch, f: _Fields, order: int, when: datetime) -> None:
-    user_id = f.ident("user_id")
-    b.users.append({"user_id": user_id, "username": f.text("username", 64), "api_key_hash": None,
+    user_id, username = f.ident("user_id"), f.text("username", 64)
+    b.users.append({"user_id": user_id, "username": username, "api_key_hash": None,
                     "created_at": when, "event_id": f.entry_id})
-    b.balance(user_id, Decimal(0), order, when)
+    b.balance(user_id, ZERO, order, when)
 
 
 def _deposit(b: Batch, f: _Fields, order: int, when: datetime) -> None:
-    user_id = f.ident("user_id")
-    b.movement(f, "deposit", "external", f"user:{user_id}", f.dec("amount"), when)
-    b.balance(user_id, f.dec("available"), order, when)
+    user_id, amount, available = f.ident("user_id"), f.dec("amount"), f.dec("available")
+    b.movement(f, "deposit", "external", f"user:{user_id}", amount, when)
+    b.balance(user_id, available, order, when)
 
 
 def _withdrawal(b: Batch, f: _Fields, order: int, when: datetime) -> None:
-    user_id = f.ident("user_id")
-    b.movement(f, "withdrawal", f"user:{user_id}", "external", f.dec("amount"), when)
-    b.balance(user_id, f.dec("available"), order, when)
+    user_id, amount, available = f.ident("user_id"), f.dec("amount"), f.dec("available")
+    b.movement(f, "withdrawal", f"user:{user_id}", "external", amount, when)
+    b.balance(user_id, available, order, when)
 
 
 def _market_created(b: Batch, f: _Fields, order: int, when: datetime) -> None:
-    market_id, pool = f.ident("market_id"), f.dec("pool")
-    zero, half = Decimal(0), Decimal("0.500000")
+    market_id, name, pool = f.ident("market_id"), f.text("name", 10_000), f.dec("pool")
+    liquidity_b, house = f.dec("liquidity_b"), f.dec("available")
+    half = "0.500000"
     b.new_markets.append({
-        "market_id": market_id, "name": f.text("name", 10_000), "status": "CREATED", "outcome": None,
-        "liquidity_b": f.dec("liquidity_b"), "yes_shares": zero, "no_shares": zero, "price_yes": half,
-        "price_no": half, "pool": pool, "settled_yes": zero, "settled_no": zero, "payouts_total": zero,
-        "holders_paid": 0, "version": 1, "last_trade_id": 0, "created_at": when, "last_updated": when,
-        "event_id": f.entry_id, "status_order": order,
+        "market_id": market_id, "name": name, "status": "CREATED", "outcome": None, "liquidity_b": liquidity_b,
+        "yes_shares": ZERO, "no_shares": ZERO, "price_yes": half, "price_no": half, "pool": pool,
+        "settled_yes": ZERO, "settled_no": ZERO, "payouts_total": ZERO, "holders_paid": 0, "version": 1,
+        "last_trade_id": 0, "created_at": when, "last_updated": when, "event_id": f.entry_id,
+        "status_order": order,
     })
     b.movement(f, "subsidy", "user:house", f"pool:{market_id}", pool, when, market_id=market_id)
-    b.balance("house", f.dec("available"), order, when)
+    b.balance("house", house, order, when)
 
 
 def _lifecycle(status: str) -> Callable[[Batch, _Fields, int, datetime], None]:
     def handle(b: Batch, f: _Fields, order: int, when: datetime) -> None:
-        outcome = f.choice("outcome", ("YES", "NO")) if status == "RESOLVED" else None
-        b.market_status[f.ident("market_id")] = {
-            "status": status, "outcome": outcome, "event_order": order, "when": when,
-        }
+        market_id = f.ident("market_id")
+        outcome = f.choice("outcome", _OUTCOMES) if status == "RESOLVED" else None
+        b._newest(b.market_status, market_id,
+                  {"status": status, "outcome": outcome, "event_order": order, "when": when})
     return handle
 
 
 def _trade_executed(b: Batch, f: _Fields, order: int, when: datetime) -> None:
     trade_id, user_id, market_id = f.integer("trade_id"), f.ident("user_id"), f.ident("market_id")
-    side, outcome = f.choice("side", ("BUY", "SELL")), f.choice("outcome", ("YES", "NO"))
-    cost = f.dec("cost")
-    b.trades.append({
+    side, outcome, cost = f.choice("side", _SIDES), f.choice("outcome", _OUTCOMES), f.dec("cost")
+    row = {
         "trade_id": trade_id, "event_id": f.entry_id, "user_id": user_id, "market_id": market_id,
         "side": side, "outcome": outcome, "shares": f.dec("shares"), "price": f.dec("avg_price"),
         "cost": cost, "price_yes": f.dec("price_yes"), "price_no": f.dec("price_no"),
         "yes_shares": f.dec("yes_shares"), "no_shares": f.dec("no_shares"), "pool": f.dec("pool"),
         "created_at": when,
-    })
+    }
+    available, position = f.dec("available"), f.dec("position")
+    b.trades.append(row)
     user, pool = f"user:{user_id}", f"pool:{market_id}"
     debit, credit = (user, pool) if side == "BUY" else (pool, user)
     b.movement(f, "trade", debit, credit, cost, when, market_id=market_id, trade_id=trade_id)
-    b.balance(user_id, f.dec("available"), order, when)
-    b.position(user_id, market_id, outcome, f.dec("position"), order, when)
+    b.balance(user_id, available, order, when)
+    b.position(user_id, market_id, outcome, position, order, when)
 
 
 def _price_updated(b: Batch, f: _Fields, order: int, when: datetime) -> None:
-    # Market rows are written by the idle flush, not per event; validate only.
+    # Market rows are written by the idle flush, not per event; check the entry only.
     f.ident("market_id")
     f.dec("price_yes")
+    f.dec("price_no")
 
 
 def _payout(b: Batch, f: _Fields, order: int, when: datetime) -> None:
     user_id, market_id, amount = f.ident("user_id"), f.ident("market_id"), f.dec("amount")
-    b.movement(f, "payout", f"pool:{market_id}", f"user:{user_id}", amount, when, market_id=market_id)
-    b.balance(user_id, f.dec("available"), order, when)
-    b.position(user_id, market_id, f.choice("outcome", ("YES", "NO")), Decimal(0), order, when)
+    available, outcome = f.dec("available"), f.choice("outcome", _OUTCOMES)
     f.dec("shares")
+    b.movement(f, "payout", f"pool:{market_id}", f"user:{user_id}", amount, when, market_id=market_id)
+    b.balance(user_id, available, order, when)
+    b.position(user_id, market_id, outcome, ZERO, order, when)
 
 
 def _market_settled(b: Batch, f: _Fields, order: int, when: datetime) -> None:
-    market_id = f.ident("market_id")
+    market_id, rest, house = f.ident("market_id"), f.dec("house_return"), f.dec("available")
     f.dec("payouts_total")
-    b.movement(f, "house_return", f"pool:{market_id}", "user:house", f.dec("house_return"), when,
-               market_id=market_id)
-    b.balance("house", f.dec("available"), order, when)
-    b.market_status[market_id] = {"status": "SETTLED", "outcome": None, "event_order": order, "when": when}
-    b.settled[market_id] = {"market_id": market_id, "event_order": order, "when": when}
+    b.movement(f, "house_return", f"pool:{market_id}", "user:house", rest, when, market_id=market_id)
+    b.balance("house", house, order, when)
+    b._newest(b.market_status, market_id, {"status": "SETTLED", "outcome": None, "event_order": order, "when": when})
+    b._newest(b.settled, market_id, {"market_id": market_id, "event_order": order, "when": when})
 
 
 _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {

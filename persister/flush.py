@@ -22,6 +22,7 @@ from engine.units import decimal_from_micro
 from persister.events import event_order
 from persister.schema import market_snapshots, markets
 from persister.stream import EventStream, parse_id
+from persister.writer import ZERO_SETTLED
 
 
 def _when(ms: str | int) -> datetime:
@@ -109,3 +110,9 @@ class IdleFlusher:
                 [{"m_id": r["market_id"], "m_status_order": event_order(r["last_event"]),
                   **{f"m_{c}": r[c] for c in _MARKET_COLUMNS}} for r in rows],
             )
+            # A MarketSettled committed before its market's row existed (batches of
+            # several persisters commit in any order) zeroed no holdings; the status
+            # is repaired just above, the holdings here.
+            settled = sorted(r["market_id"] for r in rows if r["status"] == "SETTLED")
+            if settled:
+                conn.execute(ZERO_SETTLED, {"ids": settled})

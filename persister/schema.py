@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -117,7 +118,7 @@ trades = Table(
     "trades", metadata,
     Column("trade_id", BigInteger, primary_key=True, autoincrement=False),
     Column("event_id", String(40), nullable=False, unique=True),
-    Column("user_id", String(64), nullable=False, index=True),
+    Column("user_id", String(64), nullable=False),
     Column("market_id", String(64), nullable=False),
     Column("side", String(4), nullable=False),
     Column("outcome", String(3), nullable=False),
@@ -131,22 +132,21 @@ trades = Table(
     money("no_shares"),
     money("pool"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_trades_market_trade", "market_id", "trade_id"),
 )
 
 ledger = Table(
     "ledger", metadata,
-    Column("entry_id", BigInteger, primary_key=True, autoincrement=True),
-    Column("event_id", String(40), nullable=False),
+    Column("event_id", String(40), primary_key=True),
     #: 0 and 1: the two legs of one movement (double entry: they sum to zero)
-    Column("leg", SmallInteger, nullable=False),
+    Column("leg", SmallInteger, primary_key=True),
     #: deposit, withdrawal, subsidy, trade, payout, house_return
     Column("kind", String(16), nullable=False),
     #: "user:<id>", "pool:<market>" or "external"
-    Column("account", String(80), nullable=False, index=True),
+    Column("account", String(80), nullable=False),
     Column("user_id", String(64), nullable=True),
     Column("market_id", String(64), nullable=True),
     Column("trade_id", BigInteger, nullable=True),
     Column("amount", Numeric(20, 6), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("event_id", "leg", name="uq_ledger_event_leg"),
 )

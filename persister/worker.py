@@ -107,7 +107,12 @@ class Persister:
         self.stream.ensure_group()
         entries = self._next_entries()
         if entries:
-            self.process(entries)
+            try:
+                self.process(entries)
+            except BaseException:
+                # They stay pending under this consumer: retry them first, not after a claim.
+                self._own_pending_done = False
+                raise
         self._chores()
         return len(entries)
 
@@ -215,7 +220,8 @@ def config_from(settings: Settings, **overrides: float | int) -> WorkerConfig:
 
 
 def build(settings: Settings, consumer: str | None = None, **overrides: float | int) -> Persister:
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True,
+    # surrogateescape: an entry that is not UTF-8 is read (and dead-lettered), not a crash on every read.
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, encoding_errors="surrogateescape",
                                   socket_timeout=max(settings.redis_timeout_s, 5.0),
                                   socket_connect_timeout=settings.redis_timeout_s)
     pg = make_engine(settings.database_url, pool_size=2, max_overflow=0)

@@ -3,24 +3,59 @@
 Inserts of event rows do nothing on a duplicate event id; current-value rows
 are upserted only by a newer event (``event_order``). So a batch written twice,
 or batches of several persisters committed in any order, leave the same rows.
-Statements are multi-row (SQLAlchemy's insertmanyvalues), one per table.
+Each table gets one statement per batch, its rows passed as one array per
+column and expanded with ``unnest`` (far cheaper than a statement per row).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects import postgresql
 
 from persister.events import Batch
 from persister.schema import balances, ledger, markets, position_state, trades, users
 
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _unnest(table: Table, columns: list[str]) -> str:
+    """``SELECT`` of one row per array element: one parameter per column, whatever the row count."""
+    arrays = ", ".join(f"%({c})s::{table.c[c].type.compile(dialect=_DIALECT)}[]" for c in columns)
+    return f"SELECT * FROM unnest({arrays}) AS v({', '.join(columns)})"
+
+
+def _element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _array(values: list[Any]) -> str:
+    """A PostgreSQL array literal: one string to send instead of one value per element."""
+    return "{" + ",".join(map(_element, values)) + "}"
+
+
+def _columns(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    columns = list(rows[0])
+    return columns, {c: _array([r[c] for r in rows]) for c in columns}
+
 
 def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(table).on_conflict_do_nothing(), rows)
+    """Insert rows; a row whose event was written before is skipped."""
+    if not rows:
+        return
+    columns, params = _columns(rows)
+    conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({', '.join(columns)}) {_unnest(table, columns)} ON CONFLICT DO NOTHING",
+        params,
+    )
 
 
 def _upsert_newer(conn: Connection, table: Table, rows: list[dict[str, Any]], key: list[str],
@@ -28,13 +63,14 @@ def _upsert_newer(conn: Connection, table: Table, rows: list[dict[str, Any]], ke
     """Insert, or overwrite ``columns`` only when the stored row comes from an older event."""
     if not rows:
         return
-    stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=key,
-        set_={c: stmt.excluded[c] for c in [*columns, "event_order"]},
-        where=table.c.event_order < stmt.excluded.event_order,
+    all_columns, params = _columns(rows)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*columns, "event_order"])
+    conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({', '.join(all_columns)}) {_unnest(table, all_columns)} "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates} "
+        f"WHERE {table.name}.event_order < EXCLUDED.event_order",
+        params,
     )
-    conn.execute(stmt, rows)
 
 
 def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | None]) -> None:
@@ -78,10 +114,10 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
     if batch.positions:
         # A holding older than its market's settlement may arrive after it (a
         # claimed entry of a dead persister): settlement already zeroed it.
-        conn.execute(_ZERO_SETTLED, {"ids": sorted({m for (_, m, _) in batch.positions})})
+        conn.execute(ZERO_SETTLED, {"ids": sorted({m for (_, m, _) in batch.positions})})
 
 
-_ZERO_SETTLED = text(
+ZERO_SETTLED = text(
     "UPDATE position_state p SET shares = 0, event_order = m.status_order "
     "FROM markets m WHERE m.market_id = p.market_id AND m.status = 'SETTLED' "
     "AND p.event_order < m.status_order AND p.shares <> 0 AND p.market_id = ANY(:ids)"
