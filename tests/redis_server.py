@@ -1,0 +1,99 @@
+"""A private ``redis-server`` for fault tests: own port, own temp dir, killed and restarted at will.
+
+Nothing here touches the shared Redis. Waits poll a condition (PING) with a
+deadline; nothing sleeps a fixed time as synchronisation.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis as sync_redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+REDIS_SERVER = shutil.which("redis-server") or "redis-server"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.02) -> None:
+    """Poll ``condition()`` until it is true; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class RedisServer:
+    """One ``redis-server`` process without persistence, on ``port``, data in ``directory``."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _ping(self) -> bool:
+        client = sync_redis.Redis(
+            host="127.0.0.1", port=self.port, socket_connect_timeout=0.2, socket_timeout=0.2,
+            retry=Retry(NoBackoff(), 0),  # one attempt: the caller polls
+        )
+        try:
+            return bool(client.ping())
+        except (sync_redis.exceptions.ConnectionError, sync_redis.exceptions.TimeoutError):
+            return False
+        finally:
+            client.close()
+
+    def client(self) -> sync_redis.Redis:
+        """A synchronous client of this server (the caller closes it)."""
+        return sync_redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, socket_timeout=5)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        assert self.process is None, "already running"
+        log = self.directory / "redis.log"
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.directory), "--logfile", str(log),
+                "--daemonize", "no",
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: self._ping() or self.process is None or self.process.poll() is not None,
+                       timeout_s, f"redis-server on port {self.port} to answer PING")
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {log}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Kill the server (SIGKILL: no shutdown save) and wait until the port is closed."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=timeout_s)
+        wait_until(lambda: not self._ping(), timeout_s, f"port {self.port} to stop answering")
+
+    def restart(self, timeout_s: float = 10.0) -> None:
+        self.stop(timeout_s)
+        self.start(timeout_s)

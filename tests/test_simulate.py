@@ -1,0 +1,176 @@
+"""``predmarket simulate``: the command end to end, its exit code on a breached invariant,
+and the invariant checker naming what is broken and where."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.keys import Keys
+from engine.market_engine import MarketEngine
+from engine.models import Order, Outcome, Side
+from engine.settings import Settings
+from engine.state import check_invariants, read_redis_state
+from engine.units import MICRO, parse_micro
+from predmarket.cli import main as cli_main
+from tests.conftest import REDIS_URL, MarketFactory, UserFactory, delete_prefix, new_redis
+from tests.test_sequencer import assert_replay_matches
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(prefix: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ, "PM_KEY_PREFIX": prefix, "PM_REDIS_URL": REDIS_URL,
+        "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "predmarket.cli", *args], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=timeout_s, check=False,
+    )
+
+
+async def _delete(prefix: str) -> None:
+    redis = new_redis()
+    try:
+        await delete_prefix(redis, prefix)
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+def cli_prefix(prefix: str) -> Iterator[str]:
+    """A prefix for a command run in a subprocess; its keys are deleted afterwards."""
+    try:
+        yield prefix
+    finally:
+        asyncio.run(_delete(prefix))
+
+
+def figure(output: str, name: str) -> str:
+    match = re.search(rf"{re.escape(name)}\s*│\s*([^│]+?)\s*│", output)
+    assert match, f"no {name!r} row in:\n{output}"
+    return match.group(1)
+
+
+def test_simulate_command_runs_and_checks_invariants(cli_prefix: str) -> None:
+    result = run_cli(cli_prefix, "simulate", "--markets", "2", "--users", "20", "--trades", "2000",
+                     "--concurrency", "8", "--seed", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all invariants hold" in result.stdout
+    assert "trades/s" in result.stdout
+    assert "INVARIANT BREACH" not in result.stdout
+    trades = int(figure(result.stdout, "trades"))
+    rejected = figure(result.stdout, "rejected")
+    refused = sum(int(n) for n in re.findall(r"\d+", rejected)) if rejected != "none" else 0
+    assert trades + refused == 2000
+
+    async def check() -> None:
+        redis = new_redis()
+        try:
+            keys = Keys(cli_prefix)
+            replay = await assert_replay_matches(redis, keys)
+            assert len(replay.trades) == trades
+            assert len(await redis.zrange(keys.markets, 0, -1)) == 2
+        finally:
+            await redis.aclose()
+
+    asyncio.run(check())
+
+
+def test_simulate_command_exits_1_on_a_breach(cli_prefix: str) -> None:
+    async def corrupt() -> None:
+        engine = MarketEngine(new_redis(), _settings(cli_prefix))
+        try:
+            await engine.start()
+            account = await engine.accounts.create("victim", "victim")
+            await engine.accounts.deposit(account.user_id, 10 * MICRO)
+            await engine.redis.hincrby(engine.keys.user("victim"), "available", 5 * MICRO)  # money from nowhere
+        finally:
+            await engine.close()
+
+    asyncio.run(corrupt())
+    result = run_cli(cli_prefix, "simulate", "--markets", "1", "--users", "4", "--trades", "50", "--concurrency", "4")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "INVARIANT BREACH" in result.stdout
+    assert "conservation" in result.stdout
+    assert "all invariants hold" not in result.stdout
+
+
+def test_simulate_rejects_bad_arguments() -> None:
+    with pytest.raises(SystemExit, match="--trades must be at least 1"):
+        cli_main(["simulate", "--trades", "0"])
+
+
+def _settings(prefix: str) -> Settings:
+    return Settings(key_prefix=prefix, redis_url=REDIS_URL)
+
+
+# --------------------------------------------------------------------------- the checker names the breach
+
+
+async def _traded(engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory) -> tuple[str, str]:
+    user = (await make_user(1_000)).user_id
+    market = (await make_market(100)).market_id
+    await engine.execute_trade(Order(user, market, Side.BUY, Outcome.YES, shares=20 * MICRO))
+    await engine.execute_trade(Order(user, market, Side.BUY, Outcome.NO, shares=5 * MICRO))
+    assert check_invariants(await read_redis_state(engine.redis, engine.keys)) == []
+    return user, market
+
+
+async def test_money_from_nowhere_breaks_conservation(
+    engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory
+) -> None:
+    user, _ = await _traded(engine, make_user, make_market)
+    await engine.redis.hincrby(engine.keys.user(user), "available", 1)
+    breaches = check_invariants(await read_redis_state(engine.redis, engine.keys))
+    assert [b.invariant for b in breaches] == ["conservation"]
+    text = str(breaches[0])
+    assert text.startswith("conservation")
+    # one micro-unit too much, and both totals shown to the micro-unit
+    net = re.search(r"expected (\d+\.\d{6})", text)
+    found = re.search(r"found (\d+\.\d{6})", text)
+    assert net and found
+    assert parse_micro(found.group(1)) - parse_micro(net.group(1)) == 1
+
+
+async def test_negative_balance_names_the_user(
+    engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory
+) -> None:
+    user, _ = await _traded(engine, make_user, make_market)
+    available = int(await engine.redis.hget(engine.keys.user(user), "available"))
+    await engine.redis.hincrby(engine.keys.user(user), "available", -(available + 3))
+    breaches = check_invariants(await read_redis_state(engine.redis, engine.keys))
+    assert {b.invariant for b in breaches} == {"conservation", "non-negative"}
+    negative = next(b for b in breaches if b.invariant == "non-negative")
+    assert user in str(negative) and "available" in str(negative) and "-0.000003" in str(negative)
+
+
+async def test_shares_from_nowhere_name_the_market(
+    engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory
+) -> None:
+    user, market = await _traded(engine, make_user, make_market)
+    await engine.redis.hincrby(engine.keys.user_positions(user), f"{market}:YES", 7)
+    breaches = check_invariants(await read_redis_state(engine.redis, engine.keys))
+    assert [b.invariant for b in breaches] == ["shares"]
+    assert f"market {market} YES" in str(breaches[0])
+    assert "20.000000 outstanding" in str(breaches[0]) and "20.000007 held" in str(breaches[0])
+
+
+async def test_drained_pool_names_the_market(
+    engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory
+) -> None:
+    _, market = await _traded(engine, make_user, make_market)
+    pool = int(await engine.redis.hget(engine.keys.market(market), "pool"))
+    await engine.redis.hincrby(engine.keys.market(market), "pool", -(pool - 19 * MICRO))  # below q_yes = 20
+    breaches = check_invariants(await read_redis_state(engine.redis, engine.keys))
+    assert {b.invariant for b in breaches} == {"conservation", "solvency"}
+    solvency = next(b for b in breaches if b.invariant == "solvency")
+    assert f"market {market}" in str(solvency) and "pool >= 20.000000" in str(solvency)
