@@ -238,13 +238,14 @@ class MarketSequencer:
             f = item.fill
             if f is None:
                 reason = f"{item.rejection.code} {item.rejection.message}" if item.rejection else ""
-                args += [order.user_id, order.side.value, order.outcome.value, 0, 0,
-                         "", "", "", stored_fingerprint(order), reason or "MARKET_NOT_OPEN market is not open"]
+                args += [order.user_id, order.side.value, order.outcome.value, 0, 0, "", "", "",
+                         stored_fingerprint(order), reason or "MARKET_NOT_OPEN market is not open",
+                         order.idempotency_key]
                 continue
             args += [
                 order.user_id, order.side.value, order.outcome.value, f.shares, f.cost,
                 format_micro(f.price_yes), format_micro(f.price_no), format_micro(f.avg_price),
-                stored_fingerprint(order), "",
+                stored_fingerprint(order), "", order.idempotency_key,
             ]
         return keys, args
 

@@ -4,11 +4,12 @@
 -- KEYS[3] events stream, KEYS[4] trade id counter <p>:trade_seq, KEYS[5] dirty set,
 -- then per order i: KEYS[3i+3] user hash, KEYS[3i+4] user positions, KEYS[3i+5] idempotency key
 -- ARGV[1] market id, ARGV[2] expected "<version>:<q_yes>:<q_no>", ARGV[3] idempotency TTL (seconds),
--- then per order i, 10 fields from ARGV[10i-6]:
+-- then per order i, 11 fields from ARGV[11i-7]:
 --   user id, side BUY|SELL, outcome YES|NO, shares, cost (micro-units, integer strings;
 --   cost is paid on BUY, received on SELL), price_yes, price_no, avg_price (6-decimal
 --   strings, after the order), request fingerprint ('' = no Idempotency-Key),
---   rejection ('' = execute, else "<CODE> <message>" decided by the engine).
+--   rejection ('' = execute, else "<CODE> <message>" decided by the engine),
+--   the Idempotency-Key itself (recorded on the event so recovery can restore it).
 -- Returns
 --   {'CONFLICT', version, status, q_yes, q_no, pool}       version differs: nothing applied
 --   {'DONE', version, status, q_yes, q_no, pool, ts_ms, results}  with one result per order:
@@ -21,7 +22,8 @@
 --                                              this one's price is stale; re-price and resend
 -- Errors: NOT_FOUND (no market). Per-order codes: MARKET_NOT_OPEN, NOT_FOUND,
 -- INSUFFICIENT_FUNDS, INSUFFICIENT_SHARES, VALIDATION_ERROR, IDEMPOTENCY_KEY_REUSED.
--- Emits TradeExecuted then PriceUpdated per applied order (+ position, avg_price in TradeExecuted).
+-- Emits TradeExecuted then PriceUpdated per applied order (+ position, avg_price in TradeExecuted,
+-- and idempotency_key, request_hash when the order carried a key).
 --
 -- The engine computed every cost from the state at `expected version`; the
 -- version check makes those costs exact, and the per-order checks below keep
@@ -45,7 +47,7 @@ local function neg(s)
   return '-' .. s
 end
 
-local function apply(k, user_id, side, outcome, shares, cost, py, pn, avg, fp)
+local function apply(k, user_id, side, outcome, shares, cost, py, pn, avg, fp, idem)
   local available = redis.call('HGET', KEYS[k + 1], 'available')
   if not available then return {'NOT_FOUND', 'no user ' .. user_id} end
   local field = user_id .. ':' .. outcome
@@ -76,11 +78,18 @@ local function apply(k, user_id, side, outcome, shares, cost, py, pn, avg, fp)
   q[outcome] = int_str(redis.call('HINCRBY', mkey, outcome == 'YES' and 'q_yes' or 'q_no', d_shares))
   pool = int_str(redis.call('HINCRBY', mkey, 'pool', d_pool))
   local trade_id = int_str(redis.call('INCR', seq))
-  redis.call('XADD', events, '*', 'type', 'TradeExecuted', 'ts', ms, 'trade_id', trade_id,
+  local fields = {'type', 'TradeExecuted', 'ts', ms, 'trade_id', trade_id,
     'market_id', mid, 'user_id', user_id, 'side', side, 'outcome', outcome,
     'shares', fmt6(shares), 'cost', fmt6(cost), 'price_yes', py, 'price_no', pn,
     'yes_shares', fmt6(q.YES), 'no_shares', fmt6(q.NO), 'pool', fmt6(pool),
-    'available', fmt6(available), 'position', fmt6(position), 'avg_price', avg)
+    'available', fmt6(available), 'position', fmt6(position), 'avg_price', avg}
+  if fp ~= '' then
+    table.insert(fields, 'idempotency_key')
+    table.insert(fields, idem)
+    table.insert(fields, 'request_hash')
+    table.insert(fields, fp)
+  end
+  redis.call('XADD', events, '*', unpack(fields))
   last_event = redis.call('XADD', events, '*', 'type', 'PriceUpdated', 'ts', ms, 'market_id', mid,
     'price_yes', py, 'price_no', pn, 'yes_shares', fmt6(q.YES), 'no_shares', fmt6(q.NO))
   if fp ~= '' then
@@ -94,8 +103,8 @@ end
 local results = {}
 local applied = 0
 local broken = false
-for i = 1, (#ARGV - 3) / 10 do
-  local a, k = 3 + 10 * (i - 1), 5 + 3 * (i - 1)
+for i = 1, (#ARGV - 3) / 11 do
+  local a, k = 3 + 11 * (i - 1), 5 + 3 * (i - 1)
   local fp, rejection = ARGV[a + 9], ARGV[a + 10]
   local r
   if broken then
@@ -119,7 +128,7 @@ for i = 1, (#ARGV - 3) / 10 do
         r = {string.sub(rejection, 1, sp - 1), string.sub(rejection, sp + 1)}
       else
         r = apply(k, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
-          ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], fp)
+          ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], fp, ARGV[a + 11])
       end
     end
     -- Later orders were priced as if this one executed: if it did not, stop.

@@ -18,6 +18,7 @@ from typing import Any
 from engine.models import ID_PATTERN
 
 _DEC6 = re.compile(r"^[0-9]{1,14}\.[0-9]{6}$")  # NUMERIC(20,6): at most 14 digits before the point
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _STREAM_ID = re.compile(r"^([0-9]{1,15})-([0-9]{1,19})$")
 SEQ_BITS = 20  # entries per millisecond below 2**20: far beyond what one Redis can append
 
@@ -100,6 +101,15 @@ class _Fields:
             return timestamp(ms)
         except OverflowError:
             raise MalformedEvent("field 'ts' out of range") from None
+
+    def idempotency(self) -> tuple[str | None, str | None]:
+        """The optional (Idempotency-Key, request hash) pair of a trade."""
+        if "idempotency_key" not in self.fields:
+            return None, None
+        key, digest = self.text("idempotency_key", 255), self.text("request_hash", 64)
+        if not (key.isascii() and key.isprintable()) or not _HEX64.fullmatch(digest):
+            raise MalformedEvent("idempotency_key or request_hash invalid")
+        return key, digest
 
 
 _SIDES, _OUTCOMES = ("BUY", "SELL"), ("YES", "NO")
@@ -223,6 +233,7 @@ def _trade_executed(b: Batch, f: _Fields, order: int, when: datetime) -> None:
         "created_at": when,
     }
     available, position = f.dec("available"), f.dec("position")
+    row["idempotency_key"], row["request_hash"] = f.idempotency()
     b.trades.append(row)
     user, pool = f"user:{user_id}", f"pool:{market_id}"
     debit, credit = (user, pool) if side == "BUY" else (pool, user)

@@ -132,6 +132,9 @@ trades = Table(
     money("no_shares"),
     money("pool"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    #: the client's Idempotency-Key and the request's hash, so recovery can restore replays
+    Column("idempotency_key", String(255), nullable=True),
+    Column("request_hash", String(64), nullable=True),
     Index("ix_trades_market_trade", "market_id", "trade_id"),
 )
 

@@ -92,9 +92,10 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
                 # MarketSettled names no outcome: keep the one MarketResolved set.
                 outcome=func.coalesce(bindparam("m_outcome", type_=markets.c.outcome.type), markets.c.outcome),
                 status_order=bindparam("m_order"),
+                last_updated=func.greatest(markets.c.last_updated, bindparam("m_when")),
             ),
             [{"m_id": market_id, "m_order": row["event_order"], "m_status": row["status"],
-              "m_outcome": row["outcome"]} for market_id, row in batch.market_status.items()],
+              "m_outcome": row["outcome"], "m_when": row["when"]} for market_id, row in batch.market_status.items()],
         )
     _insert_new(conn, trades, batch.trades)
     _insert_new(conn, ledger, batch.ledger)

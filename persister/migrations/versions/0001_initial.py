@@ -120,6 +120,8 @@ def upgrade() -> None:
         money("no_shares"),
         money("pool"),
         sa.Column("created_at", TS, nullable=False),
+        sa.Column("idempotency_key", sa.String(255), nullable=True),
+        sa.Column("request_hash", sa.String(64), nullable=True),
     )
     op.create_index("ix_trades_market_trade", "trades", ["market_id", "trade_id"])
     op.create_table(

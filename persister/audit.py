@@ -1,0 +1,239 @@
+"""``predmarket audit``: check every invariant of the contract in Redis and in PostgreSQL.
+
+1. Redis: conservation, no negatives, shares held = shares outstanding,
+   solvency; the market-side and user-side position hashes agree.
+2. PostgreSQL, replayed from scratch (invariant 6): every trade's cost is
+   recomputed with the PricingEngine from the state before it; the replay's
+   balances (ledger sums), positions, q and pools must equal the tables; every
+   ledger movement sums to zero; the replayed state satisfies invariants 1-4.
+3. Redis and PostgreSQL agree on every user, position and market, and every
+   trade Redis counted is in PostgreSQL (once the persister has caught up).
+
+Each breach names what broke, where, and the numbers that disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy import Connection, Engine, text
+
+from engine import pricing
+from engine.connection import connect
+from engine.keys import Keys
+from engine.state import (
+    Breach,
+    MarketRecord,
+    PositionKey,
+    State,
+    UserRecord,
+    check_invariants,
+    market_position_sums,
+    read_redis_state,
+)
+from engine.units import format_micro
+from engine.units import micro_from_decimal as micro
+from persister.pg_state import read_pg_state
+from persister.stream import GROUP
+
+MAX_LISTED = 50  # breaches of one kind listed in full; the rest are counted
+
+
+@dataclass
+class AuditReport:
+    breaches: list[Breach] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, breach: Breach) -> None:
+        self.breaches.append(breach)
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaches
+
+
+def _lag(client: redis.Redis, keys: Keys) -> int:
+    try:
+        groups: list[dict[str, Any]] = client.xinfo_groups(keys.events)
+    except redis.ResponseError:
+        return 0  # no stream: nothing to persist
+    mine = next((g for g in groups if g["name"] == GROUP), None)
+    if mine is None:
+        return int(client.xlen(keys.events))
+    return int(mine.get("pending") or 0) + int(mine.get("lag") or 0)
+
+
+def wait_for_persister(client: redis.Redis, keys: Keys, wait_s: float) -> int:
+    """Entries still unacknowledged after waiting up to ``wait_s`` for the persister."""
+    deadline = time.monotonic() + wait_s
+    lag = _lag(client, keys)
+    while lag and time.monotonic() < deadline:
+        time.sleep(0.1)
+        lag = _lag(client, keys)
+    return lag
+
+
+def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: float = 10.0) -> AuditReport:
+    report = AuditReport()
+    lag = wait_for_persister(client, keys, wait_s)
+    if lag:
+        report.add(Breach("persister caught up", "event stream", "0 entries unacknowledged", f"{lag}"))
+    redis_state, market_side = asyncio.run(_read_redis(redis_url, keys))
+    for breach in check_invariants(redis_state):
+        report.add(Breach(f"redis: {breach.invariant}", breach.subject, breach.expected, breach.found))
+    _compare_positions("redis: market-side vs user-side positions", redis_state.positions, market_side, report)
+    with pg.connect() as conn:
+        conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        replayed = _replay(conn, report)
+        tables = read_pg_state(conn)
+        _check_ledger(conn, report)
+        last_trade = conn.execute(text("SELECT COALESCE(MAX(trade_id), 0) FROM trades")).scalar_one()
+        conn.rollback()
+    for breach in check_invariants(replayed):
+        report.add(Breach(f"postgres: {breach.invariant}", breach.subject, breach.expected, breach.found))
+    _compare("postgres: tables vs replay", tables, replayed, report, markets=False)
+    if not lag:
+        _compare("redis vs postgres", redis_state, replayed, report, markets=True)
+        seq = int(client.get(keys.trade_seq) or 0)
+        if seq != last_trade:
+            report.add(Breach("every acknowledged trade persisted", "trades", f"last trade_id {seq}",
+                              f"{last_trade} in PostgreSQL"))
+    report.counts.update(users=len(redis_state.users), markets=len(redis_state.markets),
+                         positions=len(redis_state.positions))
+    return report
+
+
+async def _read_redis(url: str, keys: Keys) -> tuple[State, dict[PositionKey, int]]:
+    client = connect(url, timeout_s=30.0)
+    try:
+        state = await read_redis_state(client, keys)
+        return state, await market_position_sums(client, keys, list(state.markets))
+    finally:
+        await client.aclose()
+
+
+def _limited(report: AuditReport, kind: str, breach: Breach) -> None:
+    n = report.counts.get(kind, 0) + 1
+    report.counts[kind] = n
+    if n <= MAX_LISTED:
+        report.add(breach)
+    elif n == MAX_LISTED + 1:
+        report.add(Breach(kind, "...", "", f"more than {MAX_LISTED} such breaches; the rest not listed"))
+
+
+def _replay(conn: Connection, report: AuditReport) -> State:
+    """PostgreSQL's state rebuilt from the trades and the ledger alone (invariant 6)."""
+    state = State()
+    for r in conn.execute(text("SELECT user_id, username FROM users")):
+        state.users[r.user_id] = UserRecord(r.username, 0, 0)
+    for r in conn.execute(text("SELECT user_id, SUM(amount) AS total FROM ledger "
+                               "WHERE user_id IS NOT NULL GROUP BY user_id")):
+        username = state.users[r.user_id].username if r.user_id in state.users else "?"
+        state.users[r.user_id] = UserRecord(username, micro(r.total), 0)
+    pools = {r.market_id: micro(r.total) for r in conn.execute(text(
+        "SELECT market_id, SUM(amount) AS total FROM ledger WHERE account = 'pool:' || market_id "
+        "GROUP BY market_id"))}
+    paid = {(r.user_id, r.market_id) for r in conn.execute(text(
+        "SELECT user_id, market_id FROM ledger WHERE kind = 'payout' AND leg = 1"))}
+    markets = {r.market_id: r for r in conn.execute(text(
+        "SELECT market_id, status, outcome, liquidity_b FROM markets"))}
+    q: dict[str, dict[str, int]] = defaultdict(lambda: {"YES": 0, "NO": 0})
+    #: market_id -> (user_id, outcome) -> shares
+    held: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+    trades = 0
+    result = conn.execution_options(stream_results=True, yield_per=10_000).execute(text(
+        "SELECT trade_id, market_id, user_id, side, outcome, shares, cost, yes_shares, no_shares "
+        "FROM trades ORDER BY market_id, trade_id"))
+    for t in result:
+        trades += 1
+        market = markets.get(t.market_id)
+        if market is None:
+            _limited(report, "postgres: references", Breach(
+                "postgres: references", f"trade {t.trade_id}", f"market {t.market_id} recorded", "missing"))
+            continue
+        _replay_trade(t, micro(market.liquidity_b), q[t.market_id], held[t.market_id], report)
+    report.counts["trades replayed"] = trades
+    for market_id, m in markets.items():
+        qm, holdings = q[market_id], held[market_id]
+        settled = m.status in ("RESOLVED", "SETTLED")
+        # Settlement zeroes holdings: all of them once SETTLED, the paid winners' while RESOLVED.
+        for (user_id, outcome) in list(holdings):
+            if m.status == "SETTLED" or (settled and outcome == m.outcome and (user_id, market_id) in paid):
+                holdings[(user_id, outcome)] = 0
+        live = {o: sum(v for (_, out), v in holdings.items() if out == o) for o in ("YES", "NO")}
+        state.markets[market_id] = MarketRecord(
+            m.status, m.outcome or "", micro(m.liquidity_b), qm["YES"], qm["NO"], pools.get(market_id, 0),
+            qm["YES"] - live["YES"] if settled else 0, qm["NO"] - live["NO"] if settled else 0,
+        )
+        state.positions.update({(u, market_id, o): v for (u, o), v in holdings.items() if v})
+    deposits, withdrawals = conn.execute(text(
+        "SELECT COALESCE(SUM(amount) FILTER (WHERE kind = 'deposit'), 0), "
+        "COALESCE(SUM(amount) FILTER (WHERE kind = 'withdrawal'), 0) FROM ledger WHERE leg = 1")).one()
+    state.deposits, state.withdrawals = micro(deposits), micro(withdrawals)
+    return state
+
+
+def _replay_trade(t: Any, b: int, q: dict[str, int], held: dict[tuple[str, str], int], report: AuditReport) -> None:
+    shares, cost = micro(t.shares), micro(t.cost)
+    own, other = t.outcome, "NO" if t.outcome == "YES" else "YES"
+    if t.side == "BUY":
+        expected = pricing.buy_cost(q[own], q[other], shares, b)
+        q[own] += shares
+        held[(t.user_id, own)] += shares
+    else:
+        expected = pricing.sell_proceeds(q[own], q[other], shares, b) if shares <= q[own] else -1
+        q[own] -= shares
+        held[(t.user_id, own)] -= shares
+    if expected != cost:
+        _limited(report, "postgres: trade cost", Breach(
+            "postgres: trade cost", f"trade {t.trade_id} market {t.market_id}",
+            format_micro(expected), format_micro(cost)))
+    if (q["YES"], q["NO"]) != (micro(t.yes_shares), micro(t.no_shares)):
+        _limited(report, "postgres: trade state", Breach(
+            "postgres: outstanding after trade", f"trade {t.trade_id} market {t.market_id}",
+            f"yes {format_micro(q['YES'])} no {format_micro(q['NO'])}",
+            f"yes {format_micro(micro(t.yes_shares))} no {format_micro(micro(t.no_shares))}"))
+
+
+def _check_ledger(conn: Connection, report: AuditReport) -> None:
+    for r in conn.execute(text("SELECT event_id, SUM(amount) AS total FROM ledger GROUP BY event_id "
+                               "HAVING SUM(amount) <> 0 LIMIT 100")):
+        _limited(report, "postgres: double entry", Breach(
+            "postgres: double entry", f"event {r.event_id}", "legs summing to 0", format_micro(micro(r.total))))
+
+
+def _compare_positions(kind: str, mine: dict[PositionKey, int], theirs: dict[PositionKey, int],
+                       report: AuditReport) -> None:
+    for key in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(key, 0), theirs.get(key, 0)
+        if a != b:
+            _limited(report, kind, Breach(kind, f"position {' '.join(key)}", format_micro(a), format_micro(b)))
+
+
+def _compare(kind: str, left: State, right: State, report: AuditReport, *, markets: bool) -> None:
+    """Field-by-field differences; ``left`` is reported as expected, ``right`` as found."""
+    for user_id in sorted(set(left.users) | set(right.users)):
+        a, b = left.users.get(user_id), right.users.get(user_id)
+        if a != b:
+            _limited(report, kind, Breach(kind, f"user {user_id}", _user(a), _user(b)))
+    _compare_positions(kind, left.positions, right.positions, report)
+    if markets:
+        for market_id in sorted(set(left.markets) | set(right.markets)):
+            a_m, b_m = left.markets.get(market_id), right.markets.get(market_id)
+            if a_m != b_m:
+                _limited(report, kind, Breach(kind, f"market {market_id}", str(a_m), str(b_m)))
+    if (left.deposits, left.withdrawals) != (right.deposits, right.withdrawals):
+        report.add(Breach(kind, "deposits/withdrawals",
+                          f"{format_micro(left.deposits)}/{format_micro(left.withdrawals)}",
+                          f"{format_micro(right.deposits)}/{format_micro(right.withdrawals)}"))
+
+
+def _user(u: UserRecord | None) -> str:
+    if u is None:
+        return "absent"
+    return f"{u.username} available {format_micro(u.available)} locked {format_micro(u.locked)}"

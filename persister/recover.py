@@ -1,0 +1,270 @@
+"""``predmarket recover``: rebuild all Redis state of a deployment from PostgreSQL.
+
+Users, key hashes, balances and positions are current in PostgreSQL (written
+per event). Markets start from their latest idle-flush snapshot and are
+replayed forward with the trades and pool movements recorded after it, so a
+stale snapshot costs nothing but replay. Idempotency keys younger than the
+TTL are restored, so a client retrying an acknowledged trade still gets its
+first answer. The trade id counter continues after the highest recorded id.
+
+Everything is read in one REPEATABLE READ transaction (one consistent view)
+and written with pipelined commands. The Redis side must be empty (or
+``force``, which first deletes every key of the prefix).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from sqlalchemy import Connection, Engine, text
+
+from engine.keys import Keys
+from engine.units import micro_from_decimal as micro
+
+PIPELINE = 2_000
+Progress = Callable[[str, int], None]
+
+
+class RecoveryRefused(RuntimeError):
+    """Redis still holds state under the prefix and ``force`` was not given."""
+
+
+@dataclass
+class RecoveryReport:
+    users: int = 0
+    positions: int = 0
+    markets: int = 0
+    trades_replayed: int = 0
+    idempotency_keys: int = 0
+    trade_seq: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _ms(value: datetime) -> int:
+    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // _MILLI
+
+
+_MILLI = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def redis_holds_state(client: redis.Redis, keys: Keys) -> bool:
+    for _ in client.scan_iter(match=keys.pattern, count=100):
+        return True
+    return False
+
+
+def _delete_prefix(client: redis.Redis, keys: Keys) -> int:
+    deleted, batch = 0, []
+    for key in client.scan_iter(match=keys.pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += int(client.unlink(*batch))
+            batch.clear()
+    if batch:
+        deleted += int(client.unlink(*batch))
+    return deleted
+
+
+class _Writer:
+    """Pipelined writes, flushed every PIPELINE commands."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pipe = client.pipeline(transaction=False)
+        self.pending = 0
+
+    def __call__(self, method: str, *args: Any, **kwargs: Any) -> None:
+        getattr(self.pipe, method)(*args, **kwargs)
+        self.pending += 1
+        if self.pending >= PIPELINE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.pipe.execute()
+            self.pending = 0
+
+
+def _rows(conn: Connection, sql: str, **params: Any) -> Iterable[Any]:
+    return conn.execute(text(sql), params)
+
+
+def recover(pg: Engine, client: redis.Redis, keys: Keys, *, force: bool = False,
+            idempotency_ttl_s: int = 86_400, progress: Progress | None = None) -> RecoveryReport:
+    """Rebuild Redis under ``keys.prefix`` from the database; see the module doc."""
+    started = time.monotonic()
+    say = progress or (lambda _phase, _n: None)
+    if redis_holds_state(client, keys):
+        if not force:
+            raise RecoveryRefused(f"Redis still holds keys under '{keys.prefix}:'; use --force to replace them")
+        say("deleted old keys", _delete_prefix(client, keys))
+    report = RecoveryReport()
+    write = _Writer(client)
+    with pg.connect() as conn:
+        conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        report.users = _users(conn, write, keys, say)
+        report.positions = _positions(conn, write, keys, say)
+        report.markets, report.trades_replayed = _markets(conn, write, keys, say)
+        report.trade_seq = _counters(conn, write, keys)
+        report.idempotency_keys = _idempotency(conn, write, keys, idempotency_ttl_s, say)
+        conn.rollback()
+    write.flush()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _users(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
+    n = 0
+    for r in _rows(conn, "SELECT u.user_id, u.username, u.api_key_hash, u.created_at, "
+                         "COALESCE(b.available, 0) AS available, COALESCE(b.locked, 0) AS locked "
+                         "FROM users u LEFT JOIN balances b USING (user_id)"):
+        write("hset", keys.user(r.user_id), mapping={
+            "username": r.username, "available": micro(r.available), "locked": micro(r.locked),
+            "key_hash": r.api_key_hash or "", "created_ms": _ms(r.created_at),
+        })
+        write("hset", keys.usernames, r.username, r.user_id)
+        if r.api_key_hash:
+            write("hset", keys.apikeys, r.api_key_hash, r.user_id)
+        n += 1
+        if n % 10_000 == 0:
+            say("users", n)
+    say("users", n)
+    return n
+
+
+def _positions(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
+    n = 0
+    for r in _rows(conn, "SELECT user_id, market_id, outcome, shares FROM positions"):
+        shares = micro(r.shares)
+        write("hset", keys.user_positions(r.user_id), f"{r.market_id}:{r.outcome}", shares)
+        write("hset", keys.market_positions(r.market_id), f"{r.user_id}:{r.outcome}", shares)
+        n += 1
+        if n % 50_000 == 0:
+            say("positions", n)
+    say("positions", n)
+    return n
+
+
+# The latest snapshot of each market, the trades after it, and the pool's
+# movements after it (payouts, house return); everything else is the market row.
+_MARKETS_SQL = """
+WITH snap AS (
+    SELECT DISTINCT ON (market_id) * FROM market_snapshots ORDER BY market_id, version DESC
+), after AS (
+    SELECT t.market_id,
+           SUM(CASE WHEN t.outcome = 'YES' AND t.side = 'BUY' THEN t.shares
+                    WHEN t.outcome = 'YES' THEN -t.shares ELSE 0 END) AS d_yes,
+           SUM(CASE WHEN t.outcome = 'NO' AND t.side = 'BUY' THEN t.shares
+                    WHEN t.outcome = 'NO' THEN -t.shares ELSE 0 END) AS d_no,
+           SUM(CASE WHEN t.side = 'BUY' THEN t.cost ELSE -t.cost END) AS d_pool,
+           COUNT(*) AS n, MAX(t.trade_id) AS last_trade_id, MAX(t.created_at) AS last_at
+    FROM trades t LEFT JOIN snap s USING (market_id)
+    WHERE t.trade_id > COALESCE(s.last_trade_id, 0)
+    GROUP BY t.market_id
+), pool_out AS (
+    SELECT l.market_id, SUM(l.amount) AS d_pool, MAX(l.created_at) AS last_at
+    FROM ledger l LEFT JOIN snap s USING (market_id)
+    WHERE l.kind IN ('payout', 'house_return') AND l.account = 'pool:' || l.market_id
+      AND (s.last_event IS NULL
+           OR (split_part(l.event_id, '-', 1)::bigint, split_part(l.event_id, '-', 2)::numeric)
+              > (split_part(s.last_event, '-', 1)::bigint, split_part(s.last_event, '-', 2)::numeric))
+    GROUP BY l.market_id
+), paid AS (
+    SELECT market_id, SUM(amount) AS total, COUNT(*) AS holders
+    FROM ledger WHERE kind = 'payout' AND leg = 1 GROUP BY market_id
+), held AS (
+    SELECT market_id, SUM(shares) FILTER (WHERE outcome = 'YES') AS yes,
+           SUM(shares) FILTER (WHERE outcome = 'NO') AS no
+    FROM positions GROUP BY market_id
+), subsidy AS (
+    SELECT market_id, SUM(amount) AS pool FROM ledger WHERE kind = 'subsidy' AND leg = 1 GROUP BY market_id
+)
+SELECT m.market_id, m.name, m.status, m.outcome, m.liquidity_b, m.created_at, m.last_updated AS row_updated,
+       s.version AS snap_version, s.status AS snap_status, s.yes_shares AS snap_yes, s.no_shares AS snap_no,
+       s.pool AS snap_pool, s.last_trade_id AS snap_last_trade, s.last_updated AS snap_updated,
+       COALESCE(sub.pool, 0) AS subsidy,
+       COALESCE(a.d_yes, 0) AS d_yes, COALESCE(a.d_no, 0) AS d_no, COALESCE(a.d_pool, 0) AS d_trade_pool,
+       COALESCE(a.n, 0) AS n_after, a.last_trade_id, a.last_at,
+       COALESCE(o.d_pool, 0) AS d_out_pool, o.last_at AS out_at,
+       COALESCE(p.total, 0) AS payouts_total, COALESCE(p.holders, 0) AS holders_paid,
+       COALESCE(h.yes, 0) AS held_yes, COALESCE(h.no, 0) AS held_no
+FROM markets m
+LEFT JOIN snap s USING (market_id)
+LEFT JOIN after a USING (market_id)
+LEFT JOIN pool_out o USING (market_id)
+LEFT JOIN paid p USING (market_id)
+LEFT JOIN held h USING (market_id)
+LEFT JOIN subsidy sub USING (market_id)
+"""
+
+
+def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tuple[int, int]:
+    n = replayed = 0
+    for r in _rows(conn, _MARKETS_SQL):
+        snapshot = r.snap_version is not None
+        q_yes = (micro(r.snap_yes) if snapshot else 0) + micro(r.d_yes)
+        q_no = (micro(r.snap_no) if snapshot else 0) + micro(r.d_no)
+        pool = micro(r.snap_pool if snapshot else r.subsidy) + micro(r.d_trade_pool) + micro(r.d_out_pool)
+        settled = r.status in ("RESOLVED", "SETTLED")
+        # The version is a concurrency token: it only has to move on from the snapshot's.
+        version = (r.snap_version if snapshot else 1) + r.n_after + (r.status != r.snap_status)
+        updated = max(t for t in (r.row_updated, r.snap_updated, r.last_at, r.out_at) if t is not None)
+        write("hset", keys.market(r.market_id), mapping={
+            "name": r.name, "status": r.status, "outcome": r.outcome or "", "b": micro(r.liquidity_b),
+            "q_yes": q_yes, "q_no": q_no, "pool": pool, "version": version,
+            "created_ms": _ms(r.created_at), "updated_ms": _ms(updated),
+            "settled_yes": q_yes - micro(r.held_yes) if settled else 0,
+            "settled_no": q_no - micro(r.held_no) if settled else 0,
+            "payouts_total": micro(r.payouts_total), "holders_paid": r.holders_paid,
+            "last_trade_id": r.last_trade_id or (r.snap_last_trade if snapshot else 0), "last_event": "0-0",
+        })
+        write("zadd", keys.markets, {r.market_id: _ms(r.created_at)})
+        n += 1
+        replayed += r.n_after
+    say("markets", n)
+    return n, replayed
+
+
+def _counters(conn: Connection, write: _Writer, keys: Keys) -> int:
+    last_trade = conn.execute(text("SELECT COALESCE(MAX(trade_id), 0) FROM trades")).scalar_one()
+    write("set", keys.trade_seq, last_trade)
+    deposits, withdrawals = conn.execute(text(
+        "SELECT COALESCE(SUM(amount) FILTER (WHERE kind = 'deposit'), 0), "
+        "COALESCE(SUM(amount) FILTER (WHERE kind = 'withdrawal'), 0) FROM ledger WHERE leg = 1 "
+        "AND kind IN ('deposit', 'withdrawal')"
+    )).one()
+    write("hset", keys.totals, mapping={"deposits": micro(deposits), "withdrawals": micro(withdrawals)})
+    # Every event PostgreSQL holds is committed: a durable wait on any of them must succeed.
+    newest = conn.execute(text(
+        "SELECT event_id FROM (SELECT event_id FROM trades UNION ALL SELECT event_id FROM ledger "
+        "UNION ALL SELECT event_id FROM users) e ORDER BY split_part(event_id, '-', 1)::bigint DESC, "
+        "split_part(event_id, '-', 2)::numeric DESC LIMIT 1"
+    )).scalar()
+    if newest:
+        write("set", keys.committed, newest)
+    return int(last_trade)
+
+
+def _idempotency(conn: Connection, write: _Writer, keys: Keys, ttl_s: int, say: Progress) -> int:
+    """Restore the first answers of keyed trades still inside their TTL."""
+    now = datetime.now(tz=UTC)
+    n = 0
+    for r in _rows(conn, "SELECT trade_id, user_id, side, outcome, shares, cost, price, price_yes, price_no, "
+                         "created_at, event_id, idempotency_key, request_hash FROM trades "
+                         "WHERE idempotency_key IS NOT NULL AND created_at > :since",
+                   since=datetime.fromtimestamp(now.timestamp() - ttl_s, tz=UTC)):
+        remaining = ttl_s - int((now - r.created_at).total_seconds())
+        if remaining <= 0:
+            continue
+        stored = "|".join(str(v) for v in (
+            r.request_hash, r.trade_id, r.side, r.outcome, micro(r.shares), micro(r.cost),
+            f"{r.price:.6f}", f"{r.price_yes:.6f}", f"{r.price_no:.6f}", _ms(r.created_at), r.event_id))
+        write("set", keys.idempotency(r.user_id, r.idempotency_key), stored, ex=remaining)
+        n += 1
+    say("idempotency keys", n)
+    return n
