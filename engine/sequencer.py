@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from engine.connection import UNREACHABLE
+from engine.dispatcher import Dispatcher
 from engine.errors import ERRORS_BY_CODE, EngineError, NotFound, Unavailable
 from engine.keys import Keys
 from engine.models import MarketStatus, Order, Outcome, Side, Trade
@@ -76,6 +77,7 @@ class TradeContext:
         self.max_conflicts = max_conflicts
         self.idempotency_ttl_s = idempotency_ttl_s
         self.stats = SequencerStats()
+        self.dispatcher = Dispatcher(scripts, keys, idempotency_ttl_s, max_batch, self.stats)
 
 
 def _state_from(fields: list[Any]) -> MarketState:
@@ -118,11 +120,7 @@ class MarketSequencer:
         self._task: asyncio.Task[None] | None = None
         self._b: int | None = None
         self._state: MarketState | None = None
-        keys = ctx.keys
-        self._market_keys = [
-            keys.market(market_id), keys.market_positions(market_id),
-            keys.events, keys.trade_seq, keys.dirty,
-        ]
+        self._market_keys = (ctx.keys.market(market_id), ctx.keys.market_positions(market_id))
 
     @property
     def idle(self) -> bool:
@@ -184,8 +182,11 @@ class MarketSequencer:
             priced = self._price(pending, state)
             if not priced:
                 return
-            reply = await self._ctx.scripts.run("trade", *self._script_call(priced, state))
-            self._ctx.stats.script_calls += 1
+            reply = await self._ctx.dispatcher.call(
+                self._market_keys, self._market_call(priced, state), len(priced))
+            if reply[0] == "NOT_FOUND":
+                self._state = None
+                raise NotFound(f"no market {self.market_id}")
             if reply[0] == "CONFLICT":
                 self._state = _state_from(reply[1:6])
                 self._ctx.stats.conflicts += 1
@@ -221,33 +222,24 @@ class MarketSequencer:
             q_yes, q_no = result.q_yes, result.q_no
         return priced
 
-    def _script_call(self, priced: list[_Priced], state: MarketState) -> tuple[list[str], list[str | int]]:
-        ctx = self._ctx
-        keys = list(self._market_keys)
+    def _market_call(self, priced: list[_Priced], state: MarketState) -> list[str | int]:
+        """This market's part of a ``trade`` script call: id, expected state, orders (see lua/trade.lua)."""
         # The script compares q_yes and q_no too: a version number alone can come back
         # with other contents after a data loss (restart without AOF, recover), and the
         # costs below are exact only for these q.
-        expected = f"{state.version}:{state.q_yes}:{state.q_no}"
-        args: list[str | int] = [self.market_id, expected, ctx.idempotency_ttl_s]
+        args: list[str | int] = [self.market_id, f"{state.version}:{state.q_yes}:{state.q_no}", len(priced)]
         for item in priced:
-            order = item.pending.order
-            keys += [
-                ctx.keys.user(order.user_id), ctx.keys.user_positions(order.user_id),
-                ctx.keys.idempotency(order.user_id, order.idempotency_key or "-"),
-            ]
-            f = item.fill
+            order, f = item.pending.order, item.fill
             if f is None:
                 reason = f"{item.rejection.code} {item.rejection.message}" if item.rejection else ""
-                args += [order.user_id, order.side.value, order.outcome.value, 0, 0, "", "", "",
-                         stored_fingerprint(order), reason or "MARKET_NOT_OPEN market is not open",
-                         order.idempotency_key]
-                continue
-            args += [
-                order.user_id, order.side.value, order.outcome.value, f.shares, f.cost,
-                format_micro(f.price_yes), format_micro(f.price_no), format_micro(f.avg_price),
-                stored_fingerprint(order), "", order.idempotency_key,
-            ]
-        return keys, args
+                fields = [order.user_id, order.side.value, order.outcome.value, "0", "0", "", "", "",
+                          stored_fingerprint(order), reason.replace("\t", " "), order.idempotency_key]
+            else:
+                fields = [order.user_id, order.side.value, order.outcome.value, str(f.shares), str(f.cost),
+                          format_micro(f.price_yes), format_micro(f.price_no), format_micro(f.avg_price),
+                          stored_fingerprint(order), "", order.idempotency_key]
+            args.append("\t".join(fields))
+        return args
 
     def _resolve(self, priced: list[_Priced], results: list[list[str]], ts_ms: int) -> list[_Pending]:
         """Hand each order its result; return the orders to re-price (SKIPPED)."""

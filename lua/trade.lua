@@ -1,65 +1,73 @@
--- trade: apply a batch of priced orders to one market, compare-and-set on its version.
+-- trade: apply batches of priced orders to one or more markets, each compare-and-set on its state.
 --
--- KEYS[1] market hash <p>:{m:<id>}, KEYS[2] market positions <p>:{m:<id>}:pos,
--- KEYS[3] events stream, KEYS[4] trade id counter <p>:trade_seq, KEYS[5] dirty set,
--- then per order i: KEYS[3i+3] user hash, KEYS[3i+4] user positions, KEYS[3i+5] idempotency key
--- ARGV[1] market id, ARGV[2] expected "<version>:<q_yes>:<q_no>", ARGV[3] idempotency TTL (seconds),
--- then per order i, 11 fields from ARGV[11i-7]:
---   user id, side BUY|SELL, outcome YES|NO, shares, cost (micro-units, integer strings;
---   cost is paid on BUY, received on SELL), price_yes, price_no, avg_price (6-decimal
---   strings, after the order), request fingerprint ('' = no Idempotency-Key),
---   rejection ('' = execute, else "<CODE> <message>" decided by the engine),
---   the Idempotency-Key itself (recorded on the event so recovery can restore it).
--- Returns
---   {'CONFLICT', version, status, q_yes, q_no, pool}       version differs: nothing applied
+-- KEYS[1] events stream, KEYS[2] trade id counter <p>:trade_seq, KEYS[3] dirty set,
+-- then per market j (1-based): KEYS[2j+2] market hash <p>:{m:<id>}, KEYS[2j+3] its positions hash.
+-- ARGV[1] key prefix <p>, ARGV[2] idempotency TTL (seconds), then per market j:
+--   market id, expected "<version>:<q_yes>:<q_no>", n (orders), then n order strings, each the
+--   TAB-joined fields: user id, side BUY|SELL, outcome YES|NO, shares, cost (micro-units;
+--   cost is paid on BUY, received on SELL), price_yes, price_no, avg_price (6-decimal strings,
+--   after the order), request fingerprint ('' = no Idempotency-Key), rejection ('' = execute,
+--   else "<CODE> <message>" decided by the engine), the Idempotency-Key itself.
+-- Returns one reply per market, in order:
+--   {'NOT_FOUND'}                                          no such market
+--   {'CONFLICT', version, status, q_yes, q_no, pool}       state differs: nothing applied
 --   {'DONE', version, status, q_yes, q_no, pool, ts_ms, results}  with one result per order:
---     {'OK', trade_id, available, position, event_id}   applied; event_id is the
---                                              stream entry of its PriceUpdated (its last event)
+--     {'OK', trade_id, available, position, event_id}   applied; event_id is the stream
+--                                              entry of its PriceUpdated (its last event)
 --     {'REPLAY', stored}                       Idempotency-Key seen with the same request
 --     {'<CODE>', message}                      rejected, nothing changed for this order
 --     {'SKIPPED'}                              not attempted: an earlier order the engine
 --                                              priced as executing did not execute, so
 --                                              this one's price is stale; re-price and resend
--- Errors: NOT_FOUND (no market). Per-order codes: MARKET_NOT_OPEN, NOT_FOUND,
--- INSUFFICIENT_FUNDS, INSUFFICIENT_SHARES, VALIDATION_ERROR, IDEMPOTENCY_KEY_REUSED.
+-- Per-order codes: MARKET_NOT_OPEN, NOT_FOUND, INSUFFICIENT_FUNDS, INSUFFICIENT_SHARES,
+-- VALIDATION_ERROR, IDEMPOTENCY_KEY_REUSED.
 -- Emits TradeExecuted then PriceUpdated per applied order (+ position, avg_price in TradeExecuted,
 -- and idempotency_key, request_hash when the order carried a key).
 --
--- The engine computed every cost from the state at `expected version`; the
--- version check makes those costs exact, and the per-order checks below keep
--- each order's funds, shares and limits atomic with its debit.
+-- The engine computed every cost from the state it expects; the state check makes those
+-- costs exact, and the per-order checks keep each order's funds, shares and limits atomic
+-- with its debit. User keys are derived from the prefix here (the same names as
+-- engine/keys.py builds) rather than passed: a trade spans a user's and a market's keys,
+-- which no Redis Cluster slot could hold together anyway, and one argument per order
+-- instead of four is most of the client's cost per trade.
 
-local mkey, mpos, events, seq, dirty = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local mid, expected, ttl = ARGV[1], ARGV[2], ARGV[3]
-local st = redis.call('HMGET', mkey, 'status', 'version', 'q_yes', 'q_no', 'pool')
-if not st[1] then return reject('NOT_FOUND', 'no market ' .. mid) end
-if st[2] .. ':' .. st[3] .. ':' .. st[4] ~= expected then return {'CONFLICT', st[2], st[1], st[3], st[4], st[5]} end
-
-local open = st[1] == 'OPEN'
-local ms = now_ms()
-local q = {YES = st[3], NO = st[4]}
-local pool = st[5]
-
-local last_event, last_trade
+local events, seq, dirty = KEYS[1], KEYS[2], KEYS[3]
+local prefix, ttl = ARGV[1], ARGV[2]
 
 local function neg(s)
   if s == '0' then return '0' end
   return '-' .. s
 end
 
-local function apply(k, user_id, side, outcome, shares, cost, py, pn, avg, fp, idem)
-  local available = redis.call('HGET', KEYS[k + 1], 'available')
+local function split_tabs(s)
+  local out, start = {}, 1
+  while true do
+    local stop = string.find(s, '\t', start, true)
+    if not stop then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, stop - 1)
+    start = stop + 1
+  end
+end
+
+-- Apply one order to market m (a table of its keys and running state). Returns its result.
+local function apply(m, o, ms)
+  local user_id, side, outcome, shares, cost = o[1], o[2], o[3], o[4], o[5]
+  local user_key = prefix .. ':u:' .. user_id
+  local available = redis.call('HGET', user_key, 'available')
   if not available then return {'NOT_FOUND', 'no user ' .. user_id} end
   local field = user_id .. ':' .. outcome
-  local held = tonumber(redis.call('HGET', mpos, field) or '0')
+  local held = tonumber(redis.call('HGET', m.pos, field) or '0')
   local n_shares, n_cost = tonumber(shares), tonumber(cost)
   local d_cash, d_shares, d_pool
   if side == 'BUY' then
     if tonumber(available) < n_cost then
       return {'INSUFFICIENT_FUNDS', 'available ' .. fmt6(available) .. ' < cost ' .. fmt6(cost)}
     end
-    if tonumber(pool) + n_cost > MAX_TOTAL or held + n_shares > MAX_TOTAL
-        or tonumber(q[outcome]) + n_shares > MAX_TOTAL then
+    if tonumber(m.pool) + n_cost > MAX_TOTAL or held + n_shares > MAX_TOTAL
+        or tonumber(m.q[outcome]) + n_shares > MAX_TOTAL then
       return {'VALIDATION_ERROR', 'a position, pool or outstanding total would exceed 9000000000'}
     end
     d_cash, d_shares, d_pool = neg(cost), shares, cost
@@ -72,75 +80,94 @@ local function apply(k, user_id, side, outcome, shares, cost, py, pn, avg, fp, i
     end
     d_cash, d_shares, d_pool = cost, neg(shares), neg(cost)
   end
-  available = int_str(redis.call('HINCRBY', KEYS[k + 1], 'available', d_cash))
-  local position = int_str(hincr_or_drop(mpos, field, d_shares))
-  hincr_or_drop(KEYS[k + 2], mid .. ':' .. outcome, d_shares)
-  q[outcome] = int_str(redis.call('HINCRBY', mkey, outcome == 'YES' and 'q_yes' or 'q_no', d_shares))
-  pool = int_str(redis.call('HINCRBY', mkey, 'pool', d_pool))
+  available = int_str(redis.call('HINCRBY', user_key, 'available', d_cash))
+  local position = int_str(hincr_or_drop(m.pos, field, d_shares))
+  hincr_or_drop(user_key .. ':pos', m.id .. ':' .. outcome, d_shares)
+  m.q[outcome] = int_str(redis.call('HINCRBY', m.key, outcome == 'YES' and 'q_yes' or 'q_no', d_shares))
+  m.pool = int_str(redis.call('HINCRBY', m.key, 'pool', d_pool))
   local trade_id = int_str(redis.call('INCR', seq))
+  local py, pn, avg, fp, idem = o[6], o[7], o[8], o[9], o[11]
   local fields = {'type', 'TradeExecuted', 'ts', ms, 'trade_id', trade_id,
-    'market_id', mid, 'user_id', user_id, 'side', side, 'outcome', outcome,
+    'market_id', m.id, 'user_id', user_id, 'side', side, 'outcome', outcome,
     'shares', fmt6(shares), 'cost', fmt6(cost), 'price_yes', py, 'price_no', pn,
-    'yes_shares', fmt6(q.YES), 'no_shares', fmt6(q.NO), 'pool', fmt6(pool),
+    'yes_shares', fmt6(m.q.YES), 'no_shares', fmt6(m.q.NO), 'pool', fmt6(m.pool),
     'available', fmt6(available), 'position', fmt6(position), 'avg_price', avg}
   if fp ~= '' then
-    table.insert(fields, 'idempotency_key')
-    table.insert(fields, idem)
-    table.insert(fields, 'request_hash')
-    table.insert(fields, fp)
+    fields[#fields + 1] = 'idempotency_key'
+    fields[#fields + 1] = idem
+    fields[#fields + 1] = 'request_hash'
+    fields[#fields + 1] = fp
   end
   redis.call('XADD', events, '*', unpack(fields))
-  last_event = redis.call('XADD', events, '*', 'type', 'PriceUpdated', 'ts', ms, 'market_id', mid,
-    'price_yes', py, 'price_no', pn, 'yes_shares', fmt6(q.YES), 'no_shares', fmt6(q.NO))
+  m.last_event = redis.call('XADD', events, '*', 'type', 'PriceUpdated', 'ts', ms, 'market_id', m.id,
+    'price_yes', py, 'price_no', pn, 'yes_shares', fmt6(m.q.YES), 'no_shares', fmt6(m.q.NO))
+  m.last_trade = trade_id
   if fp ~= '' then
-    redis.call('SET', KEYS[k + 3], table.concat({fp, trade_id, side, outcome, shares, cost,
-      avg, py, pn, ms, last_event}, '|'), 'EX', ttl)
+    redis.call('SET', prefix .. ':idem:' .. user_id .. ':' .. idem, table.concat({fp, trade_id, side,
+      outcome, shares, cost, avg, py, pn, ms, m.last_event}, '|'), 'EX', ttl)
   end
-  last_trade = trade_id
-  return {'OK', trade_id, available, position, last_event}
+  return {'OK', trade_id, available, position, m.last_event}
 end
 
-local results = {}
-local applied = 0
-local broken = false
-for i = 1, (#ARGV - 3) / 11 do
-  local a, k = 3 + 11 * (i - 1), 5 + 3 * (i - 1)
-  local fp, rejection = ARGV[a + 9], ARGV[a + 10]
-  local r
-  if broken then
-    r = {'SKIPPED'}
-  else
-    if fp ~= '' then
-      local prev = redis.call('GET', KEYS[k + 3])
-      if prev then
-        if string.sub(prev, 1, #fp + 1) == fp .. '|' then
-          r = {'REPLAY', prev}
-        else
-          r = {'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was already used with a different request'}
+-- One market's batch: check its state once, then each order in turn.
+local function market_batch(j, a, ms)
+  local m = {key = KEYS[2 * j + 2], pos = KEYS[2 * j + 3], id = ARGV[a]}
+  local expected, n = ARGV[a + 1], tonumber(ARGV[a + 2])
+  local st = redis.call('HMGET', m.key, 'status', 'version', 'q_yes', 'q_no', 'pool')
+  if not st[1] then return {'NOT_FOUND'}, n end
+  if st[2] .. ':' .. st[3] .. ':' .. st[4] ~= expected then
+    return {'CONFLICT', st[2], st[1], st[3], st[4], st[5]}, n
+  end
+  local open = st[1] == 'OPEN'
+  m.q, m.pool = {YES = st[3], NO = st[4]}, st[5]
+  local results, applied, broken = {}, 0, false
+  for i = 1, n do
+    local o = split_tabs(ARGV[a + 2 + i])
+    local fp, rejection = o[9], o[10]
+    local r
+    if broken then
+      r = {'SKIPPED'}
+    else
+      if fp ~= '' then
+        local prev = redis.call('GET', prefix .. ':idem:' .. o[1] .. ':' .. o[11])
+        if prev then
+          if string.sub(prev, 1, #fp + 1) == fp .. '|' then
+            r = {'REPLAY', prev}
+          else
+            r = {'IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was already used with a different request'}
+          end
         end
       end
-    end
-    if not r then
-      if not open then
-        r = {'MARKET_NOT_OPEN', 'market is ' .. st[1]}
-      elseif rejection ~= '' then
-        local sp = string.find(rejection, ' ', 1, true) or (#rejection + 1)
-        r = {string.sub(rejection, 1, sp - 1), string.sub(rejection, sp + 1)}
-      else
-        r = apply(k, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5],
-          ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], fp, ARGV[a + 11])
+      if not r then
+        if not open then
+          r = {'MARKET_NOT_OPEN', 'market is ' .. st[1]}
+        elseif rejection ~= '' then
+          local sp = string.find(rejection, ' ', 1, true) or (#rejection + 1)
+          r = {string.sub(rejection, 1, sp - 1), string.sub(rejection, sp + 1)}
+        else
+          r = apply(m, o, ms)
+        end
       end
+      -- Later orders were priced as if this one executed: if it did not, stop.
+      if r[1] ~= 'OK' and open and rejection == '' then broken = true end
     end
-    -- Later orders were priced as if this one executed: if it did not, stop.
-    if r[1] ~= 'OK' and open and rejection == '' then broken = true end
+    if r[1] == 'OK' then applied = applied + 1 end
+    results[i] = r
   end
-  if r[1] == 'OK' then applied = applied + 1 end
-  results[i] = r
+  local version = st[2]
+  if applied > 0 then
+    version = int_str(touch_market(m.key, dirty, m.id, ms, m.last_event, applied))
+    redis.call('HSET', m.key, 'last_trade_id', m.last_trade)
+  end
+  return {'DONE', version, st[1], m.q.YES, m.q.NO, m.pool, ms, results}, n
 end
 
-local version = st[2]
-if applied > 0 then
-  version = int_str(touch_market(mkey, dirty, mid, ms, last_event, applied))
-  redis.call('HSET', mkey, 'last_trade_id', last_trade)
+local ms = now_ms()
+local replies, a, j = {}, 3, 1
+while a <= #ARGV do
+  local reply, n = market_batch(j, a, ms)
+  replies[#replies + 1] = reply
+  a = a + 3 + n
+  j = j + 1
 end
-return {'DONE', version, st[1], q.YES, q.NO, pool, ms, results}
+return replies
