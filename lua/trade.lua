@@ -33,6 +33,9 @@
 
 local events, seq, dirty = KEYS[1], KEYS[2], KEYS[3]
 local prefix, ttl = ARGV[1], ARGV[2]
+-- Counters kept here and written once at the end, not once per trade.
+local last_id = tonumber(redis.call('GET', seq) or '0')
+local first_id = last_id
 
 local function neg(s)
   if s == '0' then return '0' end
@@ -61,16 +64,16 @@ local function apply(m, o, ms)
   local field = user_id .. ':' .. outcome
   local held = tonumber(redis.call('HGET', m.pos, field) or '0')
   local n_shares, n_cost = tonumber(shares), tonumber(cost)
-  local d_cash, d_shares, d_pool
+  local d_cash, d_shares
   if side == 'BUY' then
     if tonumber(available) < n_cost then
       return {'INSUFFICIENT_FUNDS', 'available ' .. fmt6(available) .. ' < cost ' .. fmt6(cost)}
     end
-    if tonumber(m.pool) + n_cost > MAX_TOTAL or held + n_shares > MAX_TOTAL
-        or tonumber(m.q[outcome]) + n_shares > MAX_TOTAL then
+    if m.pool + n_cost > MAX_TOTAL or held + n_shares > MAX_TOTAL or m.q[outcome] + n_shares > MAX_TOTAL then
       return {'VALIDATION_ERROR', 'a position, pool or outstanding total would exceed 9000000000'}
     end
-    d_cash, d_shares, d_pool = neg(cost), shares, cost
+    d_cash, d_shares = neg(cost), shares
+    m.q[outcome], m.pool = m.q[outcome] + n_shares, m.pool + n_cost
   else
     if held < n_shares then
       return {'INSUFFICIENT_SHARES', 'holding ' .. fmt6(held) .. ' < ' .. fmt6(shares)}
@@ -78,19 +81,20 @@ local function apply(m, o, ms)
     if tonumber(available) + n_cost > MAX_TOTAL then
       return {'VALIDATION_ERROR', 'balance would exceed 9000000000'}
     end
-    d_cash, d_shares, d_pool = cost, neg(shares), neg(cost)
+    d_cash, d_shares = cost, neg(shares)
+    m.q[outcome], m.pool = m.q[outcome] - n_shares, m.pool - n_cost
   end
   available = int_str(redis.call('HINCRBY', user_key, 'available', d_cash))
   local position = int_str(hincr_or_drop(m.pos, field, d_shares))
   hincr_or_drop(user_key .. ':pos', m.id .. ':' .. outcome, d_shares)
-  m.q[outcome] = int_str(redis.call('HINCRBY', m.key, outcome == 'YES' and 'q_yes' or 'q_no', d_shares))
-  m.pool = int_str(redis.call('HINCRBY', m.key, 'pool', d_pool))
-  local trade_id = int_str(redis.call('INCR', seq))
+  last_id = last_id + 1
+  local trade_id = int_str(last_id)
+  local yes, no = fmt6(m.q.YES), fmt6(m.q.NO)
   local py, pn, avg, fp, idem = o[6], o[7], o[8], o[9], o[11]
   local fields = {'type', 'TradeExecuted', 'ts', ms, 'trade_id', trade_id,
     'market_id', m.id, 'user_id', user_id, 'side', side, 'outcome', outcome,
     'shares', fmt6(shares), 'cost', fmt6(cost), 'price_yes', py, 'price_no', pn,
-    'yes_shares', fmt6(m.q.YES), 'no_shares', fmt6(m.q.NO), 'pool', fmt6(m.pool),
+    'yes_shares', yes, 'no_shares', no, 'pool', fmt6(m.pool),
     'available', fmt6(available), 'position', fmt6(position), 'avg_price', avg}
   if fp ~= '' then
     fields[#fields + 1] = 'idempotency_key'
@@ -100,7 +104,7 @@ local function apply(m, o, ms)
   end
   redis.call('XADD', events, '*', unpack(fields))
   m.last_event = redis.call('XADD', events, '*', 'type', 'PriceUpdated', 'ts', ms, 'market_id', m.id,
-    'price_yes', py, 'price_no', pn, 'yes_shares', fmt6(m.q.YES), 'no_shares', fmt6(m.q.NO))
+    'price_yes', py, 'price_no', pn, 'yes_shares', yes, 'no_shares', no)
   m.last_trade = trade_id
   if fp ~= '' then
     redis.call('SET', prefix .. ':idem:' .. user_id .. ':' .. idem, table.concat({fp, trade_id, side,
@@ -119,7 +123,7 @@ local function market_batch(j, a, ms)
     return {'CONFLICT', st[2], st[1], st[3], st[4], st[5]}, n
   end
   local open = st[1] == 'OPEN'
-  m.q, m.pool = {YES = st[3], NO = st[4]}, st[5]
+  m.q, m.pool = {YES = tonumber(st[3]), NO = tonumber(st[4])}, tonumber(st[5])
   local results, applied, broken = {}, 0, false
   for i = 1, n do
     local o = split_tabs(ARGV[a + 2 + i])
@@ -155,11 +159,12 @@ local function market_batch(j, a, ms)
     results[i] = r
   end
   local version = st[2]
+  local q_yes, q_no, pool = int_str(m.q.YES), int_str(m.q.NO), int_str(m.pool)
   if applied > 0 then
+    redis.call('HSET', m.key, 'q_yes', q_yes, 'q_no', q_no, 'pool', pool, 'last_trade_id', m.last_trade)
     version = int_str(touch_market(m.key, dirty, m.id, ms, m.last_event, applied))
-    redis.call('HSET', m.key, 'last_trade_id', m.last_trade)
   end
-  return {'DONE', version, st[1], m.q.YES, m.q.NO, m.pool, ms, results}, n
+  return {'DONE', version, st[1], q_yes, q_no, pool, ms, results}, n
 end
 
 local ms = now_ms()
@@ -170,4 +175,5 @@ while a <= #ARGV do
   a = a + 3 + n
   j = j + 1
 end
+if last_id ~= first_id then redis.call('SET', seq, int_str(last_id)) end
 return replies
