@@ -1,0 +1,207 @@
+"""``predmarket demo``: the whole system in one process tree, with a live view, for a first look.
+
+Finds or starts Redis and PostgreSQL (see predmarket.services), migrates, runs
+two API replicas and the persister, creates users and markets, trades the
+seed's random simulation through the HTTP API, and shows markets, prices,
+trades/s and persister lag until Ctrl-C (or ``--duration``). On the way out it
+stops everything it started and removes the demo's keys and database when it
+created them itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from predmarket.http_sim import HttpStats, setup_http, trade_forever
+from predmarket.services import Service, free_port, postgres_service, redis_service
+
+SPARK = "▁▂▃▄▅▆▇█"
+MARKET_NAMES = [
+    "Will it rain in Lisbon tomorrow?", "Will the home team win on Sunday?", "Will BTC close above 100k?",
+    "Will the launch happen this week?", "Will the bill pass the senate?",
+]
+
+
+@dataclass
+class DemoOptions:
+    markets: int = 5
+    users: int = 20
+    concurrency: int = 8
+    rate_per_s: float = 200.0
+    duration_s: float | None = None
+
+
+@dataclass
+class View:
+    prices: dict[str, deque[float]] = field(default_factory=dict)
+    markets: list[dict[str, Any]] = field(default_factory=list)
+    lag: str = "?"
+    rate: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=20))
+
+
+def sparkline(values: deque[float]) -> str:
+    return "".join(SPARK[min(len(SPARK) - 1, int(v * len(SPARK)))] for v in values)
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, console: Console) -> None:
+        self.options = options
+        self.console = console
+        self.workdir = tempfile.mkdtemp(prefix="predmarket-demo-")
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.services: list[Service] = []
+        self.admin_token = os.environ.get("PM_ADMIN_TOKEN") or "demo-" + secrets.token_urlsafe(12)
+        self.ports = [free_port(), free_port()]
+        self.env: dict[str, str] = {}
+        self.cleanups: list[Any] = []
+
+    # ------------------------------------------------------------------ setup and teardown
+
+    def start(self) -> None:
+        redis_svc = redis_service(os.environ.get("PM_REDIS_URL"), self.workdir)
+        self.services.append(redis_svc)
+        pg_svc = postgres_service(os.environ.get("PM_DATABASE_URL"), self.workdir)
+        self.services.append(pg_svc)
+        prefix = os.environ.get("PM_KEY_PREFIX") or f"demo-{secrets.token_hex(3)}"
+        database_url = pg_svc.url
+        if pg_svc.origin != "environment":
+            database_url = re.sub(r"/[^/]*$", f"/predmarket_{prefix.replace('-', '_')}", pg_svc.url)
+            self.cleanups.append(("database", database_url))
+        if redis_svc.origin != "environment" and "PM_KEY_PREFIX" not in os.environ:
+            self.cleanups.append(("keys", (redis_svc.url, prefix)))
+        self.env = {**os.environ, "PM_REDIS_URL": redis_svc.url, "PM_DATABASE_URL": database_url,
+                    "PM_KEY_PREFIX": prefix, "PM_ADMIN_TOKEN": self.admin_token, "PM_RATE_LIMIT_PER_S": "0",
+                    "PM_IDLE_FLUSH_S": "1"}
+        self.console.print(f"Redis: {redis_svc.url} ({redis_svc.origin})")
+        self.console.print(f"PostgreSQL: {database_url} ({pg_svc.origin})")
+        subprocess.run([sys.executable, "-m", "predmarket.cli", "migrate"], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+        log = open(os.path.join(self.workdir, "processes.log"), "ab")  # noqa: SIM115 - closed with the tree
+        for port in self.ports:
+            self._spawn(["serve", "--port", str(port), "--no-access-log"], log)
+        self._spawn(["persister"], log)
+        self._wait_ready()
+
+    def _spawn(self, args: list[str], log: Any) -> None:
+        self.processes.append(subprocess.Popen([sys.executable, "-m", "predmarket.cli", *args], env=self.env,
+                                               stdout=log, stderr=log, start_new_session=True))
+
+    def _wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for url in self.urls:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
+                    raise RuntimeError(f"the API at {url} did not become ready; see {self.workdir}/processes.log")
+                time.sleep(0.1)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for kind, target in self.cleanups:
+            with contextlib.suppress(Exception):
+                _cleanup(kind, target)
+        for service in reversed(self.services):
+            if service.stop:
+                service.stop()
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> HttpStats:
+        opts = self.options
+        markets, users = await setup_http(self.urls[0], self.admin_token, opts.markets, opts.users,
+                                          names=MARKET_NAMES)
+        stats, stop, view = HttpStats(), asyncio.Event(), View()
+        trading = asyncio.create_task(trade_forever(
+            self.urls, markets, users, opts.concurrency, stats, stop, rate_per_s=opts.rate_per_s))
+        deadline = time.monotonic() + opts.duration_s if opts.duration_s else None
+        try:
+            with Live(self._render(stats, view), console=self.console, refresh_per_second=4) as live:
+                async with httpx.AsyncClient(base_url=self.urls[0], timeout=5) as client:
+                    while deadline is None or time.monotonic() < deadline:
+                        await self._poll(client, view, stats)
+                        live.update(self._render(stats, view))
+                        if trading.done():
+                            break
+                        await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await trading
+        return stats
+
+    async def _poll(self, client: httpx.AsyncClient, view: View, stats: HttpStats) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            view.markets = (await client.get("/v1/markets")).json()["markets"]
+            for m in view.markets:
+                view.prices.setdefault(m["market_id"], deque(maxlen=40)).append(float(m["price_yes"]))
+            metrics = (await client.get("/metrics")).text
+            found = re.search(r"^predmarket_persister_lag_entries (\S+)$", metrics, re.M)
+            view.lag = f"{float(found.group(1)):.0f} entries" if found else "?"
+        view.rate.append((time.monotonic(), stats.trades))
+
+    def _render(self, stats: HttpStats, view: View) -> Group:
+        header = Panel.fit(
+            f"API replicas: {'  '.join(self.urls)}\nadmin token: {self.admin_token}\n"
+            f"try: curl -s {self.urls[0]}/v1/markets | python3 -m json.tool\n"
+            f"     curl -s -N {self.urls[1]}/v1/events          (live events; Ctrl-C to stop the demo)",
+            title="predmarket demo")
+        table = Table(expand=False)
+        for column in ("market", "price YES", "price NO", "YES price history", "pool"):
+            table.add_column(column, justify="left" if column in ("market", "YES price history") else "right")
+        for m in view.markets:
+            table.add_row(m["name"][:40], m["price_yes"], m["price_no"],
+                          sparkline(view.prices.get(m["market_id"], deque())), m["pool"])
+        rate = 0.0
+        if len(view.rate) >= 2:
+            (t0, n0), (t1, n1) = view.rate[0], view.rate[-1]
+            rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats.rejected.items())) or "none"
+        footer = (f"trades {stats.trades:,}   trades/s {rate:,.0f}   persister lag {view.lag}   "
+                  f"rejected: {rejected}")
+        return Group(header, table, footer)
+
+
+def _cleanup(kind: str, target: Any) -> None:
+    if kind == "database":
+        from persister.database import drop_database
+
+        drop_database(target)
+    elif kind == "keys":
+        import redis
+
+        url, prefix = target
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.unlink(key)
+        client.close()

@@ -1,0 +1,128 @@
+"""The seed's random trades through the HTTP API (used by ``simulate --api`` and ``demo``).
+
+Same behaviour as the engine-direct simulation: a random market, a random
+user, 10-100 whole shares, a random BUY or SELL of YES or NO (a sell only of
+shares the user holds, else a buy). Requests are spread over every API URL
+given, with keep-alive clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+USER_FUNDS = "1000000"
+
+
+@dataclass
+class HttpUser:
+    user_id: str
+    api_key: str
+    held: dict[tuple[str, str], int] = field(default_factory=dict)  # (market, outcome) -> whole shares
+
+
+@dataclass
+class HttpStats:
+    trades: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+class ApiError(RuntimeError):
+    pass
+
+
+def _check(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 300:
+        raise ApiError(f"{response.request.method} {response.request.url.path} -> {response.status_code} "
+                       f"{response.text[:200]}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def setup_http(base_url: str, admin_token: str, markets: int, users: int, liquidity: str = "1000",
+                     names: list[str] | None = None) -> tuple[list[str], list[HttpUser]]:
+    """Fund house, create and open markets, create and fund users; returns their ids and keys."""
+    run = uuid.uuid4().hex[:6]
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as admin:
+        _check(await admin.post("/v1/users/house/deposits", json={"amount": str(int(liquidity) * markets)}))
+        market_ids = []
+        for j in range(markets):
+            name = names[j % len(names)] if names else f"Simulated market {j}"
+            market = _check(await admin.post("/v1/markets", json={
+                "name": name, "liquidity_b": liquidity, "market_id": f"sim-{run}-m{j}"}))
+            _check(await admin.post(f"/v1/markets/{market['market_id']}/open"))
+            market_ids.append(market["market_id"])
+        created = []
+        for i in range(users):
+            user = _check(await admin.post("/v1/users", json={"username": f"trader-{run}-{i}"}))
+            _check(await admin.post(f"/v1/users/{user['user_id']}/deposits", json={"amount": USER_FUNDS}))
+            created.append(HttpUser(user["user_id"], user["api_key"]))
+    return market_ids, created
+
+
+async def trade_forever(
+    base_urls: list[str], market_ids: list[str], users: list[HttpUser], concurrency: int,
+    stats: HttpStats, stop: asyncio.Event, limit: int | None = None, rate_per_s: float | None = None,
+    on_trade: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Random trades until ``stop`` is set (or ``limit`` trades were attempted)."""
+    rng = random.Random()
+    clients = [httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_keepalive_connections=64))
+               for url in base_urls]
+    attempts = 0
+    pace = 1.0 / rate_per_s * concurrency if rate_per_s else 0.0
+
+    async def one(worker: int) -> None:
+        nonlocal attempts
+        while not stop.is_set() and (limit is None or attempts < limit):
+            attempts += 1
+            user, market = rng.choice(users), rng.choice(market_ids)
+            outcome, side = rng.choice(("YES", "NO")), rng.choice(("BUY", "SELL"))
+            shares = rng.randint(10, 100)
+            slot = (market, outcome)
+            if side == "SELL":
+                if user.held.get(slot, 0) >= shares:
+                    user.held[slot] -= shares
+                else:
+                    side = "BUY"
+            client = clients[(worker + attempts) % len(clients)]
+            started = time.perf_counter()
+            try:
+                response = await client.post(
+                    f"/v1/markets/{market}/trades", json={"side": side, "outcome": outcome, "shares": str(shares)},
+                    headers={"Authorization": f"Bearer {user.api_key}"})
+            except httpx.HTTPError:
+                stats.rejected["NETWORK"] = stats.rejected.get("NETWORK", 0) + 1
+                if side == "SELL":
+                    user.held[slot] += shares
+                continue
+            if response.status_code == 201:
+                stats.trades += 1
+                stats.latencies.append(time.perf_counter() - started)
+                if side == "BUY":
+                    user.held[slot] = user.held.get(slot, 0) + shares
+                if on_trade:
+                    on_trade(response.json())
+            else:
+                code = response.json().get("error", {}).get("code", str(response.status_code))
+                stats.rejected[code] = stats.rejected.get(code, 0) + 1
+                if side == "SELL":
+                    user.held[slot] += shares
+            if pace:
+                await asyncio.sleep(pace * rng.uniform(0.5, 1.5))
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(concurrency)))
+    finally:
+        for client in clients:
+            await client.aclose()
