@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     stream_keep: int = Field(default=100_000, ge=0)
     #: Entries another persister left pending this long are claimed (it is presumed dead).
     claim_idle_s: float = Field(default=10.0, gt=0)
+    #: A file the persister touches every second (for container health checks); none by default.
+    heartbeat_file: str | None = None
 
     @model_validator(mode="after")
     def _no_placeholder_secret_in_production(self) -> Settings:

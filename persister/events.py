@@ -263,7 +263,10 @@ def _market_settled(b: Batch, f: _Fields, order: int, when: datetime) -> None:
     f.dec("payouts_total")
     b.movement(f, "house_return", f"pool:{market_id}", "user:house", rest, when, market_id=market_id)
     b.balance("house", house, order, when)
-    b._newest(b.market_status, market_id, {"status": "SETTLED", "outcome": None, "event_order": order, "when": when})
+    # MarketSettled names no outcome: carry the one a MarketResolved earlier in this batch set (it is replaced here).
+    resolved = b.market_status.get(market_id)
+    outcome = resolved["outcome"] if resolved is not None and resolved["event_order"] < order else None
+    b._newest(b.market_status, market_id, {"status": "SETTLED", "outcome": outcome, "event_order": order, "when": when})
     b._newest(b.settled, market_id, {"market_id": market_id, "event_order": order, "when": when})
 
 

@@ -89,7 +89,7 @@ class IdleFlusher:
                 rows.append(snapshot_row(market_id, h, taken_at))
                 flushed.append((market_id, score))
         if rows:
-            self._write(rows)
+            self._write(sorted(rows, key=lambda r: r["market_id"]))  # the writer's lock order
         self.stream.clear_dirty(flushed)
         for market_id, _ in flushed:
             self._first_seen.pop(market_id, None)

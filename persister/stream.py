@@ -129,7 +129,8 @@ class EventStream:
         undelivered = int(mine.get("lag") or 0)
         oldest: str | None = None
         if pending:
-            oldest = str(self.redis.xpending(self.keys.events, GROUP)["min"])
+            first = self.redis.xpending(self.keys.events, GROUP)["min"]
+            oldest = str(first) if first else None  # None: another persister acknowledged them meanwhile
         elif undelivered:
             after = cast(list[Any], self.redis.xrange(
                 self.keys.events, f"({mine['last-delivered-id']}", "+", count=1))

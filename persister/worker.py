@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import cast
@@ -48,6 +49,8 @@ class WorkerConfig:
     trim_every_s: float = 5.0
     stats_every_s: float = 5.0
     max_backoff_s: float = 5.0
+    #: touched every second while the loop runs, for container health checks
+    heartbeat_file: str | None = None
 
 
 @dataclass
@@ -189,6 +192,8 @@ class Persister:
                 self.stream.trim(committed, cfg.stream_keep)
         if self._every("stats", cfg.stats_every_s):
             self.report()
+        if cfg.heartbeat_file and self._every("heartbeat", 1.0):
+            Path(cfg.heartbeat_file).touch()
 
     def report(self) -> None:
         """Log lag and throughput, and publish them in Redis for the API's /metrics."""
@@ -213,6 +218,7 @@ def config_from(settings: Settings, **overrides: float | int) -> WorkerConfig:
         batch=settings.persister_batch, idle_flush_ms=int(settings.idle_flush_s * 1000),
         claim_idle_ms=int(settings.claim_idle_s * 1000),
         max_dirty_s=settings.max_dirty_s, stream_keep=settings.stream_keep,
+        heartbeat_file=settings.heartbeat_file,
     )
     for name, value in overrides.items():
         setattr(cfg, name, value)

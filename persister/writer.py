@@ -95,13 +95,16 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
                 last_updated=func.greatest(markets.c.last_updated, bindparam("m_when")),
             ),
             [{"m_id": market_id, "m_order": row["event_order"], "m_status": row["status"],
-              "m_outcome": row["outcome"], "m_when": row["when"]} for market_id, row in batch.market_status.items()],
+              "m_outcome": row["outcome"], "m_when": row["when"]}
+             for market_id, row in sorted(batch.market_status.items())],
         )
     _insert_new(conn, trades, batch.trades)
     _insert_new(conn, ledger, batch.ledger)
-    _upsert_newer(conn, balances, list(batch.balances.values()), ["user_id"],
+    # Rows in key order: concurrent persisters then lock shared rows (house, busy users) in one
+    # order, instead of deadlocking on them.
+    _upsert_newer(conn, balances, [batch.balances[k] for k in sorted(batch.balances)], ["user_id"],
                   ["available", "locked", "updated_at"])
-    _upsert_newer(conn, position_state, list(batch.positions.values()),
+    _upsert_newer(conn, position_state, [batch.positions[k] for k in sorted(batch.positions)],
                   ["user_id", "market_id", "outcome"], ["shares", "updated_at"])
     if batch.settled:
         # Settlement zeroes every holding of the market, winners' and losers' alike.
