@@ -10,14 +10,16 @@ or SIGINT: finish the batch in hand, then exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import time
 import uuid
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import cast
 
@@ -63,6 +65,19 @@ class Counters:
     started: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class _Work:
+    """One batch between reading and acknowledging."""
+
+    entries: list[Entry]
+    batch: Batch
+    dead: list[tuple[str, dict[str, str] | None, str]]
+    key_hashes: dict[str, str | None]
+
+
+STORE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError, DBAPIError)
+
+
 class Persister:
     def __init__(self, client: redis.Redis, pg: Engine, keys: Keys, config: WorkerConfig,
                  consumer: str | None = None) -> None:
@@ -75,6 +90,10 @@ class Persister:
         self.stopping = False
         self._due: dict[str, float] = {}
         self._own_pending_done = False
+        self._group_ready = False
+        # run() commits batch N in this thread while the main thread reads and parses batch N+1.
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persister-commit")
+        self._in_flight: tuple[_Work, Future[None]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -87,18 +106,69 @@ class Persister:
         signal.signal(signal.SIGINT, stop)
 
     def run(self) -> None:
-        """Loop until stopped; every failure of Redis or PostgreSQL is retried with backoff."""
+        """Loop until stopped; every failure of Redis or PostgreSQL is retried with backoff.
+
+        Pipelined: while one batch commits (in a thread: PostgreSQL does the
+        work), the next is read from Redis and parsed. Acknowledgements still
+        follow their own batch's commit.
+        """
         backoff = 0.1
-        while not self.stopping:
-            try:
-                self.step()
-                backoff = 0.1
-            except (redis.ConnectionError, redis.TimeoutError, OperationalError, DBAPIError) as exc:
-                log.warning("store unavailable (%s: %s); retrying in %.1fs",
-                            exc.__class__.__name__, str(exc).splitlines()[0][:200], backoff)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, self.config.max_backoff_s)
+        try:
+            while not self.stopping:
+                try:
+                    self._pipelined_round()
+                    backoff = 0.1
+                except STORE_ERRORS as exc:
+                    self._abandon_in_flight()
+                    log.warning("store unavailable (%s: %s); retrying in %.1fs",
+                                exc.__class__.__name__, str(exc).splitlines()[0][:200], backoff)
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, self.config.max_backoff_s)
+            with contextlib.suppress(*STORE_ERRORS):
+                self._complete_in_flight()
+        finally:
+            self._committer.shutdown(wait=True)
         log.info("persister %s stopped after %d entries", self.consumer, self.counters.entries)
+
+    def _pipelined_round(self) -> None:
+        self._ensure_group()
+        entries = self._next_entries()
+        work = self._prepare(entries) if entries else None
+        try:
+            self._complete_in_flight()
+        except BaseException:
+            self._own_pending_done = False  # `entries` stay pending under this name too
+            raise
+        if work is not None:
+            self._in_flight = (work, self._committer.submit(self._commit, work))
+        self._chores()
+
+    def _complete_in_flight(self) -> None:
+        """Wait for the batch being committed; acknowledge it once it is in PostgreSQL."""
+        if self._in_flight is None:
+            return
+        work, future = self._in_flight
+        self._in_flight = None
+        try:
+            future.result()
+        except BaseException:
+            # Not acknowledged: its entries stay pending under this consumer; read them again first.
+            self._own_pending_done = False
+            raise
+        self._finish(work)
+
+    def _abandon_in_flight(self) -> None:
+        if self._in_flight is not None:
+            with contextlib.suppress(BaseException):
+                self._in_flight[1].result()
+            self._in_flight = None
+        self._own_pending_done = False
+        self._group_ready = False
+
+    def _ensure_group(self) -> None:
+        if not self._group_ready:
+            self.stream.ensure_group()
+            self._group_ready = True
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -106,7 +176,11 @@ class Persister:
             time.sleep(min(0.05, deadline - time.monotonic()))
 
     def step(self) -> int:
-        """One round: process one batch (if any) and the periodic chores; returns entries processed."""
+        """One synchronous round: process one batch (if any) and the periodic chores.
+
+        Returns the number of entries processed; they are committed and
+        acknowledged when it returns (``run()`` overlaps rounds instead).
+        """
         self.stream.ensure_group()
         entries = self._next_entries()
         if entries:
@@ -144,6 +218,12 @@ class Persister:
 
     def process(self, entries: list[Entry]) -> None:
         """Write ``entries`` in one transaction, then acknowledge them and publish the mark."""
+        work = self._prepare(entries)
+        self._commit(work)
+        self._finish(work)
+
+    def _prepare(self, entries: list[Entry]) -> _Work:
+        """Parse entries into rows (malformed ones set aside) and fetch the API key hashes they need."""
         batch = Batch()
         dead: list[tuple[str, dict[str, str] | None, str]] = []
         for entry_id, fields in entries:
@@ -153,20 +233,25 @@ class Persister:
                 batch.add(entry_id, fields)
             except MalformedEvent as exc:
                 dead.append((entry_id, fields, str(exc)))
-        key_hashes = self._key_hashes([row["user_id"] for row in batch.users])
+        return _Work(entries, batch, dead, self._key_hashes([row["user_id"] for row in batch.users]))
+
+    def _commit(self, work: _Work) -> None:
         with self.pg.begin() as conn:
-            write_batch(conn, batch, key_hashes)
-        for entry_id, fields, reason in dead:
+            write_batch(conn, work.batch, work.key_hashes)
+
+    def _finish(self, work: _Work) -> None:
+        """After the commit: dead letters, acknowledgement, committed mark, counters."""
+        for entry_id, fields, reason in work.dead:
             log.error("dead-lettered stream entry %s: %s", entry_id, reason)
             self.stream.dead_letter(entry_id, fields, reason)
-        self.stream.ack([entry_id for entry_id, _ in entries])
+        self.stream.ack([entry_id for entry_id, _ in work.entries])
         committed = self.stream.committed()
         if committed:
             self.stream.publish_committed(committed)
-        c = self.counters
-        c.entries += len(entries)
+        c, batch = self.counters, work.batch
+        c.entries += len(work.entries)
         c.batches += 1
-        c.dead += len(dead)
+        c.dead += len(work.dead)
         c.trades += len(batch.trades)
         c.rows += (len(batch.users) + len(batch.new_markets) + len(batch.trades) + len(batch.ledger)
                    + len(batch.balances) + len(batch.positions))

@@ -1,0 +1,396 @@
+"""Helpers for the persister's tests: driving it in-process, reading both stores, a scripted scenario.
+
+Everything polls a condition with a deadline (:func:`wait_until`); nothing
+sleeps a fixed time as synchronisation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, cast
+
+import redis as sync_redis
+from sqlalchemy import Connection, create_engine, text
+
+from engine.market_engine import MarketEngine
+from engine.models import HOUSE, Order, Outcome, Side, Trade
+from engine.settings import Settings
+from engine.state import State, read_redis_state
+from engine.units import MICRO, micro_from_decimal
+from persister.pg_state import read_pg_state
+from persister.stream import GROUP
+from persister.worker import Persister, build
+
+PREDMARKET = Path(sys.executable).with_name("predmarket")
+TABLES = ("users", "balances", "markets", "market_snapshots", "position_state", "trades", "ledger")
+YES, NO = Outcome.YES, Outcome.NO
+BUY, SELL = Side.BUY, Side.SELL
+
+#: In-process persisters: short blocking reads, no claims, and chores (flush, trim, stats) only in
+#: the first step's round -- after that only when a test calls them.
+QUIET: dict[str, float | int] = {
+    "idle_flush_ms": 0, "block_ms": 20, "claim_idle_ms": 600_000, "flush_every_s": 3600.0,
+    "trim_every_s": 3600.0, "stats_every_s": 3600.0,
+}
+
+
+# --------------------------------------------------------------------------- waiting
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.01) -> None:
+    """Poll ``condition()`` until it is true; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str,
+                           interval_s: float = 0.01) -> None:
+    """As :func:`wait_until`, letting the event loop run (trade generators) between polls."""
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+# --------------------------------------------------------------------------- in-process persister
+
+@contextlib.contextmanager
+def persister(settings: Settings, consumer: str = "c1", **overrides: float | int) -> Iterator[Persister]:
+    """A :class:`Persister` built like ``predmarket persister`` builds it; its connections closed after."""
+    p = build(settings, consumer=consumer, **{**QUIET, **overrides})
+    try:
+        yield p
+    finally:
+        close(p)
+
+
+def close(p: Persister) -> None:
+    p.stream.redis.close()
+    p.pg.dispose()
+
+
+def drain(p: Persister) -> int:
+    """Step until a step finds nothing; returns the entries processed."""
+    total = 0
+    while n := p.step():
+        total += n
+    return total
+
+
+def catch_up(p: Persister) -> int:
+    """Drain the stream, then force the idle flush of every market whose events are committed."""
+    drain(p)
+    return p.flusher.flush(p.stream.committed())
+
+
+# --------------------------------------------------------------------------- reading the stores
+
+@contextlib.contextmanager
+def pg_connection(url: str) -> Iterator[Connection]:
+    pg = create_engine(url)
+    try:
+        with pg.connect() as conn:
+            yield conn
+    finally:
+        pg.dispose()
+
+
+def pg_state(url: str) -> State:
+    with pg_connection(url) as conn:
+        return read_pg_state(conn)
+
+
+async def redis_state(engine: MarketEngine) -> State:
+    return await read_redis_state(engine.redis, engine.keys)
+
+
+def row_counts(conn: Connection) -> dict[str, int]:
+    return {t: int(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one()) for t in TABLES}
+
+
+def scalar(url: str, sql: str, **params: Any) -> Any:
+    with pg_connection(url) as conn:
+        return conn.execute(text(sql), params).scalar_one()
+
+
+def micro(value: Decimal | int | str) -> int:
+    return micro_from_decimal(Decimal(value))
+
+
+def ledger_breaches(conn: Connection, state: State) -> list[str]:
+    """Double-entry checks of ``ledger`` against a state read from the same database."""
+    breaches = [
+        f"event {event_id} sums to {total}"
+        for event_id, total in conn.execute(text(
+            "SELECT event_id, SUM(amount) FROM ledger GROUP BY event_id HAVING SUM(amount) <> 0"))
+    ]
+    total = conn.execute(text("SELECT COALESCE(SUM(amount), 0) FROM ledger")).scalar_one()
+    if total != 0:
+        breaches.append(f"whole ledger sums to {total}")
+    sums = {a: micro(s) for a, s in conn.execute(text("SELECT account, SUM(amount) FROM ledger GROUP BY account"))}
+    for user_id, u in state.users.items():
+        if sums.get(f"user:{user_id}", 0) != u.available + u.locked:
+            breaches.append(f"user:{user_id} ledger {sums.get(f'user:{user_id}', 0)} != {u.available + u.locked}")
+    for market_id, m in state.markets.items():
+        if sums.get(f"pool:{market_id}", 0) != m.pool:
+            breaches.append(f"pool:{market_id} ledger {sums.get(f'pool:{market_id}', 0)} != {m.pool}")
+    known = {f"user:{u}" for u in state.users} | {f"pool:{m}" for m in state.markets} | {"external"}
+    breaches += [f"ledger account {a} unknown" for a in sums if a not in known]
+    return breaches
+
+
+def expected_ledger_rows(entries: list[tuple[str, dict[str, str]]]) -> int:
+    """Ledger legs the stream's valid entries must write: two per movement of a non-zero amount."""
+    amount_field = {"Deposit": "amount", "Withdrawal": "amount", "MarketCreated": "pool",
+                    "TradeExecuted": "cost", "Payout": "amount", "MarketSettled": "house_return"}
+    return sum(2 for _, f in entries
+               if f.get("type") in amount_field and Decimal(f[amount_field[f["type"]]]) != 0)
+
+
+# --------------------------------------------------------------------------- stream inspection
+
+StreamEntry = tuple[str, dict[str, str]]
+
+
+async def entries(engine: MarketEngine, stream: str | None = None) -> list[StreamEntry]:
+    """Every entry of the events stream (or of ``stream``), oldest first."""
+    return cast(list[StreamEntry], await engine.redis.xrange(stream or engine.keys.events))
+
+
+async def event_fields(engine: MarketEngine, kind: str) -> list[dict[str, str]]:
+    return [f for _, f in await entries(engine) if f["type"] == kind]
+
+
+async def oldest_id(engine: MarketEngine) -> str:
+    return cast(list[StreamEntry], await engine.redis.xrange(engine.keys.events, count=1))[0][0]
+
+
+async def newest_id(engine: MarketEngine) -> str:
+    return cast(list[StreamEntry], await engine.redis.xrevrange(engine.keys.events, count=1))[0][0]
+
+
+async def committed_mark(engine: MarketEngine) -> str | None:
+    return cast(str | None, await engine.redis.get(engine.keys.committed))
+
+
+async def trade_seq(engine: MarketEngine) -> int:
+    return int(cast(str, await engine.redis.get(engine.keys.trade_seq)))
+
+
+def read_as(client: sync_redis.Redis, stream: str, consumer: str, count: int) -> list[StreamEntry]:
+    """Entries delivered to another consumer of the group, which does not acknowledge them."""
+    reply = cast(list[tuple[str, list[StreamEntry]]], client.xreadgroup(GROUP, consumer, {stream: ">"}, count=count))
+    return reply[0][1] if reply else []
+
+
+def sync_client(settings: Settings) -> sync_redis.Redis:
+    return sync_redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+def pending(client: sync_redis.Redis, stream: str, consumer: str | None = None) -> int:
+    """Entries of group ``persister`` delivered and not acknowledged (of one consumer, if named)."""
+    info: dict[str, Any] = client.xpending(stream, GROUP)
+    if consumer is None:
+        return int(info["pending"])
+    return sum(int(c["pending"]) for c in info["consumers"] if c["name"] == consumer)
+
+
+def pending_ids(client: sync_redis.Redis, stream: str) -> list[str]:
+    rows = cast(list[dict[str, Any]], client.xpending_range(stream, GROUP, min="-", max="+", count=1_000_000))
+    return [str(r["message_id"]) for r in rows]
+
+
+# --------------------------------------------------------------------------- a scenario with every event type
+
+@dataclass
+class Scenario:
+    """What :func:`run_scenario` did, to check the PostgreSQL record against."""
+
+    users: dict[str, str] = field(default_factory=dict)  # name -> user_id
+    markets: dict[str, str] = field(default_factory=dict)  # name -> market_id
+    trades: list[Trade] = field(default_factory=list)
+    deposits: list[tuple[str, int]] = field(default_factory=list)
+    withdrawals: list[tuple[str, int]] = field(default_factory=list)
+
+
+KEY_HASH = "ab" * 32
+
+
+async def run_scenario(engine: MarketEngine) -> Scenario:
+    """Every event type: users (one with an API key hash), deposits, a withdrawal, three markets in
+    different states, buys and sells (one position sold back to zero), a settled market with a
+    winner, a loser and a holder who sold out, and a market left RESOLVED with open positions."""
+    s = Scenario()
+    accounts, markets = engine.accounts, engine.markets
+    s.users["alice"] = (await accounts.create("alice", key_hash=KEY_HASH)).user_id
+    for name in ("bob", "carol"):
+        s.users[name] = (await accounts.create(name)).user_id
+    for user_id, units in ((HOUSE, 1_000), (s.users["alice"], 1_000), (s.users["bob"], 500),
+                           (s.users["carol"], 300)):
+        await accounts.deposit(user_id, units * MICRO)
+        s.deposits.append((user_id, units * MICRO))
+    await accounts.withdraw(s.users["bob"], 50 * MICRO)
+    s.withdrawals.append((s.users["bob"], 50 * MICRO))
+    for name, b in (("m1", 100), ("m2", 50), ("m3", 20)):
+        s.markets[name] = (await markets.create(f"Market {name}", b * MICRO)).market_id
+    for name in ("m1", "m2"):
+        await markets.open(s.markets[name])
+
+    async def trade(user: str, market: str, side: Side, outcome: Outcome, shares: int) -> None:
+        s.trades.append(await engine.execute_trade(
+            Order(s.users[user], s.markets[market], side, outcome, shares=shares)))
+
+    await trade("alice", "m1", BUY, YES, 10 * MICRO)
+    await trade("bob", "m1", BUY, NO, 20 * MICRO)
+    await trade("alice", "m1", SELL, YES, 4 * MICRO)
+    await trade("carol", "m1", BUY, YES, 5 * MICRO)
+    await trade("carol", "m1", SELL, YES, 5 * MICRO)  # carol's m1 YES goes back to zero
+    await trade("alice", "m2", BUY, NO, 3_500_000)
+    await trade("bob", "m2", BUY, YES, 7 * MICRO)
+    await trade("carol", "m2", BUY, YES, 2 * MICRO)
+    await markets.resolve(s.markets["m1"], YES)
+    await markets.settle(s.markets["m1"])  # alice paid, bob (NO) loses
+    await markets.resolve(s.markets["m2"], NO)
+    return s
+
+
+async def generate_trades(engine: MarketEngine, users: list[str], markets: list[str], count: int,
+                          concurrency: int = 60, seed: int = 7) -> list[Trade]:
+    """``count`` executed buys spread over ``users`` and ``markets``, ``concurrency`` in flight."""
+    import random
+
+    rng = random.Random(seed)
+    done: list[Trade] = []
+    while len(done) < count:
+        n = min(concurrency, count - len(done))
+        orders = [Order(rng.choice(users), rng.choice(markets), BUY, rng.choice((YES, NO)),
+                        shares=rng.randint(1, 5) * MICRO) for _ in range(n)]
+        results = await asyncio.gather(*(engine.execute_trade(o) for o in orders), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            done.append(r)
+    return done
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+def persister_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+    env.update(PM_KEY_PREFIX=settings.key_prefix, PM_DATABASE_URL=settings.database_url,
+               PM_REDIS_URL=settings.redis_url, PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def start_persister(env: dict[str, str], consumer: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([str(PREDMARKET), "persister", "--consumer", consumer], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a child if it still runs, and reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def consumer_seen(client: sync_redis.Redis, stream: str, consumer: str) -> bool:
+    """Has ``consumer`` read from the group (it then is up and looping)?"""
+    try:
+        consumers: list[dict[str, Any]] = client.xinfo_consumers(stream, GROUP)
+    except sync_redis.ResponseError:  # no stream or group yet
+        return False
+    return any(c["name"] == consumer for c in consumers)
+
+
+# --------------------------------------------------------------------------- a TCP forwarder
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TcpForwarder:
+    """Listens on ``port`` and forwards to ``target`` only while started: a database that comes back."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.port = port
+        self.target = target
+        self._server: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen(16)
+        self._server = server
+        self._spawn(self._accept, server)
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            self._sockets += [client, upstream]
+            self._spawn(self._pipe, client, upstream)
+            self._spawn(self._pipe, upstream, client)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        """Stop listening and cut every forwarded connection."""
+        if self._server is not None:
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
+            self._server.close()
+            self._server = None
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for sock in self._sockets:
+            sock.close()
+        self._threads.clear()
+        self._sockets.clear()
