@@ -98,6 +98,14 @@ def install(app: FastAPI) -> None:
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
         return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
+    async def unreachable(_: Request, exc: Exception) -> Response:
+        return error_response(503, "UNAVAILABLE", "a backing store is unreachable", {"Retry-After": "1"})
+
+    # Registered per class (not only under Exception below): Starlette answers an ``Exception``
+    # handler's response and then re-raises, so uvicorn logs a traceback and drops the connection.
+    for cls in UNREACHABLE:
+        app.add_exception_handler(cls, unreachable)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         if isinstance(exc, UNREACHABLE):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from engine.keys import Keys
 
@@ -40,28 +41,44 @@ def valid_stream_id(value: str) -> bool:
     return ms.isdigit() and len(ms) <= 15 and (not dash or (seq.isdigit() and len(seq) <= 19))
 
 
-async def _start(redis: Redis, keys: Keys, after: str | None) -> tuple[str, bool]:
-    """Where to start reading and whether entries after ``after`` were trimmed away (a gap)."""
+async def start_position(redis: Redis, keys: Keys, after: str | None) -> tuple[str, bool]:
+    """Where to start reading and whether entries after ``after`` were trimmed away (a gap).
+
+    Callers resolve it *before* answering the client, so that "newer than the
+    connection" holds from the moment the client sees the response, and an
+    unreachable Redis is a 503 rather than a stream that fails at once.
+    """
     if after is None:
         last = cast(list[Any], await redis.xrevrange(keys.events, count=1))
         return (last[0][0] if last else "0-0"), False
     info: dict[str, Any] | None = None
     try:
         info = await redis.xinfo_stream(keys.events)
-    except Exception:
+    except ResponseError:  # no stream yet
         info = None
-    trimmed = str(info.get("max-deleted-entry-id", "0-0")) if info else "0-0"
-    if _id(after) < _id(trimmed):
+    if info is None:
+        return after, False
+    if _id(after) < _id(str(info.get("max-deleted-entry-id") or "0-0")):  # XDEL
+        return "0-0", True
+    # XTRIM (how the persister trims) leaves max-deleted-entry-id alone (Redis 7.0): entries
+    # were removed from the front when fewer are left than were ever added.
+    removed = int(info.get("entries-added", -1)) != int(info.get("length", 0))
+    first = info.get("first-entry")
+    oldest_kept = str(first[0]) if first else str(info.get("last-generated-id") or "0-0")
+    if removed and _id(after) < _id(oldest_kept):
         return "0-0", True
     return after, False
 
 
 async def events(
     redis: Redis, keys: Keys, after: str | None, market_ids: frozenset[str],
-    heartbeat_s: float = HEARTBEAT_S,
+    heartbeat_s: float = HEARTBEAT_S, start: tuple[str, bool] | None = None,
 ) -> AsyncIterator[StreamItem]:
-    """Entries newer than ``after`` (or than now), filtered to ``market_ids`` if given, forever."""
-    cursor, gap = await _start(redis, keys, after)
+    """Entries newer than ``after`` (or than now), filtered to ``market_ids`` if given, forever.
+
+    ``start`` is :func:`start_position`'s answer when the caller resolved it already.
+    """
+    cursor, gap = start if start is not None else await start_position(redis, keys, after)
     if gap:
         yield StreamItem("gap")
     quiet_since = time.monotonic()

@@ -12,8 +12,8 @@ from starlette.responses import StreamingResponse
 
 from api.auth import engine_of, state_of
 from api.routes.common import ERRORS
-from api.streaming import StreamItem, events, valid_stream_id
-from engine.connection import UNREACHABLE
+from api.streaming import StreamItem, events, start_position, valid_stream_id
+from engine.connection import UNREACHABLE, unavailable_on_disconnect
 from engine.errors import ValidationError
 from engine.models import ID_PATTERN
 
@@ -49,11 +49,13 @@ async def sse(
 ) -> StreamingResponse:
     ids, start = _filters(market_id, request.headers.get("last-event-id") or after)
     redis, keys = state_of(request, "stream_redis"), engine_of(request).keys
+    with unavailable_on_disconnect():
+        position = await start_position(redis, keys, start)
 
     async def body() -> AsyncIterator[bytes]:
         yield b": connected\n\n"
         try:
-            async for item in events(redis, keys, start, ids):
+            async for item in events(redis, keys, start, ids, start=position):
                 yield _sse(item)
         except UNREACHABLE:
             yield b'event: error\ndata: {"message": "Redis is unreachable; reconnect with Last-Event-ID"}\n\n'
@@ -70,11 +72,16 @@ async def ws(socket: WebSocket) -> None:
     except ValidationError as exc:
         await socket.close(code=1008, reason=exc.message[:120])
         return
-    await socket.accept()
     app = socket.app
     redis, keys = app.state.stream_redis, app.state.engine.keys
+    try:
+        position = await start_position(redis, keys, start)
+    except UNREACHABLE:
+        await socket.close(code=1011, reason="Redis is unreachable")
+        return
+    await socket.accept()
     with contextlib.suppress(WebSocketDisconnect, *UNREACHABLE):
-        async for item in events(redis, keys, start, ids):
+        async for item in events(redis, keys, start, ids, start=position):
             if item.kind == "heartbeat":
                 await socket.send_json({"event": "heartbeat"})
             elif item.kind == "gap":

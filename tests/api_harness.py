@@ -1,0 +1,620 @@
+"""The API contract suite's harness: real ``predmarket serve`` replicas and a persister, over real HTTP.
+
+Test modules load it with ``pytest_plugins = ["tests.api_harness"]``. The main
+stack (fixture ``api_stack``) is two ``predmarket serve`` processes on two free
+ports sharing one Redis key prefix and one PostgreSQL database (cloned from the
+session's migrated template), plus one ``predmarket persister``. It is started
+once per session; every test creates its own users and markets with unique ids.
+
+Other stacks are started on first use: a pair without persister (durable
+answers time out), a rate-limited server, and a server whose Redis is a closed
+port. Every wait polls a condition with a deadline; every process is killed in
+a finalizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, localcontext
+from pathlib import Path
+from typing import IO, Any, NamedTuple, TypeVar
+
+import httpx
+import pytest
+import redis as sync_redis
+
+from tests.conftest import REDIS_URL, _pg_url
+
+PREDMARKET = Path(sys.executable).with_name("predmarket")
+START_TIMEOUT_S = 30.0
+HTTP_TIMEOUT_S = 10.0
+
+DECIMAL = re.compile(r"^[0-9]+\.[0-9]{6}$")
+RFC3339_UTC = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|\+00:00)$")
+STREAM_ID = re.compile(r"^[0-9]+-[0-9]+$")
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MICRO = Decimal("0.000001")
+
+ACCOUNT_KEYS = {"user_id", "username", "available", "locked", "positions"}
+MARKET_KEYS = {"market_id", "name", "status", "outcome", "liquidity_b", "yes_shares", "no_shares", "price_yes",
+               "price_no", "pool", "created_at", "last_updated"}
+TRADE_KEYS = {"trade_id", "market_id", "user_id", "side", "outcome", "shares", "cost", "avg_price", "price_yes",
+              "price_no", "created_at"}
+QUOTE_KEYS = {"side", "outcome", "shares", "cost", "avg_price", "price_yes", "price_no"}
+ERROR_STATUS = {
+    "UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404, "MARKET_NOT_OPEN": 409, "INVALID_STATE": 409,
+    "ALREADY_EXISTS": 409, "IDEMPOTENCY_KEY_REUSED": 409, "VALIDATION_ERROR": 422, "INSUFFICIENT_FUNDS": 422,
+    "INSUFFICIENT_SHARES": 422, "SLIPPAGE_EXCEEDED": 422, "RATE_LIMITED": 429, "UNAVAILABLE": 503,
+}
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- waiting and ids
+
+def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.02) -> T:
+    """Poll ``condition()`` until it returns something truthy (returned); fail with ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def unique(prefix: str) -> str:
+    """A fresh id matching ``^[A-Za-z0-9_-]{1,64}$``."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def subsidy(b: str | Decimal) -> Decimal:
+    """``ceil(b ln 2)`` rounded up to the micro-unit, as the contract defines it."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return (Decimal(b) * Decimal(2).ln()).quantize(MICRO, rounding=ROUND_CEILING)
+
+
+def dec(value: str) -> Decimal:
+    assert isinstance(value, str) and DECIMAL.fullmatch(value), f"not a 6-decimal string: {value!r}"
+    return Decimal(value)
+
+
+def fmt(value: Decimal) -> str:
+    return str(value.quantize(MICRO))
+
+
+# --------------------------------------------------------------------------- processes
+
+@dataclass
+class Process:
+    """One ``predmarket`` subprocess, its output in a log file."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, grace_s: float = 5.0) -> None:
+        """Signal the process (SIGTERM, then SIGKILL after ``grace_s``) and reap it."""
+        if self.popen is not None:
+            if self.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.send_signal(sig)
+                try:
+                    self.popen.wait(grace_s)
+                except subprocess.TimeoutExpired:
+                    self.popen.kill()
+                    self.popen.wait(grace_s)
+            self.popen = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def stop_all(processes: list[Process], grace_s: float = 1.5) -> None:
+    """SIGTERM every process at once, SIGKILL whatever is left after ``grace_s``, reap them all."""
+    for process in processes:
+        process.signal()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        if process.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(max(0.0, deadline - time.monotonic()))
+        process.stop(signal.SIGKILL)
+
+
+@dataclass
+class Stack:
+    """Servers (and maybe a persister) sharing one key prefix and one database."""
+
+    name: str
+    prefix: str
+    database_url: str
+    redis_url: str
+    admin_token: str
+    workdir: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+    servers: list[Process] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+    persisters: list[Process] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PM_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+        env.update({
+            "PM_KEY_PREFIX": self.prefix, "PM_DATABASE_URL": self.database_url, "PM_REDIS_URL": self.redis_url,
+            "PM_ADMIN_TOKEN": self.admin_token, "PM_IDLE_FLUSH_S": "0.2", "PM_CLAIM_IDLE_S": "1",
+            "PM_RATE_LIMIT_PER_S": "0", "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.overrides)
+        return env
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    def ws_url(self, replica: int = 0) -> str:
+        return f"ws://127.0.0.1:{self.ports[replica]}"
+
+    def start_servers(self, replicas: int, wait_house: bool = True) -> None:
+        pending = [self._spawn_server(i) for i in range(replicas)]
+        for index, process in enumerate(pending):
+            for _attempt in range(3):
+                if self._await_healthy(process, self.ports[index]):
+                    break
+                # Most likely the free port was taken meanwhile: try another one.
+                process.stop()
+                process = self._spawn_server(index, replace=True)
+            else:
+                raise RuntimeError(f"{process.name} did not start:\n{process.log_tail()}")
+            pending[index] = process
+        self.servers = pending
+        if wait_house:
+            with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+                for url in self.urls:
+                    def house_exists(base: str = url) -> bool:
+                        return client.get(f"{base}/v1/users/house", headers=bearer(self.admin_token)).status_code == 200
+
+                    wait_for(house_exists, START_TIMEOUT_S, f"house account via {url}")
+
+    def _spawn_server(self, index: int, replace: bool = False) -> Process:
+        port = free_port()
+        if replace:
+            self.ports[index] = port
+        else:
+            self.ports.append(port)
+        process = Process(f"{self.name}-serve{index}",
+                          [str(PREDMARKET), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+                          self.env, self.workdir / f"{self.name}-serve{index}-{port}.log")
+        process.start()
+        return process
+
+    def _await_healthy(self, process: Process, port: int) -> bool:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with httpx.Client(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if not process.alive():
+                    return False
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                        return True
+                time.sleep(0.05)
+        return False
+
+    def start_persister(self) -> Process:
+        index = len(self.persisters)
+        process = Process(f"{self.name}-persister{index}",
+                          [str(PREDMARKET), "persister", "--consumer", f"{self.name}-p{index}"],
+                          self.env, self.workdir / f"{self.name}-persister{index}.log")
+        process.start()
+        self.persisters.append(process)
+        return process
+
+    def stop(self) -> None:
+        stop_all([*self.servers, *self.persisters])
+
+    # ---- Redis-side views (reading only; never FLUSH anything)
+
+    def redis(self) -> sync_redis.Redis:
+        return sync_redis.Redis.from_url(self.redis_url, decode_responses=True, socket_timeout=5)
+
+    @property
+    def events_key(self) -> str:
+        return f"{self.prefix}:events"
+
+    def last_event_id(self) -> str:
+        with self.redis() as r:
+            last = r.xrevrange(self.events_key, count=1)
+        return str(last[0][0]) if last else "0-0"
+
+    def committed(self) -> str:
+        with self.redis() as r:
+            return str(r.get(f"{self.prefix}:persister:committed") or "0-0")
+
+    def wait_persisted(self, timeout_s: float = 15.0) -> None:
+        """Wait until the persister has committed every entry written so far."""
+        target = stream_id(self.last_event_id())
+        wait_for(lambda: stream_id(self.committed()) >= target, timeout_s, "the persister to catch up")
+
+
+def stream_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def delete_prefix_sync(redis_url: str, prefix: str) -> None:
+    """Remove one stack's keys (never a FLUSHDB of the shared Redis)."""
+    with sync_redis.Redis.from_url(redis_url, decode_responses=True) as r:
+        batch: list[str] = []
+        for key in r.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                r.delete(*batch)
+                batch.clear()
+        if batch:
+            r.delete(*batch)
+
+
+def clone_database(template: str) -> str:
+    """A new database with the migrated schema (CREATE DATABASE ... TEMPLATE, as ``database_url`` does)."""
+    from sqlalchemy import create_engine, text
+
+    name = f"pmtest_api_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(_pg_url("postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    finally:
+        admin.dispose()
+    return _pg_url(name)
+
+
+class StackFactory:
+    """Starts stacks on demand during the session; stops them and removes their data at its end."""
+
+    def __init__(self, template: str, workdir: Path) -> None:
+        self.template = template
+        self.workdir = workdir
+        self.stacks: list[Stack] = []
+        self.databases: list[str] = []
+        self.admin_token = "adm_" + secrets.token_urlsafe(24)
+
+    def database(self) -> str:
+        url = clone_database(self.template)
+        self.databases.append(url)
+        return url
+
+    def start(self, name: str, *, replicas: int = 2, persister: bool = True, database_url: str | None = None,
+              redis_url: str = REDIS_URL, wait_house: bool = True, **overrides: str) -> Stack:
+        stack = Stack(name=name, prefix=f"pmtest-api-{name}-{uuid.uuid4().hex[:8]}",
+                      database_url=database_url or self.database(), redis_url=redis_url,
+                      admin_token=self.admin_token, workdir=self.workdir, overrides=overrides)
+        self.stacks.append(stack)
+        if persister:
+            stack.start_persister()
+        stack.start_servers(replicas, wait_house=wait_house)
+        return stack
+
+    def close(self) -> None:
+        from persister.database import drop_database
+
+        stop_all([p for stack in self.stacks for p in (*stack.servers, *stack.persisters)])
+        for stack in self.stacks:
+            if stack.redis_url == REDIS_URL:
+                delete_prefix_sync(stack.redis_url, stack.prefix)
+        for url in self.databases:
+            drop_database(url)
+
+
+# --------------------------------------------------------------------------- HTTP helpers
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class User(NamedTuple):
+    user_id: str
+    api_key: str
+
+
+class Api:
+    """Sync httpx clients of every replica of one stack, with the suite's helper requests."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.clients = [httpx.Client(base_url=url, timeout=HTTP_TIMEOUT_S) for url in stack.urls]
+        self.admin_token = stack.admin_token
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return bearer(self.admin_token)
+
+    def request(self, method: str, path: str, *, token: str | None = None, replica: int = 0,
+                **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        if token is not None:
+            headers.update(bearer(token))
+        return self.clients[replica % len(self.clients)].request(method, path, headers=headers, **kwargs)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request(method, path, token=self.admin_token, **kwargs)
+
+    # ---- accounts
+
+    def create_user(self, balance: str | None = "1000", username: str | None = None) -> User:
+        """A new user (funded with ``balance`` if given) -> (user_id, api_key)."""
+        r = self.admin("POST", "/v1/users", json={"username": username or unique("user")})
+        assert r.status_code == 201, r.text
+        user = User(r.json()["user_id"], r.json()["api_key"])
+        if balance:
+            self.deposit(user.user_id, balance)
+        return user
+
+    def deposit(self, user_id: str, amount: str) -> dict[str, Any]:
+        r = self.admin("POST", f"/v1/users/{user_id}/deposits", json={"amount": amount})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def account(self, user_id: str) -> dict[str, Any]:
+        r = self.admin("GET", f"/v1/users/{user_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def me(self, user: User, replica: int = 0) -> dict[str, Any]:
+        r = self.request("GET", "/v1/me", token=user.api_key, replica=replica)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    # ---- markets
+
+    def create_market(self, b: str = "100", open: bool = True, market_id: str | None = None,
+                      name: str = "Will it rain?") -> str:
+        """A new market (house funded with exactly its subsidy first), opened unless ``open=False``."""
+        self.deposit("house", fmt(subsidy(b)))
+        r = self.admin("POST", "/v1/markets",
+                       json={"name": name, "liquidity_b": b, "market_id": market_id or unique("mkt")})
+        assert r.status_code == 201, r.text
+        market_id = str(r.json()["market_id"])
+        if open:
+            r = self.admin("POST", f"/v1/markets/{market_id}/open")
+            assert r.status_code == 200, r.text
+        return market_id
+
+    def market(self, market_id: str, replica: int = 0) -> dict[str, Any]:
+        r = self.request("GET", f"/v1/markets/{market_id}", replica=replica)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def resolve(self, market_id: str, outcome: str) -> dict[str, Any]:
+        r = self.admin("POST", f"/v1/markets/{market_id}/resolve", json={"outcome": outcome})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    # ---- trading
+
+    def trade(self, user: User, market_id: str, side: str = "BUY", outcome: str = "YES", *,
+              shares: str | None = None, amount: str | None = None, replica: int = 0,
+              headers: dict[str, str] | None = None, **extra: Any) -> httpx.Response:
+        body: dict[str, Any] = {"side": side, "outcome": outcome, **extra}
+        if shares is not None:
+            body["shares"] = shares
+        if amount is not None:
+            body["amount"] = amount
+        return self.request("POST", f"/v1/markets/{market_id}/trades", token=user.api_key, replica=replica,
+                            json=body, headers=headers)
+
+    def buy(self, user: User, market_id: str, outcome: str = "YES", shares: str = "10",
+            replica: int = 0) -> dict[str, Any]:
+        r = self.trade(user, market_id, "BUY", outcome, shares=shares, replica=replica)
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def quote(self, market_id: str, **params: str) -> httpx.Response:
+        return self.request("GET", f"/v1/markets/{market_id}/quote", params=params)
+
+    def history(self, market_id: str, limit: int | None = None, replica: int = 0) -> list[dict[str, Any]]:
+        params = {"limit": str(limit)} if limit is not None else None
+        r = self.request("GET", f"/v1/markets/{market_id}/trades", params=params, replica=replica)
+        assert r.status_code == 200, r.text
+        return list(r.json()["trades"])
+
+    def wait_history(self, market_id: str, trade_ids: set[int], timeout_s: float = 15.0) -> list[dict[str, Any]]:
+        """The market's trade history once it contains every id in ``trade_ids``."""
+        def complete() -> list[dict[str, Any]] | None:
+            history = self.history(market_id, limit=1000)
+            return history if trade_ids <= {t["trade_id"] for t in history} else None
+
+        return wait_for(complete, timeout_s, f"trades {sorted(trade_ids)} in the history of {market_id}",
+                        interval_s=0.05)
+
+
+# --------------------------------------------------------------------------- contract checks
+
+def assert_error(response: httpx.Response, status: int, code: str) -> None:
+    """The response is ``status`` with exactly the contract's error body carrying ``code``."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers.get("content-type", "").startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+
+
+def assert_error_body(response: httpx.Response) -> str:
+    """Any contract error: 4xx/5xx (never 500) with the error body whose code matches the status; the code."""
+    assert 400 <= response.status_code < 600 and response.status_code != 500, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    code = body["error"]["code"]
+    assert isinstance(body["error"]["message"], str), body
+    if response.status_code == 413:
+        assert code == "VALIDATION_ERROR", body
+    else:
+        assert ERROR_STATUS.get(code) == response.status_code, (response.status_code, body)
+    return str(code)
+
+
+def assert_timestamp(value: Any) -> datetime:
+    assert isinstance(value, str) and RFC3339_UTC.fullmatch(value), f"not RFC 3339 UTC: {value!r}"
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert parsed.utcoffset() == timedelta(0)
+    return parsed
+
+
+def assert_prices(obj: dict[str, Any]) -> None:
+    yes, no = dec(obj["price_yes"]), dec(obj["price_no"])
+    assert Decimal(0) <= yes <= Decimal(1), obj
+    assert no == Decimal(1) - yes, obj
+
+
+def assert_account(obj: Any, user_id: str | None = None) -> None:
+    assert isinstance(obj, dict) and set(obj) == ACCOUNT_KEYS, obj
+    assert ID_RE.fullmatch(obj["user_id"]) and isinstance(obj["username"], str)
+    if user_id is not None:
+        assert obj["user_id"] == user_id
+    dec(obj["available"])
+    dec(obj["locked"])
+    assert isinstance(obj["positions"], list)
+    for p in obj["positions"]:
+        assert set(p) == {"market_id", "outcome", "shares"}, p
+        assert p["outcome"] in ("YES", "NO")
+        assert dec(p["shares"]) > 0, "positions with zero shares are left out"
+
+
+def assert_market(obj: Any) -> None:
+    assert isinstance(obj, dict) and set(obj) == MARKET_KEYS, obj
+    assert ID_RE.fullmatch(obj["market_id"]) and isinstance(obj["name"], str)
+    assert obj["status"] in ("CREATED", "OPEN", "RESOLVED", "SETTLED")
+    assert obj["outcome"] in (None, "YES", "NO")
+    assert (obj["outcome"] is None) == (obj["status"] in ("CREATED", "OPEN")), obj
+    for key in ("liquidity_b", "yes_shares", "no_shares", "pool"):
+        dec(obj[key])
+    assert_prices(obj)
+    assert assert_timestamp(obj["created_at"]) <= assert_timestamp(obj["last_updated"])
+
+
+def assert_avg_price(obj: dict[str, Any]) -> None:
+    shares, cost = dec(obj["shares"]), dec(obj["cost"])
+    assert shares > 0
+    assert dec(obj["avg_price"]) == (cost / shares).quantize(MICRO, rounding=ROUND_HALF_EVEN), obj
+
+
+def assert_trade(obj: Any) -> None:
+    assert isinstance(obj, dict) and set(obj) == TRADE_KEYS, obj
+    assert isinstance(obj["trade_id"], int) and not isinstance(obj["trade_id"], bool) and obj["trade_id"] > 0
+    assert obj["side"] in ("BUY", "SELL") and obj["outcome"] in ("YES", "NO")
+    assert ID_RE.fullmatch(obj["market_id"]) and ID_RE.fullmatch(obj["user_id"])
+    assert_avg_price(obj)
+    assert_prices(obj)
+    assert_timestamp(obj["created_at"])
+
+
+def assert_quote(obj: Any) -> None:
+    assert isinstance(obj, dict) and set(obj) == QUOTE_KEYS, obj
+    assert obj["side"] in ("BUY", "SELL") and obj["outcome"] in ("YES", "NO")
+    assert_avg_price(obj)
+    assert_prices(obj)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def stacks(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
+    factory = StackFactory(pg_template, tmp_path_factory.mktemp("api-stacks"))
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def api_stack(stacks: StackFactory) -> Stack:
+    """Two replicas and one persister on one prefix and one database."""
+    return stacks.start("main")
+
+
+@pytest.fixture(scope="session")
+def api(api_stack: Stack) -> Iterator[Api]:
+    client = Api(api_stack)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def nopersist_stack(stacks: StackFactory) -> Stack:
+    """Two replicas without a persister, durable answers bounded at 1 s."""
+    return stacks.start("nopersist", persister=False, PM_DURABLE_WAIT_S="1")
+
+
+@pytest.fixture(scope="session")
+def ratelimited_stack(stacks: StackFactory, api_stack: Stack) -> Stack:
+    """One server allowing 2 requests per second per user (bursts of 4)."""
+    return stacks.start("ratelimited", replicas=1, persister=False, database_url=api_stack.database_url,
+                        PM_RATE_LIMIT_PER_S="2")
+
+
+@pytest.fixture(scope="session")
+def dead_redis_stack(stacks: StackFactory, api_stack: Stack) -> Stack:
+    """One server whose Redis is a closed port (PostgreSQL is up)."""
+    return stacks.start("deadredis", replicas=1, persister=False, database_url=api_stack.database_url,
+                        redis_url=f"redis://127.0.0.1:{free_port()}/0", wait_house=False)
