@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine.errors import Unavailable
 from engine.units import format_micro, micro_from_decimal
-from persister.schema import trades
+from record.schema import trades
 
 
 def _dec(value: Any) -> str:

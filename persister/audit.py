@@ -38,8 +38,8 @@ from engine.state import (
 )
 from engine.units import format_micro
 from engine.units import micro_from_decimal as micro
-from persister.pg_state import read_pg_state
 from persister.stream import GROUP
+from record.pg_state import read_pg_state
 
 MAX_LISTED = 50  # breaches of one kind listed in full; the rest are counted
 

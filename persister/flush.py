@@ -20,9 +20,9 @@ from sqlalchemy.dialects.postgresql import insert
 from engine import pricing
 from engine.units import decimal_from_micro
 from persister.events import event_order
-from persister.schema import market_snapshots, markets
 from persister.stream import EventStream, parse_id
 from persister.writer import ZERO_SETTLED
+from record.schema import market_snapshots, markets
 
 
 def _when(ms: str | int) -> datetime:

@@ -29,11 +29,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from engine.keys import Keys
 from engine.settings import Settings
-from persister.database import make_engine
 from persister.events import Batch, MalformedEvent
 from persister.flush import IdleFlusher
 from persister.stream import Entry, EventStream
 from persister.writer import write_batch
+from record.database import make_engine
 
 log = logging.getLogger("predmarket.persister")
 

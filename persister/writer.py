@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Table, bindparam, func, text, update
 from sqlalchemy.dialects import postgresql
 
 from persister.events import Batch
-from persister.schema import balances, ledger, markets, position_state, trades, users
+from record.schema import balances, ledger, markets, position_state, trades, users
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 

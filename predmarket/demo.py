@@ -194,7 +194,7 @@ class Demo:
 
 def _cleanup(kind: str, target: Any) -> None:
     if kind == "database":
-        from persister.database import drop_database
+        from record.database import drop_database
 
         drop_database(target)
     elif kind == "keys":

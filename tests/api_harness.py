@@ -349,7 +349,7 @@ class StackFactory:
         return stack
 
     def close(self) -> None:
-        from persister.database import drop_database
+        from record.database import drop_database
 
         stop_all([p for stack in self.stacks for p in (*stack.servers, *stack.persisters)])
         for stack in self.stacks:

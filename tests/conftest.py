@@ -151,7 +151,7 @@ def _pg_url(database: str) -> str:
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A database migrated once per run; each test clones it (CREATE DATABASE ... TEMPLATE)."""
-    from persister.database import drop_database, migrate
+    from record.database import drop_database, migrate
 
     name = f"pmtest_tmpl_{uuid.uuid4().hex[:10]}"
     url = _pg_url(name)
@@ -172,7 +172,7 @@ def database_url(pg_template: str) -> Iterator[str]:
     """A throwaway database with the schema, dropped after the test."""
     from sqlalchemy import create_engine, text
 
-    from persister.database import drop_database
+    from record.database import drop_database
 
     name = f"pmtest_{uuid.uuid4().hex[:12]}"
     admin = create_engine(_pg_url("postgres"), isolation_level="AUTOCOMMIT")

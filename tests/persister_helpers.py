@@ -29,9 +29,9 @@ from engine.models import HOUSE, Order, Outcome, Side, Trade
 from engine.settings import Settings
 from engine.state import State, read_redis_state
 from engine.units import MICRO, micro_from_decimal
-from persister.pg_state import read_pg_state
 from persister.stream import GROUP
 from persister.worker import Persister, build
+from record.pg_state import read_pg_state
 
 PREDMARKET = Path(sys.executable).with_name("predmarket")
 TABLES = ("users", "balances", "markets", "market_snapshots", "position_state", "trades", "ledger")

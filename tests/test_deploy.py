@@ -105,7 +105,7 @@ def test_the_dockerfile_install_works_in_a_fresh_venv(tmp_path: Path) -> None:
                            "redis.__file__)))"], capture_output=True, text=True, check=True).stdout.strip()
     env = {**os.environ, "PYTHONPATH": deps}
     probe = ("import engine, lua, engine.scripts as s; assert 'site-packages' in engine.__file__, engine.__file__; "
-             f"assert str(lua.SCRIPT_DIR).startswith({str(venv)!r}); import persister.database as d; "
+             f"assert str(lua.SCRIPT_DIR).startswith({str(venv)!r}); import record.database as d; "
              "assert list((d.MIGRATIONS / 'versions').glob('0001_*.py')); assert (d.MIGRATIONS / 'env.py').exists(); "
              "import predmarket.commands.serve, api.routes.trades; print(len(s.sources()))")
     out = subprocess.run([python, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)

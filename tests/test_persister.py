@@ -25,9 +25,9 @@ from engine.models import HOUSE, Order
 from engine.settings import Settings
 from engine.state import check_invariants
 from engine.units import MICRO, decimal_from_micro
-from persister.database import drop_database
 from persister.events import event_order
 from persister.stream import GROUP, Entry, parse_id, predecessor
+from record.database import drop_database
 from tests.conftest import MarketFactory, UserFactory
 from tests.persister_helpers import (
     BUY,

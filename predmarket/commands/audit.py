@@ -11,7 +11,7 @@ from rich.console import Console
 from engine.keys import Keys
 from engine.settings import get_settings
 from persister.audit import audit
-from persister.database import make_engine
+from record.database import make_engine
 
 
 def register(sub: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from engine.settings import get_settings
-from persister.database import migrate
+from record.database import migrate
 
 
 def register(sub: Any) -> None:

@@ -10,8 +10,8 @@ from rich.console import Console
 
 from engine.keys import Keys
 from engine.settings import get_settings
-from persister.database import make_engine
 from persister.recover import RecoveryRefused, recover
+from record.database import make_engine
 
 
 def register(sub: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from persister.schema import metadata
+from record.schema import metadata
 
 config = context.config
 target_metadata = metadata
