@@ -23,6 +23,7 @@ from engine.errors import Unavailable
 from engine.market_engine import MarketEngine
 from engine.settings import Settings, get_settings
 from predmarket import __version__
+from record.loader import PgLoader
 
 log = logging.getLogger("predmarket.api")
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stream_redis = connect(settings.redis_url, timeout_s=HEARTBEAT_S + 10)
         pg = create_async_engine(settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
         watcher = CommittedWatcher(stream_redis, engine.keys)
+        engine.loader = PgLoader(pg, engine.scripts, engine.keys)  # the hot set: reload on demand
         app.state.engine = engine
         app.state.auth = Authenticator(engine, settings.admin_token, settings.rate_limit_per_s)
         app.state.stream_redis = stream_redis

@@ -25,6 +25,7 @@ from engine.scripts import sources
 
 KEY_CACHE_SIZE = 10_000
 KEY_CACHE_TTL_S = 30.0
+UNKNOWN_KEY_TTL_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class Authenticator:
         self._engine = engine
         self._admin = admin_token.encode()
         self._rate = rate_per_s
-        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
         self._limit = engine.redis.register_script(sources()["rate_limit"])
 
     async def principal(self, request: Request) -> Principal:
@@ -80,11 +81,12 @@ class Authenticator:
         if cached and cached[1] > now:
             return cached[0]
         user_id = await self._engine.accounts.user_for_key(key_hash)
-        if user_id is not None:
-            self._cache[key_hash] = (user_id, now + KEY_CACHE_TTL_S)
-            self._cache.move_to_end(key_hash)
-            while len(self._cache) > KEY_CACHE_SIZE:
-                self._cache.popitem(last=False)
+        # Unknown keys are remembered briefly too: each miss may cost a PostgreSQL lookup
+        # (the user may have been evicted), and a flood of bad tokens must not become one.
+        self._cache[key_hash] = (user_id, now + (KEY_CACHE_TTL_S if user_id else UNKNOWN_KEY_TTL_S))
+        self._cache.move_to_end(key_hash)
+        while len(self._cache) > KEY_CACHE_SIZE:
+            self._cache.popitem(last=False)
         return user_id
 
     async def _rate_limit(self, user_id: str) -> None:

@@ -28,6 +28,10 @@ PERSISTER_FIELDS = {
     "oldest_age_ms": "Age of the oldest unacknowledged entry, milliseconds",
     "events_per_s": "Entries written per second by the persister (last report)",
     "rows_per_s": "Rows written per second by the persister (last report)",
+    "users_evicted": "Idle users evicted from Redis by this persister since it started",
+    "markets_archived": "Settled markets archived out of Redis by this persister since it started",
+    "hot_users": "Users in Redis at the janitor's last full pass",
+    "hot_markets": "Markets in Redis at the janitor's last pass",
 }
 
 

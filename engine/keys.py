@@ -8,7 +8,7 @@ one slot.
 ==============================  =============================================
 key                             contents
 ==============================  =============================================
-``<p>:u:<user>``                hash: username, available, locked, key_hash,
+``<p>:u:<user>``                hash: username, available, locked, key_hash, last_event,
                                 created_ms (money in micro-units)
 ``<p>:u:<user>:pos``            hash: ``<market>:<YES|NO>`` -> micro-shares
 ``<p>:usernames``               hash: username -> user id (uniqueness)

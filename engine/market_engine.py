@@ -6,6 +6,7 @@ from redis.asyncio import Redis
 
 from engine.accounts import Accounts
 from engine.connection import connect
+from engine.hotset import Loader, reloading
 from engine.keys import Keys
 from engine.markets import Markets
 from engine.models import Order, Trade
@@ -34,6 +35,16 @@ class MarketEngine:
             idempotency_ttl_s=settings.idempotency_ttl_s,
         )
         self._sequencers: dict[str, MarketSequencer] = {}
+        self._loader: Loader | None = None
+
+    @property
+    def loader(self) -> Loader | None:
+        return self._loader
+
+    @loader.setter
+    def loader(self, loader: Loader | None) -> None:
+        """Reload evicted users and archived markets on demand (the hot set); see engine.hotset."""
+        self._loader = self.accounts.loader = self.markets.loader = loader
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MarketEngine:
@@ -53,6 +64,10 @@ class MarketEngine:
     async def execute_trade(self, order: Order) -> Trade:
         """Execute ``order`` through its market's sequencer; raises an ``EngineError`` if rejected."""
         check_order(order)
+        return await reloading(lambda: self._execute(order), self._loader,
+                               user_id=order.user_id, market_id=order.market_id)
+
+    async def _execute(self, order: Order) -> Trade:
         sequencer = self._sequencers.get(order.market_id)
         if sequencer is None:
             if len(self._sequencers) >= MAX_IDLE_SEQUENCERS:

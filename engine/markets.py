@@ -9,7 +9,8 @@ from redis.asyncio import Redis
 from engine import pricing
 from engine.accounts import new_id
 from engine.connection import unavailable_on_disconnect
-from engine.errors import MarketNotOpen, NotFound, ValidationError
+from engine.errors import AlreadyExists, MarketNotOpen, NotFound, ValidationError
+from engine.hotset import Loader, reloading
 from engine.keys import Keys
 from engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
 from engine.orders import fill
@@ -38,12 +39,16 @@ class Markets:
         self._redis = redis
         self._scripts = scripts
         self._keys = keys
+        #: reloads archived markets; None when this process has no durable record to read
+        self.loader: Loader | None = None
 
     async def create(self, name: str, liquidity_b: int, market_id: str | None = None) -> Market:
         """Register a CREATED market; its pool is ``ceil(b ln 2)`` taken from ``house``."""
         check_market_name(name)
         check_liquidity(liquidity_b)
         market_id = check_id(market_id, "market_id") if market_id is not None else new_id("m")
+        if self.loader is not None and await self.loader.market_taken(market_id):
+            raise AlreadyExists(f"market_id {market_id} is taken")
         k = self._keys
         with unavailable_on_disconnect():
             await self._scripts.run(
@@ -54,23 +59,32 @@ class Markets:
         return await self.get(market_id)
 
     async def open(self, market_id: str) -> Market:
+        return await reloading(lambda: self._open(market_id), self.loader, market_id=market_id)
+
+    async def _open(self, market_id: str) -> Market:
         k = self._keys
         with unavailable_on_disconnect():
             await self._scripts.run(
                 "open_market", [k.market(market_id), k.events, k.dirty], [market_id]
             )
-        return await self.get(market_id)
+        return await self._get(market_id)
 
     async def resolve(self, market_id: str, outcome: Outcome) -> Market:
+        return await reloading(lambda: self._resolve(market_id, outcome), self.loader, market_id=market_id)
+
+    async def _resolve(self, market_id: str, outcome: Outcome) -> Market:
         k = self._keys
         with unavailable_on_disconnect():
             await self._scripts.run(
                 "resolve_market", [k.market(market_id), k.events, k.dirty], [market_id, outcome.value]
             )
-        return await self.get(market_id)
+        return await self._get(market_id)
 
     async def settle(self, market_id: str, batch: int = SETTLE_BATCH) -> Settlement:
         """Pay every winning holder, then close the market; safe to run again if interrupted."""
+        return await reloading(lambda: self._settle(market_id, batch), self.loader, market_id=market_id)
+
+    async def _settle(self, market_id: str, batch: int) -> Settlement:
         k = self._keys
         positions = k.market_positions(market_id)
         with unavailable_on_disconnect():
@@ -91,7 +105,7 @@ class Markets:
                 )
                 if reply[0] == "SETTLED":
                     break
-        market = await self.get(market_id)
+        market = await self._get(market_id)
         return Settlement(market, int(reply[1]), int(reply[2]), int(reply[3]))
 
     async def _settle_fields(self, market_id: str, fields: list[str]) -> None:
@@ -103,6 +117,9 @@ class Markets:
         await self._scripts.run("settle_batch", keys, [market_id, *fields])
 
     async def get(self, market_id: str) -> Market:
+        return await reloading(lambda: self._get(market_id), self.loader, market_id=market_id)
+
+    async def _get(self, market_id: str) -> Market:
         with unavailable_on_disconnect():
             fields = cast(dict[str, str], await self._redis.hgetall(self._keys.market(market_id)))
         if not fields:
@@ -118,7 +135,11 @@ class Markets:
                     pipe.hgetall(self._keys.market(market_id))
                 rows = await pipe.execute()
         markets = [market_from(mid, f) for mid, f in zip(ids, rows, strict=True) if f]
-        return [m for m in markets if status is None or m.status is status]
+        markets = [m for m in markets if status is None or m.status is status]
+        if self.loader is not None:
+            archived = await self.loader.archived_markets({m.market_id for m in markets}, status)
+            markets = sorted([*markets, *archived], key=lambda m: (m.created_ms, m.market_id))
+        return markets
 
     async def quote(
         self, market_id: str, side: Side, outcome: Outcome,

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     #: A file the persister touches every second (for container health checks); none by default.
     heartbeat_file: str | None = None
 
+    # Hot set (the persister's janitor); 0 turns either off.
+    #: Users with no position and no change for this long leave Redis (reloaded on demand).
+    user_idle_ttl_s: float = Field(default=3_600.0, ge=0)
+    #: Settled markets leave Redis this long after settlement (reloaded on demand).
+    market_archive_after_s: float = Field(default=86_400.0, ge=0)
+
     @model_validator(mode="after")
     def _no_placeholder_secret_in_production(self) -> Settings:
         if self.environment == "production" and self.admin_token in PLACEHOLDER_TOKENS:

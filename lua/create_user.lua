@@ -19,6 +19,7 @@ redis.call('HSET', KEYS[1], 'username', ARGV[2], 'available', '0', 'locked', '0'
   'key_hash', ARGV[3], 'created_ms', ms)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[3], ARGV[1]) end
-redis.call('XADD', KEYS[4], '*', 'type', 'UserCreated', 'ts', ms,
+local event = redis.call('XADD', KEYS[4], '*', 'type', 'UserCreated', 'ts', ms,
   'user_id', ARGV[1], 'username', ARGV[2])
+redis.call('HSET', KEYS[1], 'last_event', event)
 return {ms}

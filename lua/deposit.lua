@@ -13,6 +13,7 @@ if tonumber(available) + tonumber(ARGV[2]) > MAX_TOTAL then
 end
 local after = int_str(redis.call('HINCRBY', KEYS[1], 'available', ARGV[2]))
 redis.call('HINCRBY', KEYS[3], 'deposits', ARGV[2])
-redis.call('XADD', KEYS[2], '*', 'type', 'Deposit', 'ts', now_ms(),
+local event = redis.call('XADD', KEYS[2], '*', 'type', 'Deposit', 'ts', now_ms(),
   'user_id', ARGV[1], 'amount', fmt6(ARGV[2]), 'available', fmt6(after))
+redis.call('HSET', KEYS[1], 'last_event', event)
 return {after}

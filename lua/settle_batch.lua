@@ -36,6 +36,7 @@ for i = 2, #ARGV do
       last_event = redis.call('XADD', KEYS[3], '*', 'type', 'Payout', 'ts', ms, 'market_id', ARGV[1],
         'user_id', user_id, 'shares', fmt6(shares), 'amount', fmt6(shares), 'available', fmt6(available),
         'pool', fmt6(pool), 'outcome', outcome)
+      redis.call('HSET', user_key, 'last_event', last_event)
       paid = paid + n
       holders = holders + 1
     end

@@ -102,7 +102,9 @@ local function apply(m, o, ms)
     fields[#fields + 1] = 'request_hash'
     fields[#fields + 1] = fp
   end
-  redis.call('XADD', events, '*', unpack(fields))
+  local trade_event = redis.call('XADD', events, '*', unpack(fields))
+  -- The hot set evicts a user only once the persister has committed this entry.
+  redis.call('HSET', user_key, 'last_event', trade_event)
   m.last_event = redis.call('XADD', events, '*', 'type', 'PriceUpdated', 'ts', ms, 'market_id', m.id,
     'price_yes', py, 'price_no', pn, 'yes_shares', yes, 'no_shares', no)
   m.last_trade = trade_id

@@ -12,6 +12,7 @@ if tonumber(available) < tonumber(ARGV[2]) then
 end
 local after = int_str(redis.call('HINCRBY', KEYS[1], 'available', '-' .. ARGV[2]))
 redis.call('HINCRBY', KEYS[3], 'withdrawals', ARGV[2])
-redis.call('XADD', KEYS[2], '*', 'type', 'Withdrawal', 'ts', now_ms(),
+local event = redis.call('XADD', KEYS[2], '*', 'type', 'Withdrawal', 'ts', now_ms(),
   'user_id', ARGV[1], 'amount', fmt6(ARGV[2]), 'available', fmt6(after))
+redis.call('HSET', KEYS[1], 'last_event', event)
 return {after}

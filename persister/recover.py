@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, text
 
 from engine.keys import Keys
 from engine.units import micro_from_decimal as micro
+from record.loader import epoch_ms, user_fields
 
 PIPELINE = 2_000
 Progress = Callable[[str, int], None]
@@ -44,13 +45,6 @@ class RecoveryReport:
     trade_seq: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-def _ms(value: datetime) -> int:
-    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // _MILLI
-
-
-_MILLI = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def redis_holds_state(client: redis.Redis, keys: Keys) -> bool:
@@ -120,13 +114,12 @@ def recover(pg: Engine, client: redis.Redis, keys: Keys, *, force: bool = False,
 
 def _users(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
     n = 0
+    # loaded_ms: the hot set counts a recovered user as active from now, not from its creation.
+    loaded_ms = int(time.time() * 1000)
     for r in _rows(conn, "SELECT u.user_id, u.username, u.api_key_hash, u.created_at, "
                          "COALESCE(b.available, 0) AS available, COALESCE(b.locked, 0) AS locked "
                          "FROM users u LEFT JOIN balances b USING (user_id)"):
-        write("hset", keys.user(r.user_id), mapping={
-            "username": r.username, "available": micro(r.available), "locked": micro(r.locked),
-            "key_hash": r.api_key_hash or "", "created_ms": _ms(r.created_at),
-        })
+        write("hset", keys.user(r.user_id), mapping=user_fields(r, loaded_ms))
         write("hset", keys.usernames, r.username, r.user_id)
         if r.api_key_hash:
             write("hset", keys.apikeys, r.api_key_hash, r.user_id)
@@ -217,13 +210,13 @@ def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tup
         write("hset", keys.market(r.market_id), mapping={
             "name": r.name, "status": r.status, "outcome": r.outcome or "", "b": micro(r.liquidity_b),
             "q_yes": q_yes, "q_no": q_no, "pool": pool, "version": version,
-            "created_ms": _ms(r.created_at), "updated_ms": _ms(updated),
+            "created_ms": epoch_ms(r.created_at), "updated_ms": epoch_ms(updated),
             "settled_yes": q_yes - micro(r.held_yes) if settled else 0,
             "settled_no": q_no - micro(r.held_no) if settled else 0,
             "payouts_total": micro(r.payouts_total), "holders_paid": r.holders_paid,
             "last_trade_id": r.last_trade_id or (r.snap_last_trade if snapshot else 0), "last_event": "0-0",
         })
-        write("zadd", keys.markets, {r.market_id: _ms(r.created_at)})
+        write("zadd", keys.markets, {r.market_id: epoch_ms(r.created_at)})
         n += 1
         replayed += r.n_after
     say("markets", n)
@@ -263,7 +256,7 @@ def _idempotency(conn: Connection, write: _Writer, keys: Keys, ttl_s: int, say: 
             continue
         stored = "|".join(str(v) for v in (
             r.request_hash, r.trade_id, r.side, r.outcome, micro(r.shares), micro(r.cost),
-            f"{r.price:.6f}", f"{r.price_yes:.6f}", f"{r.price_no:.6f}", _ms(r.created_at), r.event_id))
+            f"{r.price:.6f}", f"{r.price_yes:.6f}", f"{r.price_no:.6f}", epoch_ms(r.created_at), r.event_id))
         write("set", keys.idempotency(r.user_id, r.idempotency_key), stored, ex=remaining)
         n += 1
     say("idempotency keys", n)

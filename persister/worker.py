@@ -31,6 +31,7 @@ from engine.keys import Keys
 from engine.settings import Settings
 from persister.events import Batch, MalformedEvent
 from persister.flush import IdleFlusher
+from persister.janitor import Janitor
 from persister.stream import Entry, EventStream
 from persister.writer import write_batch
 from record.database import make_engine
@@ -53,6 +54,9 @@ class WorkerConfig:
     max_backoff_s: float = 5.0
     #: touched every second while the loop runs, for container health checks
     heartbeat_file: str | None = None
+    user_idle_ttl_s: float = 3_600.0
+    market_archive_after_s: float = 86_400.0
+    janitor_every_s: float = 1.0
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Persister:
         self.pg = pg
         self.config = config
         self.flusher = IdleFlusher(self.stream, pg, config.idle_flush_ms, config.max_dirty_s)
+        self.janitor = Janitor(client, keys, config.user_idle_ttl_s, config.market_archive_after_s)
         self.counters = Counters()
         self.stopping = False
         self._due: dict[str, float] = {}
@@ -277,6 +282,8 @@ class Persister:
                 self.stream.trim(committed, cfg.stream_keep)
         if self._every("stats", cfg.stats_every_s):
             self.report()
+        if self.janitor.enabled and self._every("janitor", cfg.janitor_every_s):
+            self.janitor.round(self.stream.committed())
         if cfg.heartbeat_file and self._every("heartbeat", 1.0):
             Path(cfg.heartbeat_file).touch()
 
@@ -292,6 +299,8 @@ class Persister:
             "events_per_s": round(c.entries / elapsed, 1), "rows_per_s": round(c.rows / elapsed, 1),
             "entries": c.entries, "trades": c.trades, "dead_letters": c.dead,
             "market_writes": self.flusher.writes, "updated_ms": now_ms,
+            "users_evicted": self.janitor.stats.users_evicted, "markets_archived": self.janitor.stats.markets_archived,
+            "hot_users": self.janitor.stats.hot_users, "hot_markets": self.janitor.stats.hot_markets,
         }
         self.stream.redis.hset(self.stream.keys.persister_stats, mapping=stats)  # type: ignore[arg-type]
         log.info("lag %d entries (oldest %d ms), %.0f events/s, %d trades, %d market writes, %d dead letters",
@@ -303,7 +312,8 @@ def config_from(settings: Settings, **overrides: float | int) -> WorkerConfig:
         batch=settings.persister_batch, idle_flush_ms=int(settings.idle_flush_s * 1000),
         claim_idle_ms=int(settings.claim_idle_s * 1000),
         max_dirty_s=settings.max_dirty_s, stream_keep=settings.stream_keep,
-        heartbeat_file=settings.heartbeat_file,
+        heartbeat_file=settings.heartbeat_file, user_idle_ttl_s=settings.user_idle_ttl_s,
+        market_archive_after_s=settings.market_archive_after_s,
     )
     for name, value in overrides.items():
         setattr(cfg, name, value)

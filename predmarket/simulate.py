@@ -18,11 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.ext.asyncio import create_async_engine
+
 from engine.errors import EngineError
 from engine.market_engine import MarketEngine
 from engine.models import HOUSE, Order, Outcome, Side
 from engine.settings import Settings
 from engine.units import MICRO
+from record.loader import PgLoader
 
 USER_FUNDS = 1_000_000 * MICRO
 
@@ -143,6 +146,9 @@ def run_worker(
 
     async def main() -> None:
         engine = MarketEngine.from_settings(settings)
+        # Users idle past PM_USER_IDLE_TTL_S may have been evicted by a running persister.
+        pg = create_async_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
+        engine.loader = PgLoader(pg, engine.scripts, engine.keys)
         try:
             await _trade_loop(engine, users, markets, count, concurrency, random.Random(seed), result, tick)
         finally:
@@ -150,6 +156,7 @@ def run_worker(
             result.conflicts = engine.stats.conflicts
             result.trades = engine.stats.trades
             await engine.close()
+            await pg.dispose()
 
     asyncio.run(main())
     if progress is not None and pending:

@@ -1,0 +1,14 @@
+-- install_user: put a user loaded from PostgreSQL back into Redis, only if it is absent.
+--
+-- KEYS[1] user hash, KEYS[2] usernames hash, KEYS[3] API key hash
+-- ARGV[1] user id, ARGV[2] username, ARGV[3] available, ARGV[4] locked (micro-units),
+-- ARGV[5] key hash ('' for none), ARGV[6] created_ms, ARGV[7] loaded_ms
+-- Returns 1 if installed, 0 if the user was already there (another loader or the live
+-- state won: nothing is overwritten, so two loads or a load racing a trade lose nothing).
+
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'username', ARGV[2], 'available', ARGV[3], 'locked', ARGV[4],
+  'key_hash', ARGV[5], 'created_ms', ARGV[6], 'loaded_ms', ARGV[7], 'last_event', '0-0')
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end
+return 1

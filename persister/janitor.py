@@ -1,0 +1,111 @@
+"""The hot set: evict idle users and archive settled markets from Redis, safely.
+
+Runs inside the persister (it owns the committed mark). A user idle longer
+than ``PM_USER_IDLE_TTL_S`` and a market settled longer than
+``PM_MARKET_ARCHIVE_AFTER_S`` ago are removed from Redis only once the
+committed mark has passed their last event, so PostgreSQL already holds all
+of their state; the loaders in ``record.loader`` put them back on demand.
+The scripts re-check every condition atomically, so a user who trades while
+the janitor looks is simply kept.
+
+Users are visited with an incremental SCAN (a bounded number of keys per
+round), so a large cold population costs a steady trickle of work, never a
+pause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from engine.keys import Keys
+from engine.scripts import sources
+
+SCAN_PER_ROUND = 2_000
+
+
+@dataclass
+class JanitorStats:
+    users_evicted: int = 0
+    markets_archived: int = 0
+    #: users seen in Redis during the last full pass over the keys
+    hot_users: int = 0
+    hot_markets: int = 0
+
+
+def _stream_ms(entry_id: str) -> int:
+    return int(entry_id.partition("-")[0] or 0)
+
+
+class Janitor:
+    def __init__(self, client: redis.Redis, keys: Keys, user_idle_ttl_s: float, market_archive_after_s: float) -> None:
+        self.redis = client
+        self.keys = keys
+        self.user_ttl_ms = int(user_idle_ttl_s * 1000)
+        self.market_after_ms = int(market_archive_after_s * 1000)
+        scripts = sources()
+        self._evict = client.register_script(scripts["evict_user"])
+        self._archive = client.register_script(scripts["archive_market"])
+        self._cursor = 0
+        self._seen = 0
+        self.stats = JanitorStats()
+
+    @property
+    def enabled(self) -> bool:
+        return self.user_ttl_ms > 0 or self.market_after_ms > 0
+
+    def round(self, committed: str | None) -> None:
+        """One bounded round of eviction and archiving; nothing happens before anything is committed."""
+        if committed is None:
+            return
+        seconds, micros = self.redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        if self.user_ttl_ms > 0:
+            self._users(committed, now_ms)
+        if self.market_after_ms > 0:
+            self._markets(committed, now_ms)
+
+    def _users(self, committed: str, now_ms: int) -> None:
+        prefix = self.keys.user("")
+        self._cursor, found = cast(tuple[int, list[str]], self.redis.scan(
+            self._cursor, match=f"{prefix}*", count=SCAN_PER_ROUND))
+        user_ids = [k[len(prefix):] for k in found if not k.endswith(":pos")]
+        self._seen += len(user_ids)
+        if self._cursor == 0:
+            self.stats.hot_users, self._seen = self._seen, 0
+        if not user_ids:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.hmget(self.keys.user(user_id), ["last_event", "loaded_ms", "created_ms"])
+            rows = cast(list[list[Any]], pipe.execute())
+        for user_id, (last_event, loaded_ms, created_ms) in zip(user_ids, rows, strict=True):
+            if created_ms is None:
+                continue
+            last = last_event or "0-0"
+            active_ms = max(_stream_ms(last), int(loaded_ms or 0), int(created_ms))
+            if now_ms - active_ms < self.user_ttl_ms:
+                continue
+            k = self.keys
+            evicted = self._evict(
+                keys=[k.user(user_id), k.user_positions(user_id), k.usernames, k.apikeys],
+                args=[user_id, last, committed])
+            self.stats.users_evicted += int(cast(int, evicted))
+
+    def _markets(self, committed: str, now_ms: int) -> None:
+        market_ids = cast(list[str], self.redis.zrange(self.keys.markets, 0, -1))
+        self.stats.hot_markets = len(market_ids)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for market_id in market_ids:
+                pipe.hmget(self.keys.market(market_id), ["status", "updated_ms"])
+            rows = cast(list[list[Any]], pipe.execute())
+        k = self.keys
+        for market_id, (status, updated_ms) in zip(market_ids, rows, strict=True):
+            if status != "SETTLED" or now_ms - int(updated_ms or 0) < self.market_after_ms:
+                continue
+            archived = self._archive(
+                keys=[k.market(market_id), k.market_positions(market_id), k.markets, k.dirty],
+                args=[market_id, committed])
+            self.stats.markets_archived += int(cast(int, archived))
