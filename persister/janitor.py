@@ -67,6 +67,12 @@ class Janitor:
         if self.market_after_ms > 0:
             self._markets(committed, now_ms)
 
+    def sweep(self, committed: str | None) -> None:
+        """Rounds until the user scan has covered the whole keyspace once (tools and tests)."""
+        self.round(committed)
+        while self._cursor != 0:
+            self.round(committed)
+
     def _users(self, committed: str, now_ms: int) -> None:
         prefix = self.keys.user("")
         self._cursor, found = cast(tuple[int, list[str]], self.redis.scan(

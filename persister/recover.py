@@ -48,8 +48,15 @@ class RecoveryReport:
 
 
 def redis_holds_state(client: redis.Redis, keys: Keys) -> bool:
-    for _ in client.scan_iter(match=keys.pattern, count=100):
-        return True
+    """Any key of the prefix but the bookkeeping that running processes put into an emptied Redis
+    (a persister recreates the stream and its group at once, and writes its stats; the API its
+    rate-limit buckets): those are no state, and must not make a plain ``recover`` refuse."""
+    for key in client.scan_iter(match=keys.pattern, count=100):
+        if key == keys.events:
+            if client.xlen(key):
+                return True
+        elif key not in (keys.persister_stats, keys.committed) and not key.startswith(keys.rate_bucket("")):
+            return True
     return False
 
 

@@ -82,6 +82,12 @@ class _Work:
 STORE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError, DBAPIError)
 
 
+def _stream_vanished(exc: redis.ResponseError) -> bool:
+    """The stream or the group is gone: NOGROUP (XREADGROUP, XPENDING, XAUTOCLAIM), "no such key" (XINFO),
+    UNBLOCKED (a blocked XREADGROUP whose stream was deleted)."""
+    return str(exc).startswith(("NOGROUP", "ERR no such key", "UNBLOCKED"))
+
+
 class Persister:
     def __init__(self, client: redis.Redis, pg: Engine, keys: Keys, config: WorkerConfig,
                  consumer: str | None = None) -> None:
@@ -129,6 +135,15 @@ class Persister:
                                 exc.__class__.__name__, str(exc).splitlines()[0][:200], backoff)
                     self._sleep(backoff)
                     backoff = min(backoff * 2, self.config.max_backoff_s)
+                except redis.ResponseError as exc:
+                    if not _stream_vanished(exc):
+                        raise
+                    # Redis was wiped (FLUSHALL, a new empty server) or rebuilt by `recover --force`
+                    # under us: create the stream and the group again instead of dying.
+                    self._abandon_in_flight()
+                    log.warning("event stream or its group vanished (%s); creating them again",
+                                str(exc).splitlines()[0][:200])
+                    self._sleep(0.1)
             with contextlib.suppress(*STORE_ERRORS):
                 self._complete_in_flight()
         finally:
@@ -174,6 +189,12 @@ class Persister:
         if not self._group_ready:
             self.stream.ensure_group()
             self._group_ready = True
+
+    def close(self) -> None:
+        """Release the connections and the commit thread (after run() returned, or instead of it)."""
+        self._committer.shutdown(wait=True)
+        self.stream.redis.close()
+        self.pg.dispose()
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

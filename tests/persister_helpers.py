@@ -80,8 +80,7 @@ def persister(settings: Settings, consumer: str = "c1", **overrides: float | int
 
 
 def close(p: Persister) -> None:
-    p.stream.redis.close()
-    p.pg.dispose()
+    p.close()
 
 
 def drain(p: Persister) -> int:

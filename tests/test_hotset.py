@@ -1,0 +1,256 @@
+"""The hot set: idle users and settled markets leave Redis once persisted, and come back on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from engine.errors import AlreadyExists, MarketNotOpen, NotFound
+from engine.market_engine import MarketEngine
+from engine.models import HOUSE, Order, Outcome, Side
+from engine.settings import Settings
+from engine.state import check_invariants, read_redis_state
+from engine.units import MICRO
+from persister.worker import Persister, build
+from predmarket.simulate import Plan, run
+from record.loader import PgLoader
+from tests.conftest import delete_prefix, new_redis
+from tests.persister_helpers import wait_until
+
+PREDMARKET = Path(sys.executable).with_name("predmarket")
+
+
+@pytest.fixture
+async def pg(pg_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(pg_settings.database_url, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def hot(pg_settings: Settings, pg: AsyncEngine) -> AsyncIterator[MarketEngine]:
+    """An engine with the PostgreSQL loader, as the API and simulate run it."""
+    engine = MarketEngine(new_redis(), pg_settings)
+    engine.loader = PgLoader(pg, engine.scripts, engine.keys)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await delete_prefix(engine.redis, pg_settings.key_prefix)
+        await engine.close()
+
+
+PersisterFactory = Callable[..., Persister]
+
+
+@pytest.fixture
+def persister(pg_settings: Settings) -> Iterator[PersisterFactory]:
+    """``persister(**overrides)``: one whose janitor evicts anything idle for a millisecond."""
+    built: list[Persister] = []
+
+    def make(**overrides: float) -> Persister:
+        options: dict[str, float] = {"idle_flush_ms": 0, "block_ms": 10, "user_idle_ttl_s": 0.001,
+                                     "market_archive_after_s": 0.001}
+        options.update(overrides)
+        built.append(build(pg_settings, consumer="hot", **options))  # type: ignore[arg-type]
+        return built[-1]
+
+    yield make
+    for p in built:
+        p.close()
+
+
+def catch_up_and_sweep(p: Persister) -> None:
+    while p.step():
+        pass
+    p.flusher.flush(p.stream.committed())
+    p.janitor.sweep(p.stream.committed())
+
+
+async def funded_user(engine: MarketEngine, name: str, units: int = 1_000) -> str:
+    account = await engine.accounts.create(name, name)
+    await engine.accounts.deposit(account.user_id, units * MICRO)
+    return account.user_id
+
+
+async def open_market(engine: MarketEngine, market_id: str) -> str:
+    await engine.accounts.deposit(HOUSE, 100 * MICRO)
+    await engine.markets.create("hot set", 100 * MICRO, market_id)
+    await engine.markets.open(market_id)
+    return market_id
+
+
+async def exists(engine: MarketEngine, key: str) -> bool:
+    return bool(await engine.redis.exists(key))
+
+
+async def test_an_evicted_user_trades_again_with_its_balance_intact(
+    hot: MarketEngine, persister: PersisterFactory
+) -> None:
+    user = await funded_user(hot, "eve")
+    market = await open_market(hot, "m-evict")
+    bought = await hot.execute_trade(Order(user, market, Side.BUY, Outcome.YES, shares=10 * MICRO))
+    sold = await hot.execute_trade(Order(user, market, Side.SELL, Outcome.YES, shares=10 * MICRO))
+    before = await hot.accounts.get(user)
+    assert before.available == 1_000 * MICRO - bought.cost + sold.cost and before.positions == []
+    p = persister()
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    assert not await exists(hot, hot.keys.user(user))
+    assert not await hot.redis.hexists(hot.keys.usernames, "eve")
+    assert p.janitor.stats.users_evicted >= 1
+    # A trade for the evicted user loads it first, then executes against the same balance.
+    again = await hot.execute_trade(Order(user, market, Side.BUY, Outcome.NO, shares=5 * MICRO))
+    after = await hot.accounts.get(user)
+    assert after.available == before.available - again.cost
+    assert [(x.market_id, x.outcome, x.shares) for x in after.positions] == [(market, Outcome.NO, 5 * MICRO)]
+    assert check_invariants(await read_redis_state(hot.redis, hot.keys)) == []
+
+
+async def test_holders_house_and_uncommitted_users_stay(hot: MarketEngine, persister: PersisterFactory) -> None:
+    holder = await funded_user(hot, "holder")
+    idle = await funded_user(hot, "idle")
+    market = await open_market(hot, "m-stay")
+    await hot.execute_trade(Order(holder, market, Side.BUY, Outcome.YES, shares=MICRO))
+    p = persister()
+    # Nothing is committed yet: the janitor must not evict anyone.
+    p.janitor.sweep(p.stream.committed() or "0-0")
+    assert await exists(hot, hot.keys.user(idle))
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    assert not await exists(hot, hot.keys.user(idle))
+    assert await exists(hot, hot.keys.user(holder)), "a user with a position must stay"
+    assert await exists(hot, hot.keys.user(HOUSE))
+    assert await exists(hot, hot.keys.market(market)), "an open market is never archived"
+
+
+async def test_eviction_is_refused_while_the_persister_lags(hot: MarketEngine, persister: PersisterFactory) -> None:
+    user = await funded_user(hot, "lagging")
+    p = persister()
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    assert not await exists(hot, hot.keys.user(user))
+    await hot.accounts.deposit(user, 5 * MICRO)  # loads it, then a new event the persister has not seen
+    p.janitor.sweep(p.stream.committed())
+    assert await exists(hot, hot.keys.user(user)), "its last event is not committed yet"
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    assert not await exists(hot, hot.keys.user(user))
+    assert (await hot.accounts.get(user)).available == 1_005 * MICRO
+
+
+async def test_loads_racing_each_other_and_a_trade_lose_nothing(hot: MarketEngine, persister: PersisterFactory) -> None:
+    user = await funded_user(hot, "racer")
+    market = await open_market(hot, "m-race")
+    await asyncio.to_thread(catch_up_and_sweep, persister(market_archive_after_s=0))
+    assert not await exists(hot, hot.keys.user(user))
+    loader = hot.loader
+    assert loader is not None
+    results = await asyncio.gather(
+        loader.load_user(user), loader.load_user(user),
+        hot.execute_trade(Order(user, market, Side.BUY, Outcome.YES, shares=7 * MICRO)),
+        loader.load_user(user),
+    )
+    trade = results[2]
+    assert not isinstance(trade, bool)
+    account = await hot.accounts.get(user)
+    assert account.available == 1_000 * MICRO - trade.cost
+    assert [p.shares for p in account.positions] == [7 * MICRO]
+    assert int(await hot.redis.get(hot.keys.trade_seq) or 0) == 1
+
+
+async def test_an_archived_market_is_listed_read_and_closed(hot: MarketEngine, persister: PersisterFactory) -> None:
+    user = await funded_user(hot, "settler")
+    market = await open_market(hot, "m-archive")
+    await hot.execute_trade(Order(user, market, Side.BUY, Outcome.YES, shares=3 * MICRO))
+    await hot.markets.resolve(market, Outcome.YES)
+    settled = await hot.markets.settle(market)
+    p = persister()
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    await asyncio.to_thread(catch_up_and_sweep, p)  # the settlement's flush, then the archive
+    assert not await exists(hot, hot.keys.market(market))
+    assert p.janitor.stats.markets_archived == 1
+    listed = await hot.markets.list_all()
+    assert [m.market_id for m in listed] == [market]
+    assert listed[0] == settled.market or listed[0].yes_shares == settled.market.yes_shares
+    got = await hot.markets.get(market)  # loads it back
+    assert (got.status.value, got.yes_shares, got.pool) == ("SETTLED", 3 * MICRO, 0)
+    with pytest.raises(MarketNotOpen):
+        await hot.execute_trade(Order(user, market, Side.BUY, Outcome.YES, shares=MICRO))
+    with pytest.raises(AlreadyExists):
+        await hot.markets.create("again", 100 * MICRO, market)
+
+
+async def test_unknown_still_means_not_found_and_names_stay_taken(
+    hot: MarketEngine, persister: PersisterFactory
+) -> None:
+    await funded_user(hot, "taken")
+    await asyncio.to_thread(catch_up_and_sweep, persister())
+    assert not await exists(hot, hot.keys.user("taken"))
+    with pytest.raises(AlreadyExists):
+        await hot.accounts.create("taken")
+    with pytest.raises(AlreadyExists):
+        await hot.accounts.create("someone-else", "taken")
+    with pytest.raises(NotFound):
+        await hot.accounts.get("nobody")
+    with pytest.raises(NotFound):
+        await hot.markets.get("no-market")
+    key_hash = "ab" * 32
+    assert await hot.accounts.user_for_key(key_hash) is None
+
+
+@pytest.mark.slow
+def test_audit_is_clean_after_random_trading_under_aggressive_eviction(pg_settings: Settings) -> None:
+    """The seed's random trades (engine, two processes) with a persister evicting after one second."""
+    env = {**os.environ, "PM_KEY_PREFIX": pg_settings.key_prefix, "PM_DATABASE_URL": pg_settings.database_url,
+           "PM_REDIS_URL": pg_settings.redis_url, "PM_USER_IDLE_TTL_S": "1", "PM_MARKET_ARCHIVE_AFTER_S": "1",
+           "PM_IDLE_FLUSH_S": "0.2"}
+    proc = subprocess.Popen([str(PREDMARKET), "persister"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        # 60 users over 3,000 trades: many trade rarely, so they go idle (and are evicted) between trades.
+        summary = run(pg_settings, Plan(markets=4, users=60, trades=3_000, concurrency=8, processes=2, seed=7))
+        assert summary.trades > 2_500
+        assert summary.rejected.get("NOT_FOUND", 0) == 0, summary.rejected
+        # Funded users who never trade go idle and are evicted within a second or two.
+        asyncio.run(_idle_users(pg_settings, 10))
+        wait_until(lambda: not _idle_left(pg_settings), 20, "idle users to be evicted", interval_s=0.2)
+        audit = subprocess.run([str(PREDMARKET), "audit", "--wait", "30"], env=env, capture_output=True,
+                               text=True, timeout=120)
+        assert audit.returncode == 0, audit.stdout + audit.stderr
+        assert "audit passed" in audit.stdout
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        client = new_redis()
+        asyncio.run(_cleanup(client, pg_settings.key_prefix))
+
+
+async def _idle_users(settings: Settings, n: int) -> None:
+    engine = MarketEngine(new_redis(), settings)
+    try:
+        for i in range(n):
+            await funded_user(engine, f"idle-{i}")
+    finally:
+        await engine.close()
+
+
+def _idle_left(settings: Settings) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        return any(client.scan_iter(match=f"{settings.key_prefix}:u:idle-*", count=1000))
+    finally:
+        client.close()
+
+
+async def _cleanup(client: object, prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    assert isinstance(client, Redis)
+    await delete_prefix(client, prefix)
+    await client.aclose()
