@@ -321,3 +321,19 @@ async def test_websocket_live_entries_start_after_the_connection(api: Api, api_s
     received = await ws_take(f"{api_stack.ws_url(0)}/v1/ws?market_id={market_id}", 2, trade)
     assert [m["event"] for m in received] == ["TradeExecuted", "PriceUpdated"]
     assert received[0]["data"]["trade_id"] == str(trades[0]["trade_id"])
+
+
+async def test_subscribers_do_not_see_other_clients_idempotency_keys(api: Api, api_stack: Stack) -> None:
+    user = api.create_user("100")
+    market = api.create_market()
+    async with sse(api_stack.url, (market,)) as stream, httpx.AsyncClient(base_url=api_stack.url) as client:
+        r = await client.post(f"/v1/markets/{market}/trades", headers={**bearer(user.api_key),
+                              "Idempotency-Key": "secret-key-1"},
+                              json={"side": "BUY", "outcome": "YES", "shares": "1"})
+        assert r.status_code == 201
+        got = await stream.take(2)
+    executed = next(m for m in got if m.event == "TradeExecuted")
+    assert "idempotency_key" not in executed.data and "request_hash" not in executed.data
+    # The stream itself keeps them (the persister records them so recovery can restore replays).
+    (entry,) = [f for _, f in stream_entries(api_stack, market) if f["type"] == "TradeExecuted"]
+    assert entry["idempotency_key"] == "secret-key-1"

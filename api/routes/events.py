@@ -30,6 +30,17 @@ def _filters(market_ids: list[str] | None, after: str | None) -> tuple[frozenset
     return ids, after
 
 
+#: Stream fields kept for the persister and recovery only: a client's Idempotency-Key is
+#: nobody else's business, so public subscribers do not see it.
+PRIVATE_FIELDS = frozenset({"idempotency_key", "request_hash"})
+
+
+def public(fields: dict[str, str]) -> dict[str, str]:
+    if PRIVATE_FIELDS.isdisjoint(fields):
+        return fields
+    return {k: v for k, v in fields.items() if k not in PRIVATE_FIELDS}
+
+
 def _sse(item: StreamItem) -> bytes:
     if item.kind == "heartbeat":
         return b": keep-alive\n\n"
@@ -37,7 +48,7 @@ def _sse(item: StreamItem) -> bytes:
         return b'event: gap\ndata: {"message": "older entries were trimmed; resuming from the oldest kept"}\n\n'
     assert item.fields is not None
     return (f"id: {item.entry_id}\nevent: {item.fields.get('type', 'message')}\n".encode()
-            + b"data: " + orjson.dumps(item.fields) + b"\n\n")
+            + b"data: " + orjson.dumps(public(item.fields)) + b"\n\n")
 
 
 @router.get("/v1/events", summary="Server-Sent Events from the event stream",
@@ -89,6 +100,6 @@ async def ws(socket: WebSocket) -> None:
             else:
                 assert item.fields is not None
                 await socket.send_text(orjson.dumps(
-                    {"id": item.entry_id, "event": item.fields.get("type"), "data": item.fields}).decode())
+                    {"id": item.entry_id, "event": item.fields.get("type"), "data": public(item.fields)}).decode())
     with contextlib.suppress(Exception):
         await socket.close()
