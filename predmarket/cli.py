@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from predmarket import __version__
-from predmarket.commands import audit, demo, migrate, persister, recover, serve, simulate
+from predmarket.commands import audit, bench, demo, migrate, persister, recover, serve, simulate
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"predmarket {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in (demo, serve, persister, migrate, recover, audit, simulate):
+    for command in (demo, serve, persister, migrate, recover, audit, simulate, bench):
         command.register(sub)
     return parser
 

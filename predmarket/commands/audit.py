@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 from rich.console import Console
+from rich.markup import escape
 
 from engine.keys import Keys
 from engine.settings import get_settings
@@ -41,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"[green]audit passed[/green]: every invariant holds ({counts})")
         return 0
     for breach in report.breaches:
-        console.print(f"[red]BREACH[/red] {breach}", highlight=False)
+        # escape: a breach names its subject in [brackets], which rich would take for markup and drop.
+        console.print(f"[red]BREACH[/red] {escape(str(breach))}", highlight=False)
     console.print(f"[red]audit failed[/red]: {len(report.breaches)} breaches ({counts})")
     return 1

@@ -1,0 +1,79 @@
+"""What ``predmarket bench`` runs and how much work each workload does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.settings import Settings
+
+SECTIONS = ("engine", "http", "persister", "peers")
+
+
+def _engine_trades() -> dict[int, int]:
+    # Sized so each run takes ~1.5-3 s at today's rates: long enough that the
+    # ramp-up (first connection, script load) is noise, short enough for the budget.
+    return {1: 5_000, 8: 20_000, 32: 30_000, 128: 30_000}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Work per workload; :data:`FULL` for the real run, :data:`QUICK` for a smoke test."""
+
+    users: int = 100
+    engine_processes: tuple[int, ...] = (1, 2)
+    engine_markets: tuple[int, ...] = (1, 100)
+    engine_concurrency: tuple[int, ...] = (1, 8, 32, 128)
+    #: trades per run by tasks per process; concurrencies not listed use the largest count
+    engine_trades: dict[int, int] = field(default_factory=_engine_trades)
+    http_markets: tuple[int, ...] = (1, 100)
+    http_connections: int = 64
+    http_seconds: float = 5.0
+    #: trades before the clock starts: connections opened, API key caches and scripts warm
+    http_warmup_s: float = 0.5
+    persister_trades: int = 100_000
+    persister_markets: int = 100
+    #: give up (and fail) if the persister has not caught up by then
+    persister_timeout_s: float = 120.0
+    peer_markets: tuple[int, ...] = (1, 100)
+    peer_concurrency: tuple[int, ...] = (1, 8, 32, 128)
+    #: the peers run for a fixed time, not a fixed count: the naive CAS on one hot
+    #: market is ~50x slower than on 100 markets, so a count would be either too
+    #: small for one or minutes long for the other
+    peer_seconds: float = 2.0
+    #: PostgreSQL connections of the PostgreSQL-only peer, at most (max_connections is 100 here)
+    pg_pool_max: int = 32
+
+    def trades_for(self, concurrency: int) -> int:
+        if concurrency in self.engine_trades:
+            return self.engine_trades[concurrency]
+        return max(self.engine_trades.values())
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    users=20, engine_processes=(1,), engine_concurrency=(1, 32), engine_trades={1: 300, 32: 3_000},
+    http_seconds=1.5, http_warmup_s=0.2, persister_trades=5_000, peer_concurrency=(32,), peer_seconds=0.5,
+)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    settings: Settings
+    sections: tuple[str, ...] = SECTIONS
+    sizes: Sizes = FULL
+    #: where the JSON and the chart go; None writes nothing (tests)
+    out: Path | None = None
+    quick: bool = False
+    seed: int | None = None
+
+
+def parse_sections(text: str) -> tuple[str, ...]:
+    """``"engine,peers"`` -> ("engine", "peers") in run order; rejects unknown names."""
+    names = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = names - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    if not names:
+        raise ValueError("no section named")
+    return tuple(s for s in SECTIONS if s in names)

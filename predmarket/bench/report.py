@@ -1,0 +1,112 @@
+"""The bench's printed report: machine facts, the table, the persister, ratios against the peers, targets."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from predmarket.bench.results import ENGINE, HTTP, NAIVE_CAS, PEERS, PG_ONLY, BenchResults, Row
+from predmarket.bench.targets import evaluate
+
+ORDER = {ENGINE: 0, HTTP: 1, PG_ONLY: 2, NAIVE_CAS: 3}
+HEADLINE_TASKS = 32
+
+
+def _who(row: Row) -> str:
+    if row.system == ENGINE:
+        return f"engine, {row.processes} proc"
+    if row.system == HTTP:
+        return f"HTTP, {row.processes} replicas"
+    return f"{row.system}, 1 proc"
+
+
+def machine_table(results: BenchResults) -> Table:
+    table = Table(title="machine", show_header=False)
+    table.add_column("fact")
+    table.add_column("value")
+    for name, value in results.machine.items():
+        table.add_row(name, value)
+    return table
+
+
+def throughput_table(results: BenchResults) -> Table:
+    table = Table(title="trades/s and latency (the seed's random trades)")
+    for column in ("system", "markets", "tasks", "trades", "trades/s", "p50 ms", "p99 ms", "retries/trade"):
+        table.add_column(column, justify="left" if column in ("system", "markets") else "right")
+    rows = sorted(results.rows, key=lambda r: (ORDER[r.system], r.processes, r.markets, r.concurrency))
+    for row in rows:
+        tasks = f"{row.concurrency} conns" if row.system == HTTP else str(row.concurrency)
+        retries = "-" if row.retries_per_trade is None else f"{row.retries_per_trade:.3f}"
+        table.add_row(_who(row), row.where, tasks, f"{row.trades:,}", f"{row.trades_per_s:,.0f}",
+                      f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}", retries)
+    return table
+
+
+def persister_table(results: BenchResults) -> Table | None:
+    p = results.persister
+    if p is None:
+        return None
+    table = Table(title=f"persister draining a {p.trades:,}-trade burst", show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("events drained", f"{p.events:,}"),
+        ("events/s written", f"{p.events_per_s:,.0f}"),
+        ("seconds until lag 0 (and every trade in PostgreSQL)", f"{p.drain_s:.2f}"),
+        ("market row writes per trade (idle flush; 1.0 = every trade)", f"{p.writes_per_trade:.4f}"),
+        ("PostgreSQL equals Redis afterwards", "yes" if p.pg_equals_redis else "NO"),
+        ("burst made by the engine at (2 procs, 32 tasks)", f"{p.burst_trades_per_s:,.0f} trades/s"),
+    ):
+        table.add_row(name, value)
+    return table
+
+
+def ratios_table(results: BenchResults) -> Table | None:
+    ratios = results.ratios()
+    if not ratios:
+        return None
+    table = Table(title="engine (1 process) against the peers, same workload")
+    for column in ("markets", "tasks", *(f"engine / {p}" for p in PEERS)):
+        table.add_column(column, justify="right")
+    cells: dict[tuple[int, int], dict[str, str]] = {}
+    for r in ratios:
+        cells.setdefault((r.markets, r.concurrency), {})[r.peer] = (
+            f"{r.factor:,.1f}x ({r.engine_per_s:,.0f} vs {r.peer_per_s:,.0f})")
+    for (markets, tasks), by_peer in sorted(cells.items()):
+        table.add_row("1 hot" if markets == 1 else str(markets), str(tasks), *(by_peer.get(p, "-") for p in PEERS))
+    return table
+
+
+def headline(results: BenchResults) -> list[str]:
+    """``engine / pg-only = 28x`` lines at 32 tasks, the workload the issue names."""
+    lines = []
+    for r in results.ratios():
+        if r.concurrency == HEADLINE_TASKS:
+            where = "1 hot market" if r.markets == 1 else f"{r.markets} markets"
+            lines.append(f"engine / {r.peer} = {r.factor:,.1f}x ({where}, {r.concurrency} tasks)")
+    return lines
+
+
+def targets_table(results: BenchResults) -> Table:
+    table = Table(title="issue 8 targets (figures, not assertions)")
+    for column in ("workload", "target", "measured", ""):
+        table.add_column(column, justify="right" if column == "measured" else "left")
+    for target, value, met in evaluate(results):
+        shown = "not run" if value is None else f"{value:,.2f}{target.unit}"
+        verdict = "" if met is None else ("[green]met[/green]" if met else "[red]missed[/red]")
+        table.add_row(target.what, target.goal, shown, verdict)
+    return table
+
+
+def print_report(console: Console, results: BenchResults) -> None:
+    console.print(machine_table(results))
+    if results.rows:
+        console.print(throughput_table(results))
+    for table in (persister_table(results), ratios_table(results)):
+        if table is not None:
+            console.print(table)
+    for line in headline(results):
+        console.print(line, highlight=False)
+    console.print(targets_table(results))
+    spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in results.section_seconds.items())
+    console.print(f"time per section: {spent}", highlight=False)

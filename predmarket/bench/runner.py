@@ -1,0 +1,53 @@
+"""Runs the chosen sections in order, printing progress, and writes the JSON and the chart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from predmarket.bench.chart import write_chart
+from predmarket.bench.engine_runs import engine_section
+from predmarket.bench.http_runs import http_section
+from predmarket.bench.machine import load_average, machine_facts
+from predmarket.bench.options import BenchOptions
+from predmarket.bench.persister_runs import persister_section
+from predmarket.bench.results import BenchResults
+
+RESULTS_FILE = "bench-results.json"
+CHART_FILE = "bench-throughput.png"
+
+
+def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> BenchResults:
+    """Run every section of ``options``; raises ``InvariantBroken`` (or another error) on the first failure."""
+    settings, sizes, seed = options.settings, options.sizes, options.seed
+    results = BenchResults(machine=machine_facts(settings), quick=options.quick,
+                           started_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    began = time.perf_counter()
+
+    def progress(message: str) -> None:
+        say(f"[{time.perf_counter() - began:6.1f} s] {message}")
+
+    for section in options.sections:
+        started = time.perf_counter()
+        progress(f"--- {section} ---")
+        if section == "engine":
+            results.rows += engine_section(settings, sizes, progress, seed)
+        elif section == "http":
+            results.rows += http_section(settings, sizes, progress, seed)
+        elif section == "persister":
+            results.persister = persister_section(settings, sizes, progress, seed)
+        elif section == "peers":
+            # Needs psycopg_pool (the 'bench' extra); imported only when the peers run.
+            from predmarket.bench.peer_runs import peers_section
+
+            results.rows += peers_section(settings, sizes, progress, seed)
+        else:
+            raise ValueError(f"unknown section {section!r}")
+        results.section_seconds[section] = time.perf_counter() - started
+    results.machine["load average at end"] = load_average()
+    if options.out is not None:
+        results.write_json(options.out / RESULTS_FILE)
+        progress(f"results written to {options.out / RESULTS_FILE}")
+        progress(write_chart(results, options.out / CHART_FILE))
+    return results

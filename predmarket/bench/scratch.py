@@ -1,0 +1,61 @@
+"""Throwaway key prefixes and databases: every workload starts empty and leaves nothing behind.
+
+The shared Redis is never flushed; a workload's keys are found by its own
+prefix and deleted. Databases are created under a fresh name and dropped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from sqlalchemy.engine import make_url
+
+from engine.keys import Keys
+from engine.settings import Settings
+from record.database import drop_database, ensure_database, migrate
+
+
+def delete_prefix(redis_url: str, prefix: str) -> int:
+    """Delete every key under ``prefix``; returns how many."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=Keys(prefix).pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                deleted += int(client.unlink(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(client.unlink(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+@contextmanager
+def scratch_prefix(settings: Settings, tag: str) -> Iterator[Settings]:
+    """``settings`` under a fresh key prefix; the prefix's keys are deleted afterwards."""
+    prefix = f"predbench-{tag}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield settings.model_copy(update={"key_prefix": prefix})
+    finally:
+        delete_prefix(settings.redis_url, prefix)
+
+
+@contextmanager
+def scratch_database(settings: Settings, tag: str, *, migrated: bool) -> Iterator[str]:
+    """The URL of a new database (empty, or at the newest schema); dropped afterwards."""
+    name = f"predbench_{tag}_{uuid.uuid4().hex[:8]}"
+    url = make_url(settings.database_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        if migrated:
+            migrate(url)
+        else:
+            ensure_database(url)
+        yield url
+    finally:
+        drop_database(url)

@@ -1,0 +1,125 @@
+"""``predmarket bench``: a tiny run of the engine and the peers end to end, and its small parts alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.settings import Settings
+from engine.state import Breach, MarketRecord, State, UserRecord
+from predmarket.bench.compare import state_differences
+from predmarket.bench.http_client import HttpConnection, ProtocolError, _parse_head
+from predmarket.bench.invariants import InvariantBroken, require
+from predmarket.bench.options import BenchOptions, Sizes, parse_sections
+from predmarket.bench.results import ENGINE, NAIVE_CAS, PG_ONLY
+from predmarket.bench.runner import RESULTS_FILE, run_bench
+from predmarket.cli import main as cli_main
+from tests.conftest import PG_SERVER_URL, REAL_REDIS, REDIS_URL, REQUIRE_REAL
+
+TINY = Sizes(
+    users=10, engine_processes=(1,), engine_markets=(1, 100), engine_concurrency=(1, 8),
+    engine_trades={1: 100, 8: 400}, peer_markets=(1, 100), peer_concurrency=(8,), peer_seconds=0.3,
+)
+
+
+@pytest.mark.slow
+def test_quick_bench_of_engine_and_peers(tmp_path: Path) -> None:
+    if not REAL_REDIS:
+        if REQUIRE_REAL:
+            pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
+        pytest.skip("the bench needs a real Redis (its workers are separate processes)")
+    settings = Settings(redis_url=REDIS_URL, database_url=PG_SERVER_URL)
+    lines: list[str] = []
+    results = run_bench(BenchOptions(settings, sections=("engine", "peers"), sizes=TINY, out=tmp_path,
+                                     quick=True, seed=7), say=lines.append)
+
+    expected = {(system, markets, tasks) for markets in (1, 100)
+                for system, tasks in ((ENGINE, 1), (ENGINE, 8), (PG_ONLY, 8), (NAIVE_CAS, 8))}
+    assert {(r.system, r.markets, r.concurrency) for r in results.rows} == expected
+    for row in results.rows:
+        assert row.trades > 0 and row.trades_per_s > 0, row
+        assert 0 < row.p50_ms <= row.p99_ms, row
+        assert (row.retries_per_trade is None) == (row.system == PG_ONLY), row
+    # Every workload's invariants were checked (a breach raises instead).
+    runs = [line for line in lines if " trades in " in line]
+    assert len(runs) == len(expected) and all(line.endswith("invariants hold") for line in runs)
+    assert {(r.peer, r.markets) for r in results.ratios()} == {(p, m) for p in (PG_ONLY, NAIVE_CAS) for m in (1, 100)}
+    assert all(r.factor > 0 for r in results.ratios())
+    written = json.loads((tmp_path / RESULTS_FILE).read_text())
+    assert len(written["rows"]) == len(expected) and written["machine"]["cpus"]
+
+
+def test_a_breach_names_itself() -> None:
+    state = State(users={"u1": UserRecord("u1", 5, 0)}, deposits=4)
+    with pytest.raises(InvariantBroken, match=r"after engine run: conservation"):
+        require("engine run", state)
+
+
+def test_state_differences_name_the_field() -> None:
+    market = MarketRecord("OPEN", "", 100, 3, 0, 70)
+    left = State(users={"u": UserRecord("u", 10, 0)}, markets={"m": market}, deposits=80)
+    right = State(users={"u": UserRecord("u", 11, 0)}, markets={"m": market}, deposits=80)
+    assert state_differences(left, left) == []
+    (difference,) = state_differences(left, right)
+    assert difference.startswith("user u: redis UserRecord(username='u', available=10")
+
+
+def test_sections_are_parsed_in_run_order() -> None:
+    assert parse_sections("peers, engine") == ("engine", "peers")
+    with pytest.raises(ValueError, match="unknown section"):
+        parse_sections("engine,warp")
+
+
+def test_http_head_parsing() -> None:
+    assert _parse_head(b"HTTP/1.1 201 Created\r\ncontent-length: 12\r\n\r\n") == (201, 12, True)
+    assert _parse_head(b"HTTP/1.1 503 X\r\nConnection: close\r\nContent-Length: 0\r\n\r\n") == (503, 0, False)
+    with pytest.raises(ProtocolError):
+        _parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+async def test_http_client_keeps_the_connection_alive() -> None:
+    accepted = 0
+    requests: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            requests.append(head + await reader.readexactly(length))
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = HttpConnection("127.0.0.1", port)
+    try:
+        for _ in range(3):
+            assert await conn.post(b"/v1/markets/m/trades", b"Bearer k", b'{"a":1}') == (201, b"{}")
+    finally:
+        await conn.close()
+        server.close()
+        await server.wait_closed()
+    assert accepted == 1 and len(requests) == 3
+    assert requests[0].startswith(b"POST /v1/markets/m/trades HTTP/1.1\r\n")
+    assert b"Authorization: Bearer k\r\n" in requests[0] and requests[0].endswith(b'{"a":1}')
+
+
+def test_bench_command_exits_1_naming_the_breach(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(options: BenchOptions, say: object) -> None:
+        raise InvariantBroken("engine, 1 process(es), 1 market(s), 8 tasks",
+                              [Breach("conservation", "all accounts and pools", "10.000000", "10.000001")])
+
+    monkeypatch.setattr("predmarket.bench.runner.run_bench", broken)
+    assert cli_main(["bench", "--only", "engine", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "BENCH FAILED" in out and "conservation [all accounts and pools]" in out and "8 tasks" in out
