@@ -23,7 +23,9 @@ def connect(url: str, timeout_s: float = 2.0, max_connections: int = 256) -> Red
         decode_responses=True,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        health_check_interval=0,
+        # A connection idle for a second is PINGed before use, so one left dead by a
+        # Redis restart is replaced instead of failing the next request.
+        health_check_interval=1,
         max_connections=max_connections,
     )
 

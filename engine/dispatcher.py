@@ -14,8 +14,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio import Redis
+
+from engine.channel import OrderedScript
 from engine.keys import Keys
-from engine.scripts import Scripts
+from engine.scripts import sources
 
 if TYPE_CHECKING:
     from engine.sequencer import SequencerStats
@@ -29,18 +32,25 @@ class MarketCall:
     future: asyncio.Future[list[Any]]
 
 
-class Dispatcher:
-    """Coalesces the sequencers' market batches into script calls, one call in flight at a time."""
+#: Script calls in flight at once: two, so Python prepares the next while Redis runs one
+#: (a sequencer sends its next batch speculatively, see engine.sequencer).
+IN_FLIGHT = 2
 
-    def __init__(self, scripts: Scripts, keys: Keys, idempotency_ttl_s: int, max_orders: int,
+
+class Dispatcher:
+    """Coalesces the sequencers' market batches into script calls, at most IN_FLIGHT at a time."""
+
+    def __init__(self, redis: Redis, keys: Keys, idempotency_ttl_s: int, max_orders: int,
                  stats: SequencerStats) -> None:
-        self._scripts = scripts
+        self._trade = OrderedScript(redis, sources()["trade"])
         self._head_keys = [keys.events, keys.trade_seq, keys.dirty]
         self._head_args: list[str | int] = [keys.prefix, idempotency_ttl_s]
         self._max_orders = max_orders
         self._queue: deque[MarketCall] = deque()
         self._task: asyncio.Task[None] | None = None
         self._stats = stats
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def call(self, market_keys: tuple[str, str], args: list[str | int], orders: int) -> list[Any]:
         """Send one market's batch (with whatever else is ready) and return that market's reply."""
@@ -55,15 +65,32 @@ class Dispatcher:
             while self._queue:
                 # Let the sequencers woken by the last reply queue their next batches first.
                 await asyncio.sleep(0)
-                calls = [self._queue.popleft()]
-                orders = calls[0].orders
-                while self._queue and orders + self._queue[0].orders <= self._max_orders:
-                    call = self._queue.popleft()
-                    calls.append(call)
-                    orders += call.orders
-                await self._send(calls)
+                calls = self._take()
+                await self._slots.acquire()
+                task = asyncio.create_task(self._send(calls))
+                self._sending.add(task)
+                task.add_done_callback(self._sent)
         finally:
             self._task = None
+
+    def _take(self) -> list[MarketCall]:
+        """The calls for the next script call: queue order, up to max_orders orders.
+
+        With no call in flight, only half of what waits: the rest goes in a second call
+        right behind it, so Redis runs one while Python handles the other's replies.
+        """
+        limit = len(self._queue) if self._sending else (len(self._queue) + 1) // 2
+        calls = [self._queue.popleft()]
+        orders = calls[0].orders
+        while self._queue and len(calls) < limit and orders + self._queue[0].orders <= self._max_orders:
+            call = self._queue.popleft()
+            calls.append(call)
+            orders += call.orders
+        return calls
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._slots.release()
 
     async def _send(self, calls: list[MarketCall]) -> None:
         keys = list(self._head_keys)
@@ -73,7 +100,7 @@ class Dispatcher:
             args += call.args
         self._stats.script_calls += 1
         try:
-            replies = await self._scripts.run("trade", keys, args)
+            replies = await self._trade(keys, args)
         except BaseException as exc:
             for call in calls:
                 if not call.future.done():
@@ -84,3 +111,6 @@ class Dispatcher:
         for call, reply in zip(calls, replies, strict=True):
             if not call.future.done():
                 call.future.set_result(reply)
+
+    async def close(self) -> None:
+        await self._trade.close()

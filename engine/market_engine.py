@@ -59,6 +59,7 @@ class MarketEngine:
         await self.accounts.ensure_house()
 
     async def close(self) -> None:
+        await self._trading.dispatcher.close()
         await self.redis.aclose()
 
     async def execute_trade(self, order: Order) -> Trade:

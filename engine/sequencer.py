@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
@@ -27,6 +30,12 @@ from engine.models import MarketStatus, Order, Outcome, Side, Trade
 from engine.orders import Fill, check_slippage, fill
 from engine.scripts import Scripts
 from engine.units import format_micro, parse_micro
+
+#: A queue at least this long is sent as two pipelined batches rather than one.
+SPLIT_FROM = 8
+#: After a conflict (another process traded the market), stop speculating for this long:
+#: a batch priced ahead would mostly conflict again, costing a script call each time.
+CONTENDED_S = 0.05
 
 
 @dataclass(slots=True)
@@ -57,6 +66,17 @@ class _Pending:
 
 
 @dataclass(slots=True)
+class _Attempt:
+    """A batch sent to Redis whose reply has not been handled yet."""
+
+    batch: list[_Pending]
+    priced: list[_Priced]
+    call: asyncio.Future[list[Any]]
+    #: the market's state if every order applies as priced; None: do not speculate on it
+    predicted: MarketState | None
+
+
+@dataclass(slots=True)
 class _Priced:
     pending: _Pending
     fill: Fill | None  # None: rejected by the engine before Redis, see `rejection`
@@ -77,12 +97,25 @@ class TradeContext:
         self.max_conflicts = max_conflicts
         self.idempotency_ttl_s = idempotency_ttl_s
         self.stats = SequencerStats()
-        self.dispatcher = Dispatcher(scripts, keys, idempotency_ttl_s, max_batch, self.stats)
+        self.dispatcher = Dispatcher(redis, keys, idempotency_ttl_s, max_batch, self.stats)
 
 
 def _state_from(fields: list[Any]) -> MarketState:
     version, status, q_yes, q_no, pool = fields
     return MarketState(str(version), MarketStatus(status), int(q_yes), int(q_no), int(pool))
+
+
+def _predict(state: MarketState, priced: list[_Priced]) -> MarketState | None:
+    """The state ``priced`` leaves if every order executes; None when that is not the expected case."""
+    if state.status is not MarketStatus.OPEN or any(p.fill is None for p in priced):
+        return None
+    last = priced[-1].fill
+    assert last is not None
+    pool = state.pool
+    for p in priced:
+        assert p.fill is not None
+        pool += p.fill.cost if p.pending.order.side is Side.BUY else -p.fill.cost
+    return MarketState(str(int(state.version) + len(priced)), state.status, last.q_yes, last.q_no, pool)
 
 
 def _error(code: str, message: str) -> EngineError:
@@ -120,6 +153,7 @@ class MarketSequencer:
         self._task: asyncio.Task[None] | None = None
         self._b: int | None = None
         self._state: MarketState | None = None
+        self._contended_until = 0.0
         self._market_keys = (ctx.keys.market(market_id), ctx.keys.market_positions(market_id))
 
     @property
@@ -135,28 +169,90 @@ class MarketSequencer:
         return await future
 
     async def _drain(self) -> None:
+        """Send batches until the queue is empty, keeping one speculative batch in flight.
+
+        While batch N is in flight, batch N+1 is priced against the state N should
+        leave (its fills applied) and sent at once, so pricing overlaps Redis's
+        work. If N does not end exactly as predicted (a rejection, another
+        process's trade), N+1 fails its state check and is simply re-priced.
+        """
         try:
-            while self._queue:
-                take = min(len(self._queue), self._ctx.max_batch)
-                batch = [self._queue.popleft() for _ in range(take)]
-                batch = [p for p in batch if not p.future.done()]  # caller gave up
-                try:
-                    await self._execute(batch)
-                except EngineError as exc:
-                    self._fail(batch, exc)
-                except UNREACHABLE as exc:
-                    # The outcome of an unanswered call is unknown: forget the
-                    # cached state and let clients retry with their Idempotency-Key.
-                    self._state = None
-                    self._fail(batch, Unavailable(f"Redis is unreachable: {exc.__class__.__name__}"))
-                except Exception as exc:
-                    # Anything else (an error reply such as OOM or MISCONF, a bug) must not
-                    # leave this batch's callers, or the orders queued behind it, waiting forever.
-                    self._state = None
-                    self._fail(batch, Unavailable(f"Redis refused the trade: {exc}")
-                               if isinstance(exc, RedisError) else exc)
+            ahead: _Attempt | None = None
+            while self._queue or ahead is not None:
+                # With nothing in flight, send only half of a long queue: the other half
+                # follows speculatively at once, so Redis runs one while Python prices the next.
+                current = ahead or await self._guarded(self._take(split=self._alone()), self._first_attempt)
+                ahead = None
+                if current is None:
+                    continue
+                predicted = current.predicted
+                if self._queue and predicted is not None and self._alone():
+                    ahead = await self._guarded(self._take(), partial(self._attempt, state=predicted))
+                await self._guarded(current, self._finish)
         finally:
             self._task = None
+
+    def _alone(self) -> bool:
+        """No other process changed this market lately: speculating on its state pays off."""
+        return time.monotonic() >= self._contended_until
+
+    def _take(self, split: bool = False) -> list[_Pending]:
+        waiting = len(self._queue)
+        take = min((waiting + 1) // 2 if split and waiting >= SPLIT_FROM else waiting, self._ctx.max_batch)
+        batch = [self._queue.popleft() for _ in range(take)]
+        return [p for p in batch if not p.future.done()]  # callers that gave up
+
+    async def _guarded(self, work: Any, step: Callable[[Any], Awaitable[Any]]) -> Any:
+        """Run ``step(work)``; on failure, fail the orders of ``work`` (never leave a caller waiting)."""
+        batch = work.batch if isinstance(work, _Attempt) else work
+        if not batch:
+            return None
+        try:
+            return await step(work)
+        except EngineError as exc:
+            self._fail(batch, exc)
+        except UNREACHABLE as exc:
+            # The outcome of an unanswered call is unknown: forget the
+            # cached state and let clients retry with their Idempotency-Key.
+            self._state = None
+            self._fail(batch, Unavailable(f"Redis is unreachable: {exc.__class__.__name__}"))
+        except Exception as exc:
+            # Anything else (an error reply such as OOM or MISCONF, a bug) must not
+            # leave this batch's callers, or the orders queued behind it, waiting forever.
+            self._state = None
+            self._fail(batch, Unavailable(f"Redis refused the trade: {exc}")
+                       if isinstance(exc, RedisError) else exc)
+        return None
+
+    async def _first_attempt(self, batch: list[_Pending]) -> _Attempt | None:
+        state = self._state or await self._load()
+        self._state = state
+        return await self._attempt(batch, state)
+
+    async def _attempt(self, batch: list[_Pending], state: MarketState) -> _Attempt | None:
+        """Price ``batch`` against ``state`` and send it; the reply is awaited later, in ``_finish``."""
+        priced = self._price(batch, state)
+        if not priced:
+            return None
+        call = asyncio.ensure_future(self._ctx.dispatcher.call(
+            self._market_keys, self._market_call(priced, state), len(priced)))
+        return _Attempt(batch, priced, call, _predict(state, priced))
+
+    async def _finish(self, attempt: _Attempt) -> None:
+        reply = await attempt.call
+        if reply[0] == "NOT_FOUND":
+            self._state = None
+            raise NotFound(f"no market {self.market_id}")
+        if reply[0] == "CONFLICT":
+            self._state = _state_from(reply[1:6])
+            self._ctx.stats.conflicts += 1
+            self._contended_until = time.monotonic() + CONTENDED_S
+            await self._execute([p.pending for p in attempt.priced], conflicts=1)
+            return
+        self._state = _state_from(reply[1:6])
+        again = self._resolve(attempt.priced, reply[7], int(str(reply[6])))
+        if again:
+            await self._execute(again)
 
     @staticmethod
     def _fail(batch: list[_Pending], error: Exception) -> None:
@@ -173,9 +269,11 @@ class MarketSequencer:
         self._b = int(fields[5])
         return _state_from(fields[:5])
 
-    async def _execute(self, batch: list[_Pending]) -> None:
+    async def _execute(self, batch: list[_Pending], conflicts: int = 0) -> None:
+        """Price, send and resolve ``batch`` one attempt at a time (the non-speculative path)."""
         pending = batch
-        conflicts = 0
+        if conflicts > self._ctx.max_conflicts:
+            raise Unavailable(f"market {self.market_id} is too contended; retry")
         while pending:
             state = self._state or await self._load()
             self._state = state
@@ -190,6 +288,7 @@ class MarketSequencer:
             if reply[0] == "CONFLICT":
                 self._state = _state_from(reply[1:6])
                 self._ctx.stats.conflicts += 1
+                self._contended_until = time.monotonic() + CONTENDED_S
                 conflicts += 1
                 if conflicts > self._ctx.max_conflicts:
                     raise Unavailable(f"market {self.market_id} is too contended; retry")

@@ -435,18 +435,18 @@ async def test_bounded_conflict_retries_give_unavailable_and_apply_nothing(
     user = (await make_user(1_000)).user_id
     await eng.execute_trade(buy(user, market, YES, 5))
     market_key = eng.keys.market(market)
-    run = eng.scripts.run
+    dispatcher = eng._trading.dispatcher
+    run = dispatcher._trade
     calls = 0
 
-    async def always_behind(name: str, keys: list[str], args: list[str | int]) -> Any:
+    async def always_behind(keys: list[str], args: list[str | int]) -> Any:
         """Another process trades the market just before each of our trade scripts."""
         nonlocal calls
-        if name == "trade":
-            calls += 1
-            await eng.redis.hincrby(market_key, "version", 1)
-        return await run(name, keys, args)
+        calls += 1
+        await eng.redis.hincrby(market_key, "version", 1)
+        return await run(keys, args)
 
-    monkeypatch.setattr(eng.scripts, "run", always_behind)
+    monkeypatch.setattr(dispatcher, "_trade", always_behind)
     before = await snapshot(eng.redis, eng.keys.prefix)
     version_before = int(await eng.redis.hget(market_key, "version"))
     with pytest.raises(Unavailable, match="contended"):
@@ -458,7 +458,7 @@ async def test_bounded_conflict_retries_give_unavailable_and_apply_nothing(
     after[market_key]["version"] = str(version_before)  # type: ignore[index]
     assert after == before  # nothing applied, no event
 
-    monkeypatch.setattr(eng.scripts, "run", run)
+    monkeypatch.setattr(dispatcher, "_trade", run)
     trade = await eng.execute_trade(buy(user, market, YES, 5))
     assert trade.trade_id == 2
     await assert_replay_matches(eng.redis, eng.keys)
