@@ -167,7 +167,7 @@ WITH snap AS (
     WHERE t.trade_id > COALESCE(s.last_trade_id, 0)
     GROUP BY t.market_id
 ), pool_out AS (
-    SELECT l.market_id, SUM(l.amount) AS d_pool, MAX(l.created_at) AS last_at
+    SELECT l.market_id, SUM(l.amount) AS d_pool, MAX(l.created_at) AS last_at, COUNT(*) AS n
     FROM ledger l LEFT JOIN snap s USING (market_id)
     WHERE l.kind IN ('payout', 'house_return') AND l.account = 'pool:' || l.market_id
       AND (s.last_event IS NULL
@@ -190,7 +190,7 @@ SELECT m.market_id, m.name, m.status, m.outcome, m.liquidity_b, m.created_at, m.
        COALESCE(sub.pool, 0) AS subsidy,
        COALESCE(a.d_yes, 0) AS d_yes, COALESCE(a.d_no, 0) AS d_no, COALESCE(a.d_pool, 0) AS d_trade_pool,
        COALESCE(a.n, 0) AS n_after, a.last_trade_id, a.last_at,
-       COALESCE(o.d_pool, 0) AS d_out_pool, o.last_at AS out_at,
+       COALESCE(o.d_pool, 0) AS d_out_pool, o.last_at AS out_at, COALESCE(o.n, 0) AS n_out,
        COALESCE(p.total, 0) AS payouts_total, COALESCE(p.holders, 0) AS holders_paid,
        COALESCE(h.yes, 0) AS held_yes, COALESCE(h.no, 0) AS held_no
 FROM markets m
@@ -212,7 +212,8 @@ def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tup
         pool = micro(r.snap_pool if snapshot else r.subsidy) + micro(r.d_trade_pool) + micro(r.d_out_pool)
         settled = r.status in ("RESOLVED", "SETTLED")
         # The version is a concurrency token: it only has to move on from the snapshot's.
-        version = (r.snap_version if snapshot else 1) + r.n_after + (r.status != r.snap_status)
+        # Any change after the snapshot moves it on (payouts too), so the idle flush can write it.
+        version = (r.snap_version if snapshot else 1) + r.n_after + r.n_out + (r.status != r.snap_status)
         updated = max(t for t in (r.row_updated, r.snap_updated, r.last_at, r.out_at) if t is not None)
         write("hset", keys.market(r.market_id), mapping={
             "name": r.name, "status": r.status, "outcome": r.outcome or "", "b": micro(r.liquidity_b),
@@ -224,6 +225,11 @@ def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tup
             "last_trade_id": r.last_trade_id or (r.snap_last_trade if snapshot else 0), "last_event": "0-0",
         })
         write("zadd", keys.markets, {r.market_id: epoch_ms(r.created_at)})
+        if version != r.snap_version:
+            # Replayed past its snapshot: PostgreSQL's markets row is behind too. Dirty, the idle
+            # flush rewrites it (else it stayed stale, and the hot set would archive a SETTLED
+            # market and later reload it from that stale row).
+            write("zadd", keys.dirty, {r.market_id: epoch_ms(updated)})
         n += 1
         replayed += r.n_after
     say("markets", n)
