@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -17,8 +17,12 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOn
 
 
 def connect(url: str, timeout_s: float = 2.0, max_connections: int = 256) -> Redis:
-    """An asyncio Redis client whose calls fail within ``timeout_s`` instead of hanging."""
-    return Redis.from_url(
+    """An asyncio Redis client whose calls fail within ``timeout_s`` instead of hanging.
+
+    At most ``max_connections`` connections; a burst beyond that waits (up to
+    ``timeout_s``) for a free one instead of failing at once.
+    """
+    pool = BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
         socket_timeout=timeout_s,
@@ -27,7 +31,9 @@ def connect(url: str, timeout_s: float = 2.0, max_connections: int = 256) -> Red
         # Redis restart is replaced instead of failing the next request.
         health_check_interval=1,
         max_connections=max_connections,
+        timeout=timeout_s,
     )
+    return Redis(connection_pool=pool)
 
 
 @contextmanager

@@ -84,6 +84,11 @@ def redis_service(env_url: str | None, workdir: str) -> Service:
         return Service(env_url, "environment")
     if redis_answers(DEFAULT_REDIS):
         return Service(DEFAULT_REDIS, "local server")
+    return private_redis(workdir, appendonly=True)
+
+
+def private_redis(workdir: str, *, appendonly: bool) -> Service:
+    """A redis-server of our own on a free port, its data in ``workdir``; ``stop`` ends it."""
     binary = find_binary("redis-server")
     if binary is None:
         raise ServiceUnavailable(
@@ -94,7 +99,7 @@ def redis_service(env_url: str | None, workdir: str) -> Service:
     os.makedirs(data, exist_ok=True)
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", data, "--save", "",
-         "--appendonly", "yes", "--appendfsync", "everysec"],
+         "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
 

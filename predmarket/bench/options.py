@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.settings import Settings
 
-SECTIONS = ("engine", "http", "persister", "peers")
+SECTIONS = ("engine", "http", "persister", "peers", "hotset")
 
 
 def _engine_trades() -> dict[int, int]:
@@ -43,6 +43,12 @@ class Sizes:
     peer_seconds: float = 2.0
     #: PostgreSQL connections of the PostgreSQL-only peer, at most (max_connections is 100 here)
     pg_pool_max: int = 32
+    #: the hot set (issue 7): a large population, a small active part
+    hotset_users: int = 200_000
+    hotset_markets: int = 5_000
+    hotset_hot: int = 1_000
+    #: round trips (a buy and its sell) by the hot users
+    hotset_trades: int = 10_000
 
     def trades_for(self, concurrency: int) -> int:
         if concurrency in self.engine_trades:
@@ -54,6 +60,7 @@ FULL = Sizes()
 QUICK = Sizes(
     users=20, engine_processes=(1,), engine_concurrency=(1, 32), engine_trades={1: 300, 32: 3_000},
     http_seconds=1.5, http_warmup_s=0.2, persister_trades=5_000, peer_concurrency=(32,), peer_seconds=0.5,
+    hotset_users=2_000, hotset_markets=100, hotset_hot=100, hotset_trades=500,
 )
 
 

@@ -61,6 +61,26 @@ def persister_table(results: BenchResults) -> Table | None:
     return table
 
 
+def hotset_table(results: BenchResults) -> Table | None:
+    h = results.hotset
+    if h is None:
+        return None
+    table = Table(title=f"hot set: {h.users:,} users, {h.markets:,} markets, {h.hot_users:,} of them trading",
+                  show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("Redis memory, everything resident (no eviction)", f"{h.memory_without_mb:,.1f} MiB"),
+        ("Redis memory after the janitor evicted the idle", f"{h.memory_with_mb:,.1f} MiB"),
+        ("users left in Redis", f"{h.users_in_redis_after:,}"),
+        ("first request for an evicted user p50 / p99",
+         f"{h.evicted_first_p50_ms:.2f} / {h.evicted_first_p99_ms:.2f} ms"),
+        ("request for a hot user p50 / p99", f"{h.hot_p50_ms:.2f} / {h.hot_p99_ms:.2f} ms"),
+    ):
+        table.add_row(name, value)
+    return table
+
+
 def ratios_table(results: BenchResults) -> Table | None:
     ratios = results.ratios()
     if not ratios:
@@ -102,7 +122,7 @@ def print_report(console: Console, results: BenchResults) -> None:
     console.print(machine_table(results))
     if results.rows:
         console.print(throughput_table(results))
-    for table in (persister_table(results), ratios_table(results)):
+    for table in (persister_table(results), hotset_table(results), ratios_table(results)):
         if table is not None:
             console.print(table)
     for line in headline(results):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ENGINE, HTTP, PG_ONLY, NAIVE_CAS = "engine", "http", "pg-only", "naive-cas"
 PEERS = (PG_ONLY, NAIVE_CAS)
@@ -36,6 +36,10 @@ class Row:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "trades_per_s": round(self.trades_per_s, 1)}
+
+
+if TYPE_CHECKING:
+    from predmarket.bench.hotset_runs import HotsetResult
 
 
 @dataclass
@@ -80,6 +84,7 @@ class BenchResults:
     started_at: str
     rows: list[Row] = field(default_factory=list)
     persister: PersisterResult | None = None
+    hotset: HotsetResult | None = None
     section_seconds: dict[str, float] = field(default_factory=dict)
 
     def find(self, system: str, markets: int, concurrency: int, processes: int = 1) -> Row | None:
@@ -106,6 +111,7 @@ class BenchResults:
             "section_seconds": {k: round(v, 1) for k, v in self.section_seconds.items()},
             "rows": [r.to_dict() for r in self.rows],
             "persister": self.persister.to_dict() if self.persister else None,
+            "hotset": self.hotset.to_dict() if self.hotset else None,
             "ratios": [{**asdict(r), "factor": round(r.factor, 2)} for r in self.ratios()],
         }
 

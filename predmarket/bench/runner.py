@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from predmarket.bench.chart import write_chart
 from predmarket.bench.engine_runs import engine_section
+from predmarket.bench.hotset_runs import hotset_section
 from predmarket.bench.http_runs import http_section
 from predmarket.bench.machine import load_average, machine_facts
 from predmarket.bench.options import BenchOptions
@@ -37,6 +38,8 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> Benc
             results.rows += http_section(settings, sizes, progress, seed)
         elif section == "persister":
             results.persister = persister_section(settings, sizes, progress, seed)
+        elif section == "hotset":
+            results.hotset = hotset_section(settings, sizes, progress, seed)
         elif section == "peers":
             # Needs psycopg_pool (the 'bench' extra); imported only when the peers run.
             from predmarket.bench.peer_runs import peers_section
