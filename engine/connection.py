@@ -33,7 +33,7 @@ def connect(url: str, timeout_s: float = 2.0, max_connections: int = 256) -> Red
         max_connections=max_connections,
         timeout=timeout_s,
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from predmarket import __version__
 from predmarket.commands import audit, bench, demo, migrate, persister, recover, serve, simulate
+from predmarket.errors import explain
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -29,7 +30,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Command = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        message = explain(exc)
+        if message is None:
+            raise  # a bug: the traceback is the useful answer
+        print(f"predmarket {args.command}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -174,3 +174,25 @@ async def test_drained_pool_names_the_market(
     assert {b.invariant for b in breaches} == {"conservation", "solvency"}
     solvency = next(b for b in breaches if b.invariant == "solvency")
     assert f"market {market}" in str(solvency) and "pool >= 20.000000" in str(solvency)
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"PM_REDIS_URL": "redis://127.0.0.1:1/0"}, "cannot reach Redis at redis://127.0.0.1:1/0"),
+    ({"PM_MAX_BATCH": "abc"}, "PM_MAX_BATCH"),
+    ({"PM_ENVIRONMENT": "production", "PM_ADMIN_TOKEN": "changeme"}, "PM_ADMIN_TOKEN must be set"),
+])
+def test_wrong_configuration_is_explained_not_a_traceback(env: dict[str, str], expected: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "predmarket.cli", "simulate", "--trades", "1"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unreachable_postgresql_is_explained() -> None:
+    env = {**os.environ, "PM_DATABASE_URL": "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/x"}
+    done = subprocess.run([sys.executable, "-m", "predmarket.cli", "migrate"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2
+    assert "cannot reach PostgreSQL" in done.stderr and "hunter2" not in done.stderr
+    assert "Traceback" not in done.stderr

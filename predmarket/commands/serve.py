@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from typing import Any
 
 import uvicorn
 
 from api.logs import configure
-from engine.settings import get_settings
+from engine.settings import PLACEHOLDER_TOKENS, get_settings
 
 
 def register(sub: Any) -> None:
@@ -27,7 +28,10 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    get_settings()  # fail now, with a clear message, on bad configuration
+    settings = get_settings()  # fail now, with a clear message, on bad configuration
+    if settings.admin_token in PLACEHOLDER_TOKENS:
+        print("predmarket serve: warning: PM_ADMIN_TOKEN is a development placeholder; set a real secret "
+              "(PM_ENVIRONMENT=production refuses to start without one)", file=sys.stderr)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics here so that /metrics sums all of them.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predmarket-metrics-")

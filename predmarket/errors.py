@@ -1,0 +1,39 @@
+"""What the console command says, instead of a traceback, when the configuration or a store is wrong."""
+
+from __future__ import annotations
+
+import os
+
+import pydantic
+import redis.exceptions
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+
+from engine.errors import Unavailable
+
+
+def _safe(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def explain(exc: BaseException) -> str | None:
+    """A one-paragraph explanation of a known operational failure, or None for a real bug."""
+    if isinstance(exc, pydantic.ValidationError):
+        lines = [(f"  PM_{'_'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "  ")
+                 + str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
+        return "configuration error:\n" + "\n".join(lines)
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, Unavailable)):
+        url = os.environ.get("PM_REDIS_URL", "redis://127.0.0.1:6379/0")
+        return (f"cannot reach Redis at {url} ({exc}).\n"
+                "  Is it running? Set PM_REDIS_URL to point at it.")
+    if isinstance(exc, (OperationalError, DBAPIError)) and "connect" in str(exc).lower():
+        url = os.environ.get("PM_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/predmarket")
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+        return (f"cannot reach PostgreSQL at {_safe(url)} ({first}).\n"
+                "  Is it running? Set PM_DATABASE_URL to point at it.")
+    if isinstance(exc, ArgumentError):
+        return f"configuration error: {exc}"
+    return None
