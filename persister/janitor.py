@@ -56,22 +56,26 @@ class Janitor:
     def enabled(self) -> bool:
         return self.user_ttl_ms > 0 or self.market_after_ms > 0
 
-    def round(self, committed: str | None) -> None:
-        """One bounded round of eviction and archiving; nothing happens before anything is committed."""
+    def round(self, committed: str | None, now_ms: int | None = None) -> None:
+        """One bounded round of eviction and archiving; nothing happens before anything is committed.
+
+        ``now_ms`` (default: Redis's clock) is the moment idleness is measured from.
+        """
         if committed is None:
             return
-        seconds, micros = self.redis.time()
-        now_ms = seconds * 1000 + micros // 1000
+        if now_ms is None:
+            seconds, micros = self.redis.time()
+            now_ms = seconds * 1000 + micros // 1000
         if self.user_ttl_ms > 0:
             self._users(committed, now_ms)
         if self.market_after_ms > 0:
             self._markets(committed, now_ms)
 
-    def sweep(self, committed: str | None) -> None:
+    def sweep(self, committed: str | None, now_ms: int | None = None) -> None:
         """Rounds until the user scan has covered the whole keyspace once (tools and tests)."""
-        self.round(committed)
+        self.round(committed, now_ms)
         while self._cursor != 0:
-            self.round(committed)
+            self.round(committed, now_ms)
 
     def _users(self, committed: str, now_ms: int) -> None:
         prefix = self.keys.user("")

@@ -153,10 +153,10 @@ def _run(settings: Settings, sizes: Sizes, say: Callable[[str], None]) -> Hotset
     say("hot set: draining the setup into PostgreSQL")
     _drain(build(settings, consumer="hotset"), client, f"{settings.key_prefix}:events")
     without = _used_mb(client)
-    # Evict everyone idle since the setup: the cold population, not the hot set that traded after it.
-    idle_s = max(0.001, (time.time() * 1000 - created_ms) / 1000 - 0.001)
-    janitor = build(settings, consumer="hotset-janitor", user_idle_ttl_s=idle_s)
-    janitor.janitor.sweep(janitor.stream.committed())
+    # Evict everyone idle since the setup (the cold population), not the hot set that traded after it:
+    # idleness measured at the end of the setup, with a 1 ms TTL.
+    janitor = build(settings, consumer="hotset-janitor", user_idle_ttl_s=0.001)
+    janitor.janitor.sweep(janitor.stream.committed(), now_ms=created_ms)
     janitor.close()
     with_eviction = _used_mb(client)
     in_redis = sum(1 for k in client.scan_iter(match="hot:u:*", count=5000) if not k.endswith(":pos"))
