@@ -195,6 +195,10 @@ class Stack:
             "PM_ADMIN_TOKEN": self.admin_token, "PM_IDLE_FLUSH_S": "0.2", "PM_CLAIM_IDLE_S": "1",
             "PM_RATE_LIMIT_PER_S": "0", "PYTHONUNBUFFERED": "1",
         })
+        if os.environ.get("PM_TEST_AGGRESSIVE_EVICTION") == "1":
+            # The hot set at its most eager: every idle user and settled market leaves Redis
+            # after a second; the contract must hold all the same (`make test-evicting`).
+            env.update({"PM_USER_IDLE_TTL_S": "1", "PM_MARKET_ARCHIVE_AFTER_S": "1"})
         env.update(self.overrides)
         return env
 
