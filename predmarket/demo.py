@@ -31,7 +31,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from predmarket.http_sim import HttpStats, setup_http, trade_forever
-from predmarket.services import Service, free_port, postgres_service, redis_service
+from predmarket.services import Service, free_port, postgres_service, redis_service, wait_ready
 
 SPARK = "▁▂▃▄▅▆▇█"
 MARKET_NAMES = [
@@ -104,16 +104,8 @@ class Demo:
         self.processes.append(subprocess.Popen([sys.executable, "-m", "predmarket.cli", *args], env=self.env,
                                                stdout=log, stderr=log, start_new_session=True))
 
-    def _wait_ready(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        for url in self.urls:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
-                    raise RuntimeError(f"the API at {url} did not become ready; see {self.workdir}/processes.log")
-                time.sleep(0.1)
+    def _wait_ready(self) -> None:
+        wait_ready(self.urls, self.processes, f"{self.workdir}/processes.log")
 
     @property
     def urls(self) -> list[str]:

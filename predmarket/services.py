@@ -7,6 +7,7 @@ installed; otherwise a clear message saying what to install.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -14,9 +15,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import httpx
 import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -167,3 +169,17 @@ def postgres_service(env_url: str | None, workdir: str) -> Service:
         stop()
         raise
     return Service(url, f"private server in {data}", stop)
+
+
+def wait_ready(urls: list[str], processes: Sequence[subprocess.Popen[bytes]], log_hint: str,
+               timeout_s: float = 30.0) -> None:
+    """Wait until every API URL answers /readyz 200; fail early if one of ``processes`` exits."""
+    deadline = time.monotonic() + timeout_s
+    for url in urls:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise RuntimeError(f"the API at {url} did not become ready; see {log_hint}")
+            time.sleep(0.1)

@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.errors import EngineError
 from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order, Outcome, Side
+from engine.models import HOUSE, Order
 from engine.settings import Settings
 from engine.units import MICRO
+from predmarket.workload import RandomTrades
 from record.loader import PgLoader
 
 USER_FUNDS = 1_000_000 * MICRO
@@ -96,34 +97,23 @@ async def _trade_loop(
     engine: MarketEngine, users: list[str], markets: list[str], count: int,
     concurrency: int, rng: random.Random, result: WorkerResult, tick: Callable[[], None],
 ) -> None:
-    held: dict[tuple[str, str, Outcome], int] = {}
+    trades = RandomTrades(rng, users, markets)
     remaining = count
 
     async def one() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            user, market = rng.choice(users), rng.choice(markets)
-            outcome = rng.choice((Outcome.YES, Outcome.NO))
-            shares = rng.randint(10, 100) * MICRO
-            side = rng.choice((Side.BUY, Side.SELL))
-            slot = (user, market, outcome)
-            if side is Side.SELL:
-                if held.get(slot, 0) >= shares:
-                    held[slot] -= shares  # reserved now, so concurrent sells cannot oversell
-                else:
-                    side = Side.BUY
+            o = trades.next()
             start = time.perf_counter()
             try:
-                await engine.execute_trade(Order(user, market, side, outcome, shares=shares))
+                await engine.execute_trade(Order(o.user, o.market, o.side, o.outcome, shares=o.shares))
             except EngineError as exc:
                 result.rejected[exc.code] = result.rejected.get(exc.code, 0) + 1
-                if side is Side.SELL:
-                    held[slot] += shares
+                trades.done(o, executed=False)
             else:
                 result.latencies.append(time.perf_counter() - start)
-                if side is Side.BUY:
-                    held[slot] = held.get(slot, 0) + shares
+                trades.done(o, executed=True)
             tick()
 
     await asyncio.gather(*(one() for _ in range(concurrency)))

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-import httpx
-
-from predmarket.services import free_port
+from predmarket.services import free_port, wait_ready
 
 
 class Replicas:
@@ -47,16 +43,8 @@ class Replicas:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    def _wait_ready(self, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        for url in self.urls:
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > deadline or any(p.poll() is not None for p in self._processes):
-                    raise RuntimeError(f"the API at {url} did not become ready; see {self.log_path}")
-                time.sleep(0.1)
+    def _wait_ready(self) -> None:
+        wait_ready(self.urls, self._processes, str(self.log_path))
 
     def stop(self) -> None:
         for process in self._processes:
