@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.markup import escape
 
 from engine.keys import Keys
 from engine.settings import get_settings
 from persister.audit import audit
-from record.database import make_engine
+from predmarket.commands.stores import stores
 
 
 def register(sub: Any) -> None:
@@ -30,13 +29,8 @@ def register(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
     console = Console()
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=60)
-    pg = make_engine(settings.database_url)
-    try:
+    with stores(settings) as (client, pg):
         report = audit(pg, client, settings.redis_url, Keys(settings.key_prefix), wait_s=args.wait)
-    finally:
-        pg.dispose()
-        client.close()
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(report.counts.items()))
     if report.ok:
         console.print(f"[green]audit passed[/green]: every invariant holds ({counts})")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import redis
 from rich.console import Console
 
 from engine.keys import Keys
 from engine.settings import get_settings
 from persister.recover import RecoveryRefused, recover
-from record.database import make_engine
+from predmarket.commands.stores import stores
 
 
 def register(sub: Any) -> None:
@@ -28,10 +27,8 @@ def register(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
     console = Console()
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=60)
-    pg = make_engine(settings.database_url)
     try:
-        with console.status("recovering") as status:
+        with stores(settings) as (client, pg), console.status("recovering") as status:
             report = recover(
                 pg, client, Keys(settings.key_prefix), force=args.force,
                 idempotency_ttl_s=settings.idempotency_ttl_s,
@@ -40,9 +37,6 @@ def main(args: argparse.Namespace) -> int:
     except RecoveryRefused as exc:
         console.print(f"[red]refused:[/red] {exc}")
         return 2
-    finally:
-        pg.dispose()
-        client.close()
     console.print(
         f"[green]recovered[/green] {report.users:,} users, {report.positions:,} positions, "
         f"{report.markets:,} markets ({report.trades_replayed:,} trades replayed after their snapshots), "

@@ -1,0 +1,24 @@
+"""Both stores for one command run (audit, recover): opened once, always closed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from sqlalchemy import Engine
+
+from engine.settings import Settings
+from record.database import make_engine
+
+
+@contextmanager
+def stores(settings: Settings) -> Iterator[tuple[redis.Redis, Engine]]:
+    """A synchronous Redis client (long timeout: bulk work) and a PostgreSQL engine."""
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=60)
+    pg = make_engine(settings.database_url)
+    try:
+        yield client, pg
+    finally:
+        pg.dispose()
+        client.close()
