@@ -140,6 +140,11 @@ def postgres_service(env_url: str | None, workdir: str) -> Service:
         return Service(env_url, "environment")
     if pg_answers(DEFAULT_PG):
         return Service(DEFAULT_PG, "local server")
+    return private_postgres(workdir)
+
+
+def private_postgres(workdir: str) -> Service:
+    """A PostgreSQL cluster of our own (initdb + pg_ctl) on a free port in ``workdir``; ``stop`` ends it."""
     initdb, pg_ctl = find_binary("initdb"), find_binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         raise ServiceUnavailable(
