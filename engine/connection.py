@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Connection, Redis
 from redis.exceptions import BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -16,14 +17,34 @@ from engine.errors import Unavailable
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)
 
 
+class _Connection(Connection):
+    """redis-py's TCP connection, translating uvloop's way of saying "the socket is gone".
+
+    Writing on a transport that closed under it (a Redis that just died) makes uvloop
+    raise RuntimeError, which redis-py passes through; it is a lost connection like any
+    other, and must become UNAVAILABLE (503), not a 500.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except RuntimeError as exc:
+            if "closed" not in str(exc):
+                raise
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"connection lost: {exc}") from exc
+
+
 def connect(url: str, timeout_s: float = 2.0, max_connections: int = 256) -> Redis:
     """An asyncio Redis client whose calls fail within ``timeout_s`` instead of hanging.
 
     At most ``max_connections`` connections; a burst beyond that waits (up to
     ``timeout_s``) for a free one instead of failing at once.
     """
+    options: dict[str, Any] = {"connection_class": _Connection} if url.startswith("redis://") else {}
     pool = BlockingConnectionPool.from_url(
         url,
+        **options,
         decode_responses=True,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
