@@ -22,6 +22,15 @@ LATENCY = Histogram(
 ERRORS = Counter("predmarket_errors_total", "Error responses by contract code", ["code"])
 TRADES = Counter("predmarket_trades_total", "Trades executed through this API")
 CONFLICTS = Counter("predmarket_cas_conflicts_total", "Trade script calls repeated after a version conflict")
+_conflicts_seen = 0
+
+
+def observe_conflicts(total: int) -> None:
+    """Carry the engine's conflict count (per process) into the counter, so each worker reports its own."""
+    global _conflicts_seen
+    if total > _conflicts_seen:
+        CONFLICTS.inc(total - _conflicts_seen)
+        _conflicts_seen = total
 
 PERSISTER_FIELDS = {
     "lag_entries": "Stream entries the persister has not acknowledged",

@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, text
 from engine.keys import Keys
 from engine.units import micro_from_decimal
 from tests.api_harness import PREDMARKET, Api, Process, Stack, User
-from tests.redis_server import REDIS_SERVER, RedisServer, wait_until
+from tests.redis_server import RedisServer, wait_until
 
 CLI_TIMEOUT_S = 60.0
 
@@ -40,26 +40,7 @@ CLI_TIMEOUT_S = 60.0
 class AofRedisServer(RedisServer):
     """``redis-server`` with ``appendonly yes`` and ``appendfsync always``: every acknowledged write is on disk."""
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        assert self.process is None, "already running"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        log = self.directory / "redis.log"
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
-                "--logfile", str(log), "--daemonize", "no",
-            ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_until(lambda: self._ping() or self.process is None or self.process.poll() is not None,
-                       timeout_s, f"redis-server on port {self.port} to answer PING")
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {log}")
-        except BaseException:
-            self.stop()
-            raise
+    persistence = ("--appendonly", "yes", "--appendfsync", "always")
 
     def wipe(self, timeout_s: float = 10.0) -> None:
         """Data lost entirely: SIGKILL, delete the data directory, start an empty server on the same port."""

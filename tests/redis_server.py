@@ -39,6 +39,9 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, inter
 class RedisServer:
     """One ``redis-server`` process without persistence, on ``port``, data in ``directory``."""
 
+    #: persistence options on the command line (subclasses turn AOF on)
+    persistence: tuple[str, ...] = ("--appendonly", "no")
+
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.directory = directory
         self.port = port or free_port()
@@ -66,11 +69,12 @@ class RedisServer:
 
     def start(self, timeout_s: float = 10.0) -> None:
         assert self.process is None, "already running"
+        self.directory.mkdir(parents=True, exist_ok=True)
         log = self.directory / "redis.log"
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.directory), "--logfile", str(log),
+                *self.persistence, "--dir", str(self.directory), "--logfile", str(log),
                 "--daemonize", "no",
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

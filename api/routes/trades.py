@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from api.auth import Principal, User, engine_of, state_of, user_only
 from api.durable import CommittedWatcher
-from api.metrics import TRADES
+from api.metrics import TRADES, observe_conflicts
 from api.requests import TradeBody, TradeJson, body_doc, body_of
 from api.responses import JSONResponse, trade_json
 from api.routes.common import ERRORS, path_id
@@ -80,13 +80,15 @@ async def _submit(request: Request, market_id: str, principal: Principal, body: 
         shares=body.shares, amount=body.amount, max_cost=body.max_cost, min_proceeds=body.min_proceeds,
         idempotency_key=key, fingerprint=fingerprint(market_id, body) if key else "",
     )
-    trade = await engine_of(request).execute_trade(order)
+    engine = engine_of(request)
+    trade = await engine.execute_trade(order)
     if not trade.replayed:
         TRADES.inc()
+    observe_conflicts(engine.stats.conflicts)
     if not _wants_durable(prefer):
         return JSONResponse(trade_json(trade), status_code=201)
     watcher: CommittedWatcher = state_of(request, "committed")
-    settings = engine_of(request).settings
+    settings = engine.settings
     if trade.event_id and await watcher.wait(trade.event_id, settings.durable_wait_s):
         return JSONResponse(trade_json(trade), status_code=201, headers={"Preference-Applied": DURABLE})
     # Executed (and acknowledged in Redis), not yet in PostgreSQL: say so, never hang.
