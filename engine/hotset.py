@@ -37,19 +37,25 @@ class Loader(Protocol):
         """Markets recorded durably but no longer in Redis."""
 
 
+async def reload_missing(loader: Loader | None, *, user_id: str | None = None,
+                         market_id: str | None = None) -> bool:
+    """Put back an evicted user and/or archived market; True if the loader supplied either."""
+    if loader is None:
+        return False
+    loaded = False
+    if user_id is not None:
+        loaded = await loader.load_user(user_id) or loaded
+    if market_id is not None:
+        loaded = await loader.load_market(market_id) or loaded
+    return loaded
+
+
 async def reloading(call: Callable[[], Awaitable[T]], loader: Loader | None, *,
                     user_id: str | None = None, market_id: str | None = None) -> T:
     """Run ``call``; if it finds no such user or market and the loader can supply one, run it again."""
     try:
         return await call()
     except NotFound:
-        if loader is None:
-            raise
-        loaded = False
-        if user_id is not None:
-            loaded = await loader.load_user(user_id) or loaded
-        if market_id is not None:
-            loaded = await loader.load_market(market_id) or loaded
-        if not loaded:
+        if not await reload_missing(loader, user_id=user_id, market_id=market_id):
             raise
     return await call()

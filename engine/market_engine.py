@@ -1,4 +1,4 @@
-"""MarketEngine: the one object callers hold; it wires the stores, scripts and sequencers."""
+"""MarketEngine: the one object callers hold; it wires the stores, scripts and the trader."""
 
 from __future__ import annotations
 
@@ -6,17 +6,16 @@ from redis.asyncio import Redis
 
 from engine.accounts import Accounts
 from engine.connection import connect
-from engine.hotset import Loader, reloading
+from engine.errors import NotFound
+from engine.hotset import Loader, reload_missing
 from engine.keys import Keys
 from engine.markets import Markets
 from engine.models import Order, Trade
 from engine.scripts import Scripts
-from engine.sequencer import MarketSequencer, SequencerStats, TradeContext
+from engine.sequencer import SequencerStats
 from engine.settings import Settings
+from engine.trader import Trader
 from engine.validation import check_order
-
-#: Idle sequencers kept per process before the oldest idle ones are dropped.
-MAX_IDLE_SEQUENCERS = 10_000
 
 
 class MarketEngine:
@@ -29,12 +28,10 @@ class MarketEngine:
         self.scripts = Scripts(redis)
         self.accounts = Accounts(redis, self.scripts, self.keys)
         self.markets = Markets(redis, self.scripts, self.keys)
-        self._trading = TradeContext(
-            redis, self.scripts, self.keys, max_batch=settings.max_batch,
-            max_conflicts=settings.max_conflict_retries,
+        self._trader = Trader(
+            redis, self.keys, max_batch=settings.max_batch, max_conflicts=settings.max_conflict_retries,
             idempotency_ttl_s=settings.idempotency_ttl_s,
         )
-        self._sequencers: dict[str, MarketSequencer] = {}
         self._loader: Loader | None = None
 
     @property
@@ -52,30 +49,23 @@ class MarketEngine:
 
     @property
     def stats(self) -> SequencerStats:
-        return self._trading.stats
+        return self._trader.stats
 
     async def start(self) -> None:
         """Make sure the deployment's ``house`` account exists."""
         await self.accounts.ensure_house()
 
     async def close(self) -> None:
-        await self._trading.dispatcher.close()
+        await self._trader.close()
         await self.redis.aclose()
 
     async def execute_trade(self, order: Order) -> Trade:
         """Execute ``order`` through its market's sequencer; raises an ``EngineError`` if rejected."""
         check_order(order)
-        return await reloading(lambda: self._execute(order), self._loader,
-                               user_id=order.user_id, market_id=order.market_id)
-
-    async def _execute(self, order: Order) -> Trade:
-        sequencer = self._sequencers.get(order.market_id)
-        if sequencer is None:
-            if len(self._sequencers) >= MAX_IDLE_SEQUENCERS:
-                self._drop_idle()
-            sequencer = self._sequencers[order.market_id] = MarketSequencer(self._trading, order.market_id)
-        return await sequencer.submit(order)
-
-    def _drop_idle(self) -> None:
-        for market_id in [m for m, s in self._sequencers.items() if s.idle]:
-            del self._sequencers[market_id]
+        # reloading() inlined: this is the hot path, and the retry is the rare case.
+        try:
+            return await self._trader.submit(order)
+        except NotFound:
+            if not await reload_missing(self._loader, user_id=order.user_id, market_id=order.market_id):
+                raise
+        return await self._trader.submit(order)

@@ -26,9 +26,9 @@ class Settings(BaseSettings):
     key_prefix: str = Field(default="pm", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     # Engine
-    #: Orders of one market applied by one script call, at most.
+    #: Orders applied by one script call (over all its markets), at most.
     max_batch: int = Field(default=64, ge=1, le=512)
-    #: Version conflicts (other processes trading the same market) tolerated per batch.
+    #: Version conflicts (other processes trading the same market) tolerated per order.
     max_conflict_retries: int = Field(default=100, ge=1)
     #: How long an Idempotency-Key's first response is kept (at least 24 h).
     idempotency_ttl_s: int = Field(default=86_400, ge=86_400)

@@ -435,8 +435,8 @@ async def test_bounded_conflict_retries_give_unavailable_and_apply_nothing(
     user = (await make_user(1_000)).user_id
     await eng.execute_trade(buy(user, market, YES, 5))
     market_key = eng.keys.market(market)
-    dispatcher = eng._trading.dispatcher
-    run = dispatcher._trade
+    trader = eng._trader
+    run = trader._trade
     calls = 0
 
     async def always_behind(keys: list[str], args: list[str | int]) -> Any:
@@ -446,7 +446,7 @@ async def test_bounded_conflict_retries_give_unavailable_and_apply_nothing(
         await eng.redis.hincrby(market_key, "version", 1)
         return await run(keys, args)
 
-    monkeypatch.setattr(dispatcher, "_trade", always_behind)
+    monkeypatch.setattr(trader, "_trade", always_behind)
     before = await snapshot(eng.redis, eng.keys.prefix)
     version_before = int(await eng.redis.hget(market_key, "version"))
     with pytest.raises(Unavailable, match="contended"):
@@ -458,7 +458,7 @@ async def test_bounded_conflict_retries_give_unavailable_and_apply_nothing(
     after[market_key]["version"] = str(version_before)  # type: ignore[index]
     assert after == before  # nothing applied, no event
 
-    monkeypatch.setattr(dispatcher, "_trade", run)
+    monkeypatch.setattr(trader, "_trade", run)
     trade = await eng.execute_trade(buy(user, market, YES, 5))
     assert trade.trade_id == 2
     await assert_replay_matches(eng.redis, eng.keys)
@@ -472,14 +472,14 @@ async def test_orders_whose_callers_gave_up_before_the_batch_are_not_sent(
 ) -> None:
     market = (await make_market(100)).market_id
     user = (await make_user(1_000)).user_id
-    await engine.execute_trade(buy(user, market, YES, 1))  # the sequencer exists and is idle
-    sequencer = engine._sequencers[market]
+    await engine.execute_trade(buy(user, market, YES, 1))  # the market's book exists and is idle
+    book = engine._trader.books[market]
     tasks = [asyncio.create_task(engine.execute_trade(buy(user, market, NO, 1 + i))) for i in range(12)]
-    for _ in range(100):  # let every task queue its order; the drain task runs after them
-        if len(sequencer._queue) == len(tasks):
+    for _ in range(100):  # let every task queue its order; the trader's loop runs after them
+        if len(book.queue) == len(tasks):
             break
         await asyncio.sleep(0)
-    assert len(sequencer._queue) == len(tasks)
+    assert len(book.queue) == len(tasks)
     for t in tasks[::3]:
         t.cancel()
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -490,16 +490,16 @@ async def test_orders_whose_callers_gave_up_before_the_batch_are_not_sent(
     assert sorted(int(e["trade_id"]) for e in replay.trades[1:]) == sorted(t.trade_id for t in trades)
 
 
-async def test_idle_sequencers_are_dropped_and_recreated(
+async def test_idle_books_are_dropped_and_recreated(
     engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import engine.market_engine as market_engine_module
+    import engine.trader as trader_module
 
-    monkeypatch.setattr(market_engine_module, "MAX_IDLE_SEQUENCERS", 2)
+    monkeypatch.setattr(trader_module, "MAX_IDLE_BOOKS", 2)
     markets = [(await make_market(20)).market_id for _ in range(5)]
     user = (await make_user(1_000)).user_id
     for _ in range(2):
         trades = await settle_all(engine, [buy(user, m, YES, 2) for m in markets])
         assert all(isinstance(t, Trade) for t in trades)
-    assert len(engine._sequencers) <= 5
+    assert len(engine._trader.books) <= 5
     await assert_replay_matches(engine.redis, engine.keys)

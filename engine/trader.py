@@ -1,0 +1,290 @@
+"""The trader: one loop per engine turning every market's waiting orders into ``trade`` script calls.
+
+Callers queue an order on its market's book (``engine.sequencer``) and wait on
+a future. The loop takes the books that have orders, prices each one's batch
+against that market's state and sends the batches of all of them in one
+script call, with at most IN_FLIGHT calls pipelined on one connection
+(``engine.channel``). The reply is handled where it arrives: each market's
+part settles its orders' futures and readies the book again if more wait.
+
+A book with a batch in flight is priced again only against the state that
+batch should leave (``MarketBook.predicted``), and only while no other
+process has touched the market lately; if the batch does not end as
+predicted, the script's state check turns the batch behind it into a
+conflict and it is simply re-priced. With orders spread over many markets a
+call still carries many trades, and no market costs a task or a round trip
+of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from engine.channel import OrderedScript
+from engine.connection import UNREACHABLE
+from engine.errors import EngineError, NotFound, Unavailable
+from engine.keys import Keys
+from engine.models import Order, Trade
+from engine.scripts import sources
+from engine.sequencer import (
+    CONTENDED_S,
+    SPLIT_FROM,
+    MarketBook,
+    MarketState,
+    Pending,
+    Priced,
+    SequencerStats,
+    encode,
+    predict,
+    price,
+    resolve,
+    same_state,
+    state_from,
+)
+
+#: Script calls in flight at once: two, so Python prepares the next while Redis runs one.
+IN_FLIGHT = 2
+#: Books kept per process before the idle ones are dropped.
+MAX_IDLE_BOOKS = 10_000
+
+
+@dataclass(slots=True)
+class _Part:
+    """One market's batch within a script call."""
+
+    book: MarketBook
+    priced: list[Priced]
+    predicted: MarketState | None
+    args: list[str | int]
+
+
+def _as_failure(exc: Exception) -> Exception:
+    """What the callers of a batch that failed with ``exc`` are told."""
+    if isinstance(exc, EngineError):
+        return exc
+    if isinstance(exc, UNREACHABLE):
+        # The outcome of an unanswered call is unknown: clients retry with their Idempotency-Key.
+        return Unavailable(f"Redis is unreachable: {exc.__class__.__name__}")
+    if isinstance(exc, RedisError):  # an error reply such as OOM or MISCONF
+        return Unavailable(f"Redis refused the trade: {exc}")
+    return exc  # a bug: still never leave a caller waiting
+
+
+def _fail(orders: list[Pending], error: Exception) -> None:
+    for p in orders:
+        if not p.future.done():
+            p.future.set_exception(error)
+
+
+class Trader:
+    """Every market's sequencing for one engine: books, the send loop, reply handling."""
+
+    def __init__(self, redis: Redis, keys: Keys, *, max_batch: int, max_conflicts: int,
+                 idempotency_ttl_s: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.stats = SequencerStats()
+        self.books: dict[str, MarketBook] = {}
+        self._trade = OrderedScript(redis, sources()["trade"])
+        self._head_keys = [keys.events, keys.trade_seq, keys.dirty]
+        self._head_args: list[str | int] = [keys.prefix, idempotency_ttl_s]
+        self._max_batch = max_batch
+        self._max_conflicts = max_conflicts
+        self._ready: deque[MarketBook] = deque()
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._calls_in_flight = 0
+        self._loop: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, order: Order) -> asyncio.Future[Trade]:
+        """Queue ``order`` on its market's book; the future gets its trade or its rejection."""
+        book = self.books.get(order.market_id)
+        if book is None:
+            if len(self.books) >= MAX_IDLE_BOOKS:
+                self._drop_idle()
+            market_id = order.market_id
+            book = self.books[market_id] = MarketBook(
+                market_id, (self.keys.market(market_id), self.keys.market_positions(market_id)))
+        future: asyncio.Future[Trade] = asyncio.get_running_loop().create_future()
+        book.queue.append(Pending(order, future))
+        self._mark_ready(book)
+        return future
+
+    async def close(self) -> None:
+        for task in [*self._tasks, *([self._loop] if self._loop else [])]:
+            task.cancel()
+        await self._trade.close()
+
+    def _drop_idle(self) -> None:
+        for market_id in [m for m, book in self.books.items() if book.idle and not book.ready]:
+            del self.books[market_id]
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _mark_ready(self, book: MarketBook) -> None:
+        if not book.ready:
+            book.ready = True
+            self._ready.append(book)
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._ready:
+                await self._slots.acquire()
+                # Let the callers woken by the last reply queue their next orders first.
+                await asyncio.sleep(0)
+                parts = self._build()
+                if parts:
+                    self._calls_in_flight += 1
+                    self._spawn(self._send(parts))
+                else:
+                    self._slots.release()
+        finally:
+            self._loop = None
+
+    def _build(self) -> list[_Part]:
+        """Price the ready books' batches for one script call, up to max_batch orders.
+
+        With no call in flight, only half of the ready markets (and of a long queue)
+        go: the rest follows in a second call right behind, so Redis runs one while
+        Python prices the other.
+        """
+        idle = self._calls_in_flight == 0
+        ready = self._ready
+        markets = (len(ready) + 1) // 2 if idle else len(ready)
+        budget = self._max_batch
+        now = time.monotonic()
+        parts: list[_Part] = []
+        again: list[MarketBook] = []
+        while ready and markets > 0 and budget > 0:
+            book = ready.popleft()
+            book.ready = False
+            markets -= 1
+            alone = now >= book.contended_until
+            if book.in_flight:
+                if book.predicted is None or not alone:
+                    continue  # readied again when its reply arrives
+                base = book.predicted
+            elif book.state is None:
+                self._load(book)
+                continue
+            else:
+                base = book.state
+            waiting = book.waiting
+            take = (waiting + 1) // 2 if idle and not book.in_flight and alone and waiting >= SPLIT_FROM else waiting
+            batch = book.take(min(take, budget))
+            try:
+                priced = price(book, batch, base, self.stats)
+                if priced:
+                    part = _Part(book, priced, predict(base, priced), encode(book, priced, base))
+                    parts.append(part)
+                    book.in_flight += 1
+                    book.predicted = part.predicted
+                    budget -= len(priced)
+            except Exception as exc:  # a bug: fail these orders, keep the others going
+                _fail(batch, exc)
+            if book.waiting:
+                again.append(book)
+        for book in again:
+            if not book.ready:
+                book.ready = True
+                ready.append(book)
+        return parts
+
+    async def _send(self, parts: list[_Part]) -> None:
+        keys = list(self._head_keys)
+        args = list(self._head_args)
+        for part in parts:
+            keys += part.book.keys
+            args += part.args
+        self.stats.script_calls += 1
+        try:
+            replies = await self._trade(keys, args)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else Unavailable("the trade was interrupted")
+            for part in parts:
+                self._finish(part, None, error)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for part, reply in zip(parts, replies, strict=True):
+                self._finish(part, reply, None)
+        finally:
+            self._calls_in_flight -= 1
+            self._slots.release()
+
+    def _finish(self, part: _Part, reply: list[Any] | None, error: Exception | None) -> None:
+        """Settle one market's part of a call from its reply (or the call's failure)."""
+        book = part.book
+        book.in_flight -= 1
+        try:
+            if error is not None:
+                raise error
+            assert reply is not None
+            self._apply(part, reply)
+        except Exception as exc:
+            if not isinstance(exc, EngineError):
+                book.state = None  # unknown after a failed call: load it afresh
+            book.predicted = None
+            _fail([item.pending for item in part.priced], _as_failure(exc))
+        if not book.in_flight:
+            book.predicted = None
+        if book.waiting:
+            self._mark_ready(book)
+
+    def _apply(self, part: _Part, reply: list[Any]) -> None:
+        book = part.book
+        if reply[0] == "NOT_FOUND":
+            book.state = None
+            raise NotFound(f"no market {book.market_id}")
+        state = state_from(reply[1:6])
+        book.state = state
+        if reply[0] == "CONFLICT":
+            self.stats.conflicts += 1
+            book.contended_until = time.monotonic() + CONTENDED_S
+            book.predicted = None
+            too_contended = Unavailable(f"market {book.market_id} is too contended; retry")
+            for item in part.priced:
+                pending = item.pending
+                pending.conflicts += 1
+                if pending.conflicts > self._max_conflicts:
+                    _fail([pending], too_contended)
+                else:
+                    book.retry.append(pending)
+            return
+        if not same_state(state, part.predicted):
+            book.predicted = None  # a rejection or SKIPPED: what was priced ahead will conflict
+        book.retry.extend(resolve(book, part.priced, reply[7], int(str(reply[6])), self.stats))
+
+    def _load(self, book: MarketBook) -> None:
+        if not book.loading:
+            book.loading = True
+            self._spawn(self._load_state(book))
+
+    async def _load_state(self, book: MarketBook) -> None:
+        try:
+            fields: list[Any] = await self.redis.hmget(
+                book.keys[0], ["version", "status", "q_yes", "q_no", "pool", "b"])
+            if fields[0] is None:
+                raise NotFound(f"no market {book.market_id}")
+            book.b = int(fields[5])
+            book.state = state_from(fields[:5])
+        except Exception as exc:
+            _fail(book.take(book.waiting), _as_failure(exc))
+        finally:
+            book.loading = False
+            if book.waiting:
+                self._mark_ready(book)
