@@ -32,12 +32,14 @@ local function now_ms()
   return string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
 
--- Add a signed integer string to a hash field, dropping the field at zero so
+-- Set a hash field to an integer string, dropping the field at zero so
 -- position hashes hold only non-zero holdings.
-local function hincr_or_drop(key, field, delta)
-  local v = redis.call('HINCRBY', key, field, delta)
-  if v == 0 then redis.call('HDEL', key, field) end
-  return v
+local function set_or_drop(key, field, value)
+  if value == '0' then
+    redis.call('HDEL', key, field)
+  else
+    redis.call('HSET', key, field, value)
+  end
 end
 
 local function reject(code, message)
