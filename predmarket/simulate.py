@@ -50,6 +50,8 @@ class WorkerResult:
     script_calls: int = 0
     conflicts: int = 0
     trades: int = 0
+    #: seconds from the first order to the last answer (no process start, no connecting)
+    trading_s: float = 0.0
 
 
 @dataclass
@@ -141,7 +143,9 @@ def run_worker(
         pg = create_async_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
         engine.loader = PgLoader(pg, engine.scripts, engine.keys)
         try:
+            start = time.perf_counter()
             await _trade_loop(engine, users, markets, count, concurrency, random.Random(seed), result, tick)
+            result.trading_s = time.perf_counter() - start
         finally:
             result.script_calls = engine.stats.script_calls
             result.conflicts = engine.stats.conflicts

@@ -4,8 +4,9 @@ The workload is simulate's own (``setup`` and ``run_worker``, same Plan); only
 the clock differs. ``simulate.run`` starts its clock before spawning the
 workers, so each figure includes a process start and the import of the
 engine (~0.6 s here: 2,000 trades from one task showed 1.8k/s where the
-trading itself ran at 3.3-3.8k/s). Here every worker imports, then waits at a barrier; each times its
-own trading, and the run's elapsed time is the slowest worker's.
+trading itself ran at 3.3-3.8k/s). Here every worker imports, then waits at a
+barrier; each times its own trading (first order to last answer, after its
+connections are set up), and the run's elapsed time is the slowest worker's.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ def _worker(results: Any, barrier: Any, settings: Settings, users: list[str], ma
             count: int, concurrency: int, seed: int | None) -> None:
     try:
         barrier.wait(timeout=60)
-        start = time.perf_counter()
         result = run_worker(settings, users, markets, count, concurrency, seed)
-        results.put((result, time.perf_counter() - start))
+        results.put((result, result.trading_s))
     except BaseException:
         results.put(traceback.format_exc())
         raise
