@@ -30,7 +30,8 @@ class MarketEngine:
         self.markets = Markets(redis, self.scripts, self.keys)
         self._trader = Trader(
             redis, self.keys, max_batch=settings.max_batch, max_conflicts=settings.max_conflict_retries,
-            idempotency_ttl_s=settings.idempotency_ttl_s,
+            idempotency_ttl_s=settings.idempotency_ttl_s, pipeline_depth=settings.pipeline_depth,
+            split_from=settings.split_from,
         )
         self._loader: Loader | None = None
 

@@ -23,9 +23,6 @@ from engine.models import MarketStatus, Order, Outcome, Side, Trade
 from engine.orders import Fill, check_slippage, fill
 from engine.units import format_micro, parse_micro
 
-#: A queue at least this long, with nothing of its market in flight, is sent as two
-#: pipelined batches rather than one: Redis runs the first while Python prices the second.
-SPLIT_FROM = 8
 #: After a conflict (another process traded the market), stop speculating for this long:
 #: a batch priced ahead would mostly conflict again, costing a script call each time.
 CONTENDED_S = 0.05

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # Engine
     #: Orders applied by one script call (over all its markets), at most.
     max_batch: int = Field(default=64, ge=1, le=512)
+    #: Script calls in flight at once per process: 2 lets Python price the next while Redis runs one.
+    pipeline_depth: int = Field(default=2, ge=1, le=8)
+    #: A market's queue at least this long, with nothing of it in flight, goes as two batches.
+    split_from: int = Field(default=8, ge=2)
     #: Version conflicts (other processes trading the same market) tolerated per order.
     max_conflict_retries: int = Field(default=100, ge=1)
     #: How long an Idempotency-Key's first response is kept (at least 24 h).

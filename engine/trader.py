@@ -3,7 +3,7 @@
 Callers queue an order on its market's book (``engine.sequencer``) and wait on
 a future. The loop takes the books that have orders, prices each one's batch
 against that market's state and sends the batches of all of them in one
-script call, with at most IN_FLIGHT calls pipelined on one connection
+script call, with at most PM_PIPELINE_DEPTH calls pipelined on one connection
 (``engine.channel``). The reply is handled where it arrives: each market's
 part settles its orders' futures and readies the book again if more wait.
 
@@ -36,7 +36,6 @@ from engine.models import Order, Trade
 from engine.scripts import sources
 from engine.sequencer import (
     CONTENDED_S,
-    SPLIT_FROM,
     MarketBook,
     MarketState,
     Pending,
@@ -50,8 +49,6 @@ from engine.sequencer import (
     state_from,
 )
 
-#: Script calls in flight at once: two, so Python prepares the next while Redis runs one.
-IN_FLIGHT = 2
 #: Books kept per process before the idle ones are dropped.
 MAX_IDLE_BOOKS = 10_000
 
@@ -88,7 +85,7 @@ class Trader:
     """Every market's sequencing for one engine: books, the send loop, reply handling."""
 
     def __init__(self, redis: Redis, keys: Keys, *, max_batch: int, max_conflicts: int,
-                 idempotency_ttl_s: int) -> None:
+                 idempotency_ttl_s: int, pipeline_depth: int = 2, split_from: int = 8) -> None:
         self.redis = redis
         self.keys = keys
         self.stats = SequencerStats()
@@ -99,7 +96,11 @@ class Trader:
         self._max_batch = max_batch
         self._max_conflicts = max_conflicts
         self._ready: deque[MarketBook] = deque()
-        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        # Calls in flight at once (PM_PIPELINE_DEPTH); a market's queue of at least
+        # split_from orders, with nothing of it in flight, is sent as two batches so
+        # that Redis runs the first while Python prices the second.
+        self._slots = asyncio.Semaphore(pipeline_depth)
+        self._split_from = split_from
         self._calls_in_flight = 0
         self._loop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -184,7 +185,8 @@ class Trader:
             else:
                 base = book.state
             waiting = book.waiting
-            take = (waiting + 1) // 2 if idle and not book.in_flight and alone and waiting >= SPLIT_FROM else waiting
+            split = idle and not book.in_flight and alone and waiting >= self._split_from
+            take = (waiting + 1) // 2 if split else waiting
             batch = book.take(min(take, budget))
             try:
                 priced = price(book, batch, base, self.stats)

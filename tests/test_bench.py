@@ -14,6 +14,7 @@ from predmarket.bench.compare import state_differences
 from predmarket.bench.http_client import HttpConnection, ProtocolError, _parse_head
 from predmarket.bench.invariants import InvariantBroken, require
 from predmarket.bench.options import BenchOptions, Sizes, parse_sections
+from predmarket.bench.policy_runs import POLICIES
 from predmarket.bench.results import ENGINE, NAIVE_CAS, PG_ONLY
 from predmarket.bench.runner import RESULTS_FILE, run_bench
 from predmarket.cli import main as cli_main
@@ -50,6 +51,30 @@ def test_quick_bench_of_engine_and_peers(tmp_path: Path) -> None:
     assert all(r.factor > 0 for r in results.ratios())
     written = json.loads((tmp_path / RESULTS_FILE).read_text())
     assert len(written["rows"]) == len(expected) and written["machine"]["cpus"]
+
+
+@pytest.mark.slow
+def test_policy_section_measures_every_policy(tmp_path: Path) -> None:
+    if not REAL_REDIS:
+        if REQUIRE_REAL:
+            pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
+        pytest.skip("the bench needs a real Redis (its workers are separate processes)")
+    settings = Settings(redis_url=REDIS_URL, database_url=PG_SERVER_URL)
+    sizes = Sizes(users=10, engine_markets=(1,), engine_trades={32: 300})
+    lines: list[str] = []
+    results = run_bench(BenchOptions(settings, sections=("policy",), sizes=sizes, out=tmp_path, quick=True,
+                                     seed=3), say=lines.append)
+    assert [p.policy for p in results.policy] == [name for name, _ in POLICIES]
+    assert all(p.row.trades == 300 and p.row.trades_per_s > 0 for p in results.policy)
+    assert sum(line.endswith("invariants hold") for line in lines) == len(POLICIES)
+    assert len(json.loads((tmp_path / RESULTS_FILE).read_text())["policy"]) == len(POLICIES)
+
+
+def test_every_policy_is_a_valid_engine_setting() -> None:
+    base = Settings().model_dump()
+    for _, changes in POLICIES:
+        validated = Settings.model_validate({**base, **changes})
+        assert all(getattr(validated, name) == value for name, value in changes.items())
 
 
 def test_a_breach_names_itself() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.settings import Settings
 
-SECTIONS = ("engine", "http", "persister", "peers", "hotset")
+SECTIONS = ("engine", "policy", "http", "persister", "peers", "hotset")
 
 
 def _engine_trades() -> dict[int, int]:

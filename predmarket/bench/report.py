@@ -81,6 +81,18 @@ def hotset_table(results: BenchResults) -> Table | None:
     return table
 
 
+def policy_table(results: BenchResults) -> Table | None:
+    if not results.policy:
+        return None
+    table = Table(title="batch policy: engine, 1 process, 32 tasks")
+    for column in ("policy", "markets", "trades/s", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="left" if column in ("policy", "markets") else "right")
+    for p in results.policy:
+        row = p.row
+        table.add_row(p.policy, row.where, f"{row.trades_per_s:,.0f}", f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}")
+    return table
+
+
 def ratios_table(results: BenchResults) -> Table | None:
     ratios = results.ratios()
     if not ratios:
@@ -122,7 +134,8 @@ def print_report(console: Console, results: BenchResults) -> None:
     console.print(machine_table(results))
     if results.rows:
         console.print(throughput_table(results))
-    for table in (persister_table(results), hotset_table(results), ratios_table(results)):
+    for table in (policy_table(results), persister_table(results), hotset_table(results),
+                  ratios_table(results)):
         if table is not None:
             console.print(table)
     for line in headline(results):

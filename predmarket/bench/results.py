@@ -40,6 +40,7 @@ class Row:
 
 if TYPE_CHECKING:
     from predmarket.bench.hotset_runs import HotsetResult
+    from predmarket.bench.policy_runs import PolicyRow
 
 
 @dataclass
@@ -85,6 +86,7 @@ class BenchResults:
     rows: list[Row] = field(default_factory=list)
     persister: PersisterResult | None = None
     hotset: HotsetResult | None = None
+    policy: list[PolicyRow] = field(default_factory=list)
     section_seconds: dict[str, float] = field(default_factory=dict)
 
     def find(self, system: str, markets: int, concurrency: int, processes: int = 1) -> Row | None:
@@ -112,6 +114,7 @@ class BenchResults:
             "rows": [r.to_dict() for r in self.rows],
             "persister": self.persister.to_dict() if self.persister else None,
             "hotset": self.hotset.to_dict() if self.hotset else None,
+            "policy": [p.to_dict() for p in self.policy],
             "ratios": [{**asdict(r), "factor": round(r.factor, 2)} for r in self.ratios()],
         }
 

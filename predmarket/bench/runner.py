@@ -13,6 +13,7 @@ from predmarket.bench.http_runs import http_section
 from predmarket.bench.machine import load_average, machine_facts
 from predmarket.bench.options import BenchOptions
 from predmarket.bench.persister_runs import persister_section
+from predmarket.bench.policy_runs import policy_section
 from predmarket.bench.results import BenchResults
 
 RESULTS_FILE = "bench-results.json"
@@ -34,6 +35,8 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> Benc
         progress(f"--- {section} ---")
         if section == "engine":
             results.rows += engine_section(settings, sizes, progress, seed)
+        elif section == "policy":
+            results.policy = policy_section(settings, sizes, progress, seed)
         elif section == "http":
             results.rows += http_section(settings, sizes, progress, seed)
         elif section == "persister":

@@ -24,7 +24,8 @@ def register(sub: Any) -> None:
         "on the same workload (PostgreSQL-only with row locks, and the naive unbatched CAS on Redis). Checks "
         "the invariants after every workload and exits 1 naming the breach. Prints a table with machine facts "
         "and writes bench-results.json and bench-throughput.png (matplotlib, the 'bench' extra) to --out. "
-        "About 3 minutes on a 2-core machine; --quick is a smoke test.",
+        "Also the sequencer's batch policy (pipeline depth, queue split, batch size) against the defaults. "
+        "About 5 minutes on a 2-core machine; --quick is a smoke test.",
     )
     p.add_argument("--quick", action="store_true", help="fewer and smaller runs (a smoke test, well under a minute)")
     p.add_argument("--only", default=",".join(SECTIONS), metavar="SECTIONS",
