@@ -70,6 +70,27 @@ def test_policy_section_measures_every_policy(tmp_path: Path) -> None:
     assert len(json.loads((tmp_path / RESULTS_FILE).read_text())["policy"]) == len(POLICIES)
 
 
+@pytest.mark.slow
+def test_persister_section_drains_with_one_and_with_two_persisters(tmp_path: Path) -> None:
+    if not REAL_REDIS:
+        if REQUIRE_REAL:
+            pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
+        pytest.skip("the bench needs a real Redis (its workers are separate processes)")
+    settings = Settings(redis_url=REDIS_URL, database_url=PG_SERVER_URL)
+    sizes = Sizes(users=10, persister_trades=600, persister_markets=5)
+    lines: list[str] = []
+    results = run_bench(BenchOptions(settings, sections=("persister",), sizes=sizes, out=tmp_path, quick=True,
+                                     seed=5), say=lines.append)
+    single, pair = results.persister, results.persister_pair
+    assert single is not None and pair is not None
+    assert (single.persisters, pair.persisters) == (1, 2)
+    for result in (single, pair):
+        assert result.trades == 600 and result.events > 1_200  # two entries per trade, plus the setup's
+        assert result.drain_s > 0 and result.pg_equals_redis
+    assert sum("PostgreSQL equals Redis" in line for line in lines) == 2
+    assert json.loads((tmp_path / RESULTS_FILE).read_text())["persister_pair"]["persisters"] == 2
+
+
 def test_every_policy_is_a_valid_engine_setting() -> None:
     base = Settings().model_dump()
     for _, changes in POLICIES:

@@ -33,6 +33,8 @@ class Sizes:
     http_warmup_s: float = 0.5
     persister_trades: int = 100_000
     persister_markets: int = 100
+    #: also drain a burst with two persister processes
+    persister_pair: bool = True
     #: give up (and fail) if the persister has not caught up by then
     persister_timeout_s: float = 120.0
     peer_markets: tuple[int, ...] = (1, 100)

@@ -49,14 +49,19 @@ def persister_table(results: BenchResults) -> Table | None:
     table = Table(title=f"persister draining a {p.trades:,}-trade burst", show_header=False)
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for name, value in (
+    rows = [
         ("events drained", f"{p.events:,}"),
         ("events/s written", f"{p.events_per_s:,.0f}"),
         ("seconds until lag 0 (and every trade in PostgreSQL)", f"{p.drain_s:.2f}"),
         ("market row writes per trade (idle flush; 1.0 = every trade)", f"{p.writes_per_trade:.4f}"),
         ("PostgreSQL equals Redis afterwards", "yes" if p.pg_equals_redis else "NO"),
         ("burst made by the engine at (2 procs, 32 tasks)", f"{p.burst_trades_per_s:,.0f} trades/s"),
-    ):
+    ]
+    pair = results.persister_pair
+    if pair is not None:
+        rows.append((f"two persister processes: events/s, seconds until lag 0 ({pair.events:,} events)",
+                     f"{pair.events_per_s:,.0f}/s, {pair.drain_s:.2f} s"))
+    for name, value in rows:
         table.add_row(name, value)
     return table
 

@@ -51,6 +51,7 @@ class PersisterResult:
     market_writes: int  # market rows written by the idle flush during the drain
     burst_trades_per_s: float  # how fast the engine produced the burst
     pg_equals_redis: bool
+    persisters: int = 1  # persister processes sharing the group
 
     @property
     def events_per_s(self) -> float:
@@ -85,6 +86,8 @@ class BenchResults:
     started_at: str
     rows: list[Row] = field(default_factory=list)
     persister: PersisterResult | None = None
+    #: the same burst drained by two persister processes
+    persister_pair: PersisterResult | None = None
     hotset: HotsetResult | None = None
     policy: list[PolicyRow] = field(default_factory=list)
     section_seconds: dict[str, float] = field(default_factory=dict)
@@ -113,6 +116,7 @@ class BenchResults:
             "section_seconds": {k: round(v, 1) for k, v in self.section_seconds.items()},
             "rows": [r.to_dict() for r in self.rows],
             "persister": self.persister.to_dict() if self.persister else None,
+            "persister_pair": self.persister_pair.to_dict() if self.persister_pair else None,
             "hotset": self.hotset.to_dict() if self.hotset else None,
             "policy": [p.to_dict() for p in self.policy],
             "ratios": [{**asdict(r), "factor": round(r.factor, 2)} for r in self.ratios()],

@@ -40,7 +40,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> Benc
         elif section == "http":
             results.rows += http_section(settings, sizes, progress, seed)
         elif section == "persister":
-            results.persister = persister_section(settings, sizes, progress, seed)
+            results.persister, results.persister_pair = persister_section(settings, sizes, progress, seed)
         elif section == "hotset":
             results.hotset = hotset_section(settings, sizes, progress, seed)
         elif section == "peers":
