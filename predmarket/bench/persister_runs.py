@@ -158,13 +158,14 @@ def _burst_and_drain(settings: Settings, sizes: Sizes, say: Callable[[str], None
             events = int(client.xlen(stream))
             say(f"persister: {burst.trades:,} trades made at {burst.trades_per_s:,.0f}/s; draining {events:,} "
                 f"events with {persisters} persister(s)")
+            writes: int | None
             if persisters == 1:
                 drain_s = _drain(persister, client, stream, pg_url, burst.trades, sizes.persister_timeout_s)
                 writes = persister.flusher.writes
             else:
                 drain_s = _drain_in_processes(scoped, persisters, client, stream, pg_url, burst.trades,
                                               sizes.persister_timeout_s)
-                writes = 0  # counted in the other processes
+                writes = None  # counted in the persister processes, not here
             _compare(scoped, persister, pg_url)
         finally:
             persister.pg.dispose()

@@ -53,7 +53,8 @@ def persister_table(results: BenchResults) -> Table | None:
         ("events drained", f"{p.events:,}"),
         ("events/s written", f"{p.events_per_s:,.0f}"),
         ("seconds until lag 0 (and every trade in PostgreSQL)", f"{p.drain_s:.2f}"),
-        ("market row writes per trade (idle flush; 1.0 = every trade)", f"{p.writes_per_trade:.4f}"),
+        ("market row writes per trade (idle flush; 1.0 = every trade)",
+         "-" if p.writes_per_trade is None else f"{p.writes_per_trade:.4f}"),
         ("PostgreSQL equals Redis afterwards", "yes" if p.pg_equals_redis else "NO"),
         ("burst made by the engine at (2 procs, 32 tasks)", f"{p.burst_trades_per_s:,.0f} trades/s"),
     ]

@@ -48,7 +48,7 @@ class PersisterResult:
     trades: int
     events: int  # stream entries drained (trades write two each, plus setup events)
     drain_s: float  # persister start until lag 0 and every trade in PostgreSQL
-    market_writes: int  # market rows written by the idle flush during the drain
+    market_writes: int | None  # market rows the idle flush wrote during the drain (None: in other processes)
     burst_trades_per_s: float  # how fast the engine produced the burst
     pg_equals_redis: bool
     persisters: int = 1  # persister processes sharing the group
@@ -58,7 +58,9 @@ class PersisterResult:
         return self.events / self.drain_s if self.drain_s > 0 else 0.0
 
     @property
-    def writes_per_trade(self) -> float:
+    def writes_per_trade(self) -> float | None:
+        if self.market_writes is None:
+            return None
         return self.market_writes / self.trades if self.trades else 0.0
 
     def to_dict(self) -> dict[str, Any]:
