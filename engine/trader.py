@@ -51,6 +51,8 @@ from engine.sequencer import (
 
 #: Books kept per process before the idle ones are dropped.
 MAX_IDLE_BOOKS = 10_000
+#: On close, how long calls already sent may take to be answered (a socket timeout ends them sooner).
+CLOSE_WAIT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -104,6 +106,7 @@ class Trader:
         self._calls_in_flight = 0
         self._loop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def submit(self, order: Order) -> asyncio.Future[Trade]:
         """Queue ``order`` on its market's book; the future gets its trade or its rejection."""
@@ -115,13 +118,23 @@ class Trader:
             book = self.books[market_id] = MarketBook(
                 market_id, (self.keys.market(market_id), self.keys.market_positions(market_id)))
         future: asyncio.Future[Trade] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(Unavailable("the engine is closed"))
+            return future
         book.queue.append(Pending(order, future))
         self._mark_ready(book)
         return future
 
     async def close(self) -> None:
+        """Stop trading: calls already sent get their answers; every order still waiting is refused."""
+        self._closed = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_WAIT_S)
         for task in [*self._tasks, *([self._loop] if self._loop else [])]:
             task.cancel()
+        closed = Unavailable("the engine is closed")
+        for book in self.books.values():
+            _fail(book.take(book.waiting), closed)
         await self._trade.close()
 
     def _drop_idle(self) -> None:
@@ -138,16 +151,16 @@ class Trader:
         if not book.ready:
             book.ready = True
             self._ready.append(book)
-        if self._loop is None:
+        if self._loop is None and not self._closed:
             self._loop = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         try:
-            while self._ready:
+            while self._ready and not self._closed:
                 await self._slots.acquire()
                 # Let the callers woken by the last reply queue their next orders first.
                 await asyncio.sleep(0)
-                parts = self._build()
+                parts = self._build() if not self._closed else []
                 if parts:
                     self._calls_in_flight += 1
                     self._spawn(self._send(parts))

@@ -1,0 +1,63 @@
+"""The trader loop's edges: a bug while pricing one market, and closing with orders waiting or in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import engine.sequencer as sequencer_module
+from engine.errors import Unavailable
+from engine.market_engine import MarketEngine
+from engine.models import Trade
+from engine.orders import fill
+from tests.conftest import MarketFactory, UserFactory
+from tests.test_sequencer import YES, EngineFactory, assert_replay_matches, buy, engines
+
+__all__ = ["engines"]  # the fixture, used here by name
+
+
+async def test_a_bug_while_pricing_one_market_fails_its_orders_only(
+    engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poisoned, healthy = (await make_market(100)).market_id, (await make_market(100)).market_id
+    user = (await make_user(1_000)).user_id
+
+    def buggy_fill(q_yes: int, q_no: int, b: int, *args: Any) -> Any:
+        if args[2] == 7_000_000:  # the 7-share order only
+            raise RuntimeError("a bug in pricing")
+        return fill(q_yes, q_no, b, *args)
+
+    monkeypatch.setattr(sequencer_module, "fill", buggy_fill)
+    results = await asyncio.wait_for(asyncio.gather(
+        engine.execute_trade(buy(user, poisoned, YES, 7)),
+        engine.execute_trade(buy(user, healthy, YES, 8)),
+        return_exceptions=True,
+    ), timeout=10)
+    assert isinstance(results[0], RuntimeError)
+    assert isinstance(results[1], Trade)  # the same script call's other market is untouched
+    monkeypatch.setattr(sequencer_module, "fill", fill)
+    trade = await asyncio.wait_for(engine.execute_trade(buy(user, poisoned, YES, 7)), timeout=10)
+    assert trade.market_id == poisoned
+    await assert_replay_matches(engine.redis, engine.keys)
+
+
+async def test_closing_answers_every_waiting_order(
+    engine: MarketEngine, engines: EngineFactory, make_user: UserFactory, make_market: MarketFactory
+) -> None:
+    eng = engines()
+    markets = [(await make_market(100)).market_id for _ in range(3)]
+    user = (await make_user(10_000)).user_id
+    tasks = [asyncio.create_task(eng.execute_trade(buy(user, markets[i % 3], YES, 1 + i))) for i in range(60)]
+    await asyncio.sleep(0)  # queued, some perhaps sent
+    await eng.close()
+    results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=10)
+    assert all(isinstance(r, Trade | Unavailable) for r in results), results
+    assert any(isinstance(r, Unavailable) for r in results)
+    with pytest.raises(Unavailable, match="closed"):
+        await asyncio.wait_for(eng.execute_trade(buy(user, markets[0], YES, 1)), timeout=10)
+    # What executed is in the stream exactly as answered; nothing else is.
+    replay = await assert_replay_matches(engine.redis, engine.keys)
+    assert sorted(int(e["trade_id"]) for e in replay.trades) == sorted(
+        r.trade_id for r in results if isinstance(r, Trade))
