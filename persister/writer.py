@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, text, update
@@ -37,8 +38,33 @@ def _element(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@lru_cache(maxsize=8192)
+def _quoted_time(value: datetime) -> str:
+    # A batch's rows share a few timestamps (events.timestamp hands out the same objects).
+    return '"' + value.isoformat() + '"'
+
+
 def _array(values: list[Any]) -> str:
-    """A PostgreSQL array literal: one string to send instead of one value per element."""
+    """A PostgreSQL array literal: one string to send instead of one value per element.
+
+    Fast paths for the common columns (this is a quarter of the persister's CPU
+    otherwise): text with nothing to escape is joined in one go, integers and
+    timestamps skip the per-element type dispatch. Anything else (NULLs, quotes,
+    backslashes) goes through :func:`_element`.
+    """
+    first = values[0]
+    if type(first) is str:
+        try:
+            body = '","'.join(values)
+        except TypeError:  # a NULL among the strings
+            pass
+        else:
+            if '"' not in body and "\\" not in body:
+                return '{"' + body + '"}'
+    elif type(first) is int and None not in values:
+        return "{" + ",".join(map(str, values)) + "}"
+    elif type(first) is datetime and None not in values:
+        return "{" + ",".join(map(_quoted_time, values)) + "}"
     return "{" + ",".join(map(_element, values)) + "}"
 
 
