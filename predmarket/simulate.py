@@ -13,6 +13,7 @@ import multiprocessing as mp
 import queue as queue_module
 import random
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,8 +161,18 @@ def run_worker(
     return result
 
 
-def _worker_entry(queue: Any, *args: Any) -> None:
-    queue.put(run_worker(*args))
+#: How long the workers may take to import and connect before the clock starts.
+START_TIMEOUT_S = 60.0
+
+
+def _worker_entry(results: Any, barrier: Any, *args: Any) -> None:
+    """A spawned worker: imported and set up before the barrier, so the clock measures trading only."""
+    try:
+        barrier.wait(timeout=START_TIMEOUT_S)
+        results.put(run_worker(*args))
+    except BaseException:
+        results.put(traceback.format_exc())
+        raise
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -170,48 +181,75 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def run(settings: Settings, plan: Plan, on_progress: Callable[[int], None] | None = None) -> Summary:
-    """Set up, run ``plan.trades`` trades over ``plan.processes`` processes, summarise."""
+def run(settings: Settings, plan: Plan, on_progress: Callable[[int], None] | None = None,
+        timeout_s: float | None = None) -> Summary:
+    """Set up, run ``plan.trades`` trades over ``plan.processes`` processes, summarise.
+
+    The elapsed time is the slowest worker's trading (first order to last
+    answer): process start, imports and connecting are outside the clock
+    (~0.6 s per run here, which made short runs look several times slower).
+    A worker that crashes, or ``timeout_s`` passing, raises RuntimeError.
+    """
     users, markets = asyncio.run(_setup(settings, plan))
     ctx = mp.get_context("spawn")
     progress = ctx.Value("q", 0)
-    queue = ctx.Queue()
-    per_process = [plan.trades // plan.processes + (i < plan.trades % plan.processes)
-                   for i in range(plan.processes)]
+    results = ctx.Queue()
+    barrier = ctx.Barrier(plan.processes)
+    n = plan.processes
     workers = [
         ctx.Process(target=_worker_entry, args=(
-            queue, settings, users[i::plan.processes] or users, markets, per_process[i],
+            results, barrier, settings, users[i::n] or users, markets, plan.trades // n + (i < plan.trades % n),
             plan.concurrency, None if plan.seed is None else plan.seed + i, progress,
-        ))
-        for i in range(plan.processes)
+        ), daemon=True)
+        for i in range(n)
     ]
-    start = time.perf_counter()
     for w in workers:
         w.start()
-    results: list[WorkerResult] = []
-    while len(results) < len(workers):
+    try:
+        reports = _collect(results, workers, progress, on_progress, timeout_s)
+    finally:
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.kill()
+    if on_progress is not None:
+        on_progress(plan.trades)
+    return _summarise(plan, reports, markets)
+
+
+def _collect(results: Any, workers: list[Any], progress: Any, on_progress: Callable[[int], None] | None,
+             timeout_s: float | None) -> list[WorkerResult]:
+    """Every worker's result; reports progress while waiting; raises if a worker fails or time runs out."""
+    reports: list[WorkerResult] = []
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while len(reports) < len(workers):
         try:
-            results.append(queue.get(timeout=0.2))
+            report = results.get(timeout=0.2)
         except queue_module.Empty:  # nothing finished yet: report progress, check for crashes
             if any(w.exitcode not in (None, 0) for w in workers):
                 raise RuntimeError("a simulation worker process failed") from None
+            if deadline is not None and time.monotonic() > deadline:
+                raise RuntimeError(f"the simulation did not finish within {timeout_s:.0f} s") from None
+        else:
+            if isinstance(report, str):
+                raise RuntimeError(f"a simulation worker process failed:\n{report}")
+            reports.append(report)
         if on_progress is not None:
             on_progress(progress.value)
-    elapsed = time.perf_counter() - start
-    for w in workers:
-        w.join()
-    if on_progress is not None:
-        on_progress(plan.trades)
-    latencies = sorted(lat for r in results for lat in r.latencies)
+    return reports
+
+
+def _summarise(plan: Plan, reports: list[WorkerResult], markets: list[str]) -> Summary:
+    latencies = sorted(lat for r in reports for lat in r.latencies)
     rejected: dict[str, int] = {}
-    for r in results:
-        for code, n in r.rejected.items():
-            rejected[code] = rejected.get(code, 0) + n
+    for r in reports:
+        for code, count in r.rejected.items():
+            rejected[code] = rejected.get(code, 0) + count
     return Summary(
-        plan=plan, elapsed_s=elapsed, trades=sum(r.trades for r in results), rejected=rejected,
-        p50_ms=_percentile(latencies, 0.50) * 1000, p99_ms=_percentile(latencies, 0.99) * 1000,
-        script_calls=sum(r.script_calls for r in results),
-        conflicts=sum(r.conflicts for r in results), market_ids=markets,
+        plan=plan, elapsed_s=max(r.trading_s for r in reports), trades=sum(r.trades for r in reports),
+        rejected=rejected, p50_ms=_percentile(latencies, 0.50) * 1000, p99_ms=_percentile(latencies, 0.99) * 1000,
+        script_calls=sum(r.script_calls for r in reports),
+        conflicts=sum(r.conflicts for r in reports), market_ids=markets,
     )
 
 

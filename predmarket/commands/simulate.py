@@ -71,7 +71,7 @@ async def _final_check(settings: Settings, summary: Summary, console: Console) -
     rejected = ", ".join(f"{code} {n}" for code, n in sorted(summary.rejected.items())) or "none"
     for name, value in (
         ("trades", f"{summary.trades}"),
-        ("elapsed", f"{summary.elapsed_s:.2f} s"),
+        ("trading time (slowest process)", f"{summary.elapsed_s:.2f} s"),
         ("trades/s", f"{summary.trades_per_s:,.0f}"),
         ("latency p50", f"{summary.p50_ms:.2f} ms"),
         ("latency p99", f"{summary.p99_ms:.2f} ms"),
