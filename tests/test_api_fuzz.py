@@ -554,6 +554,7 @@ def test_wrong_methods_are_contract_errors(env: Env) -> None:
         assert r.status_code == 405, r.text
         body = r.json()
         assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+        assert body["error"]["code"] == "METHOD_NOT_ALLOWED", body  # as the README documents
 
 
 def test_long_or_odd_idempotency_keys_never_5xx(env: Env) -> None:
