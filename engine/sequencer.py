@@ -200,7 +200,7 @@ def encode(book: MarketBook, priced: list[Priced], state: MarketState) -> list[s
     args: list[str | int] = [book.market_id, f"{state.version}:{state.q_yes}:{state.q_no}", len(priced)]
     for item in priced:
         order, f = item.pending.order, item.fill
-        fingerprint = stored_fingerprint(order) if order.fingerprint else ""
+        fingerprint = stored_fingerprint(order)
         if f is None:
             reason = f"{item.rejection.code} {item.rejection.message}" if item.rejection else ""
             args.append(f"{order.user_id}\t{order.side.value}\t{order.outcome.value}\t0\t0\t\t\t\t"
