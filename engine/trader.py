@@ -110,6 +110,10 @@ class Trader:
 
     def submit(self, order: Order) -> asyncio.Future[Trade]:
         """Queue ``order`` on its market's book; the future gets its trade or its rejection."""
+        future: asyncio.Future[Trade] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(Unavailable("the engine is closed"))
+            return future
         book = self.books.get(order.market_id)
         if book is None:
             if len(self.books) >= MAX_IDLE_BOOKS:
@@ -117,10 +121,6 @@ class Trader:
             market_id = order.market_id
             book = self.books[market_id] = MarketBook(
                 market_id, (self.keys.market(market_id), self.keys.market_positions(market_id)))
-        future: asyncio.Future[Trade] = asyncio.get_running_loop().create_future()
-        if self._closed:
-            future.set_exception(Unavailable("the engine is closed"))
-            return future
         book.queue.append(Pending(order, future))
         self._mark_ready(book)
         return future
