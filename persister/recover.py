@@ -60,7 +60,8 @@ def redis_holds_state(client: redis.Redis, keys: Keys) -> bool:
     return False
 
 
-def _delete_prefix(client: redis.Redis, keys: Keys) -> int:
+def delete_prefix(client: redis.Redis, keys: Keys) -> int:
+    """Delete every key of ``keys``' prefix (SCAN and UNLINK in chunks, never FLUSHDB); returns how many."""
     deleted, batch = 0, []
     for key in client.scan_iter(match=keys.pattern, count=1000):
         batch.append(key)
@@ -103,7 +104,7 @@ def recover(pg: Engine, client: redis.Redis, keys: Keys, *, force: bool = False,
     if redis_holds_state(client, keys):
         if not force:
             raise RecoveryRefused(f"Redis still holds keys under '{keys.prefix}:'; use --force to replace them")
-        say("deleted old keys", _delete_prefix(client, keys))
+        say("deleted old keys", delete_prefix(client, keys))
     report = RecoveryReport()
     write = _Writer(client)
     with pg.connect() as conn:

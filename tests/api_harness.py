@@ -35,6 +35,7 @@ import httpx
 import pytest
 import redis as sync_redis
 
+from predmarket.bench.scratch import delete_prefix as delete_keys
 from tests.conftest import REDIS_URL, _pg_url
 
 PREDMARKET = Path(sys.executable).with_name("predmarket")
@@ -301,15 +302,7 @@ def stream_id(value: str) -> tuple[int, int]:
 
 def delete_prefix_sync(redis_url: str, prefix: str) -> None:
     """Remove one stack's keys (never a FLUSHDB of the shared Redis)."""
-    with sync_redis.Redis.from_url(redis_url, decode_responses=True) as r:
-        batch: list[str] = []
-        for key in r.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                r.delete(*batch)
-                batch.clear()
-        if batch:
-            r.delete(*batch)
+    delete_keys(redis_url, prefix)
 
 
 def clone_database(template: str) -> str:

@@ -26,13 +26,18 @@ TINY = Sizes(
 )
 
 
-@pytest.mark.slow
-def test_quick_bench_of_engine_and_peers(tmp_path: Path) -> None:
+def real_services() -> Settings:
+    """Settings for the real Redis and PostgreSQL; skips (or fails under CI) without a real Redis."""
     if not REAL_REDIS:
         if REQUIRE_REAL:
             pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
         pytest.skip("the bench needs a real Redis (its workers are separate processes)")
-    settings = Settings(redis_url=REDIS_URL, database_url=PG_SERVER_URL)
+    return Settings(redis_url=REDIS_URL, database_url=PG_SERVER_URL)
+
+
+@pytest.mark.slow
+def test_quick_bench_of_engine_and_peers(tmp_path: Path) -> None:
+    settings = real_services()
     lines: list[str] = []
     results = run_bench(BenchOptions(settings, sections=("engine", "peers"), sizes=TINY, out=tmp_path,
                                      quick=True, seed=7), say=lines.append)
@@ -55,11 +60,7 @@ def test_quick_bench_of_engine_and_peers(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_policy_section_measures_every_policy(tmp_path: Path) -> None:
-    if not REAL_REDIS:
-        if REQUIRE_REAL:
-            pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
-        pytest.skip("the bench needs a real Redis (its workers are separate processes)")
-    settings = Settings(redis_url=REDIS_URL, database_url=PG_SERVER_URL)
+    settings = real_services()
     sizes = Sizes(users=10, engine_markets=(1,), engine_trades={32: 300})
     lines: list[str] = []
     results = run_bench(BenchOptions(settings, sections=("policy",), sizes=sizes, out=tmp_path, quick=True,
@@ -72,11 +73,7 @@ def test_policy_section_measures_every_policy(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_persister_section_drains_with_one_and_with_two_persisters(tmp_path: Path) -> None:
-    if not REAL_REDIS:
-        if REQUIRE_REAL:
-            pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
-        pytest.skip("the bench needs a real Redis (its workers are separate processes)")
-    settings = Settings(redis_url=REDIS_URL, database_url=PG_SERVER_URL)
+    settings = real_services()
     sizes = Sizes(users=10, persister_trades=600, persister_markets=5)
     lines: list[str] = []
     results = run_bench(BenchOptions(settings, sections=("persister",), sizes=sizes, out=tmp_path, quick=True,

@@ -23,9 +23,10 @@ from engine.market_engine import MarketEngine
 from engine.models import HOUSE, Order, Outcome, Side, Trade
 from engine.settings import Settings
 from engine.units import MICRO
+from predmarket.bench.scratch import delete_prefix as delete_keys
 from predmarket.simulate import Plan, Summary, run
 from tests import test_sequencer
-from tests.conftest import REDIS_URL, UserFactory, delete_prefix, new_redis
+from tests.conftest import REDIS_URL, UserFactory, new_redis
 from tests.test_sequencer import EngineFactory, Replay, assert_replay_matches
 
 engines = test_sequencer.engines  # the fixture: more engines (own clients) on this test's prefix
@@ -103,15 +104,7 @@ def storm_settings(prefix: str) -> Iterator[Settings]:
     try:
         yield settings
     finally:
-        asyncio.run(_delete(prefix))
-
-
-async def _delete(prefix: str) -> None:
-    redis = new_redis()
-    try:
-        await delete_prefix(redis, prefix)
-    finally:
-        await redis.aclose()
+        delete_keys(REDIS_URL, prefix)
 
 
 async def _verify(settings: Settings) -> Replay:

@@ -19,8 +19,9 @@ from engine.models import Order, Outcome, Side
 from engine.settings import Settings
 from engine.state import check_invariants, read_redis_state
 from engine.units import MICRO, parse_micro
+from predmarket.bench.scratch import delete_prefix as delete_keys
 from predmarket.cli import main as cli_main
-from tests.conftest import REDIS_URL, MarketFactory, UserFactory, delete_prefix, new_redis
+from tests.conftest import REDIS_URL, MarketFactory, UserFactory, new_redis
 from tests.test_sequencer import assert_replay_matches
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,21 +38,13 @@ def run_cli(prefix: str, *args: str, timeout_s: float = 120) -> subprocess.Compl
     )
 
 
-async def _delete(prefix: str) -> None:
-    redis = new_redis()
-    try:
-        await delete_prefix(redis, prefix)
-    finally:
-        await redis.aclose()
-
-
 @pytest.fixture
 def cli_prefix(prefix: str) -> Iterator[str]:
     """A prefix for a command run in a subprocess; its keys are deleted afterwards."""
     try:
         yield prefix
     finally:
-        asyncio.run(_delete(prefix))
+        delete_keys(REDIS_URL, prefix)
 
 
 def figure(output: str, name: str) -> str:

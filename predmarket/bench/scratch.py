@@ -15,25 +15,17 @@ from sqlalchemy.engine import make_url
 
 from engine.keys import Keys
 from engine.settings import Settings
+from persister.recover import delete_prefix as delete_keys
 from record.database import drop_database, ensure_database, migrate
 
 
 def delete_prefix(redis_url: str, prefix: str) -> int:
     """Delete every key under ``prefix``; returns how many."""
     client = redis.Redis.from_url(redis_url, socket_timeout=30)
-    deleted = 0
     try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=Keys(prefix).pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += int(client.unlink(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.unlink(*batch))
+        return delete_keys(client, Keys(prefix))
     finally:
         client.close()
-    return deleted
 
 
 @contextmanager
