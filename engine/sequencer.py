@@ -166,8 +166,15 @@ def replayed_trade(order: Order, stored: str) -> Trade:
     )
 
 
-def price(book: MarketBook, batch: list[Pending], state: MarketState, stats: SequencerStats) -> list[Priced]:
-    """Price orders in sequence; settle at once those rejected without an Idempotency-Key."""
+def price(book: MarketBook, batch: list[Pending], state: MarketState) -> list[Priced]:
+    """Price orders in sequence against ``state``, the state this process last saw.
+
+    An order that fails here (shares outstanding, slippage, a bound, too small an
+    amount) is not rejected yet: ``state`` may be stale, since another process can
+    have traded the market since. It goes to the script with its rejection, and
+    the script's state check either confirms the rejection against the current
+    state or answers CONFLICT, and the order is priced again on the fresh state.
+    """
     b = book.b
     assert b is not None
     q_yes, q_no = state.q_yes, state.q_no
@@ -181,11 +188,7 @@ def price(book: MarketBook, batch: list[Pending], state: MarketState, stats: Seq
             result = fill(q_yes, q_no, b, order.side, order.outcome, order.shares, order.amount)
             check_slippage(order, result)
         except EngineError as exc:
-            if order.fingerprint:
-                priced.append(Priced(p, None, exc))  # a replay of the key still wins
-            elif not p.future.done():
-                stats.rejected += 1
-                p.future.set_exception(exc)
+            priced.append(Priced(p, None, exc))  # final only once the script confirms the state
             continue
         priced.append(Priced(p, result, None))
         q_yes, q_no = result.q_yes, result.q_no

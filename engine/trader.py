@@ -202,7 +202,7 @@ class Trader:
             take = (waiting + 1) // 2 if split else waiting
             batch = book.take(min(take, budget))
             try:
-                priced = price(book, batch, base, self.stats)
+                priced = price(book, batch, base)
                 if priced:
                     part = _Part(book, priced, predict(base, priced), encode(book, priced, base))
                     parts.append(part)
