@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build wheels (project + dependencies) in a full image, install them
 # non-editable into a slim runtime image that runs as an unprivileged user.
+# Every package named in pyproject.toml's [tool.setuptools.packages.find] must be COPYed below:
+# tests/test_deploy.py builds the wheel from exactly these COPY lines and runs every command from it.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -9,6 +11,7 @@ COPY pyproject.toml README.md ./
 COPY engine engine
 COPY api api
 COPY persister persister
+COPY record record
 COPY lua lua
 COPY predmarket predmarket
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
