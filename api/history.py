@@ -8,8 +8,8 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.errors import Unavailable
 from engine.units import format_micro, micro_from_decimal
+from record.revision import SchemaStatus, current_revision_async, pg_unavailable
 from record.schema import trades
 
 
@@ -30,7 +30,7 @@ async def recent_trades(pg: AsyncEngine, market_id: str, limit: int) -> list[dic
         async with pg.connect() as conn:
             rows = (await conn.execute(query)).all()
     except (OperationalError, DBAPIError, OSError) as exc:
-        raise Unavailable("PostgreSQL is unreachable") from exc
+        raise pg_unavailable(exc) from exc
     return [
         {
             "trade_id": r.trade_id, "market_id": r.market_id, "user_id": r.user_id, "side": r.side,
@@ -49,9 +49,10 @@ async def market_recorded(pg: AsyncEngine, market_id: str) -> bool:
             found = await conn.execute(text("SELECT 1 FROM markets WHERE market_id = :m"), {"m": market_id})
             return found.first() is not None
     except (OperationalError, DBAPIError, OSError) as exc:
-        raise Unavailable("PostgreSQL is unreachable") from exc
+        raise pg_unavailable(exc) from exc
 
 
-async def ping(pg: AsyncEngine) -> None:
+async def schema_status(pg: AsyncEngine) -> SchemaStatus:
+    """``ok`` or ``not migrated``; raises if PostgreSQL does not answer (``down``)."""
     async with pg.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+        return (await current_revision_async(conn))[0]

@@ -38,6 +38,7 @@ class Scripts:
     """The operation scripts bound to one Redis client."""
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(source) for name, source in sources().items()
         }
@@ -45,6 +46,18 @@ class Scripts:
     @property
     def names(self) -> list[str]:
         return sorted(self._scripts)
+
+    async def ensure_loaded(self) -> None:
+        """Load into Redis every script it does not hold (after a restart or SCRIPT FLUSH).
+
+        Calls reload on NOSCRIPT by themselves; readiness asks this so that a replica
+        reporting ready can run every operation without that first round trip.
+        """
+        scripts = list(self._scripts.values())
+        present = await self._redis.script_exists(*(s.sha for s in scripts))
+        for script, loaded in zip(scripts, present, strict=True):
+            if not loaded:
+                await self._redis.script_load(script.script)
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         """Run script ``name``; raise the engine error its rejection names."""

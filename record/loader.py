@@ -19,11 +19,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from engine import pricing
-from engine.errors import Unavailable
 from engine.keys import Keys
 from engine.models import Market, MarketStatus, Outcome
 from engine.scripts import Scripts
 from engine.units import micro_from_decimal as micro
+from record.revision import pg_unavailable
 
 _EPOCH_MS = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -89,7 +89,7 @@ class PgLoader:
             async with self._pg.connect() as conn:
                 return (await conn.execute(query, params)).first()
         except (OperationalError, DBAPIError, OSError) as exc:
-            raise Unavailable("PostgreSQL is unreachable") from exc
+            raise pg_unavailable(exc) from exc
 
     async def load_user(self, user_id: str) -> bool:
         """Install ``user_id`` from PostgreSQL if it is recorded there; True if it exists."""
@@ -145,5 +145,5 @@ class PgLoader:
                 rows = (await conn.execute(text(
                     "SELECT * FROM markets WHERE status = 'SETTLED' ORDER BY created_at"))).all()
         except (OperationalError, DBAPIError, OSError) as exc:
-            raise Unavailable("PostgreSQL is unreachable") from exc
+            raise pg_unavailable(exc) from exc
         return [market_from_row(r) for r in rows if r.market_id not in known]

@@ -1,5 +1,9 @@
 """The PostgreSQL record, as SQLAlchemy Core tables (the migrations create them).
 
+This module and ``record/migrations`` describe the same schema, constraints and
+indexes included: ``tests/test_schema.py`` autogenerates against a migrated
+database and must find nothing to do. Change both together (a new migration).
+
 Money and shares are NUMERIC(20,6) in units. Every row an event wrote carries
 the event's stream entry id (unique), so a batch delivered twice writes
 nothing twice. Rows that hold a *current* value (balances, position_state,
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -27,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -43,6 +50,8 @@ users = Table(
     Column("api_key_hash", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("event_id", String(40), nullable=False, unique=True),
+    # An evicted user's key is looked up here when Redis does not know it.
+    Index("ix_users_api_key_hash", "api_key_hash", unique=True, postgresql_where=text("api_key_hash IS NOT NULL")),
 )
 
 balances = Table(
@@ -52,6 +61,9 @@ balances = Table(
     money("locked"),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("event_order", BigInteger, nullable=False),
+    CheckConstraint("available >= 0 AND locked >= 0", name="ck_balances_non_negative"),
+    # Room on each page for updated row versions (HOT updates: no index churn).
+    postgresql_with={"fillfactor": 70},
 )
 
 markets = Table(
@@ -77,11 +89,13 @@ markets = Table(
     Column("event_id", String(40), nullable=False, unique=True),
     #: stream position of the last lifecycle event applied (status/outcome guard)
     Column("status_order", BigInteger, nullable=False),
+    CheckConstraint("pool >= 0", name="ck_markets_pool_non_negative"),
+    Index("ix_markets_status", "status"),
 )
 
 market_snapshots = Table(
     "market_snapshots", metadata,
-    Column("snapshot_id", BigInteger, primary_key=True, autoincrement=True),
+    Column("snapshot_id", BigInteger, Identity(), primary_key=True),
     Column("market_id", String(64), nullable=False, index=True),
     Column("version", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
@@ -112,6 +126,9 @@ position_state = Table(
     money("shares"),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("event_order", BigInteger, nullable=False),
+    CheckConstraint("shares >= 0", name="ck_position_state_non_negative"),
+    Index("ix_position_state_market", "market_id"),
+    postgresql_with={"fillfactor": 70},
 )
 
 trades = Table(

@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness (Redis and PostgreSQL reachable), Prometheus metrics."""
+"""Operations: liveness, readiness (the replica can take trades), Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.auth import engine_of, state_of
-from api.history import ping
+from api.history import schema_status
 from api.metrics import render
 from api.responses import JSONResponse
 from engine.connection import UNREACHABLE
+from engine.market_engine import MarketEngine
+from record.revision import SchemaStatus
 
 router = APIRouter(tags=["operations"])
 READY_TIMEOUT_S = 2.0
@@ -23,19 +25,29 @@ async def healthz() -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def _check(probe: Any) -> str:
+async def _redis_status(engine: MarketEngine) -> str:
+    """``ok`` when Redis answers and holds every script (loaded here if it lost them), else ``down``."""
     try:
-        await asyncio.wait_for(probe, READY_TIMEOUT_S)
+        await asyncio.wait_for(engine.scripts.ensure_loaded(), READY_TIMEOUT_S)
         return "ok"
-    except Exception as exc:
-        return f"unreachable ({exc.__class__.__name__})"
+    except Exception:  # any failure to reach or load is "cannot take trades"
+        return "down"
 
 
-@router.get("/readyz", summary="Redis and PostgreSQL are reachable")
+async def _postgres_status(request: Request) -> str:
+    try:
+        return (await asyncio.wait_for(schema_status(state_of(request, "pg")), READY_TIMEOUT_S)).value
+    except Exception:
+        return SchemaStatus.DOWN.value
+
+
+@router.get("/readyz", summary="The replica can take trades (Redis reachable, scripts loaded)")
 async def readyz(request: Request) -> Response:
-    redis_status = await _check(engine_of(request).redis.ping())
-    pg_status = await _check(ping(state_of(request, "pg")))
-    ready = redis_status == "ok" and pg_status == "ok"
+    """200 when trades can be taken; PostgreSQL (``ok``, ``down``, ``not migrated``) is reported, and
+    does not decide: trading carries on from Redis through a PostgreSQL outage, so a load balancer
+    must not drain every working replica because the record is away."""
+    redis_status, pg_status = await asyncio.gather(_redis_status(engine_of(request)), _postgres_status(request))
+    ready = redis_status == "ok"
     return JSONResponse({"status": "ready" if ready else "unavailable", "redis": redis_status,
                          "postgres": pg_status}, status_code=200 if ready else 503)
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 from engine.keys import Keys
 from engine.settings import get_settings
 from persister.audit import audit
+from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.commands.stores import stores
 
 
@@ -28,6 +29,8 @@ def register(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
+    if refuse_unmigrated("audit", settings.database_url):
+        return NOT_MIGRATED_EXIT
     console = Console()
     with stores(settings) as (client, pg):
         report = audit(pg, client, settings.redis_url, Keys(settings.key_prefix), wait_s=args.wait)

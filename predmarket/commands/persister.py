@@ -8,6 +8,7 @@ from typing import Any
 
 from engine.settings import get_settings
 from persister.worker import build
+from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 
 
 def register(sub: Any) -> None:
@@ -22,7 +23,10 @@ def register(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    persister = build(get_settings(), consumer=args.consumer)
+    settings = get_settings()
+    if refuse_unmigrated("persister", settings.database_url):
+        return NOT_MIGRATED_EXIT
+    persister = build(settings, consumer=args.consumer)
     persister.install_signal_handlers()
     persister.run()
     return 0

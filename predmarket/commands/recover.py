@@ -10,6 +10,7 @@ from rich.console import Console
 from engine.keys import Keys
 from engine.settings import get_settings
 from persister.recover import RecoveryRefused, recover
+from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.commands.stores import stores
 
 
@@ -26,6 +27,8 @@ def register(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()
+    if refuse_unmigrated("recover", settings.database_url):
+        return NOT_MIGRATED_EXIT
     console = Console()
     try:
         with stores(settings) as (client, pg), console.status("recovering") as status:

@@ -12,6 +12,7 @@ import uvicorn
 
 from api.logs import configure
 from engine.settings import PLACEHOLDER_TOKENS, get_settings
+from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 
 
 def register(sub: Any) -> None:
@@ -29,6 +30,8 @@ def register(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = get_settings()  # fail now, with a clear message, on bad configuration
+    if refuse_unmigrated("serve", settings.database_url):
+        return NOT_MIGRATED_EXIT
     if settings.admin_token in PLACEHOLDER_TOKENS:
         print("predmarket serve: warning: PM_ADMIN_TOKEN is a development placeholder; set a real secret "
               "(PM_ENVIRONMENT=production refuses to start without one)", file=sys.stderr)
