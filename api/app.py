@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api import errors
+from api import errors, openapi
 from api.auth import Authenticator
 from api.durable import CommittedWatcher
 from api.middleware import RequestMiddleware
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Money, shares and prices are decimal strings with 6 decimals.",
     )
     errors.install(app)
+    openapi.install(app)
     for module in (users, markets, trades, events, ops):
         app.include_router(module.router)
     # The trade route served without FastAPI's dependency machinery (it dominated the

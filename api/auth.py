@@ -16,7 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError, forbidden, unauthenticated
 from engine.connection import unavailable_on_disconnect
@@ -107,19 +108,25 @@ def _auth(request: Request) -> Authenticator:
     return authenticator
 
 
-async def any_caller(request: Request) -> Principal:
+#: Documents the bearer scheme on every route that authenticates (the Authorize button);
+#: the header is checked by ``Authenticator.principal``, so this parses nothing that decides.
+BEARER_SCHEME = HTTPBearer(auto_error=False, description="The admin token (PM_ADMIN_TOKEN) or a user's API key")
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_SCHEME)]
+
+
+async def any_caller(request: Request, _: Bearer = None) -> Principal:
     """Admin or any user."""
     return await _auth(request).principal(request)
 
 
-async def admin_only(request: Request) -> Principal:
+async def admin_only(request: Request, _: Bearer = None) -> Principal:
     principal = await _auth(request).principal(request)
     if not principal.is_admin:
         raise forbidden("this route is for the admin")
     return principal
 
 
-async def user_only(request: Request) -> Principal:
+async def user_only(request: Request, _: Bearer = None) -> Principal:
     principal = await _auth(request).principal(request)
     if principal.is_admin:
         raise forbidden("the admin token is not a user; use a user's API key")

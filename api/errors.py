@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -80,8 +79,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> Response:
+        status = STATUS_BY_ERROR.get(type(exc))
+        if status is None:  # an engine error no contract code maps: a bug, not the client's fault
+            log.error("engine error %s without an HTTP status: %s", type(exc).__name__, exc.message)
+            return error_response(500, "INTERNAL", "internal error")
         headers = {"Retry-After": "1"} if isinstance(exc, Unavailable) else None
-        return error_response(STATUS_BY_ERROR.get(type(exc), 422), exc.code, exc.message, headers)
+        return error_response(status, exc.code, exc.message, headers)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> Response:
@@ -113,14 +116,3 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "INTERNAL", "internal error")
 
-
-def error_schema() -> dict[str, Any]:
-    """OpenAPI description of the error body, for the routes' documented responses."""
-    return {
-        "type": "object",
-        "required": ["error"],
-        "properties": {"error": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }},
-    }

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse as _StarletteJSON
 
+from api import schemas
 from engine.models import Account, Market, Quote, Trade
 from engine.units import format_micro
 
@@ -30,18 +31,18 @@ def rfc3339(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def account_json(a: Account) -> dict[str, Any]:
+def account_json(a: Account) -> schemas.Account:
     return {
         "user_id": a.user_id, "username": a.username, "available": format_micro(a.available),
         "locked": format_micro(a.locked),
         "positions": [
-            {"market_id": p.market_id, "outcome": p.outcome.value, "shares": format_micro(p.shares)}
+            schemas.Position(market_id=p.market_id, outcome=p.outcome.value, shares=format_micro(p.shares))
             for p in a.positions if p.shares > 0
         ],
     }
 
 
-def market_json(m: Market) -> dict[str, Any]:
+def market_json(m: Market) -> schemas.Market:
     return {
         "market_id": m.market_id, "name": m.name, "status": m.status.value,
         "outcome": m.outcome.value if m.outcome else None, "liquidity_b": format_micro(m.liquidity_b),
@@ -51,7 +52,7 @@ def market_json(m: Market) -> dict[str, Any]:
     }
 
 
-def trade_json(t: Trade) -> dict[str, Any]:
+def trade_json(t: Trade) -> schemas.Trade:
     return {
         "trade_id": t.trade_id, "market_id": t.market_id, "user_id": t.user_id, "side": t.side.value,
         "outcome": t.outcome.value, "shares": format_micro(t.shares), "cost": format_micro(t.cost),
@@ -60,7 +61,7 @@ def trade_json(t: Trade) -> dict[str, Any]:
     }
 
 
-def quote_json(q: Quote) -> dict[str, Any]:
+def quote_json(q: Quote) -> schemas.Quote:
     return {
         "side": q.side.value, "outcome": q.outcome.value, "shares": format_micro(q.shares),
         "cost": format_micro(q.cost), "avg_price": format_micro(q.avg_price),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.errors import error_schema
+from api.schemas import Error
 from engine.errors import NotFound
 from engine.models import ID_PATTERN
 
-_ERROR = {"content": {"application/json": {"schema": error_schema()}}}
+#: Every error answer has the one body ``{"error": {"code", "message"}}``: one component, ``Error``.
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"description": description, **_ERROR}
+    status: {"description": description, "model": Error}
     for status, description in (
         (401, "UNAUTHENTICATED"), (403, "FORBIDDEN"), (404, "NOT_FOUND"),
         (409, "MARKET_NOT_OPEN, INVALID_STATE, ALREADY_EXISTS or IDEMPOTENCY_KEY_REUSED"),

@@ -1,0 +1,120 @@
+"""The contract's response objects, as typed dictionaries: one definition for the JSON and its schema.
+
+``api.responses`` builds every answer as one of these types (mypy checks each
+field's name and type there), and the routes name the same types as their
+``response_model``, from which FastAPI writes the OpenAPI document. Nothing is
+validated per request (the routes return ready responses), so the hot path
+pays nothing, and the document cannot drift from what the code sends:
+``tests/test_api_openapi.py`` also checks real answers against it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, NotRequired
+
+from pydantic import Field
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+
+#: Money, shares and prices: decimal strings with exactly 6 decimals.
+Decimal6 = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{6}$", examples=["12.500000"])]
+#: RFC 3339 UTC timestamps.
+Timestamp = Annotated[str, Field(examples=["2026-12-05T14:02:41.123000Z"])]
+Side = Literal["BUY", "SELL"]
+Outcome = Literal["YES", "NO"]
+MarketStatus = Literal["CREATED", "OPEN", "RESOLVED", "SETTLED"]
+
+
+class Position(TypedDict):
+    market_id: str
+    outcome: Outcome
+    shares: Decimal6
+
+
+class Account(TypedDict):
+    user_id: str
+    username: str
+    available: Decimal6
+    locked: Decimal6
+    #: positions with zero shares are left out
+    positions: list[Position]
+
+
+class CreatedUser(Account):
+    #: shown once; only its hash is stored
+    api_key: str
+
+
+class Market(TypedDict):
+    market_id: str
+    name: str
+    status: MarketStatus
+    #: the winning outcome once resolved, else null
+    outcome: Outcome | None
+    liquidity_b: Decimal6
+    yes_shares: Decimal6
+    no_shares: Decimal6
+    price_yes: Decimal6
+    price_no: Decimal6
+    pool: Decimal6
+    created_at: Timestamp
+    last_updated: Timestamp
+
+
+class MarketList(TypedDict):
+    markets: list[Market]
+
+
+class Settlement(TypedDict):
+    market: Market
+    payouts_total: Decimal6
+    holders_paid: int
+
+
+class Quote(TypedDict):
+    side: Side
+    outcome: Outcome
+    shares: Decimal6
+    cost: Decimal6
+    avg_price: Decimal6
+    price_yes: Decimal6
+    price_no: Decimal6
+
+
+class Trade(TypedDict):
+    trade_id: int
+    market_id: str
+    user_id: str
+    side: Side
+    outcome: Outcome
+    shares: Decimal6
+    #: the positive money that moved: paid on BUY, received on SELL
+    cost: Decimal6
+    avg_price: Decimal6
+    price_yes: Decimal6
+    price_no: Decimal6
+    created_at: Timestamp
+
+
+class TradeList(TypedDict):
+    trades: list[Trade]
+
+
+class ErrorDetail(TypedDict):
+    code: str
+    message: str
+
+
+class Error(TypedDict):
+    error: ErrorDetail
+
+
+class Health(TypedDict):
+    status: Literal["ok"]
+
+
+class Readiness(TypedDict):
+    status: Literal["ready", "unavailable"]
+    #: ``ok``, ``down`` or ``not migrated`` (with the reason in parentheses where one is known)
+    redis: str
+    postgres: str
+    detail: NotRequired[str]
