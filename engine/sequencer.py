@@ -148,9 +148,8 @@ def error_for(code: str, message: str) -> EngineError:
 def stored_fingerprint(order: Order) -> str:
     """The fingerprint as ``trade.lua`` stores and compares it: a fixed-length hex digest.
 
-    The stored response is ``"|"``-separated and matched by prefix, so a raw
-    fingerprint containing ``"|"`` broke :func:`replayed_trade` (the sequencer
-    task died, the caller hung) and one that was a prefix of another matched it.
+    The stored response is ``"|"``-separated and matched by prefix: a hex digest
+    of fixed length holds no ``"|"`` and is never a prefix of another.
     """
     return hashlib.sha256(order.fingerprint.encode()).hexdigest() if order.fingerprint else ""
 
@@ -215,7 +214,7 @@ def encode(book: MarketBook, priced: list[Priced], state: MarketState) -> list[s
     return args
 
 
-def resolve(book: MarketBook, priced: list[Priced], results: list[list[str]], ts_ms: int,
+def hand_out_results(book: MarketBook, priced: list[Priced], results: list[list[str]], ts_ms: int,
             stats: SequencerStats) -> list[Pending]:
     """Hand each order its result; return the orders to re-price (SKIPPED)."""
     again: list[Pending] = []

@@ -42,9 +42,9 @@ from engine.sequencer import (
     Priced,
     SequencerStats,
     encode,
+    hand_out_results,
     predict,
     price,
-    resolve,
     same_state,
     state_from,
 )
@@ -282,7 +282,7 @@ class Trader:
             return
         if not same_state(state, part.predicted):
             book.predicted = None  # a rejection or SKIPPED: what was priced ahead will conflict
-        book.retry.extend(resolve(book, part.priced, reply[7], int(str(reply[6])), self.stats))
+        book.retry.extend(hand_out_results(book, part.priced, reply[7], int(str(reply[6])), self.stats))
 
     def _load(self, book: MarketBook) -> None:
         if not book.loading:
