@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -23,7 +24,6 @@ from engine.connection import UNREACHABLE, connect
 from engine.errors import Unavailable
 from engine.market_engine import MarketEngine
 from engine.settings import Settings, get_settings
-from predmarket import __version__
 from record.loader import PgLoader
 
 log = logging.getLogger("predmarket.api")
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.close()
 
     app = FastAPI(
-        title="predmarket", version=__version__, lifespan=lifespan, default_response_class=JSONResponse,
+        title="predmarket", version=version("predmarket"), lifespan=lifespan, default_response_class=JSONResponse,
         description="Real-time binary prediction market: LMSR pricing, Redis hot state, PostgreSQL record. "
         "Money, shares and prices are decimal strings with 6 decimals.",
     )
