@@ -38,6 +38,7 @@ from engine.state import (
 )
 from engine.units import format_micro
 from engine.units import micro_from_decimal as micro
+from persister.lag import group_lag
 from persister.stream import GROUP
 from record.pg_state import read_pg_state
 
@@ -58,14 +59,11 @@ class AuditReport:
 
 
 def _lag(client: redis.Redis, keys: Keys) -> int:
-    try:
-        groups: list[dict[str, Any]] = client.xinfo_groups(keys.events)
-    except redis.ResponseError:
-        return 0  # no stream: nothing to persist
-    mine = next((g for g in groups if g["name"] == GROUP), None)
-    if mine is None:
-        return int(client.xlen(keys.events))
-    return int(mine.get("pending") or 0) + int(mine.get("lag") or 0)
+    counted = group_lag(client, keys.events, GROUP)
+    if counted is not None:
+        return counted.entries
+    # No stream (nothing to persist: 0), or no group yet (every entry is unread).
+    return int(client.xlen(keys.events))
 
 
 def wait_for_persister(client: redis.Redis, keys: Keys, wait_s: float) -> int:

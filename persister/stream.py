@@ -11,6 +11,7 @@ from redis.exceptions import ResponseError
 
 from engine.keys import Keys
 from engine.scripts import sources
+from persister.lag import group_lag
 
 GROUP = "persister"
 Entry = tuple[str, dict[str, str] | None]  # fields None: entry deleted while pending
@@ -121,22 +122,19 @@ class EventStream:
 
     def lag(self, now_ms: int) -> Lag:
         """Entries not yet acknowledged and the age of the oldest of them."""
-        groups: list[dict[str, Any]] = self.redis.xinfo_groups(self.keys.events)
-        mine = next((g for g in groups if g["name"] == GROUP), None)
-        if mine is None:
+        counted = group_lag(self.redis, self.keys.events, GROUP)
+        if counted is None:
             return Lag(0, 0, None)
-        pending = int(mine.get("pending") or 0)
-        undelivered = int(mine.get("lag") or 0)
         oldest: str | None = None
-        if pending:
+        if counted.pending:
             first = self.redis.xpending(self.keys.events, GROUP)["min"]
             oldest = str(first) if first else None  # None: another persister acknowledged them meanwhile
-        elif undelivered:
+        elif counted.undelivered:
             after = cast(list[Any], self.redis.xrange(
-                self.keys.events, f"({mine['last-delivered-id']}", "+", count=1))
+                self.keys.events, f"({counted.last_delivered}", "+", count=1))
             oldest = after[0][0] if after else None
         age = max(0, now_ms - parse_id(oldest)[0]) if oldest else 0
-        return Lag(pending + undelivered, age, self.committed())
+        return Lag(counted.entries, age, self.committed())
 
     def clear_dirty(self, seen: list[tuple[str, float]]) -> int:
         args: list[str] = []

@@ -27,6 +27,7 @@ from engine.settings import Settings
 from engine.state import check_invariants
 from engine.units import MICRO, decimal_from_micro
 from persister.events import event_order
+from persister.lag import group_lag
 from persister.stream import GROUP, Entry, parse_id, predecessor
 from record.database import alembic_config, drop_database
 from tests.conftest import MarketFactory, UserFactory
@@ -397,11 +398,11 @@ async def test_lag_when_entries_are_acknowledged_between_its_reads(
     with persister(pg_settings) as p:
         p.stream.ensure_group()
         held = p.stream.read_new(1, 1)
-        stale = p.stream.redis.xinfo_groups(keys.events)
-        assert stale[0]["pending"] == 1
+        stale = group_lag(p.stream.redis, keys.events, GROUP)
+        assert stale is not None and stale.pending == 1
         p.stream.ack([entry_id for entry_id, _ in held])
         seconds, _ = p.stream.redis.time()
-        with mock.patch.object(p.stream.redis, "xinfo_groups", return_value=stale):
+        with mock.patch("persister.stream.group_lag", return_value=stale):
             lag = p.stream.lag(seconds * 1000)
         assert lag.oldest_age_ms == 0
         assert lag.committed == held[0][0]

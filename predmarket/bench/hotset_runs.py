@@ -27,6 +27,7 @@ from engine.market_engine import MarketEngine
 from engine.models import HOUSE, Order, Outcome, Side
 from engine.settings import Settings
 from engine.units import MICRO
+from persister.lag import group_lag
 from persister.stream import GROUP
 from persister.worker import Persister, build
 from predmarket.bench.options import Sizes
@@ -113,9 +114,8 @@ def _drain(p: Persister, client: redis.Redis, stream: str) -> None:
     thread.start()
     try:
         while True:
-            groups: list[dict[str, Any]] = client.xinfo_groups(stream)
-            group = next((g for g in groups if g["name"] == GROUP), None)
-            if group is not None and not int(group["pending"]) and not int(group.get("lag") or 0):
+            lag = group_lag(client, stream, GROUP)
+            if lag is not None and lag.entries == 0:
                 return
             time.sleep(0.05)
     finally:

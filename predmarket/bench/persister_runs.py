@@ -22,6 +22,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from engine.settings import Settings
+from persister.lag import group_lag
 from persister.stream import GROUP
 from persister.worker import Persister, build
 from predmarket.bench.compare import state_differences
@@ -41,15 +42,9 @@ class PersisterFailed(RuntimeError):
 
 
 def _caught_up(client: redis.Redis, stream: str) -> bool:
-    """Pending + lag of the persister group == 0 (lag compared by id when Redis cannot count it)."""
-    groups: list[dict[str, Any]] = client.xinfo_groups(stream)
-    group = next((g for g in groups if g["name"] == GROUP), None)
-    if group is None or int(group["pending"]):
-        return False
-    if group.get("lag") is not None:
-        return int(group["lag"]) == 0
-    last: str = client.xinfo_stream(stream)["last-generated-id"]
-    return bool(group["last-delivered-id"] == last)
+    """Nothing pending and nothing undelivered in the persister group."""
+    lag = group_lag(client, stream, GROUP)
+    return lag is not None and lag.entries == 0
 
 
 def _wait_caught_up(running: Callable[[], bool], client: redis.Redis, stream: str, pg_url: str, trades: int,
