@@ -4,8 +4,8 @@ Finds or starts Redis and PostgreSQL (see predmarket.services), migrates, runs
 two API replicas and the persister, creates users and markets, trades the
 seed's random simulation through the HTTP API, and shows markets, prices,
 trades/s and persister lag until Ctrl-C (or ``--duration``). On the way out it
-stops everything it started and removes the demo's keys and database when it
-created them itself.
+stops everything it started, removes the demo's keys and database when it
+created them itself, and removes its temporary directory (servers' data, log).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,6 +73,11 @@ class Demo:
         self.ports = [free_port(), free_port()]
         self.env: dict[str, str] = {}
         self.cleanups: list[Any] = []
+        self.prefix = ""
+        self.log_path = os.path.join(self.workdir, "processes.log")
+        self.log: Any = None
+        #: Kept up to date while trading, so a summary can be printed however the run ends.
+        self.stats = HttpStats()
 
     # ------------------------------------------------------------------ setup and teardown
 
@@ -80,7 +86,7 @@ class Demo:
         self.services.append(redis_svc)
         pg_svc = postgres_service(os.environ.get("PM_DATABASE_URL"), self.workdir)
         self.services.append(pg_svc)
-        prefix = os.environ.get("PM_KEY_PREFIX") or f"demo-{secrets.token_hex(3)}"
+        prefix = self.prefix = os.environ.get("PM_KEY_PREFIX") or f"demo-{secrets.token_hex(3)}"
         database_url = pg_svc.url
         if pg_svc.origin != "environment":
             database_url = re.sub(r"/[^/]*$", f"/predmarket_{prefix.replace('-', '_')}", pg_svc.url)
@@ -92,26 +98,45 @@ class Demo:
                     "PM_IDLE_FLUSH_S": "1"}
         self.console.print(f"Redis: {redis_svc.url} ({redis_svc.origin})")
         self.console.print(f"PostgreSQL: {database_url} ({pg_svc.origin})")
+        self.console.print(f"key prefix: {prefix}")
+        self.console.print(f"log: {self.log_path}")
         subprocess.run([sys.executable, "-m", "predmarket.cli", "migrate"], env=self.env, check=True,
                        stdout=subprocess.DEVNULL)
-        log = open(os.path.join(self.workdir, "processes.log"), "ab")  # noqa: SIM115 - closed with the tree
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
         for port in self.ports:
-            self._spawn(["serve", "--port", str(port), "--no-access-log"], log)
-        self._spawn(["persister"], log)
+            self._spawn(["serve", "--port", str(port), "--no-access-log"], self.log)
+        self._spawn(["persister"], self.log)
         self._wait_ready()
+        self.console.print(f"ready: API replicas at {' '.join(self.urls)}")
 
     def _spawn(self, args: list[str], log: Any) -> None:
         self.processes.append(subprocess.Popen([sys.executable, "-m", "predmarket.cli", *args], env=self.env,
                                                stdout=log, stderr=log, start_new_session=True))
 
     def _wait_ready(self) -> None:
-        wait_ready(self.urls, self.processes, f"{self.workdir}/processes.log")
+        wait_ready(self.urls, self.processes, self.log_path)
 
     @property
     def urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}" for port in self.ports]
 
-    def stop(self) -> None:
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the processes' log (shown when something failed: the log goes with the workdir)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"".join(f.readlines()[-lines:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> list[str]:
+        """Stop and remove everything the demo started or made; returns what could not be removed.
+
+        Ctrl-C, SIGTERM and SIGHUP are ignored meanwhile: a second one (an impatient user, or the
+        terminal's SIGHUP after a Ctrl-C) must not cut the cleanup short and orphan the rest.
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        left: list[str] = []
         for proc in self.processes:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -121,12 +146,23 @@ class Demo:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self.log is not None:
+            self.log.close()
         for kind, target in self.cleanups:
-            with contextlib.suppress(Exception):
+            try:
                 _cleanup(kind, target)
+            except Exception as exc:  # report it and go on: the rest must still be cleaned up
+                left.append(f"{kind} {target}: {exc}")
         for service in reversed(self.services):
             if service.stop:
-                service.stop()
+                try:
+                    service.stop()
+                except Exception as exc:
+                    left.append(f"{service.origin}: {exc}")
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if os.path.exists(self.workdir):
+            left.append(self.workdir)
+        return left
 
     # ------------------------------------------------------------------ run
 
@@ -134,7 +170,7 @@ class Demo:
         opts = self.options
         markets, users = await setup_http(self.urls[0], self.admin_token, opts.markets, opts.users,
                                           names=MARKET_NAMES)
-        stats, stop, view = HttpStats(), asyncio.Event(), View()
+        stats, stop, view = self.stats, asyncio.Event(), View()
         trading = asyncio.create_task(trade_forever(
             self.urls, markets, users, opts.concurrency, stats, stop, rate_per_s=opts.rate_per_s))
         deadline = time.monotonic() + opts.duration_s if opts.duration_s else None
@@ -165,6 +201,7 @@ class Demo:
     def _render(self, stats: HttpStats, view: View) -> Group:
         header = Panel.fit(
             f"API replicas: {'  '.join(self.urls)}\nadmin token: {self.admin_token}\n"
+            f"key prefix: {self.prefix}   log: {self.log_path}\n"
             f"try: curl -s {self.urls[0]}/v1/markets | python3 -m json.tool\n"
             f"     curl -s -N {self.urls[1]}/v1/events          (live events; Ctrl-C to stop the demo)",
             title="predmarket demo")

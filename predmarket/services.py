@@ -102,7 +102,8 @@ def private_redis(workdir: str, *, appendonly: bool) -> Service:
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", data, "--save", "",
          "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal must not stop it before the processes using it.
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"redis://127.0.0.1:{port}/0"
 
     def stop() -> None:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from predmarket.services import find_binary, pg_answers, private_postgres, private_redis, redis_answers
+from tests.redis_server import wait_until
 
 
 def _predmarket_processes() -> set[int]:
@@ -58,3 +66,90 @@ def test_the_demo_runs_and_leaves_nothing_running() -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "demo finished" in done.stdout and "admin token" in done.stdout
     assert _predmarket_processes() <= before, "the demo left processes running"
+
+
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return {int(line) for line in out.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class _Output:
+    """A child's stdout read line by line on a thread, so the test can wait for a line without blocking."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert proc.stdout is not None
+        stream = proc.stdout
+        self.thread = threading.Thread(target=lambda: self.lines.extend(iter(stream.readline, "")), daemon=True)
+        self.thread.start()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def value(self, label: str) -> str:
+        found = re.search(rf"^{label}: (\S+)", self.text, re.M)
+        assert found, f"no '{label}:' line in:\n{self.text}"
+        return found.group(1)
+
+
+def _demo_database_exists(pg_url: str, prefix: str) -> bool:
+    engine = create_engine(make_url(pg_url).set(database="postgres"))
+    try:
+        with engine.connect() as conn:
+            return bool(conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                     {"n": f"predmarket_{prefix.replace('-', '_')}"}).first())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_a_signal_stops_the_demo_and_removes_everything_it_made(signum: signal.Signals) -> None:
+    """SIGTERM, SIGHUP (the terminal closed) and Ctrl-C all stop the replicas and the persister, delete the
+    demo's keys, database and temporary directory, and print the summary with the exit code."""
+    workdirs_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "predmarket-demo-*")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")} | {
+        "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
+    proc = subprocess.Popen([sys.executable, "-m", "predmarket.cli", "demo", "--markets", "2", "--users", "4",
+                             "--rate", "50"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    output = _Output(proc)
+    try:
+        wait_until(lambda: "ready:" in output.text or proc.poll() is not None, 90, "the demo to be ready")
+        assert proc.poll() is None, output.text
+        prefix, log = output.value("key prefix"), output.value("log")
+        redis_url, pg_url = output.value("Redis"), output.value("PostgreSQL")
+        workdir = os.path.dirname(log)
+        assert os.path.exists(log)
+        children = _children(proc.pid)
+        assert len(children) >= 3, children  # two API replicas and the persister
+        client = redis.Redis.from_url(redis_url)
+        wait_until(lambda: client.exists(f"{prefix}:markets") == 1, 30, "the demo's markets in Redis")
+        assert _demo_database_exists(pg_url, prefix)
+
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        output.thread.join(timeout=5)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert proc.returncode == 0, output.text[-3000:]
+    assert re.search(r"demo finished .*trades.*exit code 0", output.text), output.text[-3000:]
+    assert not [pid for pid in children if _alive(pid)], "the demo left its replicas or persister running"
+    assert not list(client.scan_iter(match=f"{prefix}:*", count=1000)), "the demo left its keys in Redis"
+    client.close()
+    assert not _demo_database_exists(pg_url, prefix), "the demo left its database"
+    assert not os.path.exists(workdir)
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "predmarket-demo-*"))) <= workdirs_before

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
+import subprocess
+import time
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -19,7 +24,8 @@ def register(sub: Any) -> None:
         "default ports if they answer; otherwise starts a private redis-server and PostgreSQL in a temp "
         "dir. Then migrates, starts two API replicas and the persister, creates users and markets, and "
         "trades the seed's random simulation through the HTTP API, showing prices, trades/s and "
-        "persister lag until Ctrl-C. Everything it started is stopped on exit.",
+        "persister lag until Ctrl-C. On Ctrl-C, SIGTERM or SIGHUP everything it started is stopped, and "
+        "its keys, database and temporary directory removed; exit code 0 once all of that is done.",
     )
     p.add_argument("--markets", type=int, default=5, help="markets to create (default 5)")
     p.add_argument("--users", type=int, default=20, help="traders to create (default 20)")
@@ -29,20 +35,58 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=main)
 
 
+class _Stop:
+    """Which signal ended the run. SIGTERM and SIGHUP (a closed terminal) are turned into the Ctrl-C
+    path, so that every way of stopping the demo runs the same cleanup: the replicas and the persister
+    run in their own sessions (a Ctrl-C in the terminal does not reach them), so only the demo can
+    stop them."""
+
+    def __init__(self) -> None:
+        self.by = "Ctrl-C"
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._as_interrupt)
+
+    def _as_interrupt(self, signum: int, _frame: FrameType | None) -> None:
+        self.by = signal.Signals(signum).name
+        # Delivered as SIGINT, the signal takes whichever Ctrl-C path is active: KeyboardInterrupt outside
+        # the event loop, asyncio.run's cancellation of the main task inside it.
+        signal.raise_signal(signal.SIGINT)
+
+
 def main(args: argparse.Namespace) -> int:
     console = Console()
     demo = Demo(DemoOptions(args.markets, args.users, args.concurrency, args.rate, args.duration), console)
-    stats = None
+    stopper = _Stop()
+    stopper.install()
+    started, code = time.monotonic(), 0
+    ended_by = f"--duration {args.duration:g}" if args.duration else "the trading stopping"
     try:
         demo.start()
-        stats = asyncio.run(demo.run())
+        asyncio.run(demo.run())
     except ServiceUnavailable as exc:
-        console.print(f"[red]cannot start the demo:[/red] {exc}")
-        return 2
+        _say(console, f"[red]cannot start the demo:[/red] {exc}")
+        ended_by, code = "an unavailable service", 2
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        _say(console, f"[red]the demo failed:[/red] {exc}\n{demo.log_tail()}")
+        ended_by, code = "a failure", 2
     except KeyboardInterrupt:
-        console.print("stopping…")
+        ended_by = stopper.by
+        _say(console, f"stopping ({ended_by})…")
     finally:
-        demo.stop()
-    if stats is not None:
-        console.print(f"\ndemo finished: {stats.trades:,} trades; everything it started is stopped")
-    return 0
+        left = demo.stop()
+    if left:
+        _say(console, "[red]could not remove:[/red] " + "; ".join(left))
+        code = code or 1
+    stats = demo.stats
+    _say(console, f"\ndemo finished (ended by {ended_by}) after {time.monotonic() - started:.0f} s: "
+         f"{stats.trades:,} trades, rejected {sum(stats.rejected.values()):,}; "
+         f"{'everything it started is stopped and removed' if not left else 'see above'}; exit code {code}")
+    return code
+
+
+def _say(console: Console, text: str) -> None:
+    # After SIGHUP the terminal may be gone: writing to it fails, which must not stop the cleanup or the exit.
+    with contextlib.suppress(OSError):
+        console.print(text)
