@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -40,16 +40,6 @@ async def recent_trades(pg: AsyncEngine, market_id: str, limit: int) -> list[dic
         }
         for r in rows
     ]
-
-
-async def market_recorded(pg: AsyncEngine, market_id: str) -> bool:
-    """Whether PostgreSQL knows the market (it may be archived out of Redis)."""
-    try:
-        async with pg.connect() as conn:
-            found = await conn.execute(text("SELECT 1 FROM markets WHERE market_id = :m"), {"m": market_id})
-            return found.first() is not None
-    except (OperationalError, DBAPIError, OSError) as exc:
-        raise pg_unavailable(exc) from exc
 
 
 async def schema_status(pg: AsyncEngine) -> SchemaStatus:

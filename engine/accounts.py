@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from engine.connection import unavailable_on_disconnect
 from engine.errors import AlreadyExists, NotFound
-from engine.hotset import Loader, reloading
+from engine.hotset import HotSet, reloading
 from engine.keys import Keys
 from engine.models import HOUSE, Account, Outcome, Position
 from engine.scripts import Scripts
@@ -35,24 +35,22 @@ def account_from(user_id: str, fields: dict[str, str], positions: dict[str, str]
 
 
 class Accounts:
-    def __init__(self, redis: Redis, scripts: Scripts, keys: Keys) -> None:
+    def __init__(self, redis: Redis, scripts: Scripts, keys: Keys, hotset: HotSet) -> None:
         self._redis = redis
         self._scripts = scripts
         self._keys = keys
-        #: reloads evicted users; None when this process has no durable record to read
-        self.loader: Loader | None = None
+        self._hotset = hotset
 
     async def create(self, username: str, user_id: str | None = None, key_hash: str = "") -> Account:
         """Register a user with zero balance; ``key_hash`` is sha256 of its API key."""
         check_username(username)
         user_id = check_id(user_id, "user_id") if user_id is not None else new_id("u")
-        # An evicted user's id and name are only in the durable record now.
-        if self.loader is not None and await self.loader.user_taken(user_id, username):
-            raise AlreadyExists("user_id or username is taken")
         k = self._keys
+        # The script decides uniqueness against the directory (ids and names of every user,
+        # evicted ones included), atomically: no PostgreSQL read, so it works through an outage.
         with unavailable_on_disconnect():
             (created_ms,) = await self._scripts.run(
-                "create_user", [k.user(user_id), k.usernames, k.apikeys, k.events],
+                "create_user", [k.user(user_id), k.usernames, k.apikeys, k.events, k.user_ids],
                 [user_id, username, key_hash],
             )
         return Account(user_id, username, 0, 0, int(created_ms), [])
@@ -66,10 +64,10 @@ class Accounts:
             await self.create(HOUSE, HOUSE)
 
     async def deposit(self, user_id: str, amount: int) -> Account:
-        return await reloading(lambda: self._move("deposit", user_id, amount), self.loader, user_id=user_id)
+        return await reloading(lambda: self._move("deposit", user_id, amount), self._hotset, user_id=user_id)
 
     async def withdraw(self, user_id: str, amount: int) -> Account:
-        return await reloading(lambda: self._move("withdraw", user_id, amount), self.loader, user_id=user_id)
+        return await reloading(lambda: self._move("withdraw", user_id, amount), self._hotset, user_id=user_id)
 
     async def _move(self, script: str, user_id: str, amount: int) -> Account:
         check_quantity(amount, "amount")
@@ -79,7 +77,7 @@ class Accounts:
         return await self._get(user_id)
 
     async def get(self, user_id: str) -> Account:
-        return await reloading(lambda: self._get(user_id), self.loader, user_id=user_id)
+        return await reloading(lambda: self._get(user_id), self._hotset, user_id=user_id)
 
     async def _get(self, user_id: str) -> Account:
         k = self._keys
@@ -93,11 +91,6 @@ class Accounts:
         return account_from(user_id, fields, positions)
 
     async def user_for_key(self, key_hash: str) -> str | None:
-        """The user owning the API key with this hash: one round trip, unless the user was evicted."""
+        """The user owning the API key with this hash: one round trip (evicted users' keys stay too)."""
         with unavailable_on_disconnect():
-            user_id = cast(str | None, await self._redis.hget(self._keys.apikeys, key_hash))
-        if user_id is None and self.loader is not None:
-            user_id = await self.loader.user_for_key(key_hash)
-            if user_id is not None and not await self.loader.load_user(user_id):
-                return None
-        return user_id
+            return cast(str | None, await self._redis.hget(self._keys.apikeys, key_hash))

@@ -1,9 +1,14 @@
-"""The engine's side of the hot set: what to do when Redis does not know a user or a market.
+"""The engine's side of the hot set: what to do when Redis does not hold a user or a market.
 
-Idle users and settled markets may have been evicted from Redis (the
-persister's janitor does it once PostgreSQL holds their state). A ``Loader``
-(implemented over PostgreSQL in ``record.loader``; the engine itself knows no
-SQL) puts them back; :func:`reloading` retries an operation once after a load.
+Idle users and settled markets may have been taken out of Redis (the
+persister's janitor does it once PostgreSQL holds their state). What exists is
+still known to Redis alone -- the directory of user ids, usernames and key
+hashes is never evicted, and an archived market's final state is kept in
+``<p>:archived`` (see ``engine.keys``) -- so "no such user or market" and
+uniqueness never need PostgreSQL, and an archived market comes back from
+Redis. Only an evicted user's balance is read from the durable record, through
+a ``Loader`` (implemented over PostgreSQL in ``record.loader``; the engine
+itself knows no SQL). :func:`reloading` retries an operation once after a load.
 """
 
 from __future__ import annotations
@@ -11,8 +16,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from redis.asyncio import Redis
+
+from engine.connection import unavailable_on_disconnect
 from engine.errors import NotFound
-from engine.models import Market, MarketStatus
+from engine.keys import Keys
+from engine.scripts import Scripts
 
 T = TypeVar("T")
 
@@ -21,41 +30,53 @@ class Loader(Protocol):
     async def load_user(self, user_id: str) -> bool:
         """Install the user from the durable record if it is there; True if it exists."""
 
-    async def load_market(self, market_id: str) -> bool:
-        """Install an archived market; True if it exists."""
 
-    async def user_for_key(self, key_hash: str) -> str | None:
-        """The user owning an API key hash, from the durable record."""
+class HotSet:
+    """Puts evicted users and archived markets back into Redis when an operation needs them."""
 
-    async def user_taken(self, user_id: str, username: str) -> bool:
-        """Whether an (evicted) user already has this id or username."""
+    def __init__(self, redis: Redis, scripts: Scripts, keys: Keys) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._keys = keys
+        #: reads evicted users' balances; None when this process has no durable record to read
+        self.loader: Loader | None = None
 
-    async def market_taken(self, market_id: str) -> bool:
-        """Whether an (archived) market already has this id."""
+    async def reload(self, *, user_id: str | None = None, market_id: str | None = None) -> bool:
+        """Make the user and/or market resident if they exist; True if an operation is worth retrying."""
+        resident = False
+        if market_id is not None:
+            resident = await self.unarchive(market_id) or resident
+        if user_id is not None:
+            resident = await self.load_user(user_id) or resident
+        return resident
 
-    async def archived_markets(self, known: set[str], status: MarketStatus | None) -> list[Market]:
-        """Markets recorded durably but no longer in Redis."""
+    async def unarchive(self, market_id: str) -> bool:
+        """True if the market is resident now (put back from its archived state, or already there)."""
+        k = self._keys
+        with unavailable_on_disconnect():
+            return bool(await self._scripts.run(
+                "unarchive_market", [k.market(market_id), k.markets, k.archived], [market_id]))
+
+    async def load_user(self, user_id: str) -> bool:
+        """True if the user is resident now; only an evicted user (in the directory) asks the loader."""
+        with unavailable_on_disconnect():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.exists(self._keys.user(user_id))
+                pipe.sismember(self._keys.user_ids, user_id)
+                resident, known = await pipe.execute()
+        if resident:
+            return True  # whatever was missing, it was not this user
+        if not known or self.loader is None:
+            return False
+        return await self.loader.load_user(user_id)
 
 
-async def reload_missing(loader: Loader | None, *, user_id: str | None = None,
-                         market_id: str | None = None) -> bool:
-    """Put back an evicted user and/or archived market; True if the loader supplied either."""
-    if loader is None:
-        return False
-    loaded = False
-    if user_id is not None:
-        loaded = await loader.load_user(user_id) or loaded
-    if market_id is not None:
-        loaded = await loader.load_market(market_id) or loaded
-    return loaded
-
-
-async def reloading(call: Callable[[], Awaitable[T]], loader: Loader | None, *,
+async def reloading(call: Callable[[], Awaitable[T]], hotset: HotSet, *,
                     user_id: str | None = None, market_id: str | None = None) -> T:
-    """Run ``call``; if it finds no such user or market and the loader can supply one, run it again."""
+    """Run ``call``; if it finds no such user or market and either can be put back, run it again."""
     try:
         return await call()
     except NotFound:
-        if not await reload_missing(loader, user_id=user_id, market_id=market_id):
+        if not await hotset.reload(user_id=user_id, market_id=market_id):
             raise
     return await call()

@@ -11,14 +11,21 @@ key                             contents
 ``<p>:u:<user>``                hash: username, available, locked, key_hash, last_event,
                                 created_ms (money in micro-units)
 ``<p>:u:<user>:pos``            hash: ``<market>:<YES|NO>`` -> micro-shares
-``<p>:usernames``               hash: username -> user id (uniqueness)
-``<p>:apikeys``                 hash: sha256(api key) -> user id
+``<p>:usernames``               hash: username -> user id, every user ever (never evicted:
+                                uniqueness without PostgreSQL)
+``<p>:user_ids``                set: every user id ever (never evicted: uniqueness and
+                                existence of an evicted user without PostgreSQL)
+``<p>:apikeys``                 hash: sha256(api key) -> user id, every user (never evicted:
+                                an unknown key is 401 without PostgreSQL)
 ``<p>:{m:<market>}``            hash: name, status, outcome, b, q_yes, q_no,
                                 pool, version, created_ms, updated_ms,
                                 settled_yes, settled_no, payouts_total,
                                 holders_paid
 ``<p>:{m:<market>}:pos``        hash: ``<user>:<YES|NO>`` -> micro-shares
-``<p>:markets``                 sorted set: market ids by creation time
+``<p>:markets``                 sorted set: ids of the markets resident in Redis, by creation time
+``<p>:archived``                hash: market id -> JSON of its final (SETTLED) market hash, for
+                                every market the janitor archived (never evicted: a market is
+                                resident or archived, so Redis alone lists and finds them all)
 ``<p>:events``                  stream: every state change (the EventBus)
 ``<p>:trade_seq``               counter: last trade id
 ``<p>:idem:<user>:<key>``       string with TTL: the first response to a key
@@ -69,6 +76,14 @@ class Keys:
     @property
     def apikeys(self) -> str:
         return f"{self.prefix}:apikeys"
+
+    @property
+    def user_ids(self) -> str:
+        return f"{self.prefix}:user_ids"
+
+    @property
+    def archived(self) -> str:
+        return f"{self.prefix}:archived"
 
     @property
     def markets(self) -> str:

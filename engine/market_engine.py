@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 from engine.accounts import Accounts
 from engine.connection import connect
 from engine.errors import NotFound
-from engine.hotset import Loader, reload_missing
+from engine.hotset import HotSet, Loader
 from engine.keys import Keys
 from engine.markets import Markets
 from engine.models import Order, Trade
@@ -26,23 +26,23 @@ class MarketEngine:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.scripts = Scripts(redis)
-        self.accounts = Accounts(redis, self.scripts, self.keys)
-        self.markets = Markets(redis, self.scripts, self.keys)
+        self.hotset = HotSet(redis, self.scripts, self.keys)
+        self.accounts = Accounts(redis, self.scripts, self.keys, self.hotset)
+        self.markets = Markets(redis, self.scripts, self.keys, self.hotset)
         self._trader = Trader(
             redis, self.keys, max_batch=settings.max_batch, max_conflicts=settings.max_conflict_retries,
             idempotency_ttl_s=settings.idempotency_ttl_s, pipeline_depth=settings.pipeline_depth,
             split_from=settings.split_from,
         )
-        self._loader: Loader | None = None
 
     @property
     def loader(self) -> Loader | None:
-        return self._loader
+        return self.hotset.loader
 
     @loader.setter
     def loader(self, loader: Loader | None) -> None:
-        """Reload evicted users and archived markets on demand (the hot set); see engine.hotset."""
-        self._loader = self.accounts.loader = self.markets.loader = loader
+        """Read evicted users' balances from the durable record on demand (the hot set); see engine.hotset."""
+        self.hotset.loader = loader
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MarketEngine:
@@ -67,6 +67,6 @@ class MarketEngine:
         try:
             return await self._trader.submit(order)
         except NotFound:
-            if not await reload_missing(self._loader, user_id=order.user_id, market_id=order.market_id):
+            if not await self.hotset.reload(user_id=order.user_id, market_id=order.market_id):
                 raise
         return await self._trader.submit(order)

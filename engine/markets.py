@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import cast
 
 from redis.asyncio import Redis
@@ -9,8 +10,8 @@ from redis.asyncio import Redis
 from engine import pricing
 from engine.accounts import new_id
 from engine.connection import unavailable_on_disconnect
-from engine.errors import AlreadyExists, MarketNotOpen, NotFound, ValidationError
-from engine.hotset import Loader, reloading
+from engine.errors import MarketNotOpen, NotFound, ValidationError
+from engine.hotset import HotSet, reloading
 from engine.keys import Keys
 from engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
 from engine.orders import fill
@@ -35,31 +36,29 @@ def market_from(market_id: str, f: dict[str, str]) -> Market:
 
 
 class Markets:
-    def __init__(self, redis: Redis, scripts: Scripts, keys: Keys) -> None:
+    def __init__(self, redis: Redis, scripts: Scripts, keys: Keys, hotset: HotSet) -> None:
         self._redis = redis
         self._scripts = scripts
         self._keys = keys
-        #: reloads archived markets; None when this process has no durable record to read
-        self.loader: Loader | None = None
+        self._hotset = hotset
 
     async def create(self, name: str, liquidity_b: int, market_id: str | None = None) -> Market:
         """Register a CREATED market; its pool is ``ceil(b ln 2)`` taken from ``house``."""
         check_market_name(name)
         check_liquidity(liquidity_b)
         market_id = check_id(market_id, "market_id") if market_id is not None else new_id("m")
-        if self.loader is not None and await self.loader.market_taken(market_id):
-            raise AlreadyExists(f"market_id {market_id} is taken")
         k = self._keys
+        # Resident or archived, every market is in Redis: the script alone decides uniqueness.
         with unavailable_on_disconnect():
             await self._scripts.run(
                 "create_market",
-                [k.market(market_id), k.markets, k.user(HOUSE), k.events, k.dirty],
+                [k.market(market_id), k.markets, k.user(HOUSE), k.events, k.dirty, k.archived],
                 [market_id, name, liquidity_b, pricing.subsidy(liquidity_b)],
             )
         return await self.get(market_id)
 
     async def open(self, market_id: str) -> Market:
-        return await reloading(lambda: self._open(market_id), self.loader, market_id=market_id)
+        return await reloading(lambda: self._open(market_id), self._hotset, market_id=market_id)
 
     async def _open(self, market_id: str) -> Market:
         k = self._keys
@@ -70,7 +69,7 @@ class Markets:
         return await self._get(market_id)
 
     async def resolve(self, market_id: str, outcome: Outcome) -> Market:
-        return await reloading(lambda: self._resolve(market_id, outcome), self.loader, market_id=market_id)
+        return await reloading(lambda: self._resolve(market_id, outcome), self._hotset, market_id=market_id)
 
     async def _resolve(self, market_id: str, outcome: Outcome) -> Market:
         k = self._keys
@@ -82,7 +81,7 @@ class Markets:
 
     async def settle(self, market_id: str, batch: int = SETTLE_BATCH) -> Settlement:
         """Pay every winning holder, then close the market; safe to run again if interrupted."""
-        return await reloading(lambda: self._settle(market_id, batch), self.loader, market_id=market_id)
+        return await reloading(lambda: self._settle(market_id, batch), self._hotset, market_id=market_id)
 
     async def _settle(self, market_id: str, batch: int) -> Settlement:
         k = self._keys
@@ -117,7 +116,20 @@ class Markets:
         await self._scripts.run("settle_batch", keys, [market_id, *fields])
 
     async def get(self, market_id: str) -> Market:
-        return await reloading(lambda: self._get(market_id), self.loader, market_id=market_id)
+        """The market, resident or archived (read from its kept final state, without loading it)."""
+        k = self._keys
+        with unavailable_on_disconnect():
+            fields = cast(dict[str, str], await self._redis.hgetall(k.market(market_id)))
+            if not fields:
+                kept = cast(str | None, await self._redis.hget(k.archived, market_id))
+                if kept is None:
+                    # Unarchived by another request between the two reads: it is resident now.
+                    fields = cast(dict[str, str], await self._redis.hgetall(k.market(market_id)))
+                else:
+                    fields = json.loads(kept)
+        if not fields:
+            raise NotFound(f"no market {market_id}")
+        return market_from(market_id, fields)
 
     async def _get(self, market_id: str) -> Market:
         with unavailable_on_disconnect():
@@ -127,19 +139,21 @@ class Markets:
         return market_from(market_id, fields)
 
     async def list_all(self, status: MarketStatus | None = None) -> list[Market]:
-        """Every market (optionally of one status), oldest first."""
+        """Every market (optionally of one status), oldest first: resident and archived, from Redis alone."""
+        k = self._keys
         with unavailable_on_disconnect():
-            ids = cast(list[str], await self._redis.zrange(self._keys.markets, 0, -1))
+            ids = cast(list[str], await self._redis.zrange(k.markets, 0, -1))
             async with self._redis.pipeline(transaction=False) as pipe:
                 for market_id in ids:
-                    pipe.hgetall(self._keys.market(market_id))
-                rows = await pipe.execute()
-        markets = [market_from(mid, f) for mid, f in zip(ids, rows, strict=True) if f]
-        markets = [m for m in markets if status is None or m.status is status]
-        if self.loader is not None:
-            archived = await self.loader.archived_markets({m.market_id for m in markets}, status)
-            markets = sorted([*markets, *archived], key=lambda m: (m.created_ms, m.market_id))
-        return markets
+                    pipe.hgetall(k.market(market_id))
+                pipe.hgetall(k.archived)  # every archived market is SETTLED
+                *rows, kept = await pipe.execute()
+        markets = {mid: market_from(mid, f) for mid, f in zip(ids, rows, strict=True) if f}
+        if status in (None, MarketStatus.SETTLED):
+            for market_id, text in cast(dict[str, str], kept).items():
+                markets.setdefault(market_id, market_from(market_id, json.loads(text)))
+        chosen = [m for m in markets.values() if status is None or m.status is status]
+        return sorted(chosen, key=lambda m: (m.created_ms, m.market_id))
 
     async def quote(
         self, market_id: str, side: Side, outcome: Outcome,

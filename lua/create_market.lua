@@ -1,13 +1,14 @@
 -- create_market: register a market (CREATED) and move its subsidy from house to its pool.
 --
 -- KEYS[1] market hash <p>:{m:<id>}, KEYS[2] markets index <p>:markets,
--- KEYS[3] house user hash <p>:u:house, KEYS[4] events stream, KEYS[5] dirty set <p>:dirty
+-- KEYS[3] house user hash <p>:u:house, KEYS[4] events stream, KEYS[5] dirty set <p>:dirty,
+-- KEYS[6] archived markets hash <p>:archived (a market is resident or archived: both are taken)
 -- ARGV[1] market id, ARGV[2] name, ARGV[3] b (micro-units), ARGV[4] subsidy ceil(b ln 2) (micro-units)
 -- Returns {created_ms, house_available}.
 -- Errors: ALREADY_EXISTS, INSUFFICIENT_FUNDS (house cannot pay the subsidy).
 -- Emits MarketCreated {market_id, name, liquidity_b, pool} (+ available: house's balance after).
 
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then
   return reject('ALREADY_EXISTS', 'market_id ' .. ARGV[1] .. ' is taken')
 end
 local house = redis.call('HGET', KEYS[3], 'available')

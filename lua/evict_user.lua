@@ -1,7 +1,6 @@
 -- evict_user: drop an idle user from Redis once PostgreSQL holds every byte of its state.
 --
--- KEYS[1] user hash <p>:u:<user>, KEYS[2] its positions <p>:u:<user>:pos,
--- KEYS[3] usernames hash <p>:usernames, KEYS[4] API key hash <p>:apikeys
+-- KEYS[1] user hash <p>:u:<user>, KEYS[2] its positions <p>:u:<user>:pos
 -- ARGV[1] user id, ARGV[2] the user's last_event as the janitor read it,
 -- ARGV[3] the persister's committed mark (every entry up to it is in PostgreSQL)
 -- Returns 1 if evicted, 0 if the user changed, holds positions, is house, or its last
@@ -10,15 +9,15 @@
 -- A user with any position stays: positions live in the market's hash too, and a
 -- market's settlement walks them, so they are never taken out of Redis piecemeal.
 -- Every operation that changes a user needs its hash, so once it is gone nothing
--- can change the user until a loader installs it again from PostgreSQL.
+-- can change the user until a loader installs it again from PostgreSQL. Its id, username
+-- and key hash stay (the directory, see engine/keys.py): they stay taken, and its key
+-- still names it, without asking PostgreSQL.
 
 if ARGV[1] == 'house' then return 0 end
-local user = redis.call('HMGET', KEYS[1], 'last_event', 'username', 'key_hash')
+local user = redis.call('HMGET', KEYS[1], 'last_event', 'username')
 if not user[2] then return 0 end
 local last = user[1] or '0-0'
 if last ~= ARGV[2] or id_less(ARGV[3], last) then return 0 end
 if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HDEL', KEYS[3], user[2])
-if user[3] and user[3] ~= '' then redis.call('HDEL', KEYS[4], user[3]) end
 return 1

@@ -4,7 +4,9 @@ Runs inside the persister (it owns the committed mark). A user idle longer
 than ``PM_USER_IDLE_TTL_S`` and a market settled longer than
 ``PM_MARKET_ARCHIVE_AFTER_S`` ago are removed from Redis only once the
 committed mark has passed their last event, so PostgreSQL already holds all
-of their state; the loaders in ``record.loader`` put them back on demand.
+of their state. An evicted user's id, username and key hash stay in Redis, and an
+archived market's final state is kept in ``<p>:archived`` (see ``engine.keys``), so
+Redis alone still knows what exists; ``engine.hotset`` puts them back on demand.
 The scripts re-check every condition atomically, so a user who trades while
 the janitor looks is simply kept.
 
@@ -100,7 +102,7 @@ class Janitor:
                 continue
             k = self.keys
             evicted = self._evict(
-                keys=[k.user(user_id), k.user_positions(user_id), k.usernames, k.apikeys],
+                keys=[k.user(user_id), k.user_positions(user_id)],
                 args=[user_id, last, committed])
             self.stats.users_evicted += int(cast(int, evicted))
 
@@ -116,6 +118,6 @@ class Janitor:
             if status != "SETTLED" or now_ms - int(updated_ms or 0) < self.market_after_ms:
                 continue
             archived = self._archive(
-                keys=[k.market(market_id), k.market_positions(market_id), k.markets, k.dirty],
+                keys=[k.market(market_id), k.market_positions(market_id), k.markets, k.dirty, k.archived],
                 args=[market_id, committed])
             self.stats.markets_archived += int(cast(int, archived))

@@ -14,6 +14,7 @@ and written with pipelined commands. The Redis side must be empty (or
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from sqlalchemy import Connection, Engine, text
 
 from engine.keys import Keys
 from engine.units import micro_from_decimal as micro
-from record.loader import epoch_ms, user_fields
+from record.loader import epoch_ms, market_fields, user_fields
 
 PIPELINE = 2_000
 Progress = Callable[[str, int], None]
@@ -129,6 +130,7 @@ def _users(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
                          "FROM users u LEFT JOIN balances b USING (user_id)"):
         write("hset", keys.user(r.user_id), mapping=user_fields(r, loaded_ms))
         write("hset", keys.usernames, r.username, r.user_id)
+        write("sadd", keys.user_ids, r.user_id)  # the directory (see engine.keys)
         if r.api_key_hash:
             write("hset", keys.apikeys, r.api_key_hash, r.user_id)
         n += 1
@@ -275,3 +277,34 @@ def _idempotency(conn: Connection, write: _Writer, keys: Keys, ttl_s: int, say: 
         n += 1
     say("idempotency keys", n)
     return n
+
+
+@dataclass
+class DirectoryReport:
+    users_added: int = 0
+    markets_kept: int = 0
+
+
+def rebuild_directory(pg: Engine, client: redis.Redis, keys: Keys) -> DirectoryReport:
+    """Add to Redis's directory every user and archived market PostgreSQL records that it lacks.
+
+    For a deployment whose hot set evicted users or archived markets before the
+    directory existed (``recover`` builds it whole). Safe while everything runs: it
+    only adds what is absent (SADD, HSETNX), and a market still resident is skipped.
+    """
+    report = DirectoryReport()
+    write = _Writer(client)
+    with pg.connect() as conn:
+        for r in _rows(conn, "SELECT user_id, username, api_key_hash FROM users"):
+            write("sadd", keys.user_ids, r.user_id)
+            write("hsetnx", keys.usernames, r.username, r.user_id)
+            if r.api_key_hash:
+                write("hsetnx", keys.apikeys, r.api_key_hash, r.user_id)
+            report.users_added += 1
+        write.flush()
+        for r in _rows(conn, "SELECT * FROM markets WHERE status = 'SETTLED'"):
+            if client.exists(keys.market(r.market_id)):
+                continue
+            kept = {name: str(value) for name, value in market_fields(r).items()}
+            report.markets_kept += int(client.hsetnx(keys.archived, r.market_id, json.dumps(kept)))
+    return report

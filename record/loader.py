@@ -1,10 +1,12 @@
-"""Loading users and archived markets from PostgreSQL back into Redis, one key at a time.
+"""Loading evicted users from PostgreSQL back into Redis, one key at a time.
 
-The engine calls these (through its ``Loader`` protocol) when Redis does not
-know a user or a market: the row is read here and installed by a script that
-writes only if the key is still absent, so two loaders, or a load racing a
-trade, can never lose or double anything. ``predmarket recover`` builds the
-same hashes in bulk with :func:`user_fields`.
+The engine calls this (through its ``Loader`` protocol) when an evicted user --
+one the directory in Redis knows, whose hash is gone -- is needed: the row is
+read here and installed by a script that writes only if the key is still
+absent, so two loaders, or a load racing a trade, can never lose or double
+anything. ``predmarket recover`` builds the same hashes in bulk with
+:func:`user_fields`, and the directory (and the archived markets' kept state)
+with :func:`market_fields`. Archived markets come back from Redis alone.
 """
 
 from __future__ import annotations
@@ -18,9 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine import pricing
 from engine.keys import Keys
-from engine.models import Market, MarketStatus, Outcome
 from engine.scripts import Scripts
 from engine.units import micro_from_decimal as micro
 from record.revision import pg_unavailable
@@ -45,7 +45,7 @@ def user_fields(row: Any, loaded_ms: int) -> dict[str, str | int]:
 
 
 def market_fields(row: Any) -> dict[str, str | int]:
-    """The Redis market hash for a (settled, fully flushed) ``markets`` row."""
+    """The Redis market hash for a (settled, fully flushed) ``markets`` row (kept as its archived state)."""
     return {
         "name": row.name, "status": row.status, "outcome": row.outcome or "", "b": micro(row.liquidity_b),
         "q_yes": micro(row.yes_shares), "q_no": micro(row.no_shares), "pool": micro(row.pool),
@@ -56,28 +56,14 @@ def market_fields(row: Any) -> dict[str, str | int]:
     }
 
 
-def market_from_row(row: Any) -> Market:
-    b, q_yes, q_no = micro(row.liquidity_b), micro(row.yes_shares), micro(row.no_shares)
-    price_yes, price_no = pricing.prices(q_yes, q_no, b)
-    return Market(
-        market_id=row.market_id, name=row.name, status=MarketStatus(row.status),
-        outcome=Outcome(row.outcome) if row.outcome else None, liquidity_b=b, yes_shares=q_yes, no_shares=q_no,
-        price_yes=price_yes, price_no=price_no, pool=micro(row.pool), version=row.version,
-        created_ms=epoch_ms(row.created_at), updated_ms=epoch_ms(row.last_updated),
-        settled_yes=micro(row.settled_yes), settled_no=micro(row.settled_no),
-        payouts_total=micro(row.payouts_total), holders_paid=row.holders_paid,
-    )
-
-
 _USER_SQL = text(
     "SELECT u.user_id, u.username, u.api_key_hash, u.created_at, COALESCE(b.available, 0) AS available, "
     "COALESCE(b.locked, 0) AS locked FROM users u LEFT JOIN balances b USING (user_id) WHERE u.user_id = :id"
 )
-_MARKET_SQL = text("SELECT * FROM markets WHERE market_id = :id")
 
 
 class PgLoader:
-    """The engine's ``Loader``: PostgreSQL reads plus install-if-absent scripts."""
+    """The engine's ``Loader``: PostgreSQL reads plus an install-if-absent script."""
 
     def __init__(self, pg: AsyncEngine, scripts: Scripts, keys: Keys) -> None:
         self._pg = pg
@@ -108,42 +94,3 @@ class PgLoader:
             fields["created_ms"], fields["loaded_ms"],
         ])
         return True
-
-    async def load_market(self, market_id: str) -> bool:
-        row = await self._one(_MARKET_SQL, id=market_id)
-        if row is None:
-            return False
-        if row.status != "SETTLED":
-            # Only settled markets are archived: a live market missing from Redis means
-            # Redis lost data, which `predmarket recover` (not a single load) repairs.
-            return False
-        fields = market_fields(row)
-        pairs: list[str | int] = [v for item in fields.items() for v in item]
-        k = self._keys
-        await self._scripts.run("install_market", [k.market(market_id), k.markets],
-                                [market_id, fields["created_ms"], *pairs])
-        return True
-
-    async def user_for_key(self, key_hash: str) -> str | None:
-        row = await self._one(text("SELECT user_id FROM users WHERE api_key_hash = :h"), h=key_hash)
-        return None if row is None else str(row.user_id)
-
-    async def user_taken(self, user_id: str, username: str) -> bool:
-        row = await self._one(text("SELECT 1 FROM users WHERE user_id = :id OR username = :name LIMIT 1"),
-                              id=user_id, name=username)
-        return row is not None
-
-    async def market_taken(self, market_id: str) -> bool:
-        return await self._one(text("SELECT 1 FROM markets WHERE market_id = :id"), id=market_id) is not None
-
-    async def archived_markets(self, known: set[str], status: MarketStatus | None) -> list[Market]:
-        """Markets PostgreSQL records that Redis no longer holds (archived), optionally of one status."""
-        if status not in (None, MarketStatus.SETTLED):
-            return []  # only settled markets are ever archived
-        try:
-            async with self._pg.connect() as conn:
-                rows = (await conn.execute(text(
-                    "SELECT * FROM markets WHERE status = 'SETTLED' ORDER BY created_at"))).all()
-        except (OperationalError, DBAPIError, OSError) as exc:
-            raise pg_unavailable(exc) from exc
-        return [market_from_row(r) for r in rows if r.market_id not in known]

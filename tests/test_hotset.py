@@ -103,7 +103,9 @@ async def test_an_evicted_user_trades_again_with_its_balance_intact(
     p = persister()
     await asyncio.to_thread(catch_up_and_sweep, p)
     assert not await exists(hot, hot.keys.user(user))
-    assert not await hot.redis.hexists(hot.keys.usernames, "eve")
+    # The directory stays: the name is still taken, and the key still names the user.
+    assert await hot.redis.hget(hot.keys.usernames, "eve") == user
+    assert await hot.redis.sismember(hot.keys.user_ids, user)
     assert p.janitor.stats.users_evicted >= 1
     # A trade for the evicted user loads it first, then executes against the same balance.
     again = await hot.execute_trade(Order(user, market, Side.BUY, Outcome.NO, shares=5 * MICRO))
@@ -176,7 +178,8 @@ async def test_an_archived_market_is_listed_read_and_closed(hot: MarketEngine, p
     listed = await hot.markets.list_all()
     assert [m.market_id for m in listed] == [market]
     assert listed[0] == settled.market or listed[0].yes_shares == settled.market.yes_shares
-    got = await hot.markets.get(market)  # loads it back
+    assert await hot.redis.hexists(hot.keys.archived, market)
+    got = await hot.markets.get(market)  # read from its kept final state
     assert (got.status.value, got.yes_shares, got.pool) == ("SETTLED", 3 * MICRO, 0)
     with pytest.raises(MarketNotOpen):
         await hot.execute_trade(Order(user, market, Side.BUY, Outcome.YES, shares=MICRO))

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from api.auth import Admin, engine_of, state_of
-from api.history import market_recorded, recent_trades
+from api.history import recent_trades
 from api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, body_doc
 from api.responses import JSONResponse, market_json, quote_json
 from api.routes.common import ERRORS, path_id
-from engine.errors import NotFound, ValidationError
+from engine.errors import ValidationError
 from engine.models import MarketStatus, Outcome, Side
 from engine.units import UnitError, format_micro, parse_micro
 
@@ -112,9 +112,7 @@ async def market_trades(request: Request, market_id: str, limit: OptionalQuery =
             raise ValidationError("limit must be an integer from 1 to 1000")
         n = int(limit)
     market_id = path_id(market_id, "market")
-    engine, pg = engine_of(request), state_of(request, "pg")
-    rows = await recent_trades(pg, market_id, n)
-    if not rows and not await engine.redis.exists(engine.keys.market(market_id)) \
-            and not await market_recorded(pg, market_id):
-        raise NotFound(f"no market {market_id}")
+    rows = await recent_trades(state_of(request, "pg"), market_id, n)
+    if not rows:
+        await engine_of(request).markets.get(market_id)  # resident or archived, else 404
     return JSONResponse({"trades": rows})

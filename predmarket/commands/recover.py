@@ -9,7 +9,7 @@ from rich.console import Console
 
 from engine.keys import Keys
 from engine.settings import get_settings
-from persister.recover import RecoveryRefused, recover
+from persister.recover import RecoveryRefused, rebuild_directory, recover
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.commands.stores import stores
 
@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
         "from PostgreSQL. Refuses to touch a Redis that holds state under PM_KEY_PREFIX unless --force.",
     )
     p.add_argument("--force", action="store_true", help="delete the prefix's keys in Redis first")
+    p.add_argument("--directory", action="store_true",
+                   help="only add the users and archived markets Redis's directory lacks (safe while running; "
+                   "for a deployment that evicted users or archived markets before the directory existed)")
     p.set_defaults(handler=main)
 
 
@@ -30,6 +33,12 @@ def main(args: argparse.Namespace) -> int:
     if refuse_unmigrated("recover", settings.database_url):
         return NOT_MIGRATED_EXIT
     console = Console()
+    if args.directory:
+        with stores(settings) as (client, pg):
+            added = rebuild_directory(pg, client, Keys(settings.key_prefix))
+        console.print(f"[green]directory complete[/green]: {added.users_added:,} users checked, "
+                      f"{added.markets_kept:,} archived markets added")
+        return 0
     try:
         with stores(settings) as (client, pg), console.status("recovering") as status:
             report = recover(
