@@ -12,11 +12,13 @@ if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[6], ARGV[1])
   return reject('ALREADY_EXISTS', 'market_id ' .. ARGV[1] .. ' is taken')
 end
 local house = redis.call('HGET', KEYS[3], 'available')
-if not house or tonumber(house) < tonumber(ARGV[4]) then
+-- The house's balance grows by every market's return, past 2^53: exact string arithmetic.
+if not house or lt_int(house, ARGV[4]) then
   return reject('INSUFFICIENT_FUNDS', 'house cannot pay the subsidy ' .. fmt6(ARGV[4]))
 end
 local ms = now_ms()
-local after = int_str(redis.call('HINCRBY', KEYS[3], 'available', '-' .. ARGV[4]))
+local after = sub_int(house, ARGV[4])
+redis.call('HSET', KEYS[3], 'available', after)
 redis.call('HSET', KEYS[1], 'name', ARGV[2], 'status', 'CREATED', 'outcome', '',
   'b', ARGV[3], 'q_yes', '0', 'q_no', '0', 'pool', ARGV[4], 'version', '0',
   'created_ms', ms, 'updated_ms', ms, 'settled_yes', '0', 'settled_no', '0',

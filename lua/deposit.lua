@@ -3,15 +3,27 @@
 -- KEYS[1] user hash <p>:u:<user>, KEYS[2] events stream, KEYS[3] totals hash <p>:totals
 -- ARGV[1] user id, ARGV[2] amount (micro-units, > 0)
 -- Returns {available} after the deposit, as an integer string.
--- Errors: NOT_FOUND (no such user), VALIDATION_ERROR (balance would pass 9e9 units).
+-- Errors: NOT_FOUND (no such user), VALIDATION_ERROR (balance would pass 9e9 units, or the
+-- ledger's total deposits would pass 2^63 - 1 micro-units).
 -- Emits Deposit {user_id, amount, available}.
+--
+-- Every balance and pool is money deposited and not withdrawn (conservation), so keeping
+-- the total of all deposits within int64 keeps every balance there too: the credits that
+-- are never refused (proceeds, payouts, the house's return) then can never overflow
+-- HINCRBY or pass the range where balances are exact. Checked before any write, so a
+-- refused deposit changes nothing.
 
 local available = redis.call('HGET', KEYS[1], 'available')
 if not available then return reject('NOT_FOUND', 'no user ' .. ARGV[1]) end
-if tonumber(available) + tonumber(ARGV[2]) > MAX_TOTAL then
+local after = add_int(available, ARGV[2])
+if lt_int(MAX_TOTAL_STR, after) then
   return reject('VALIDATION_ERROR', 'balance would exceed 9000000000')
 end
-local after = int_str(redis.call('HINCRBY', KEYS[1], 'available', ARGV[2]))
+local deposits = redis.call('HGET', KEYS[3], 'deposits') or '0'
+if lt_int(sub_int(MAX_EXACT_STR, deposits), ARGV[2]) then
+  return reject('VALIDATION_ERROR', 'total deposits would exceed 9223372036854.775807')
+end
+redis.call('HSET', KEYS[1], 'available', after)
 redis.call('HINCRBY', KEYS[3], 'deposits', ARGV[2])
 local event = redis.call('XADD', KEYS[2], '*', 'type', 'Deposit', 'ts', now_ms(),
   'user_id', ARGV[1], 'amount', fmt6(ARGV[2]), 'available', fmt6(after))

@@ -1,12 +1,62 @@
 -- lib.lua: helpers prepended to every operation script by engine/scripts.py.
 --
 -- Units: every amount is an integer of micro-units. Redis Lua numbers are
--- doubles, exact below 2^53; the contract keeps every total below 9e15, so
--- comparisons are exact. Values are written back as strings built here or
+-- doubles, exact below 2^53. Positions, pools and outstanding totals stay at
+-- or below 9e15 (the contract's bound), so plain numbers are exact for them.
+-- Balances are not bounded: money owed (proceeds, payouts, the house's return)
+-- is credited past 9e15 and must stay exact up to 2^63 - 1, so balance
+-- arithmetic goes through the *_int helpers below (exact on decimal strings)
+-- or HINCRBY (int64 in Redis) followed by HGET, never through a double: an
+-- integer reply reaches Lua as a double, so HINCRBY's own reply is exact only
+-- where the value is bounded. Values are written back as strings built here or
 -- received from Python, never with tostring() (which prints 1e+15) and never
 -- as -x of a number that may be zero (which gives "-0", refused by HINCRBY).
 
 local MAX_TOTAL = 9000000000000000
+local MAX_TOTAL_STR = '9000000000000000'
+-- Largest value Redis's HINCRBY can hold; every balance stays at or below it
+-- because deposits.lua keeps the ledger's total deposits there (see deposit.lua).
+local MAX_EXACT_STR = '9223372036854775807'
+
+-- A canonical non-negative integer string (no sign, no leading zeros; up to
+-- 24 digits) as two exact doubles: the digits above the last nine, and those nine.
+local function split9(s)
+  local n = #s
+  if n <= 9 then return 0, tonumber(s) end
+  return tonumber(string.sub(s, 1, n - 9)), tonumber(string.sub(s, n - 8))
+end
+
+local function join9(hi, lo)
+  if hi == 0 then return string.format('%d', lo) end
+  return string.format('%d%09d', hi, lo)
+end
+
+-- a + b, exactly, for canonical non-negative integer strings.
+local function add_int(a, b)
+  local ah, al = split9(a)
+  local bh, bl = split9(b)
+  local hi, lo = ah + bh, al + bl
+  if lo >= 1000000000 then hi, lo = hi + 1, lo - 1000000000 end
+  return join9(hi, lo)
+end
+
+-- a - b, exactly, for canonical non-negative integer strings with a >= b.
+local function sub_int(a, b)
+  local ah, al = split9(a)
+  local bh, bl = split9(b)
+  local hi, lo = ah - bh, al - bl
+  if lo < 0 then hi, lo = hi - 1, lo + 1000000000 end
+  return join9(hi, lo)
+end
+
+-- a < b, exactly, for canonical non-negative integer strings (numeric parts
+-- rather than a string comparison, which Lua leaves to the C locale).
+local function lt_int(a, b)
+  if #a ~= #b then return #a < #b end
+  local ah, al = split9(a)
+  local bh, bl = split9(b)
+  return ah < bh or (ah == bh and al < bl)
+end
 
 -- A non-negative or negative integer (number or digit string) as a string.
 local function int_str(v)

@@ -30,6 +30,8 @@ for i = 2, #ARGV do
     local user_id, outcome = string.sub(field, 1, sep - 1), string.sub(field, sep + 1)
     local n = tonumber(shares)
     if outcome == winner and n > 0 then
+      -- HINCRBY is exact in int64 (and cannot overflow: see deposit.lua); its reply reaches
+      -- Lua as a double, so the balance past 2^53 is read back as a string.
       redis.call('HINCRBY', user_key, 'available', shares)
       local available = redis.call('HGET', user_key, 'available')
       local pool = int_str(redis.call('HINCRBY', KEYS[1], 'pool', '-' .. shares))

@@ -16,6 +16,7 @@ end
 if redis.call('HLEN', KEYS[2]) > 0 then return {'MORE'} end
 local ms = now_ms()
 local rest = m[2]
+-- Exact in int64 whatever the house holds; read back as a string (see settle_batch.lua).
 if tonumber(rest) > 0 then redis.call('HINCRBY', KEYS[3], 'available', rest) end
 local house = redis.call('HGET', KEYS[3], 'available')
 redis.call('HSET', KEYS[1], 'status', 'SETTLED', 'pool', '0')

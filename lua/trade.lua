@@ -59,29 +59,30 @@ local function apply(m, o, ms)
   local field = user_id .. ':' .. outcome
   local held = tonumber(redis.call('HGET', m.pos, field) or '0')
   local n_shares, n_cost = tonumber(shares), tonumber(cost)
+  -- The balance is not bounded (payouts and proceeds are credited past 9e15, past 2^53),
+  -- so it is compared and changed exactly on its decimal string; positions, q and the
+  -- pool stay at or below 9e15 and are exact as numbers.
   if side == 'BUY' then
-    if tonumber(available) < n_cost then
+    if lt_int(available, cost) then
       return {'INSUFFICIENT_FUNDS', 'available ' .. fmt6(available) .. ' < cost ' .. fmt6(cost)}
     end
     if m.pool + n_cost > MAX_TOTAL or held + n_shares > MAX_TOTAL or m.q[outcome] + n_shares > MAX_TOTAL then
       return {'VALIDATION_ERROR', 'a position, pool or outstanding total would exceed 9000000000'}
     end
-    available, held = tonumber(available) - n_cost, held + n_shares
+    available, held = sub_int(available, cost), held + n_shares
     m.q[outcome], m.pool = m.q[outcome] + n_shares, m.pool + n_cost
   else
     if held < n_shares then
       return {'INSUFFICIENT_SHARES', 'holding ' .. fmt6(held) .. ' < ' .. fmt6(shares)}
     end
-    if tonumber(available) + n_cost > MAX_TOTAL then
-      return {'VALIDATION_ERROR', 'balance would exceed 9000000000'}
-    end
-    available, held = tonumber(available) + n_cost, held - n_shares
+    -- Sale proceeds are money owed: credited whatever the balance (never above 2^63 - 1,
+    -- which bounds the ledger's total deposits and so every balance: see deposit.lua).
+    available, held = add_int(available, cost), held - n_shares
     m.q[outcome], m.pool = m.q[outcome] - n_shares, m.pool - n_cost
   end
   -- New values written outright rather than HINCRBY'd: one command fewer per order, and
-  -- exact (every total stays below 9e15 < 2^53). The user's own positions hash mirrors
-  -- the market's, so both hold the same number.
-  available = int_str(available)
+  -- exact (the balance by the string arithmetic above, the rest below 9e15 < 2^53). The
+  -- user's own positions hash mirrors the market's, so both hold the same number.
   local position = int_str(held)
   set_or_drop(m.pos, field, position)
   set_or_drop(user_key .. ':pos', m.id .. ':' .. outcome, position)

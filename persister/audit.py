@@ -43,6 +43,8 @@ from persister.stream import GROUP
 from record.pg_state import read_pg_state
 
 MAX_LISTED = 50  # breaches of one kind listed in full; the rest are counted
+#: Balances and totals are exact up to here (HINCRBY's int64, the contract's 2^63 - 1 micro-units).
+MAX_EXACT = 2**63 - 1
 
 
 @dataclass
@@ -95,6 +97,10 @@ def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: f
         report.add(Breach(f"redis: {breach.invariant}", breach.subject, breach.expected, breach.found))
     for breach in check_invariants(replayed):
         report.add(Breach(f"postgres: {breach.invariant}", breach.subject, breach.expected, breach.found))
+    for store, state in (("redis", redis_state), ("postgres", replayed)):
+        for breach in exact_range_breaches(state):
+            _limited(report, f"{store}: exact range", Breach(f"{store}: {breach.invariant}", breach.subject,
+                                                             breach.expected, breach.found))
     _compare("postgres: tables vs replay", tables, replayed, report, markets=False)
     if not lag:
         _compare("redis vs postgres", redis_state, replayed, report, markets=True)
@@ -106,6 +112,25 @@ def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: f
                          positions=len(redis_state.positions), **{"users in redis": len(hot.users),
                                                                   "markets in redis": len(hot.markets)})
     return report
+
+
+def exact_range_breaches(state: State) -> list[Breach]:
+    """Every balance, pool, share count and total outside 0..2^63 - 1, the range kept exact.
+
+    Outside it Redis's HINCRBY fails and the contract no longer promises exactness, so a value
+    there is named even where another invariant (conservation, non-negative) happens to hold.
+    """
+    values: list[tuple[str, int]] = []
+    for user_id, u in state.users.items():
+        values += [(f"user {user_id} available", u.available), (f"user {user_id} locked", u.locked)]
+    for market_id, m in state.markets.items():
+        values += [(f"market {market_id} {name}", value) for name, value in (
+            ("pool", m.pool), ("q_yes", m.q_yes), ("q_no", m.q_no),
+            ("settled_yes", m.settled_yes), ("settled_no", m.settled_no))]
+    values += [(f"position {' '.join(key)}", shares) for key, shares in state.positions.items()]
+    values += [("total deposits", state.deposits), ("total withdrawals", state.withdrawals)]
+    return [Breach("exact range", subject, f"0 .. {format_micro(MAX_EXACT)}", format_micro(value))
+            for subject, value in values if not 0 <= value <= MAX_EXACT]
 
 
 def _with_evicted(hot: State, record: State, report: AuditReport) -> State:
