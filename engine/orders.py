@@ -56,14 +56,17 @@ def fill(
     """Price ``side``/``outcome`` for ``shares`` (or, for BUY, ``amount``) at state (q_yes, q_no, b)."""
     q_self, q_other = (q_yes, q_no) if outcome is Outcome.YES else (q_no, q_yes)
     if side is Side.BUY:
-        room = min(MAX_QUANTITY, MAX_TOTAL - q_self)
         if amount is not None:
-            shares = pricing.shares_for_amount(q_self, q_other, amount, b, limit=room + 1)
+            # The contract caps a buy by amount at the single-quantity bound: an amount that could
+            # afford more buys exactly 1,000,000,000 shares (and costs what those cost).
+            shares = pricing.shares_for_amount(q_self, q_other, amount, b, limit=MAX_QUANTITY)
             if shares == 0:
                 raise ValidationError(f"amount {format_micro(amount)} cannot buy one micro-share")
         assert shares is not None
-        if shares > room:
-            raise ValidationError("the outstanding shares of an outcome may not exceed 9000000000")
+        if shares > MAX_QUANTITY:
+            raise ValidationError(f"shares may not exceed {format_micro(MAX_QUANTITY)}")
+        if shares > MAX_TOTAL - q_self:
+            raise ValidationError(f"the outstanding {outcome.value} shares may not exceed {format_micro(MAX_TOTAL)}")
         cost = pricing.buy_cost(q_self, q_other, shares, b)
         q_self += shares
     else:
