@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from api import errors, openapi
 from api.auth import Authenticator
 from api.durable import CommittedWatcher
+from api.graceful import on_stop_signal
 from api.middleware import RequestMiddleware
 from api.responses import JSONResponse
 from api.routes import events, markets, ops, trades, users
-from api.streaming import HEARTBEAT_S
+from api.stream_hub import READ_BLOCK_MS, StreamHub
 from engine.connection import UNREACHABLE, connect
 from engine.errors import Unavailable
 from engine.market_engine import MarketEngine
@@ -27,6 +28,8 @@ from engine.settings import Settings, get_settings
 from record.loader import PgLoader
 
 log = logging.getLogger("predmarket.api")
+#: Connections for subscribers' start positions, backlogs and positions (short calls, never blocking).
+STREAM_SIDE_CONNECTIONS = 8
 
 
 async def _ensure_house(engine: MarketEngine) -> None:
@@ -47,30 +50,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = MarketEngine.from_settings(settings)
-        # Blocking reads (SSE, pub/sub) get their own client with a timeout above their wait.
-        stream_redis = connect(settings.redis_url, timeout_s=HEARTBEAT_S + 10)
+        # Live streams and durable answers never take a connection of the trading pool: the
+        # stream reader has one of its own (a timeout above its blocking wait), subscribers
+        # share a small side pool for their start positions and backlogs, and the durable
+        # watcher has its own client.
+        stream_reader = connect(settings.redis_url, timeout_s=READ_BLOCK_MS / 1000 + 10, max_connections=1)
+        stream_redis = connect(settings.redis_url, timeout_s=settings.redis_timeout_s,
+                               max_connections=STREAM_SIDE_CONNECTIONS)
+        hub = StreamHub(stream_reader, stream_redis, engine.keys, settings.max_subscribers)
         pg = create_async_engine(settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-        watcher = CommittedWatcher(stream_redis, engine.keys)
+        watcher = CommittedWatcher(connect(settings.redis_url, timeout_s=max(settings.redis_timeout_s, 5.0),
+                                           max_connections=4), engine.keys)
         engine.loader = PgLoader(pg, engine.scripts, engine.keys)  # the hot set: reload on demand
         app.state.engine = engine
         app.state.auth = Authenticator(engine, settings.admin_token, settings.rate_limit_per_s)
         app.state.stream_redis = stream_redis
+        app.state.hub = hub
         app.state.pg = pg
         app.state.committed = watcher
         watcher.start()
+        hub.start()
         house = asyncio.create_task(_ensure_house(engine))
         # What start-up allocated (modules, the app, its routes) lives as long as the
         # process: frozen, it is no longer walked by every full collection.
         gc.collect()
         gc.freeze()
         try:
-            yield
+            with on_stop_signal(hub.close):
+                yield
         finally:
             house.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await house
+            await hub.stop()
             await watcher.stop()
             await pg.dispose()
+            await stream_reader.aclose()
             await stream_redis.aclose()
             await engine.close()
 

@@ -4,6 +4,11 @@ The persister publishes its committed mark (every stream entry up to it is
 committed) on ``<prefix>:persister:committed``; one listener per process keeps
 the latest mark and wakes the waiting requests. A wait also polls the key, so a
 missed message (a reconnect) costs at most a poll interval, never a hang.
+
+The watcher has a Redis client of its own (two connections: the subscription and
+the polls), so neither a busy trading pool nor thousands of live-stream
+subscribers can make a durable answer wait for a connection; and every poll is
+bounded by what is left of the request's wait.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ def _id(entry_id: str) -> tuple[int, int]:
 
 class CommittedWatcher:
     def __init__(self, redis: Redis, keys: Keys) -> None:
+        """``redis``: a client for the watcher alone (it is closed by :meth:`stop`)."""
         self._redis = redis
         self._channel = keys.committed
         self._mark: tuple[int, int] = (0, 0)
@@ -44,6 +50,7 @@ class CommittedWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._redis.aclose()
 
     def _advance(self, value: str | None) -> None:
         if value and _id(value) > self._mark:
@@ -83,6 +90,10 @@ class CommittedWatcher:
             try:
                 await asyncio.wait_for(changed.wait(), min(POLL_S, remaining))
             except TimeoutError:
-                with contextlib.suppress(*UNREACHABLE):
-                    self._advance(cast(str | None, await self._redis.get(self._channel)))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError, *UNREACHABLE):
+                    async with asyncio.timeout(remaining):
+                        self._advance(cast(str | None, await self._redis.get(self._channel)))
         return True

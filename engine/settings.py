@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # API
     rate_limit_per_s: float = Field(default=100.0, ge=0)
     durable_wait_s: float = Field(default=5.0, gt=0)
+    #: Live-stream subscribers (SSE and WebSocket) one process serves at once; the next gets 503.
+    max_subscribers: int = Field(default=5_000, ge=1)
     max_body_bytes: int = Field(default=65_536, ge=1024)
 
     # Persister

@@ -33,6 +33,11 @@ pytest_plugins = ["tests.api_harness"]
 WAIT_S = 10.0
 TRADE_EXECUTED_FIELDS = {"type", "ts", "trade_id", "market_id", "user_id", "side", "outcome", "shares", "cost",
                          "price_yes", "price_no", "yes_shares", "no_shares", "pool", "available"}
+#: What the public streams leave out of a TradeExecuted: whose trade it was and their money and holding.
+PERSONAL = {"user_id", "available", "position"}
+PUBLIC_TYPES = {"MarketCreated", "MarketOpened", "MarketClosed", "MarketResolved", "MarketSettled", "PriceUpdated",
+                "TradeExecuted"}
+INTERNAL = {"idempotency_key", "request_hash"}
 PRICE_UPDATED_FIELDS = {"type", "ts", "market_id", "price_yes", "price_no", "yes_shares", "no_shares"}
 
 
@@ -96,12 +101,14 @@ class SseStream:
 
 @asynccontextmanager
 async def sse(base_url: str, market_ids: tuple[str, ...] = (), last_event_id: str | None = None,
-              **params: str) -> AsyncIterator[SseStream]:
+              token: str | None = None, path: str = "/v1/events", **params: str) -> AsyncIterator[SseStream]:
     query: list[tuple[str, str | int | float | bool | None]] = [("market_id", m) for m in market_ids]
     query += list(params.items())
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    if token is not None:
+        headers.update(bearer(token))
     async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(WAIT_S)) as client, \
-            client.stream("GET", "/v1/events", params=query, headers=headers) as response:
+            client.stream("GET", path, params=query, headers=headers) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
         stream = SseStream(response)
@@ -109,12 +116,24 @@ async def sse(base_url: str, market_ids: tuple[str, ...] = (), last_event_id: st
         yield stream
 
 
-def stream_entries(stack: Stack, market_id: str, after: str = "-") -> list[tuple[str, dict[str, str]]]:
-    """The market's entries in the Redis stream itself (strictly after ``after``)."""
+def stream_entries(stack: Stack, market_id: str | None, after: str = "-",
+                   public: bool = True) -> list[tuple[str, dict[str, str]]]:
+    """The market's entries (every entry for None) in the Redis stream itself (strictly after ``after``).
+
+    ``public``: as the public streams show them (public types only, personal fields left out);
+    otherwise whole (as the admin sees them). Internal fields are left out of both.
+    """
     start = "-" if after == "-" else f"({after}"
     with stack.redis() as r:
         entries = r.xrange(stack.events_key, min=start, max="+")
-    return [(str(i), dict(f)) for i, f in entries if f.get("market_id") == market_id]
+    chosen = [(str(i), dict(f)) for i, f in entries if market_id is None or f.get("market_id") == market_id]
+    if public:
+        return [(i, public_form(f)) for i, f in chosen if f["type"] in PUBLIC_TYPES]
+    return [(i, {k: v for k, v in f.items() if k not in INTERNAL}) for i, f in chosen]
+
+
+def public_form(fields: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in fields.items() if k not in PERSONAL | INTERNAL}
 
 
 async def atrade(stack: Stack, user: User, market_id: str, side: str = "BUY", outcome: str = "YES",
@@ -162,21 +181,22 @@ async def test_sse_messages_and_start_with_entries_newer_than_the_connection(api
     ids = [stream_id(str(m.id)) for m in messages]
     assert ids == sorted(ids) and len(set(ids)) == 4
     executed, updated = messages[0].data, messages[1].data
-    assert set(executed) >= TRADE_EXECUTED_FIELDS and set(updated) >= PRICE_UPDATED_FIELDS
-    assert (executed["market_id"], executed["user_id"], executed["side"], executed["outcome"]) == (
-        market_id, user.user_id, "BUY", "NO")
+    # Public: whose trade it was, their balance and holding are nobody else's business.
+    assert set(executed) >= TRADE_EXECUTED_FIELDS - PERSONAL and set(updated) >= PRICE_UPDATED_FIELDS
+    assert PERSONAL.isdisjoint(executed), executed
+    assert (executed["market_id"], executed["side"], executed["outcome"]) == (market_id, "BUY", "NO")
     for key in ("shares", "cost", "price_yes", "price_no"):
         assert executed[key] == first[key]
-    for key in ("shares", "cost", "price_yes", "price_no", "yes_shares", "no_shares", "pool", "available"):
+    for key in ("shares", "cost", "price_yes", "price_no", "yes_shares", "no_shares", "pool"):
         assert DECIMAL.fullmatch(executed[key]), (key, executed[key])
-    # The ids are the stream's own entry ids, data its fields.
+    # The ids are the stream's own entry ids, data its fields (in public form).
     assert [(m.id, m.data) for m in messages] == [
         (i, f) for i, f in stream_entries(api_stack, market_id) if stream_id(i) >= ids[0]]
 
 
 async def test_sse_without_filter_starts_after_the_connection(api: Api, api_stack: Stack) -> None:
     before = stream_id(api_stack.last_event_id())
-    async with sse(api_stack.url) as stream:
+    async with sse(api_stack.url, token=api.admin_token) as stream:  # UserCreated is for the admin only
         username = unique("sse")
         r = api.admin("POST", "/v1/users", json={"username": username})
         assert r.status_code == 201
@@ -335,5 +355,7 @@ async def test_subscribers_do_not_see_other_clients_idempotency_keys(api: Api, a
     executed = next(m for m in got if m.event == "TradeExecuted")
     assert "idempotency_key" not in executed.data and "request_hash" not in executed.data
     # The stream itself keeps them (the persister records them so recovery can restore replays).
-    (entry,) = [f for _, f in stream_entries(api_stack, market) if f["type"] == "TradeExecuted"]
+    with api_stack.redis() as r:
+        (entry,) = [f for _, f in r.xrange(api_stack.events_key)
+                    if f.get("market_id") == market and f["type"] == "TradeExecuted"]
     assert entry["idempotency_key"] == "secret-key-1"

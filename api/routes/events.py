@@ -1,23 +1,41 @@
-"""Live events: Server-Sent Events at /v1/events and a WebSocket at /v1/ws, from the Redis stream."""
+"""Live events: Server-Sent Events at /v1/events and /v1/me/events, a WebSocket at /v1/ws.
+
+Every stream is a :class:`~api.streaming.Session` on the process's one
+:class:`~api.stream_hub.StreamHub`; none holds a Redis connection of its own.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from api.auth import engine_of, state_of
+from api.auth import Principal, User, any_caller, engine_of, state_of
+from api.errors import ApiError, error_response
 from api.routes.common import ERRORS
-from api.streaming import StreamItem, events, start_position, valid_stream_id
+from api.stream_hub import AdminAudience, Audience, Capacity, StreamHub
+from api.streaming import Item, Session, UserAudience, held_markets, valid_stream_id
 from engine.connection import UNREACHABLE, unavailable_on_disconnect
-from engine.errors import ValidationError
+from engine.errors import Unavailable, ValidationError
 from engine.models import ID_PATTERN
 
 router = APIRouter(tags=["events"], responses=ERRORS)
+
+#: Seconds a client refused at capacity is told to wait before trying again.
+RETRY_AFTER_S = 5
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+GAP_SSE = b'event: gap\ndata: {"message": "older entries were trimmed; resuming from the oldest kept"}\n\n'
+ERROR_SSE = b'event: error\ndata: {"message": "Redis is unreachable; reconnect with Last-Event-ID"}\n\n'
+CLOSING_SSE = b": closing: the server is shutting down; reconnect with Last-Event-ID\n\n"
+STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "event stream"},
+    503: {"description": "UNAVAILABLE: Redis unreachable, or the replica at its live-stream capacity "
+          "(with Retry-After)"},
+}
 
 
 def _filters(market_ids: list[str] | None, after: str | None) -> tuple[frozenset[str], str | None]:
@@ -30,76 +48,180 @@ def _filters(market_ids: list[str] | None, after: str | None) -> tuple[frozenset
     return ids, after
 
 
-#: Stream fields kept for the persister and recovery only: a client's Idempotency-Key is
-#: nobody else's business, so public subscribers do not see it.
-PRIVATE_FIELDS = frozenset({"idempotency_key", "request_hash"})
+def at_capacity(hub: StreamHub) -> ApiError:
+    return ApiError(503, "UNAVAILABLE", f"this replica serves its maximum of {hub.max_subscribers} live "
+                    "streams; retry later or on another replica", {"Retry-After": str(RETRY_AFTER_S)})
 
 
-def public(fields: dict[str, str]) -> dict[str, str]:
-    if PRIVATE_FIELDS.isdisjoint(fields):
-        return fields
-    return {k: v for k, v in fields.items() if k not in PRIVATE_FIELDS}
+async def _open(session: Session, request_state: Any, after: str | None) -> None:
+    """Admit and position ``session``; 503 at capacity or with Redis unreachable."""
+    try:
+        with unavailable_on_disconnect():
+            await session.open(request_state.stream_redis, request_state.engine.keys, after)
+    except Capacity:
+        session.close()
+        raise at_capacity(session.hub) from None
+    except BaseException:
+        session.close()
+        raise
 
 
-def _sse(item: StreamItem) -> bytes:
+class SseResponse(Response):
+    """A ``text/event-stream`` answer fed by one session; ends with a final message, never a cut-off.
+
+    Written as a raw ASGI response (not StreamingResponse): one task per client
+    watches for its disconnect, where StreamingResponse starts a task group of two.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, session: Session) -> None:
+        self.status_code = 200
+        self.background = None
+        self.session = session
+        # Chunked, so no content-length (Response.__init__ would add one for its empty body).
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                            *((k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items())]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session = self.session
+        watcher = asyncio.ensure_future(_until_disconnect(receive))
+        watcher.add_done_callback(lambda _: session.client_gone())
+        final = b""
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": b": connected\n\n", "more_body": True})
+            async for item in session.items():
+                if item.kind == "closing":
+                    final = CLOSING_SSE
+                    break
+                await send({"type": "http.response.body", "body": _sse(item), "more_body": True})
+        except UNREACHABLE:
+            final = ERROR_SSE
+        except OSError:  # the client went away while we wrote (ASGI 2.4 servers say so)
+            return
+        finally:
+            watcher.cancel()
+            session.close()
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": final, "more_body": False})
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _sse(item: Item) -> bytes:
+    if item.kind == "entries":
+        return item.sse
     if item.kind == "heartbeat":
         return b": keep-alive\n\n"
-    if item.kind == "gap":
-        return b'event: gap\ndata: {"message": "older entries were trimmed; resuming from the oldest kept"}\n\n'
-    assert item.fields is not None
-    return (f"id: {item.entry_id}\nevent: {item.fields.get('type', 'message')}\n".encode()
-            + b"data: " + orjson.dumps(public(item.fields)) + b"\n\n")
+    return GAP_SSE
 
 
-@router.get("/v1/events", summary="Server-Sent Events from the event stream",
-            response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}, "description": "event stream"}})
+def _hub(request: Request | WebSocket) -> StreamHub:
+    hub: StreamHub = request.app.state.hub
+    return hub
+
+
+@router.get("/v1/events", summary="Server-Sent Events: public events (every event whole with the admin token)",
+            response_class=StreamingResponse, responses=STREAM_DOC)
 async def sse(
     request: Request, market_id: Annotated[list[str] | None, Query()] = None,
     after: Annotated[str | None, Query(description="resume after this entry id (or Last-Event-ID)")] = None,
-) -> StreamingResponse:
+) -> Response:
+    principal = await any_caller(request) if "authorization" in request.headers else None
     ids, start = _filters(market_id, request.headers.get("last-event-id") or after)
-    redis, keys = state_of(request, "stream_redis"), engine_of(request).keys
+    audience = AdminAudience(ids) if principal is not None and principal.is_admin else Audience(ids)
+    session = Session(_hub(request), audience, websocket=False)
+    await _open(session, request.app.state, start)
+    return SseResponse(session)
+
+
+@router.get("/v1/me/events", summary="Server-Sent Events: the caller's own events whole, and the public "
+            "events of markets they hold", response_class=StreamingResponse, responses=STREAM_DOC)
+async def my_events(
+    request: Request, principal: User,
+    after: Annotated[str | None, Query(description="resume after this entry id (or Last-Event-ID)")] = None,
+) -> Response:
+    _, start = _filters(None, request.headers.get("last-event-id") or after)
+    return await _my_stream(request, principal, start)
+
+
+async def _my_stream(request: Request, principal: Principal, start: str | None) -> Response:
+    assert principal.user_id is not None
+    hub = _hub(request)
+    if hub.closing or hub.count >= hub.max_subscribers:  # before reading the user's positions
+        raise at_capacity(hub)
     with unavailable_on_disconnect():
-        position = await start_position(redis, keys, start)
-
-    async def body() -> AsyncIterator[bytes]:
-        yield b": connected\n\n"
-        try:
-            async for item in events(redis, keys, start, ids, start=position):
-                yield _sse(item)
-        except UNREACHABLE:
-            yield b'event: error\ndata: {"message": "Redis is unreachable; reconnect with Last-Event-ID"}\n\n'
-
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        held = await held_markets(state_of(request, "stream_redis"), engine_of(request).keys, principal.user_id)
+    session = Session(hub, UserAudience(principal.user_id, held), websocket=False)
+    await _open(session, request.app.state, start)
+    return SseResponse(session)
 
 
 @router.websocket("/v1/ws")
 async def ws(socket: WebSocket) -> None:
-    """The same entries as JSON messages ``{"id", "event", "data"}``; ``?market_id=`` and ``?after=``."""
+    """The public stream (every event whole with the admin token) as JSON messages ``{"id", "event", "data"}``.
+
+    ``?market_id=`` and ``?after=`` as for SSE; a client refused at capacity gets an HTTP 503.
+    """
     try:
         ids, start = _filters(socket.query_params.getlist("market_id") or None, socket.query_params.get("after"))
     except ValidationError as exc:
         await socket.close(code=1008, reason=exc.message[:120])
         return
-    app = socket.app
-    redis, keys = app.state.stream_redis, app.state.engine.keys
     try:
-        position = await start_position(redis, keys, start)
-    except UNREACHABLE:
-        await socket.close(code=1011, reason="Redis is unreachable")
+        principal = (await any_caller(Request(socket.scope))
+                     if "authorization" in socket.headers else None)
+        audience = AdminAudience(ids) if principal is not None and principal.is_admin else Audience(ids)
+        session = Session(_hub(socket), audience, websocket=True)
+        await _open(session, socket.app.state, start)
+    except ApiError as exc:
+        await _deny(socket, error_response(exc.status, exc.code, exc.message, exc.headers))
         return
-    await socket.accept()
-    with contextlib.suppress(WebSocketDisconnect, *UNREACHABLE):
-        async for item in events(redis, keys, start, ids, start=position):
-            if item.kind == "heartbeat":
-                await socket.send_json({"event": "heartbeat"})
-            elif item.kind == "gap":
-                await socket.send_json({"event": "gap"})
-            else:
-                assert item.fields is not None
-                await socket.send_text(orjson.dumps(
-                    {"id": item.entry_id, "event": item.fields.get("type"), "data": public(item.fields)}).decode())
+    except (Unavailable, *UNREACHABLE):
+        await _deny(socket, error_response(503, "UNAVAILABLE", "Redis is unreachable", {"Retry-After": "1"}))
+        return
+    await _serve_socket(socket, session)
+
+
+async def _deny(socket: WebSocket, response: Response) -> None:
     with contextlib.suppress(Exception):
-        await socket.close()
+        await socket.send_denial_response(response)
+        return
+    await socket.close(code=1013, reason="try again later")
+
+
+async def _serve_socket(socket: WebSocket, session: Session) -> None:
+    code, reason = 1000, ""
+    watcher: asyncio.Future[None] | None = None
+    try:
+        await socket.accept()
+        watcher = asyncio.ensure_future(_until_closed(socket))
+        watcher.add_done_callback(lambda _: session.client_gone())
+        async for item in session.items():
+            if item.kind == "entries":
+                for text in item.texts:
+                    await socket.send_text(text)
+            elif item.kind == "closing":
+                code, reason = 1001, "server shutting down; reconnect with after=<last id>"
+                break
+            else:
+                await socket.send_text(f'{{"event": "{item.kind}"}}')
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        return  # the client left (RuntimeError: sending on a socket the client already closed)
+    except UNREACHABLE:
+        code, reason = 1011, "Redis is unreachable; reconnect with after=<last id>"
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        session.close()
+    with contextlib.suppress(Exception):
+        await socket.close(code=code, reason=reason)
+
+
+async def _until_closed(socket: WebSocket) -> None:
+    while (await socket.receive())["type"] != "websocket.disconnect":
+        pass

@@ -1,0 +1,383 @@
+"""One reader of the event stream per process, fanning out to every live subscriber.
+
+Why: a blocking ``XREAD`` per subscriber holds one Redis connection each, so a
+few hundred idle clients exhausted the pool that trades and durable answers
+need. Here one task reads ``<prefix>:events`` on a connection of its own and
+appends the entries to a bounded in-memory ring; subscribers are cursors into
+that ring, woken when an entry they may care about arrives.
+
+* **Memory** is the ring (``RING_SIZE`` entries, shared) plus a few attributes
+  per subscriber. A subscriber that falls off the ring's start (a slow client,
+  or one resuming from an old ``Last-Event-ID``) reads its backlog with paged
+  ``XRANGE`` on the small side pool, then joins the ring after the last entry
+  it delivered: no gap, no duplicate.
+* **Wake-ups**: subscribers are indexed by the markets and the user they
+  follow; a batch wakes only the subscribers it may concern. A waiting
+  subscriber that was *not* woken for a batch had no interest in it, so it
+  skips it without looking (``wake_from``).
+* **Capacity**: at most ``max_subscribers`` at once (a new one beyond that is
+  refused at once, the caller answers 503), and ``close()`` ends every stream
+  cleanly at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import math
+import time
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from api.event_visibility import PUBLIC, WHOLE, public_fields, sse_message, whole_fields, ws_message
+from engine.connection import UNREACHABLE
+from engine.keys import Keys
+
+log = logging.getLogger("predmarket.api")
+
+RING_SIZE = 4_096
+READ_COUNT = 1_000
+READ_BLOCK_MS = 5_000
+PAGE_SIZE = 500
+#: A subscriber silent this long gets a keep-alive (proxies drop idle connections).
+HEARTBEAT_S = 15.0
+NEVER = math.inf
+
+StreamKey = tuple[int, int]
+
+
+def stream_key(entry_id: str) -> StreamKey:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Entry:
+    """One stream entry and its encoded forms, each made once however many subscribers send it."""
+
+    __slots__ = ("_forms", "fields", "id", "key", "market_id", "user_id")
+
+    def __init__(self, entry_id: str, fields: dict[str, str]) -> None:
+        self.id = entry_id
+        self.key = stream_key(entry_id)
+        self.fields = fields
+        self.market_id = fields.get("market_id")
+        self.user_id = fields.get("user_id")
+        self._forms: dict[tuple[str, bool], bytes | str | None] | None = None
+
+    def encoded(self, view: str, websocket: bool) -> bytes | str | None:
+        """The SSE message (bytes) or WebSocket message (text) of this entry in ``view``; None if not visible."""
+        forms = self._forms
+        if forms is None:
+            forms = self._forms = {}
+        form = forms.get((view, websocket), False)
+        if form is False:
+            fields = public_fields(self.fields) if view == PUBLIC else whole_fields(self.fields)
+            form = None if fields is None else (ws_message(self.id, fields) if websocket
+                                                else sse_message(self.id, fields))
+            forms[(view, websocket)] = form
+        return cast(bytes | str | None, form)
+
+
+class Audience:
+    """Which entries one subscriber gets and in which view; the base class is the public stream."""
+
+    #: None: every market (the subscriber is woken for every batch)
+    markets: frozenset[str] | None = None
+    user_id: str | None = None
+    #: the view of every entry for a subscriber of all markets (None: it depends on the entry)
+    whole_view = PUBLIC
+
+    def __init__(self, markets: frozenset[str] = frozenset()) -> None:
+        self.markets = markets or None
+
+    def view(self, entry: Entry) -> str | None:
+        if self.markets is not None and entry.market_id not in self.markets:
+            return None
+        return PUBLIC
+
+
+class AdminAudience(Audience):
+    whole_view = WHOLE
+
+    def view(self, entry: Entry) -> str | None:
+        if self.markets is not None and entry.market_id not in self.markets:
+            return None
+        return WHOLE
+
+
+class Subscriber:
+    """A cursor into the ring plus what the hub needs to wake it."""
+
+    __slots__ = (
+        "audience",
+        "behind",
+        "closed",
+        "cursor",
+        "cursor_id",
+        "last_sent",
+        "seq",
+        "waiter",
+        "wake_from",
+        "websocket",
+    )
+
+    def __init__(self, audience: Audience, websocket: bool) -> None:
+        self.audience = audience
+        self.websocket = websocket
+        self.seq = 0  # the next ring position to read
+        self.cursor: StreamKey = (0, 0)  # entries up to here are never delivered (already sent, or older)
+        self.cursor_id = "0-0"
+        self.wake_from = NEVER
+        self.waiter: asyncio.Future[None] | None = None
+        self.last_sent = time.monotonic()
+        self.closed = False  # the client went away
+        self.behind = False  # reading its backlog from Redis, not the ring
+
+    def advance(self, entry: Entry) -> None:
+        self.cursor, self.cursor_id = entry.key, entry.id
+
+
+class Capacity(Exception):
+    """The replica holds its configured number of subscribers already."""
+
+
+class StreamHub:
+    def __init__(self, reader: Redis, side: Redis, keys: Keys, max_subscribers: int,
+                 heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.heartbeat_s = heartbeat_s
+        #: how often idle subscribers are looked at for a keep-alive
+        self.tick_s = heartbeat_s / 3
+        self._reader = reader  # a client of its own: the blocking XREAD never waits for, or holds, another's
+        self.side = side  # small pool: start positions, backlogs, positions of /v1/me subscribers
+        self._keys = keys
+        self.max_subscribers = max_subscribers
+        self._entries: list[Entry] = []
+        self._keys_list: list[StreamKey] = []
+        self.base_seq = 0  # ring position of _entries[0]
+        #: every entry after this one is in the ring (None until the reader has started)
+        self.floor: StreamKey | None = None
+        self._subscribers: set[Subscriber] = set()
+        self._everything: set[Subscriber] = set()
+        self._by_market: dict[str, set[Subscriber]] = {}
+        self._by_user: dict[str, set[Subscriber]] = {}
+        self._spans: dict[tuple[int, int, str], bytes] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._latest: asyncio.Future[str] | None = None
+        self._latest_task: asyncio.Task[None] | None = None
+        self.closing = False
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._read_forever()), asyncio.create_task(self._tick_forever())]
+
+    def close(self) -> None:
+        """End every stream: each subscriber sends its closing message and returns."""
+        self.closing = True
+        for subscriber in self._subscribers:
+            self._wake(subscriber, NEVER)
+
+    async def stop(self) -> None:
+        self.close()
+        for task in (*self._tasks, *([self._latest_task] if self._latest_task else [])):
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def count(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def head_seq(self) -> int:
+        return self.base_seq + len(self._entries)
+
+    # ------------------------------------------------------------------ subscribers
+
+    def add(self, subscriber: Subscriber) -> None:
+        if self.closing or len(self._subscribers) >= self.max_subscribers:
+            raise Capacity
+        self._subscribers.add(subscriber)
+        audience = subscriber.audience
+        if audience.user_id is not None:
+            self._by_user.setdefault(audience.user_id, set()).add(subscriber)
+        if audience.markets is None:
+            if audience.user_id is None:
+                self._everything.add(subscriber)
+        else:
+            for market_id in audience.markets:
+                self.watch(subscriber, market_id)
+
+    def remove(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        self._everything.discard(subscriber)
+        audience = subscriber.audience
+        for market_id in audience.markets or ():
+            self.unwatch(subscriber, market_id)
+        if audience.user_id is not None:
+            _discard(self._by_user, audience.user_id, subscriber)
+
+    def watch(self, subscriber: Subscriber, market_id: str) -> None:
+        self._by_market.setdefault(market_id, set()).add(subscriber)
+
+    def unwatch(self, subscriber: Subscriber, market_id: str) -> None:
+        _discard(self._by_market, market_id, subscriber)
+
+    def join_after(self, subscriber: Subscriber, key: StreamKey) -> bool:
+        """Point ``subscriber`` at the first ring entry after ``key``; False if the ring does not reach back."""
+        if self.floor is None or key < self.floor:
+            return False
+        subscriber.seq = self.base_seq + bisect.bisect_right(self._keys_list, key)
+        subscriber.behind = False
+        return True
+
+    def take(self, subscriber: Subscriber) -> tuple[int, list[Entry]] | None:
+        """(ring position, entries) ``subscriber`` has not read yet; None if they left the ring (read the backlog)."""
+        seq = subscriber.seq
+        start = seq - self.base_seq
+        if start < 0:
+            return None
+        subscriber.seq = self.head_seq
+        return seq, self._entries[start:]
+
+    def span(self, start_seq: int, entries: list[Entry], view: str) -> bytes:
+        """The SSE messages of ``entries`` (the ring from ``start_seq``) in ``view``, joined once for all."""
+        key = (start_seq, start_seq + len(entries), view)
+        chunk = self._spans.get(key)
+        if chunk is None:
+            chunk = self._spans[key] = b"".join(
+                cast(bytes, form) for e in entries if (form := e.encoded(view, False)) is not None)
+        return chunk
+
+    async def wait(self, subscriber: Subscriber) -> None:
+        """Sleep until something for ``subscriber`` arrives, a keep-alive is due, or the hub closes.
+
+        Call only when the subscriber has read the whole ring: what arrives while it
+        sleeps and does not wake it was of no interest, and is skipped.
+        """
+        subscriber.wake_from = NEVER
+        waiter = subscriber.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            subscriber.waiter = None
+        if subscriber.seq < subscriber.wake_from < NEVER:
+            subscriber.seq = int(subscriber.wake_from)
+
+    def wake(self, subscriber: Subscriber) -> None:
+        """Wake ``subscriber`` without skipping anything (its client went away)."""
+        self._wake(subscriber, subscriber.seq)
+
+    @staticmethod
+    def _wake(subscriber: Subscriber, from_seq: float) -> None:
+        if from_seq < subscriber.wake_from:
+            subscriber.wake_from = from_seq
+        waiter = subscriber.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # ------------------------------------------------------------------ Redis reads on the side pool
+
+    async def latest_id(self) -> str:
+        """The newest entry id in Redis now (``0-0`` for none): one query serves every caller that asked meanwhile.
+
+        A caller joins the *next* query, never one already sent, so the answer is at
+        least as new as the moment it asked.
+        """
+        if self._latest is None:
+            self._latest = asyncio.get_running_loop().create_future()
+            if self._latest_task is None or self._latest_task.done():
+                self._latest_task = asyncio.create_task(self._query_latest())
+        return await asyncio.shield(self._latest)
+
+    async def _query_latest(self) -> None:
+        while self._latest is not None:
+            answer, self._latest = self._latest, None
+            try:
+                last = cast(list[Any], await self.side.xrevrange(self._keys.events, count=1))
+            except BaseException as exc:
+                answer.set_exception(exc)
+                answer.exception()  # retrieved here: callers re-raise it, an unawaited one is not logged
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            answer.set_result(str(last[0][0]) if last else "0-0")
+
+    async def page_after(self, after: str) -> list[Entry]:
+        """Up to PAGE_SIZE entries after ``after``, from Redis (a subscriber's backlog)."""
+        reply = cast(list[Any], await self.side.xrange(self._keys.events, min=f"({after}", max="+",
+                                                       count=PAGE_SIZE))
+        return [Entry(entry_id, fields) for entry_id, fields in reply]
+
+    # ------------------------------------------------------------------ the reader
+
+    async def _read_forever(self) -> None:
+        backoff = 0.1
+        cursor: str | None = None
+        while True:
+            try:
+                if cursor is None:
+                    last = cast(list[Any], await self._reader.xrevrange(self._keys.events, count=1))
+                    cursor = str(last[0][0]) if last else "0-0"
+                    self.floor = stream_key(cursor)
+                    self.ready.set()
+                reply = cast(list[Any], await self._reader.xread({self._keys.events: cursor}, count=READ_COUNT,
+                                                                 block=READ_BLOCK_MS))
+                backoff = 0.1
+                if reply:
+                    entries = [Entry(entry_id, fields) for entry_id, fields in reply[0][1]]
+                    cursor = entries[-1].id
+                    self._append(entries)
+            except asyncio.CancelledError:
+                raise
+            except UNREACHABLE as exc:
+                log.warning("event stream reader lost Redis (%s); reconnecting", exc.__class__.__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except Exception:
+                log.exception("event stream reader failed; restarting it")
+                await asyncio.sleep(1.0)
+
+    def _append(self, entries: list[Entry]) -> None:
+        start = self.head_seq
+        self._entries.extend(entries)
+        self._keys_list.extend(e.key for e in entries)
+        self._spans.clear()
+        excess = len(self._entries) - RING_SIZE
+        if excess >= RING_SIZE // 4:  # trimmed in steps, not per entry
+            self.floor = self._keys_list[excess - 1]
+            del self._entries[:excess], self._keys_list[:excess]
+            self.base_seq += excess
+        markets = {e.market_id for e in entries if e.market_id is not None}
+        users = {e.user_id for e in entries if e.user_id is not None}
+        for subscriber in self._everything:
+            self._wake(subscriber, start)
+        for index, names in ((self._by_market, markets), (self._by_user, users)):
+            for name in names:
+                for subscriber in index.get(name, ()):
+                    self._wake(subscriber, start)
+
+    def keepalive_due(self, subscriber: Subscriber) -> bool:
+        # Within a tick of the deadline: the next tick would come too late.
+        return time.monotonic() - subscriber.last_sent >= self.heartbeat_s - self.tick_s
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            head = self.head_seq
+            for subscriber in self._subscribers:
+                if self.keepalive_due(subscriber):
+                    self._wake(subscriber, head)
+
+
+def _discard(index: dict[str, set[Subscriber]], name: str, subscriber: Subscriber) -> None:
+    members = index.get(name)
+    if members is not None:
+        members.discard(subscriber)
+        if not members:
+            del index[name]
