@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_PREC, Context, Decimal, InvalidOperation
 
 MICRO = 1_000_000
 DECIMALS = 6
 
 #: Largest single quantity or amount a request may carry (1e9 units).
 MAX_QUANTITY = 1_000_000_000 * MICRO
-#: No balance, position, pool or outstanding total may pass this (9e9 units),
-#: so every micro-unit integer stays below 2**53 and exact in a Lua double.
+#: No position, pool or outstanding total may pass this (9e9 units), nor a deposit take a
+#: balance past it, so those integers stay below 2**53 and exact in a Lua double. Money owed
+#: (proceeds, payouts, the house's return) is credited past it: balances reach 2**63 - 1
+#: and the scripts do their arithmetic on decimal strings (lua/lib.lua).
 MAX_TOTAL = 9_000_000_000 * MICRO
 #: liquidity_b bounds, in micro-units.
 MIN_LIQUIDITY = 1 * MICRO
@@ -80,9 +82,13 @@ def format_micro(micro: int) -> str:
     return f"{sign}{whole}.{frac:06d}"
 
 
+#: scaleb only moves the exponent; the default 28 digits would round a larger sum (an audit's).
+_UNROUNDED = Context(prec=MAX_PREC)
+
+
 def micro_from_decimal(value: Decimal) -> int:
     """Convert an exact ``Decimal`` (e.g. a NUMERIC(20,6) column) to micro-units."""
-    scaled = value.scaleb(DECIMALS)
+    scaled = value.scaleb(DECIMALS, _UNROUNDED)
     if scaled != scaled.to_integral_value():
         raise UnitError(f"{value} has more than 6 decimals")
     return int(scaled)

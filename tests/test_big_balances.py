@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 import redis as sync_redis
@@ -30,9 +31,10 @@ from engine.market_engine import MarketEngine
 from engine.models import HOUSE, Order, Outcome, Side, Trade
 from engine.settings import Settings
 from engine.state import MarketRecord, State, UserRecord
-from engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro
+from engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro, micro_from_decimal
 from lua import SCRIPT_DIR
 from persister.audit import MAX_EXACT, AuditReport, audit, exact_range_breaches
+from persister.recover import recover
 from predmarket.commands.stores import stores
 from tests.conftest import REAL_REDIS, REDIS_URL, MarketFactory, UserFactory, snapshot
 from tests.persister_helpers import catch_up, persister
@@ -210,6 +212,31 @@ async def test_withdrawals_at_and_past_2_53_are_exact(engine: MarketEngine, rich
         assert (await stream(engine, "Withdrawal"))[-1]["available"] == format_micro(target)
         before = target
     await assert_audit_passes(pg_settings)
+
+
+async def test_recover_restores_balances_past_2_53_exactly(engine: MarketEngine, rich: Rich,
+                                                            pg_settings: Settings) -> None:
+    """PostgreSQL's NUMERIC(20,6) holds them (2^63 - 1 micro-units is 13 digits before the point) and
+    ``predmarket recover`` writes them back without a float in between."""
+    await engine.accounts.withdraw(rich.user_id, MAX_TOTAL + WON - (TWO_53 + 1))
+    expected = {rich.user_id: TWO_53 + 1, HOUSE: await available_in_redis(engine, HOUSE)}
+
+    def rebuild() -> None:
+        with persister(pg_settings) as p:
+            catch_up(p)
+        with stores(pg_settings) as (client, pg):
+            recover(pg, client, Keys(pg_settings.key_prefix), force=True)
+
+    await asyncio.to_thread(rebuild)
+    assert {u: await available_in_redis(engine, u) for u in expected} == expected
+    await assert_audit_passes(pg_settings)
+
+
+def test_numeric_sums_convert_without_rounding() -> None:
+    """The audit's ledger sums come back as NUMERIC of any length: converted exactly, never to 28 digits."""
+    huge = Decimal(f"{2**130}.000001")  # as psycopg builds it: from the text, unrounded
+    assert micro_from_decimal(huge) == 2**130 * MICRO + 1
+    assert micro_from_decimal(Decimal("9223372036854.775807")) == MAX_EXACT
 
 
 # --------------------------------------------------------------------------- bounds that stay
