@@ -2,11 +2,19 @@
 --
 -- KEYS[1] user hash, KEYS[2] usernames hash, KEYS[3] API key hash
 -- ARGV[1] user id, ARGV[2] username, ARGV[3] available, ARGV[4] locked (micro-units),
--- ARGV[5] key hash ('' for none), ARGV[6] created_ms, ARGV[7] loaded_ms
--- Returns 1 if installed, 0 if the user was already there (another loader or the live
--- state won: nothing is overwritten, so two loads or a load racing a trade lose nothing).
+-- ARGV[5] key hash ('' for none), ARGV[6] created_ms, ARGV[7] loaded_ms,
+-- ARGV[8] '1' if PostgreSQL records positions of the user, '0' if not
+-- Returns 1 if installed; 0 if the user was already there (another loader or the live
+-- state won: nothing is overwritten, so two loads or a load racing a trade lose nothing);
+-- -1 if it is absent although it holds positions (refused).
+--
+-- Residency is checked first and in the same step as the refusal: positions read from
+-- PostgreSQL may be trades the user made after another request reinstalled it, which is
+-- no loss. Absent with positions is one: the janitor never evicts a holder, so Redis lost
+-- the user, and only `predmarket recover` restores positions consistently on both sides.
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[8] == '1' then return -1 end
 redis.call('HSET', KEYS[1], 'username', ARGV[2], 'available', ARGV[3], 'locked', ARGV[4],
   'key_hash', ARGV[5], 'created_ms', ARGV[6], 'loaded_ms', ARGV[7], 'last_event', '0-0')
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])

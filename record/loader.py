@@ -78,19 +78,24 @@ class PgLoader:
             raise pg_unavailable(exc) from exc
 
     async def load_user(self, user_id: str) -> bool:
-        """Install ``user_id`` from PostgreSQL if it is recorded there; True if it exists."""
+        """Install ``user_id`` from PostgreSQL if it is recorded there; True if it exists.
+
+        Also True when another request (on any replica) put the user back meanwhile: the
+        caller proceeds with the resident user, whatever it has done since.
+        """
         row = await self._one(_USER_SQL, id=user_id)
         if row is None:
             return False
-        if await self._one(text("SELECT 1 FROM positions WHERE user_id = :id LIMIT 1"), id=user_id):
-            # The janitor never evicts a holder: Redis lost this user with its data, and only
-            # `predmarket recover` restores positions consistently on both sides.
-            log.error("user %s is missing from Redis but holds positions: run predmarket recover", user_id)
-            return False
+        holds = await self._one(text("SELECT 1 FROM positions WHERE user_id = :id LIMIT 1"), id=user_id)
         k = self._keys
         fields = user_fields(row, int(time.time() * _EPOCH_MS))
-        await self._scripts.run("install_user", [k.user(user_id), k.usernames, k.apikeys], [
+        installed = await self._scripts.run("install_user", [k.user(user_id), k.usernames, k.apikeys], [
             user_id, fields["username"], fields["available"], fields["locked"], fields["key_hash"],
-            fields["created_ms"], fields["loaded_ms"],
+            fields["created_ms"], fields["loaded_ms"], 1 if holds else 0,
         ])
+        if int(installed) < 0:
+            # Absent although PostgreSQL records positions: the janitor never evicts a holder,
+            # so Redis lost this user with its data (install_user.lua says why only then).
+            log.error("user %s is missing from Redis but holds positions: run predmarket recover", user_id)
+            return False
         return True

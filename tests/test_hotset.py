@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -257,3 +258,41 @@ async def _cleanup(client: object, prefix: str) -> None:
     assert isinstance(client, Redis)
     await delete_prefix(client, prefix)
     await client.aclose()
+
+
+async def test_a_load_that_lost_the_race_goes_on_with_the_user_another_load_put_back(
+    hot: MarketEngine, persister: PersisterFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Request B found the user missing; meanwhile A put it back and traded, and the trade reached
+    PostgreSQL before B's load read it. B's load sees positions there, but the user resident: no loss."""
+    user = await funded_user(hot, "late")
+    market = await open_market(hot, "m-late")
+    p = persister(market_archive_after_s=0)
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    assert not await exists(hot, hot.keys.user(user))
+    trade = await hot.execute_trade(Order(user, market, Side.BUY, Outcome.YES, shares=3 * MICRO))  # A
+    await asyncio.to_thread(catch_up_and_sweep, p)  # the position is in PostgreSQL; a holder stays
+    loader = hot.loader
+    assert loader is not None
+    with caplog.at_level(logging.ERROR, logger="predmarket.hotset"):
+        assert await loader.load_user(user) is True  # B, past its own residency check
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    account = await hot.accounts.get(user)
+    assert account.available == 1_000 * MICRO - trade.cost
+    assert [x.shares for x in account.positions] == [3 * MICRO]
+
+
+async def test_a_holder_redis_lost_is_refused_and_reported(
+    hot: MarketEngine, persister: PersisterFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    user = await funded_user(hot, "lost")
+    market = await open_market(hot, "m-lost")
+    await hot.execute_trade(Order(user, market, Side.BUY, Outcome.YES, shares=2 * MICRO))
+    await asyncio.to_thread(catch_up_and_sweep, persister(market_archive_after_s=0))
+    await hot.redis.delete(hot.keys.user(user), hot.keys.user_positions(user))  # Redis lost it
+    loader = hot.loader
+    assert loader is not None
+    with caplog.at_level(logging.ERROR, logger="predmarket.hotset"):
+        assert await loader.load_user(user) is False
+    assert any("run predmarket recover" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+    assert not await exists(hot, hot.keys.user(user)), "a partial user must not be installed"
