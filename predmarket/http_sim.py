@@ -1,4 +1,5 @@
-"""The seed's random trades through the HTTP API (used by ``simulate --api`` and ``demo``).
+"""The seed's random trades through the HTTP API (used by ``simulate --api``, see
+predmarket.http_simulate, and by ``demo``).
 
 Same behaviour as the engine-direct simulation: a random market, a random
 user, 10-100 whole shares, a random BUY or SELL of YES or NO (a sell only of
@@ -64,7 +65,8 @@ async def setup_http(base_url: str, admin_token: str, markets: int, users: int, 
             market_ids.append(market["market_id"])
         created = []
         for i in range(users):
-            user = _check(await admin.post("/v1/users", json={"username": f"trader-{run}-{i}"}))
+            # "sim-": simulate's mark (predmarket.simulate.live_deployment tells its users from real ones)
+            user = _check(await admin.post("/v1/users", json={"username": f"sim-{run}-{i}"}))
             _check(await admin.post(f"/v1/users/{user['user_id']}/deposits", json={"amount": USER_FUNDS}))
             created.append(HttpUser(user["user_id"], user["api_key"]))
     return market_ids, created

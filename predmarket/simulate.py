@@ -19,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 import uvloop
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.errors import EngineError
+from engine.keys import Keys
 from engine.market_engine import MarketEngine
 from engine.models import HOUSE, Order
 from engine.settings import Settings
@@ -31,6 +33,26 @@ from predmarket.workload import RandomTrades
 from record.loader import PgLoader
 
 USER_FUNDS = 1_000_000 * MICRO
+#: Every username and market id a simulation makes starts with this (here and in predmarket.http_sim).
+SIMULATED = "sim-"
+
+
+def live_deployment(client: redis.Redis, keys: Keys) -> str | None:
+    """What shows that the prefix holds a live deployment, or None.
+
+    Live means: a user (other than ``house``) or a market that no simulation made. A
+    persister or an API running against the prefix does not count by itself (simulating
+    with a persister running, then auditing, is the usual way to test a setup); real
+    users and markets do, since the simulation would mix its users, money and trades
+    into theirs.
+    """
+    for username, _ in client.hscan_iter(keys.usernames, count=1000):
+        if username != HOUSE and not username.startswith(SIMULATED):
+            return f"user {username!r}"
+    for market_id, _ in client.zscan_iter(keys.markets, count=1000):
+        if not market_id.startswith(SIMULATED):
+            return f"market {market_id!r}"
+    return None
 
 
 @dataclass(frozen=True)

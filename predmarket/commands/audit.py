@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
+import redis
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy import Engine, text
 
 from engine.keys import Keys
 from engine.settings import get_settings
 from persister.audit import audit
+from persister.recover import redis_holds_state
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.commands.stores import stores
 
@@ -33,6 +37,10 @@ def main(args: argparse.Namespace) -> int:
         return NOT_MIGRATED_EXIT
     console = Console()
     with stores(settings) as (client, pg):
+        nothing = nothing_to_audit(client, pg, Keys(settings.key_prefix))
+        if nothing:
+            print(f"predmarket audit: {nothing}", file=sys.stderr)
+            return 2
         report = audit(pg, client, settings.redis_url, Keys(settings.key_prefix), wait_s=args.wait)
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(report.counts.items()))
     if report.ok:
@@ -43,3 +51,24 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"[red]BREACH[/red] {escape(str(breach))}", highlight=False)
     console.print(f"[red]audit failed[/red]: {len(report.breaches)} breaches ({counts})")
     return 1
+
+
+def nothing_to_audit(client: redis.Redis, pg: Engine, keys: Keys) -> str | None:
+    """One line saying why there is nothing to audit under this prefix, or None.
+
+    An empty prefix would otherwise be reported as dozens of breaches (every record of
+    PostgreSQL missing from Redis), which reads like corruption when it is a typo in
+    PM_KEY_PREFIX or a Redis that lost its data.
+    """
+    if redis_holds_state(client, keys):
+        return None
+    with pg.connect() as conn:
+        users, markets = conn.execute(text(
+            "SELECT (SELECT count(*) FROM users WHERE user_id <> 'house'), (SELECT count(*) FROM markets)")).one()
+    database = pg.url.database
+    if not users and not markets:
+        return (f"nothing to audit: Redis holds no state under prefix '{keys.prefix}' and PostgreSQL "
+                f"(database '{database}') no users or markets; check PM_KEY_PREFIX and PM_DATABASE_URL")
+    return (f"Redis holds no state under prefix '{keys.prefix}' but PostgreSQL (database '{database}') holds "
+            f"{users:,} users and {markets:,} markets: wrong PM_KEY_PREFIX? (if Redis lost its data, "
+            f"`predmarket recover` rebuilds it)")

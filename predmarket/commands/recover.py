@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -12,6 +13,7 @@ from engine.settings import get_settings
 from persister.recover import RecoveryRefused, rebuild_directory, recover
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.commands.stores import stores
+from predmarket.commands.stream_groups import groups_deleted_by_force
 
 
 def register(sub: Any) -> None:
@@ -21,7 +23,9 @@ def register(sub: Any) -> None:
         "the trades and payouts after it), the trade id counter and recent idempotency keys in Redis "
         "from PostgreSQL. Refuses to touch a Redis that holds state under PM_KEY_PREFIX unless --force.",
     )
-    p.add_argument("--force", action="store_true", help="delete the prefix's keys in Redis first")
+    p.add_argument("--force", action="store_true",
+                   help="delete the prefix's keys in Redis first, the event stream and its consumer groups "
+                   "included (each group is named in a warning)")
     p.add_argument("--directory", action="store_true",
                    help="only add the users and archived markets Redis's directory lacks (safe while running; "
                    "for a deployment that evicted users or archived markets before the directory existed)")
@@ -39,6 +43,11 @@ def main(args: argparse.Namespace) -> int:
         console.print(f"[green]directory complete[/green]: {added.users_added:,} users checked, "
                       f"{added.markets_kept:,} archived markets added")
         return 0
+    if args.force:
+        with stores(settings) as (client, _pg):
+            warning = groups_deleted_by_force(client, Keys(settings.key_prefix))
+        if warning:
+            print(f"predmarket recover: warning: {warning}", file=sys.stderr)
     try:
         with stores(settings) as (client, pg), console.status("recovering") as status:
             report = recover(

@@ -1,28 +1,38 @@
-"""``predmarket simulate``: the seed's random trades, then a summary and the invariants."""
+"""``predmarket simulate``: the seed's random trades, then a summary and the invariants.
+
+Against the engine directly (the default: Redis under ``PM_KEY_PREFIX``), or against
+a running API with ``--api URL`` (over HTTP, with the admin token ``PM_ADMIN_TOKEN``).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from typing import Any
 
+import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engine.keys import Keys
 from engine.market_engine import MarketEngine
 from engine.settings import Settings, get_settings
 from engine.state import Breach, check_invariants, read_redis_state
 from engine.units import MICRO, format_micro
-from predmarket.simulate import Plan, Summary, run
+from predmarket.http_simulate import HttpSummary, run_over_api
+from predmarket.simulate import Plan, Summary, live_deployment, run
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "simulate", help="random trades against the engine, then a summary and an invariant check",
         description="Random trades (10-100 whole shares, random BUY/SELL of YES/NO) against the "
-        "engine directly, from one or several processes; prints trades/s, latency percentiles, "
-        "retries per trade and final prices, then checks the contract's invariants (exit 1 on a breach).",
+        "engine directly, from one or several processes, or against a running API (--api); prints "
+        "trades/s, latency percentiles and final prices, then checks the contract's invariants (exit 1 on a "
+        "breach). Against the engine it refuses a PM_KEY_PREFIX that holds a live deployment (a user or "
+        "market it did not make) unless --into-live.",
     )
     p.add_argument("--markets", type=int, default=10, help="markets to create (default 10)")
     p.add_argument("--users", type=int, default=100, help="users to create and fund (default 100)")
@@ -31,6 +41,11 @@ def register(sub: Any) -> None:
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--liquidity", type=int, default=1000, help="liquidity_b of each market, units")
     p.add_argument("--seed", type=int, default=None, help="random seed for a repeatable run")
+    p.add_argument("--api", action="append", metavar="URL", default=None,
+                   help="trade through the running API at URL instead of the engine (repeat for several "
+                   "replicas); uses PM_ADMIN_TOKEN to create the simulation's users and markets")
+    p.add_argument("--into-live", action="store_true",
+                   help="simulate into a PM_KEY_PREFIX that holds users or markets simulate did not make")
     p.set_defaults(handler=main)
 
 
@@ -39,6 +54,19 @@ def main(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise SystemExit(f"predmarket simulate: --{name} must be at least 1")
     settings = get_settings()
+    if args.api:
+        return _main_over_api(args, settings)
+    if not args.into_live:
+        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10)
+        try:
+            found = live_deployment(client, Keys(settings.key_prefix))
+        finally:
+            client.close()
+        if found:
+            print(f"predmarket simulate: refused: prefix {settings.key_prefix!r} holds a live deployment ({found}, "
+                  "not made by simulate); use another PM_KEY_PREFIX, or --into-live to add the simulation's "
+                  "users, markets and trades to it", file=sys.stderr)
+            return 2
     plan = Plan(
         markets=args.markets, users=args.users, trades=args.trades, concurrency=args.concurrency,
         processes=args.processes, liquidity=args.liquidity * MICRO, seed=args.seed,
@@ -91,3 +119,51 @@ async def _final_check(settings: Settings, summary: Summary, console: Console) -
         prices.add_row(f"... {len(markets) - 20} more", "", "", "", "", "")
     console.print(prices)
     return check_invariants(state)
+
+
+def _main_over_api(args: argparse.Namespace, settings: Settings) -> int:
+    if args.processes != 1 or args.seed is not None:
+        raise SystemExit("predmarket simulate: --processes and --seed apply to the engine, not to --api")
+    urls = [url.rstrip("/") for url in args.api]
+    console = Console()
+    with Progress(
+        TextColumn("trading over HTTP"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+    ) as progress:
+        task = progress.add_task("trades", total=args.trades)
+        summary = asyncio.run(run_over_api(
+            urls, settings.admin_token, markets=args.markets, users=args.users, trades=args.trades,
+            concurrency=args.concurrency, liquidity_units=args.liquidity,
+            on_progress=lambda done: progress.update(task, completed=done)))
+        progress.update(task, completed=args.trades)
+    _print_http_summary(console, urls, summary)
+    if summary.breaches:
+        for breach in summary.breaches:
+            console.print(f"[red]INVARIANT BREACH[/red] {breach}", markup=True, highlight=False)
+        return 1
+    console.print("[green]all invariants hold[/green] (checked through the API on the simulation's users and markets)")
+    return 0
+
+
+def _print_http_summary(console: Console, urls: list[str], summary: HttpSummary) -> None:
+    table = Table(title=f"simulation over HTTP ({', '.join(urls)})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rejected = ", ".join(f"{code} {n}" for code, n in sorted(summary.rejected.items())) or "none"
+    for name, value in (
+        ("trades executed", f"{summary.trades} of {summary.attempted}"),
+        ("trading time", f"{summary.elapsed_s:.2f} s"),
+        ("trades/s", f"{summary.trades_per_s:,.0f}"),
+        ("latency p50", f"{summary.p50_ms:.2f} ms"),
+        ("latency p99", f"{summary.p99_ms:.2f} ms"),
+        ("rejected", rejected),
+    ):
+        table.add_row(name, value)
+    console.print(table)
+    prices = Table(title="final prices")
+    for column in ("market", "price_yes", "price_no", "yes_shares", "no_shares", "pool"):
+        prices.add_column(column, justify="right" if column != "market" else "left")
+    for m in summary.markets[:20]:
+        prices.add_row(m["market_id"], m["price_yes"], m["price_no"], m["yes_shares"], m["no_shares"], m["pool"])
+    if len(summary.markets) > 20:
+        prices.add_row(f"... {len(summary.markets) - 20} more", "", "", "", "", "")
+    console.print(prices)
