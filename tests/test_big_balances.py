@@ -25,7 +25,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from engine import pricing
-from engine.errors import ValidationError
+from engine.errors import InsufficientFunds, ValidationError
 from engine.keys import Keys
 from engine.market_engine import MarketEngine
 from engine.models import HOUSE, Order, Outcome, Side, Trade
@@ -249,6 +249,21 @@ async def test_deposit_past_the_bound_is_refused_and_changes_nothing(engine: Mar
         with pytest.raises(ValidationError):
             await engine.accounts.deposit(rich.user_id, amount)
     assert await snapshot(engine.redis, engine.keys.prefix) == before
+
+
+async def test_refused_withdrawals_change_nothing(engine: MarketEngine, rich: Rich,
+                                                  make_user: UserFactory) -> None:
+    """Past 2^53 only the amount's own bound can refuse a withdrawal (any amount up to 1e9 is covered);
+    at the funds boundary the string comparison refuses one micro-unit too many."""
+    poor = await make_user(0)
+    await engine.accounts.deposit(poor.user_id, MAX_QUANTITY - 1)
+    before = await snapshot(engine.redis, engine.keys.prefix)
+    with pytest.raises(ValidationError):
+        await engine.accounts.withdraw(rich.user_id, MAX_QUANTITY + 1)
+    with pytest.raises(InsufficientFunds):
+        await engine.accounts.withdraw(poor.user_id, MAX_QUANTITY)
+    assert await snapshot(engine.redis, engine.keys.prefix) == before
+    assert (await engine.accounts.withdraw(poor.user_id, MAX_QUANTITY - 1)).available == 0
 
 
 async def test_total_deposits_stay_within_int64(engine: MarketEngine, make_user: UserFactory) -> None:
