@@ -8,6 +8,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 from api.metrics import ERRORS
 from api.responses import JSONResponse
@@ -27,6 +29,8 @@ from engine.errors import (
 )
 
 log = logging.getLogger("predmarket.api")
+#: The methods an ``Allow`` header may name.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 STATUS_BY_ERROR: dict[type[EngineError], int] = {
     NotFound: 404,
@@ -95,11 +99,16 @@ def install(app: FastAPI) -> None:
         return error_response(422, "VALIDATION_ERROR", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 401: "UNAUTHENTICATED", 403: "FORBIDDEN"}.get(
             exc.status_code, "VALIDATION_ERROR")
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
-        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            allowed = allowed_methods(app, request.scope)
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            message = f"{request.method} is not allowed here; allowed: {', '.join(allowed)}"
+        return error_response(exc.status_code, code, message, headers)
 
     async def unreachable(_: Request, exc: Exception) -> Response:
         return error_response(503, "UNAVAILABLE", "a backing store is unreachable", {"Retry-After": "1"})
@@ -116,3 +125,19 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "INTERNAL", "internal error")
 
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path.
+
+    Starlette's 405 names only the methods of the first route whose path matched,
+    and one path is served by several routes here (``GET`` and ``POST`` of
+    ``/v1/markets``; the fast trade route beside the history route). Each route is
+    asked through its public ``matches`` (routers nest), once per method.
+    """
+    allowed = []
+    for method in METHODS:
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed

@@ -35,6 +35,18 @@ def market_from(market_id: str, f: dict[str, str]) -> Market:
     )
 
 
+def check_quote(side: Side, shares: int | None, amount: int | None) -> None:
+    """Shape of a quote request: exactly one of shares/amount, amount only with BUY, bounds."""
+    if (shares is None) == (amount is None):
+        raise ValidationError("exactly one of shares and amount is required")
+    if amount is not None and side is not Side.BUY:
+        raise ValidationError("amount is only allowed with side BUY")
+    if amount is not None:
+        check_quantity(amount, "amount")
+    if shares is not None:
+        check_quantity(shares, "shares")
+
+
 class Markets:
     def __init__(self, redis: Redis, scripts: Scripts, keys: Keys, hotset: HotSet) -> None:
         self._redis = redis
@@ -160,14 +172,7 @@ class Markets:
         shares: int | None = None, amount: int | None = None,
     ) -> Quote:
         """What the order would do now; changes nothing."""
-        if (shares is None) == (amount is None):
-            raise ValidationError("exactly one of shares and amount is required")
-        if amount is not None and side is not Side.BUY:
-            raise ValidationError("amount is only allowed with side BUY")
-        if amount is not None:
-            check_quantity(amount, "amount")
-        if shares is not None:
-            check_quantity(shares, "shares")
+        check_quote(side, shares, amount)
         market = await self.get(market_id)
         if market.status is not MarketStatus.OPEN:
             raise MarketNotOpen(f"market is {market.status.value}")

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     #: Live-stream subscribers (SSE and WebSocket) one process serves at once; the next gets 503.
     max_subscribers: int = Field(default=5_000, ge=1)
     max_body_bytes: int = Field(default=65_536, ge=1024)
+    #: A connection whose request headers are not complete this long after it opened (or after the
+    #: request's first byte) is closed: slow clients cannot hold connections (predmarket.header_timeout).
+    header_timeout_s: float = Field(default=10.0, gt=0)
 
     # Persister
     persister_batch: int = Field(default=2_000, ge=1)

@@ -46,8 +46,17 @@ def check_liquidity(value: int) -> int:
 
 
 def check_order(order: Order) -> Order:
-    """Shape of a trade request: exactly one of shares/amount, amount only with BUY."""
+    """Shape of a trade request, its market id included."""
     check_id(order.market_id, "market_id")
+    return check_order_shape(order)
+
+
+def check_order_shape(order: Order) -> Order:
+    """Shape of a trade request's body: exactly one of shares/amount, amount only with BUY, bounds.
+
+    Separate from the id so the API can check the body (422) before the id in the
+    URL, which names nothing when it cannot be valid (404), as the order of checks says.
+    """
     if (order.shares is None) == (order.amount is None):
         raise ValidationError("exactly one of shares and amount is required")
     if order.amount is not None:

@@ -13,6 +13,7 @@ from api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, b
 from api.responses import JSONResponse, market_json, quote_json
 from api.routes.common import ERRORS, path_id
 from engine.errors import ValidationError
+from engine.markets import check_quote
 from engine.models import MarketStatus, Outcome, Side
 from engine.units import UnitError, format_micro, parse_micro
 
@@ -99,6 +100,7 @@ async def quote(
 ) -> Response:
     side_, outcome_ = _choice(side, Side, "side"), _choice(outcome, Outcome, "outcome")
     shares_, amount_ = _quantity(shares, "shares"), _quantity(amount, "amount")
+    check_quote(side_, shares_, amount_)  # the request's shape (422) before the id (404)
     result = await engine_of(request).markets.quote(
         path_id(market_id, "market"), side_, outcome_, shares_, amount_)
     return JSONResponse(quote_json(result))

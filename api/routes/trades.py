@@ -17,6 +17,7 @@ from api.responses import JSONResponse, trade_json
 from api.routes.common import ERRORS, path_id
 from engine.errors import ValidationError
 from engine.models import Order, Outcome, Side
+from engine.validation import check_order_shape
 
 router = APIRouter(prefix="/v1", tags=["trading"], responses=ERRORS)
 
@@ -74,12 +75,15 @@ async def _submit(request: Request, market_id: str, principal: Principal, body: 
                   idempotency_key: str | None, prefer: str | None) -> Response:
     assert principal.user_id is not None
     key = _idempotency_key(idempotency_key)
-    market_id = path_id(market_id, "market")
     order = Order(
         user_id=principal.user_id, market_id=market_id, side=Side(body.side), outcome=Outcome(body.outcome),
         shares=body.shares, amount=body.amount, max_cost=body.max_cost, min_proceeds=body.min_proceeds,
         idempotency_key=key, fingerprint=fingerprint(market_id, body) if key else "",
     )
+    # Order of checks: the request's shape (422) before existence, and an id in the URL that
+    # cannot be valid is an existence verdict (404), exactly like a well-formed unknown id.
+    check_order_shape(order)
+    path_id(market_id, "market")
     engine = engine_of(request)
     trade = await engine.execute_trade(order)
     if not trade.replayed:

@@ -1,4 +1,4 @@
-"""``predmarket serve``: the HTTP API on uvicorn (uvloop, httptools)."""
+"""``predmarket serve``: the HTTP API on uvicorn (uvloop, httptools with a header deadline)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import uvicorn
 from api.logs import configure
 from engine.settings import PLACEHOLDER_TOKENS, get_settings
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
+
+#: httptools with a deadline on request headers (by import path: each worker builds its own).
+HTTP_PROTOCOL = "predmarket.header_timeout:HeaderTimeoutProtocol"
 
 
 def register(sub: Any) -> None:
@@ -65,7 +68,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         uvicorn.run(
             "api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-            loop="uvloop", http="httptools", log_config=None, access_log=False, timeout_graceful_shutdown=5,
+            loop="uvloop", http=HTTP_PROTOCOL, log_config=None, access_log=False, timeout_graceful_shutdown=5,
         )
     finally:
         if metrics_dir is not None:
