@@ -90,7 +90,9 @@ def test_simulate_command_exits_1_on_a_breach(cli_prefix: str) -> None:
             await engine.close()
 
     asyncio.run(corrupt())
-    result = run_cli(cli_prefix, "simulate", "--markets", "1", "--users", "4", "--trades", "50", "--concurrency", "4")
+    # --into-live: the victim is a user simulate did not make, which it would otherwise refuse to mix with
+    result = run_cli(cli_prefix, "simulate", "--markets", "1", "--users", "4", "--trades", "50", "--concurrency", "4",
+                     "--into-live")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "INVARIANT BREACH" in result.stdout
     assert "conservation" in result.stdout
