@@ -89,6 +89,7 @@ class UserAudience(Audience):
         self.user_id = user_id
         self.held = held  # market id -> outcomes with shares > 0
         self.markets = None
+        self._traded: str | None = None  # market of the own TradeExecuted just seen
         self._hub: StreamHub | None = None
         self._subscriber: Subscriber | None = None
 
@@ -100,12 +101,16 @@ class UserAudience(Audience):
 
     def view(self, entry: Entry) -> str | None:
         kind = entry.fields.get("type")
+        traded, self._traded = self._traded, None
         if entry.user_id == self.user_id and kind in OWN_TYPES:
             if kind == "TradeExecuted":
                 self._follow(entry.fields)
+                self._traded = entry.market_id
             return WHOLE
         if kind in PUBLIC_TYPES and entry.market_id in self.held:
             return PUBLIC
+        if kind == "PriceUpdated" and entry.market_id == traded:
+            return PUBLIC  # the price move of the user's own trade, even one that closed the position
         return None
 
     def _follow(self, fields: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from starlette.responses import Response, StreamingResponse
@@ -173,7 +173,8 @@ async def ws(socket: WebSocket) -> None:
         await socket.close(code=1008, reason=exc.message[:120])
         return
     try:
-        principal = (await any_caller(Request(socket.scope))
+        # The authenticator reads only the headers and the app, which a WebSocket has as a Request does.
+        principal = (await any_caller(cast(Request, socket))
                      if "authorization" in socket.headers else None)
         audience = AdminAudience(ids) if principal is not None and principal.is_admin else Audience(ids)
         session = Session(_hub(socket), audience, websocket=True)
