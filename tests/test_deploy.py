@@ -236,7 +236,9 @@ def test_the_image_as_the_dockerfile_builds_it_runs_every_command(tmp_path: Path
     probe = ("import engine, lua, record.database as d, engine.scripts as s; "
              f"assert engine.__file__.startswith({str(venv)!r}), engine.__file__; "
              f"assert str(lua.SCRIPT_DIR).startswith({str(venv)!r}); "
-             "assert list((d.MIGRATIONS / 'versions').glob('0001_*.py')); print(len(s.sources()))")
+             "assert list((d.MIGRATIONS / 'versions').glob('0001_*.py')); import importlib.metadata as m; "
+             "assert any(f.name == 'LICENSE' for f in m.files('predmarket')), 'no LICENSE in the wheel'; "
+             "print(len(s.sources()))")
     out = subprocess.run([python, "-c", probe], cwd=run_dir, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout) >= 10
