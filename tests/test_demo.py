@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
+import pty
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +157,49 @@ def test_a_signal_stops_the_demo_and_removes_everything_it_made(signum: signal.S
     assert not _demo_database_exists(pg_url, prefix), "the demo left its database"
     assert not os.path.exists(workdir)
     assert set(glob.glob(os.path.join(tempfile.gettempdir(), "predmarket-demo-*"))) <= workdirs_before
+
+
+@pytest.mark.slow
+def test_closing_the_demos_terminal_stops_it_and_removes_everything_it_made() -> None:
+    """The real SIGHUP: the demo on a terminal of its own (a pty) that then closes. Its live view can no
+    longer write; it must clean up and exit 0 all the same."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")} | {"COLUMNS": "300", "TERM": "xterm"}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "predmarket.cli", "demo", "--markets", "2", "--users", "4", "--rate", "50"],
+        env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # the pty becomes its controlling terminal
+    os.close(slave)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 90
+        while b"ready:" not in screen:
+            assert time.monotonic() < deadline and proc.poll() is None, screen.decode(errors="replace")
+            try:
+                screen += os.read(master, 65536)
+            except OSError:
+                break
+        text_ = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+        values = {label: re.search(rf"{label}: (\S+)", text_) for label in ("key prefix", "log", "Redis", "PostgreSQL")}
+        assert all(values.values()), text_
+        prefix, log, redis_url, pg_url = (m.group(1) for m in values.values() if m)
+        children = _children(proc.pid)
+        assert len(children) >= 3, children
+        client = redis.Redis.from_url(redis_url)
+        wait_until(lambda: client.exists(f"{prefix}:markets") == 1, 30, "the demo's markets in Redis")
+
+        os.close(master)  # the terminal closes: the kernel sends SIGHUP to the demo
+        master = -1
+        proc.wait(timeout=60)
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0
+    assert not [pid for pid in children if _alive(pid)], "the demo left its replicas or persister running"
+    assert not list(client.scan_iter(match=f"{prefix}:*", count=1000)), "the demo left its keys in Redis"
+    client.close()
+    assert not _demo_database_exists(pg_url, prefix), "the demo left its database"
+    assert not os.path.exists(os.path.dirname(log))

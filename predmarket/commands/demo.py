@@ -42,14 +42,14 @@ class _Stop:
     stop them."""
 
     def __init__(self) -> None:
-        self.by = "Ctrl-C"
+        self.received: str | None = None  # SIGTERM or SIGHUP, once one came
 
     def install(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._as_interrupt)
 
     def _as_interrupt(self, signum: int, _frame: FrameType | None) -> None:
-        self.by = signal.Signals(signum).name
+        self.received = signal.Signals(signum).name
         # Delivered as SIGINT, the signal takes whichever Ctrl-C path is active: KeyboardInterrupt outside
         # the event loop, asyncio.run's cancellation of the main task inside it.
         signal.raise_signal(signal.SIGINT)
@@ -72,8 +72,13 @@ def main(args: argparse.Namespace) -> int:
         _say(console, f"[red]the demo failed:[/red] {exc}\n{demo.log_tail()}")
         ended_by, code = "a failure", 2
     except KeyboardInterrupt:
-        ended_by = stopper.by
+        ended_by = stopper.received or "Ctrl-C"
         _say(console, f"stopping ({ended_by})…")
+    except OSError:
+        # The live view writing to a terminal that closed (SIGHUP): an orderly stop all the same.
+        if stopper.received is None:
+            raise
+        ended_by = stopper.received
     finally:
         left = demo.stop()
     if left:
