@@ -17,8 +17,10 @@ a buy differs from ``C`` by ``m`` only, so the cost of a trade is::
     b * (softplus(a + x) - softplus(a)),   a = lead / b - ln(rho),   x = shares / b
 
 the binary formula with the lead moved by ``ln rho``. For two outcomes
-``rho = 1`` and ``ln rho = 0`` exactly, in floats and in decimals, and every
-step below is then literally the binary one.
+``rho = 1`` and ``ln rho = 0`` exactly, in floats and in decimals: the float
+value and bound are then the binary ones bit for bit, and so is the decimal
+remainder, which is only rounded with its error bound added on the pool's side
+(a difference only where 60 digits cannot decide, see below).
 
 Exactness, as in :mod:`engine.pricing`: a float value with a proven error bound
 decides whenever ``value ± bound`` lies within one rounding step; otherwise the
@@ -38,12 +40,16 @@ The decimal path splits ``b * ln(exp(N/b) + rho)`` into ``max(N, 0)``, an exact
 integer, plus ``b * log1p(rho * exp(-N/b))`` (``N >= 0``) or
 ``b * ln(rho) + b * log1p(exp(N/b) / rho)`` (``N < 0``), so a tiny remainder (a
 trade far ahead or far behind) keeps its relative precision and ``b ln rho``
-cancels unless the trade takes ``k`` past the others. It carries a bound on the
-remainder's error (below 1e-40 micro-units) and rounds ``remainder ± bound``
-toward the pool: the result is the exact rounding whenever that is decided at
-60 digits, and otherwise (a value within 1e-40 of an integer that is not one,
-which needs contrived states such as the progression below plus an outcome
-over 115 b behind) one micro-unit in the pool's favour, never against it.
+cancels unless the trade takes ``k`` past the others; ``ln rho`` itself is
+``log1p(rho - 1)`` with ``rho - 1`` summed on its own, for the same reason. The
+remainder carries a bound on its error (relative for tiny remainders, below
+1e-40 micro-units otherwise) and ``remainder ± bound`` is rounded toward the
+pool: the result is the exact rounding whenever 60 digits decide it, and
+otherwise one micro-unit in the pool's favour at most, never against it. That
+needs a value within ~1e-40 of an integer without being one: contrived states
+(the progression below plus an outcome over 115 b behind) or totals spread
+over thousands of b, where the answer hangs on terms like e^-6e9 beside e^-3e9
+(the independent reference cannot decide those either).
 
 Exact integers. ``C(after) - C(before)`` is an integer ``c`` exactly when the
 totals after the trade are those before shifted by ``c``, up to order:
@@ -140,11 +146,12 @@ def _log1p(y: Decimal, ctx: Context) -> tuple[Decimal, bool]:
 def _log_part(n: int, bd: Decimal, rho: Decimal, ctx: Context) -> tuple[Decimal, Decimal]:
     """``log1p(rho e^(-n/b))`` (n >= 0) or ``log1p(e^(n/b) / rho)`` (n < 0), with a bound on its error.
 
-    Relative error: rounding ``t = |n|/b`` moves ``e^-t`` by ``t`` half-ulps, ``rho``
-    is within 35 half-ulps (15 terms, each within ``1/e + 1`` of 1, plus the
-    additions), a few more for exp, the product and the series; ``ln(1 + y)``
-    passes ``y``'s relative error on at most unchanged and adds under 4
-    half-ulps absolutely (``1 + y`` rounded, ln rounded).
+    Relative error, in half-ulps of 60 digits: rounding ``t = |n|/b`` moves
+    ``e^-t`` by ``t``; ``rho`` is within 36 (up to 15 terms, each within
+    ``t_j e^-t_j + 1 <= 1/e + 1`` of 1 absolutely, plus the additions); exp, the
+    product and the series add a few; ``ln(1 + y)`` passes ``y``'s relative
+    error on at most unchanged and adds under 4 absolutely (``1 + y`` rounded,
+    ln rounded). ``(t + 64) * 1e-58`` is 20 half-ulps per unit of that sum.
     """
     t = Decimal(abs(n)) / bd
     e = ctx.exp(-t)
@@ -179,7 +186,7 @@ def _delta_decimal(lead: int, shares: int, b: int, gaps: Sequence[int], sigma: D
         hi, hi_err = _log_part(n2, bd, rho, ctx)
         lo, lo_err = _log_part(n1, bd, rho, ctx)
         rest = bd * (hi - lo)
-        err = bd * (hi_err + lo_err) + abs(rest) * _DEC_REL
+        err = bd * (hi_err + lo_err)
         if n1 < 0 <= n2:  # before the trade b ln(rho) was part of C above max(q); after it, it is not
             log_rho, absolute = _log1p(sigma, ctx)  # exactly 0 for two outcomes
             rest -= bd * log_rho
@@ -187,6 +194,7 @@ def _delta_decimal(lead: int, shares: int, b: int, gaps: Sequence[int], sigma: D
             err += bd * log_rho * (Decimal(gaps[-1]) / bd + 64) * _DEC_REL
             if absolute:
                 err += bd * _DEC_REL
+        err += abs(rest) * _DEC_REL  # the subtractions' and products' own rounding
         return max(n2, 0) - max(n1, 0), rest, err
 
 

@@ -705,3 +705,18 @@ def test_the_reference_derivations_agree(trade: TradeN) -> None:
     after[k] += shares
     by_price, by_levels = ref._by_price(q, k, shares, b), ref._by_levels(q, after, b)
     assert abs(ref.WIDE.subtract(by_price.value(), by_levels.value())) <= by_price.err + by_levels.err
+
+
+def test_undecidable_near_integers_round_toward_the_pool() -> None:
+    """A progression 200 b above a fourth outcome: the cost is 3e6 - 3e-87, which 60 digits cannot tell from 3e6.
+
+    The engine then charges one micro-unit more than the exact rounding (and pays
+    the exact floor): within one micro-unit, on the pool's side. Documented in
+    engine/pricing_n.py; the reference cannot decide it either.
+    """
+    d, base = 3 * U, 200 * U
+    before, after = [base, base + d, base + 2 * d, 0], [base + 3 * d, base + d, base + 2 * d, 0]
+    exact = ref.buy_cost(before, 0, 3 * d, U)
+    assert not exact.decided() and exact.ceil() == d
+    assert pricing_n.buy_cost_n(before, 0, 3 * d, U) == d + 1
+    assert pricing_n.sell_proceeds_n(after, 0, 3 * d, U) == d - 1  # here the exact floor
