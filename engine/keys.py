@@ -26,6 +26,8 @@ key                             contents
 ``<p>:archived``                hash: market id -> JSON of its final (SETTLED) market hash, for
                                 every market the janitor archived (never evicted: a market is
                                 resident or archived, so Redis alone lists and finds them all)
+``<p>:evicted``                 hash: user id -> its last event when the janitor evicted it (a
+                                load installs a PostgreSQL row only if it includes that event)
 ``<p>:events``                  stream: every state change (the EventBus)
 ``<p>:trade_seq``               counter: last trade id
 ``<p>:idem:<user>:<key>``       string with TTL: the first response to a key
@@ -84,6 +86,10 @@ class Keys:
     @property
     def archived(self) -> str:
         return f"{self.prefix}:archived"
+
+    @property
+    def evicted(self) -> str:
+        return f"{self.prefix}:evicted"
 
     @property
     def markets(self) -> str:

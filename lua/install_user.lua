@@ -1,22 +1,30 @@
 -- install_user: put a user loaded from PostgreSQL back into Redis, only if it is absent.
 --
--- KEYS[1] user hash, KEYS[2] usernames hash, KEYS[3] API key hash
+-- KEYS[1] user hash, KEYS[2] usernames hash, KEYS[3] API key hash,
+-- KEYS[4] evicted users hash <p>:evicted (user id -> its last event when evicted)
 -- ARGV[1] user id, ARGV[2] username, ARGV[3] available, ARGV[4] locked (micro-units),
 -- ARGV[5] key hash ('' for none), ARGV[6] created_ms, ARGV[7] loaded_ms,
--- ARGV[8] '1' if PostgreSQL records positions of the user, '0' if not
+-- ARGV[8] '1' if PostgreSQL records positions of the user, '0' if not,
+-- ARGV[9] the stream id of the newest event the PostgreSQL row includes
 -- Returns 1 if installed; 0 if the user was already there (another loader or the live
 -- state won: nothing is overwritten, so two loads or a load racing a trade lose nothing);
--- -1 if it is absent although it holds positions (refused).
+-- -1 if it is absent although it holds positions (refused); -2 if the row is older than
+-- the user's last eviction (refused: read it again).
 --
--- Residency is checked first and in the same step as the refusal: positions read from
+-- Residency is checked first and in the same step as the refusals: positions read from
 -- PostgreSQL may be trades the user made after another request reinstalled it, which is
 -- no loss. Absent with positions is one: the janitor never evicts a holder, so Redis lost
 -- the user, and only `predmarket recover` restores positions consistently on both sides.
+-- A row read before another request reinstalled the user, which then traded and was
+-- evicted again, would bring back the old balance: the eviction's mark refuses it.
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local gone = redis.call('HGET', KEYS[4], ARGV[1])
+if gone and id_less(ARGV[9], gone) then return -2 end
 if ARGV[8] == '1' then return -1 end
 redis.call('HSET', KEYS[1], 'username', ARGV[2], 'available', ARGV[3], 'locked', ARGV[4],
-  'key_hash', ARGV[5], 'created_ms', ARGV[6], 'loaded_ms', ARGV[7], 'last_event', '0-0')
+  'key_hash', ARGV[5], 'created_ms', ARGV[6], 'loaded_ms', ARGV[7], 'last_event', ARGV[9])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end
+redis.call('HDEL', KEYS[4], ARGV[1])
 return 1

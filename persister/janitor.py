@@ -102,7 +102,7 @@ class Janitor:
                 continue
             k = self.keys
             evicted = self._evict(
-                keys=[k.user(user_id), k.user_positions(user_id)],
+                keys=[k.user(user_id), k.user_positions(user_id), k.evicted],
                 args=[user_id, last, committed])
             self.stats.users_evicted += int(cast(int, evicted))
 

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from engine.errors import Unavailable
 from engine.keys import Keys
 from engine.scripts import Scripts
 from engine.units import micro_from_decimal as micro
@@ -28,12 +29,19 @@ from record.revision import pg_unavailable
 _EPOCH_MS = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
+_SEQ_BITS = 20  # persister.events.SEQ_BITS
+_LOAD_ATTEMPTS = 3  # reads of a row an eviction made stale meanwhile (the next read is newer than it)
 log = logging.getLogger("predmarket.hotset")
 
 
 def epoch_ms(value: datetime | None) -> int:
     """A timezone-aware datetime from PostgreSQL as milliseconds since the epoch (exactly: no float)."""
     return (value - _EPOCH) // _MILLISECOND if value is not None else 0
+
+
+def entry_id(event_order: int) -> str:
+    """The stream id an ``event_order`` column encodes (``ms << 20 | seq``, persister.events.event_order)."""
+    return f"{event_order >> _SEQ_BITS}-{event_order & ((1 << _SEQ_BITS) - 1)}"
 
 
 def user_fields(row: Any, loaded_ms: int) -> dict[str, str | int]:
@@ -58,8 +66,13 @@ def market_fields(row: Any) -> dict[str, str | int]:
 
 _USER_SQL = text(
     "SELECT u.user_id, u.username, u.api_key_hash, u.created_at, COALESCE(b.available, 0) AS available, "
-    "COALESCE(b.locked, 0) AS locked FROM users u LEFT JOIN balances b USING (user_id) WHERE u.user_id = :id"
+    "COALESCE(b.locked, 0) AS locked, COALESCE(b.event_order, 0) AS event_order "
+    "FROM users u LEFT JOIN balances b USING (user_id) WHERE u.user_id = :id"
 )
+
+
+#: install_user's refusals
+_HOLDER, _STALE = -1, -2
 
 
 class PgLoader:
@@ -83,19 +96,24 @@ class PgLoader:
         Also True when another request (on any replica) put the user back meanwhile: the
         caller proceeds with the resident user, whatever it has done since.
         """
-        row = await self._one(_USER_SQL, id=user_id)
-        if row is None:
-            return False
-        holds = await self._one(text("SELECT 1 FROM positions WHERE user_id = :id LIMIT 1"), id=user_id)
-        k = self._keys
-        fields = user_fields(row, int(time.time() * _EPOCH_MS))
-        installed = await self._scripts.run("install_user", [k.user(user_id), k.usernames, k.apikeys], [
-            user_id, fields["username"], fields["available"], fields["locked"], fields["key_hash"],
-            fields["created_ms"], fields["loaded_ms"], 1 if holds else 0,
-        ])
-        if int(installed) < 0:
-            # Absent although PostgreSQL records positions: the janitor never evicts a holder,
-            # so Redis lost this user with its data (install_user.lua says why only then).
-            log.error("user %s is missing from Redis but holds positions: run predmarket recover", user_id)
-            return False
-        return True
+        for _ in range(_LOAD_ATTEMPTS):
+            row = await self._one(_USER_SQL, id=user_id)
+            if row is None:
+                return False
+            holds = await self._one(text("SELECT 1 FROM positions WHERE user_id = :id LIMIT 1"), id=user_id)
+            k = self._keys
+            fields = user_fields(row, int(time.time() * _EPOCH_MS))
+            installed = int(await self._scripts.run(
+                "install_user", [k.user(user_id), k.usernames, k.apikeys, k.evicted], [
+                    user_id, fields["username"], fields["available"], fields["locked"], fields["key_hash"],
+                    fields["created_ms"], fields["loaded_ms"], 1 if holds else 0, entry_id(row.event_order),
+                ]))
+            if installed == _STALE:
+                continue  # read before another load, trades and an eviction: read it again
+            if installed == _HOLDER:
+                # Absent although PostgreSQL records positions: the janitor never evicts a holder,
+                # so Redis lost this user with its data (install_user.lua says why only then).
+                log.error("user %s is missing from Redis but holds positions: run predmarket recover", user_id)
+                return False
+            return True
+        raise Unavailable(f"user {user_id} kept changing while it was loaded; try again")

@@ -7,8 +7,9 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -16,14 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from engine.errors import AlreadyExists, MarketNotOpen, NotFound
 from engine.market_engine import MarketEngine
 from engine.models import HOUSE, Order, Outcome, Side
+from engine.scripts import Scripts
 from engine.settings import Settings
 from engine.state import check_invariants, read_redis_state
 from engine.units import MICRO
+from persister.events import event_order
 from persister.worker import Persister, build
 from predmarket.simulate import Plan, run
-from record.loader import PgLoader
+from record.loader import PgLoader, entry_id
 from tests.conftest import delete_prefix, new_redis
-from tests.persister_helpers import wait_until
+from tests.persister_helpers import tuned, wait_until
 
 PREDMARKET = Path(sys.executable).with_name("predmarket")
 
@@ -57,10 +60,11 @@ def persister(pg_settings: Settings) -> Iterator[PersisterFactory]:
     built: list[Persister] = []
 
     def make(**overrides: float) -> Persister:
-        options: dict[str, float] = {"idle_flush_ms": 0, "block_ms": 10, "user_idle_ttl_s": 0.001,
+        options: dict[str, float] = {"idle_flush_s": 0, "block_ms": 10, "user_idle_ttl_s": 0.001,
                                      "market_archive_after_s": 0.001}
         options.update(overrides)
-        built.append(build(pg_settings, consumer="hot", **options))  # type: ignore[arg-type]
+        changed, cadence = tuned(pg_settings, **options)
+        built.append(build(changed, consumer="hot", cadence=cadence))
         return built[-1]
 
     yield make
@@ -296,3 +300,48 @@ async def test_a_holder_redis_lost_is_refused_and_reported(
         assert await loader.load_user(user) is False
     assert any("run predmarket recover" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
     assert not await exists(hot, hot.keys.user(user)), "a partial user must not be installed"
+
+
+class InterleavingScripts:
+    """Scripts that run ``before()`` once, just ahead of the first ``install_user`` call."""
+
+    def __init__(self, scripts: Scripts, before: Callable[[], Awaitable[None]]) -> None:
+        self._scripts = scripts
+        self._before: Callable[[], Awaitable[None]] | None = before
+        self.installs: list[int] = []
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        if name == "install_user" and self._before is not None:
+            before, self._before = self._before, None
+            await before()
+        reply = await self._scripts.run(name, keys, args)
+        if name == "install_user":
+            self.installs.append(int(reply))
+        return reply
+
+
+async def test_a_row_read_before_another_load_trades_and_an_eviction_is_read_again(
+    hot: MarketEngine, pg: AsyncEngine, persister: PersisterFactory,
+) -> None:
+    """B reads the evicted user's row; before B installs it, A puts the user back, it deposits, and the
+    janitor evicts it again. B's row lacks the deposit: installing it would lose money."""
+    user = await funded_user(hot, "aba")
+    p = persister(market_archive_after_s=0)
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    assert not await exists(hot, hot.keys.user(user))
+
+    async def another_load_a_deposit_and_an_eviction() -> None:
+        await hot.accounts.deposit(user, 5 * MICRO)  # A: loads the user (its own loader), deposits
+        await asyncio.to_thread(catch_up_and_sweep, p)
+        assert not await exists(hot, hot.keys.user(user))
+
+    scripts = InterleavingScripts(hot.scripts, another_load_a_deposit_and_an_eviction)
+    late = PgLoader(pg, scripts, hot.keys)  # type: ignore[arg-type]
+    assert await late.load_user(user) is True  # B
+    assert scripts.installs == [-2, 1]  # the stale row refused, the one read again installed
+    assert (await hot.accounts.get(user)).available == 1_005 * MICRO
+
+
+@pytest.mark.parametrize("stream_id", ["0-0", "1-0", "1796479445986-5", f"1796479445986-{2**20 - 1}"])
+def test_entry_id_decodes_the_persisters_event_order(stream_id: str) -> None:
+    assert entry_id(event_order(stream_id)) == stream_id
