@@ -1,16 +1,19 @@
 """Prometheus metrics of the API: latency per route, trades, conflicts, errors, persister lag.
 
 With several worker processes set ``PROMETHEUS_MULTIPROC_DIR`` (``predmarket
-serve --workers N`` does) so a scrape sums every worker.
+serve --workers N`` does) so a scrape sums every worker. Names follow
+Prometheus' conventions: counters end in ``_total``, durations are in seconds,
+rates are left to PromQL's ``rate()``. The persister's own counters are served
+by each persister (persister.metrics); only the group's lag, a property of the
+stream, is exported here.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -32,15 +35,10 @@ def observe_conflicts(total: int) -> None:
         CONFLICTS.inc(total - _conflicts_seen)
         _conflicts_seen = total
 
+#: Gauge name (after predmarket_persister_) -> (field of the persister's report, scale, help).
 PERSISTER_FIELDS = {
-    "lag_entries": "Stream entries the persister has not acknowledged",
-    "oldest_age_ms": "Age of the oldest unacknowledged entry, milliseconds",
-    "events_per_s": "Entries written per second by the persister (last report)",
-    "rows_per_s": "Rows written per second by the persister (last report)",
-    "users_evicted": "Idle users evicted from Redis by this persister since it started",
-    "markets_archived": "Settled markets archived out of Redis by this persister since it started",
-    "hot_users": "Users in Redis at the janitor's last full pass",
-    "hot_markets": "Markets in Redis at the janitor's last pass",
+    "lag_entries": ("lag_entries", 1.0, "Stream entries the persister group has not acknowledged"),
+    "oldest_age_seconds": ("oldest_age_ms", 0.001, "Age of the oldest unacknowledged entry, seconds"),
 }
 
 
@@ -51,18 +49,18 @@ class PersisterLag(Collector):
         self.values: dict[str, str] = {}
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        for field, help_text in PERSISTER_FIELDS.items():
+        for name, (field, scale, help_text) in PERSISTER_FIELDS.items():
             value = self.values.get(field)
             if value is not None:
-                family = GaugeMetricFamily(f"predmarket_persister_{field}", help_text)
-                family.add_metric([], float(value))
+                family = GaugeMetricFamily(f"predmarket_persister_{name}", help_text)
+                family.add_metric([], float(value) * scale)
                 yield family
 
 
 def render(persister: dict[str, Any]) -> bytes:
     """The exposition text: this process's (or all workers') metrics plus the persister's lag."""
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if values.ValueClass is not values.MutexValue:  # prometheus_client chose per-process files at import
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         from prometheus_client import REGISTRY

@@ -6,13 +6,27 @@ the project reads ``os.environ``.
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "admin", "secret", "dev-admin-token"})
+#: Every admin token value shipped in this repository (the default, .env.example, the tests'
+#: examples): production refuses them whatever their length, since anyone can read them.
+PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "admin", "secret", "dev-admin-token",
+                                "change-me-admin-token"})
+#: Production also refuses an admin token shorter than this.
+MIN_PRODUCTION_TOKEN_LENGTH = 32
+PREFIX = "PM_"
+#: ``PM_*`` names that are not settings but read by the test suite and CI (tests/conftest.py,
+#: tests/api_harness.py, the Makefile); they are passed on to the processes the tests start.
+TEST_ONLY_NAMES = frozenset({"PM_TEST_REDIS_URL", "PM_TEST_PG_URL", "PM_REQUIRE_REAL_SERVICES",
+                             "PM_TEST_AGGRESSIVE_EVICTION"})
 
 
 class Settings(BaseSettings):
@@ -51,7 +65,8 @@ class Settings(BaseSettings):
 
     # Persister
     persister_batch: int = Field(default=2_000, ge=1)
-    idle_flush_s: float = Field(default=2.0, gt=0)
+    #: A market quiet this long gets its snapshot row written (0: as soon as its events are committed).
+    idle_flush_s: float = Field(default=2.0, ge=0)
     max_dirty_s: float = Field(default=30.0, gt=0)
     stream_keep: int = Field(default=100_000, ge=0)
     #: Entries another persister left pending this long are claimed (it is presumed dead).
@@ -65,11 +80,82 @@ class Settings(BaseSettings):
     #: Settled markets leave Redis this long after settlement (reloaded on demand).
     market_archive_after_s: float = Field(default=86_400.0, ge=0)
 
+    # Logs and metrics
+    #: ``json``: one JSON object per line (for collectors); ``plain``: readable text (for a terminal).
+    log_format: Literal["json", "plain"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Port of the persister's own Prometheus endpoint; none by default, so several persisters can
+    #: share a host (set one per process: its counters are its own).
+    persister_metrics_port: int | None = Field(default=None, ge=0, le=65_535)
+    persister_metrics_host: str = "127.0.0.1"
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_names(cls, data: Any) -> Any:
+        # pydantic-settings ignores PM_* variables that match no field: a misspelt name would pass silently.
+        unknown = unknown_names(os.environ)
+        if unknown:
+            raise ValueError("; ".join(unknown))
+        return data
+
     @model_validator(mode="after")
     def _no_placeholder_secret_in_production(self) -> Settings:
-        if self.environment == "production" and self.admin_token in PLACEHOLDER_TOKENS:
-            raise ValueError("PM_ADMIN_TOKEN must be set to a real secret when PM_ENVIRONMENT=production")
+        if self.environment == "production" and (self.admin_token in PLACEHOLDER_TOKENS
+                                                 or len(self.admin_token) < MIN_PRODUCTION_TOKEN_LENGTH):
+            raise ValueError(f"PM_ADMIN_TOKEN must be set to a real secret when PM_ENVIRONMENT=production "
+                             f"(at least {MIN_PRODUCTION_TOKEN_LENGTH} characters, not a value shipped with "
+                             "predmarket)")
         return self
+
+
+def known_names() -> frozenset[str]:
+    """The environment variables that are settings: derived from the fields, so a new field is known."""
+    return frozenset(PREFIX + name.upper() for name in Settings.model_fields)
+
+
+def unknown_names(environ: Mapping[str, str]) -> list[str]:
+    """One message per ``PM_*`` variable that is neither a setting nor a test-only name."""
+    known = known_names()
+    messages = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings reads names case-insensitively
+        if not upper.startswith(PREFIX) or upper in known or upper in TEST_ONLY_NAMES:
+            continue
+        guess = difflib.get_close_matches(upper, sorted(known), n=1)
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        messages.append(f"unknown setting {name}{hint}")
+    return messages
+
+
+SECRET_FIELDS = frozenset({"admin_token"})
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective configuration, safe to log: secrets hidden, passwords cut out of URLs."""
+    view: dict[str, Any] = {}
+    for name, value in settings.model_dump().items():
+        if name in SECRET_FIELDS:
+            value = "***" if value else ""
+        elif name.endswith("_url") and isinstance(value, str):
+            value = _without_password(value)
+        view[name] = value
+    return view
 
 
 @lru_cache(maxsize=1)

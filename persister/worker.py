@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import cast
@@ -39,34 +39,32 @@ from record.database import make_engine
 log = logging.getLogger("predmarket.persister")
 
 
-@dataclass
-class WorkerConfig:
-    batch: int = 2000
+@dataclass(frozen=True)
+class Cadence:
+    """How often the loop does each of its chores: the loop's own rhythm, not operator settings
+    (those are :class:`~engine.settings.Settings`); tests tighten or stretch it."""
+
     block_ms: int = 500
-    claim_idle_ms: int = 10_000
     claim_every_s: float = 2.0
     flush_every_s: float = 0.5
-    idle_flush_ms: int = 2000
-    max_dirty_s: float = 30.0
-    stream_keep: int = 100_000
     trim_every_s: float = 5.0
     stats_every_s: float = 5.0
     max_backoff_s: float = 5.0
-    #: touched every second while the loop runs, for container health checks
-    heartbeat_file: str | None = None
-    user_idle_ttl_s: float = 3_600.0
-    market_archive_after_s: float = 86_400.0
     janitor_every_s: float = 1.0
+    heartbeat_every_s: float = 1.0
 
 
 @dataclass
 class Counters:
+    """Totals since this process started; exported as Prometheus counters (persister.metrics)."""
+
     entries: int = 0
     rows: int = 0
     trades: int = 0
     dead: int = 0
     batches: int = 0
-    started: float = field(default_factory=time.monotonic)
+    #: loop rounds, idle ones (a read that found nothing) included
+    rounds: int = 0
 
 
 @dataclass
@@ -89,15 +87,18 @@ def _stream_vanished(exc: redis.ResponseError) -> bool:
 
 
 class Persister:
-    def __init__(self, client: redis.Redis, pg: Engine, keys: Keys, config: WorkerConfig,
+    def __init__(self, client: redis.Redis, pg: Engine, settings: Settings, cadence: Cadence | None = None,
                  consumer: str | None = None) -> None:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.stream = EventStream(client, keys, self.consumer)
+        self.stream = EventStream(client, Keys(settings.key_prefix), self.consumer)
         self.pg = pg
-        self.config = config
-        self.flusher = IdleFlusher(self.stream, pg, config.idle_flush_ms, config.max_dirty_s)
-        self.janitor = Janitor(client, keys, config.user_idle_ttl_s, config.market_archive_after_s)
+        self.settings = settings
+        self.cadence = cadence or Cadence()
+        self.flusher = IdleFlusher(self.stream, pg, int(settings.idle_flush_s * 1000), settings.max_dirty_s)
+        self.janitor = Janitor(client, self.stream.keys, settings.user_idle_ttl_s, settings.market_archive_after_s)
         self.counters = Counters()
+        #: entries written as of the last logged report: an idle persister has nothing new to say
+        self._reported_entries = 0
         self.stopping = False
         self._due: dict[str, float] = {}
         self._own_pending_done = False
@@ -134,7 +135,7 @@ class Persister:
                     log.warning("store unavailable (%s: %s); retrying in %.1fs",
                                 exc.__class__.__name__, str(exc).splitlines()[0][:200], backoff)
                     self._sleep(backoff)
-                    backoff = min(backoff * 2, self.config.max_backoff_s)
+                    backoff = min(backoff * 2, self.cadence.max_backoff_s)
                 except redis.ResponseError as exc:
                     if not _stream_vanished(exc):
                         raise
@@ -151,6 +152,7 @@ class Persister:
         log.info("persister %s stopped after %d entries", self.consumer, self.counters.entries)
 
     def _pipelined_round(self) -> None:
+        self.counters.rounds += 1
         self._ensure_group()
         entries = self._next_entries()
         work = self._prepare(entries) if entries else None
@@ -207,6 +209,7 @@ class Persister:
         Returns the number of entries processed; they are committed and
         acknowledged when it returns (``run()`` overlaps rounds instead).
         """
+        self.counters.rounds += 1
         self.stream.ensure_group()
         entries = self._next_entries()
         if entries:
@@ -227,18 +230,18 @@ class Persister:
         return False
 
     def _next_entries(self) -> list[Entry]:
-        cfg = self.config
+        batch = self.settings.persister_batch
         if not self._own_pending_done:
-            entries = self.stream.read_own_pending(cfg.batch)
+            entries = self.stream.read_own_pending(batch)
             if entries:
                 return entries
             self._own_pending_done = True
-        if self._every("claim", cfg.claim_every_s):
-            claimed = self.stream.claim(cfg.claim_idle_ms, cfg.batch)
+        if self._every("claim", self.cadence.claim_every_s):
+            claimed = self.stream.claim(int(self.settings.claim_idle_s * 1000), batch)
             if claimed:
                 log.info("claimed %d entries left pending by another consumer", len(claimed))
                 return claimed
-        return self.stream.read_new(cfg.batch, cfg.block_ms)
+        return self.stream.read_new(batch, self.cadence.block_ms)
 
     # ------------------------------------------------------------------ batches
 
@@ -294,57 +297,44 @@ class Persister:
     # ------------------------------------------------------------------ chores
 
     def _chores(self) -> None:
-        cfg = self.config
-        if self._every("flush", cfg.flush_every_s):
+        cadence, settings = self.cadence, self.settings
+        if self._every("flush", cadence.flush_every_s):
             self.flusher.flush(self.stream.committed())
-        if self._every("trim", cfg.trim_every_s):
+        if self._every("trim", cadence.trim_every_s):
             committed = self.stream.committed()
             if committed:
-                self.stream.trim(committed, cfg.stream_keep)
-        if self._every("stats", cfg.stats_every_s):
+                self.stream.trim(committed, settings.stream_keep)
+        if self._every("stats", cadence.stats_every_s):
             self.report()
-        if self.janitor.enabled and self._every("janitor", cfg.janitor_every_s):
+        if self.janitor.enabled and self._every("janitor", cadence.janitor_every_s):
             self.janitor.round(self.stream.committed())
-        if cfg.heartbeat_file and self._every("heartbeat", 1.0):
-            Path(cfg.heartbeat_file).touch()
+        if settings.heartbeat_file and self._every("heartbeat", cadence.heartbeat_every_s):
+            Path(settings.heartbeat_file).touch()
 
     def report(self) -> None:
-        """Log lag and throughput, and publish them in Redis for the API's /metrics."""
+        """Publish the group's lag in Redis (for the API's /metrics); log it when there was work.
+
+        The persister's own counters are not published here: its own endpoint
+        serves them (persister.metrics). An idle persister logs nothing.
+        """
         seconds, micros = self.stream.redis.time()
         now_ms = seconds * 1000 + micros // 1000
         lag = self.stream.lag(now_ms)
-        c = self.counters
-        elapsed = max(time.monotonic() - c.started, 1e-9)
-        stats = {
-            "lag_entries": lag.entries, "oldest_age_ms": lag.oldest_age_ms, "committed": lag.committed or "",
-            "events_per_s": round(c.entries / elapsed, 1), "rows_per_s": round(c.rows / elapsed, 1),
-            "entries": c.entries, "trades": c.trades, "dead_letters": c.dead,
-            "market_writes": self.flusher.writes, "updated_ms": now_ms,
-            "users_evicted": self.janitor.stats.users_evicted, "markets_archived": self.janitor.stats.markets_archived,
-            "hot_users": self.janitor.stats.hot_users, "hot_markets": self.janitor.stats.hot_markets,
-        }
+        stats = {"lag_entries": lag.entries, "oldest_age_ms": lag.oldest_age_ms, "committed": lag.committed or "",
+                 "updated_ms": now_ms}
         self.stream.redis.hset(self.stream.keys.persister_stats, mapping=stats)  # type: ignore[arg-type]
-        log.info("lag %d entries (oldest %d ms), %.0f events/s, %d trades, %d market writes, %d dead letters",
-                 lag.entries, lag.oldest_age_ms, stats["events_per_s"], c.trades, self.flusher.writes, c.dead)
+        c = self.counters
+        written, self._reported_entries = c.entries - self._reported_entries, c.entries
+        if written or lag.entries:
+            log.info("wrote %d entries since the last report; lag %d entries (oldest %d ms)",
+                     written, lag.entries, lag.oldest_age_ms,
+                     extra={"written": written, "lag_entries": lag.entries, "oldest_age_ms": lag.oldest_age_ms})
 
 
-def config_from(settings: Settings, **overrides: float | int) -> WorkerConfig:
-    cfg = WorkerConfig(
-        batch=settings.persister_batch, idle_flush_ms=int(settings.idle_flush_s * 1000),
-        claim_idle_ms=int(settings.claim_idle_s * 1000),
-        max_dirty_s=settings.max_dirty_s, stream_keep=settings.stream_keep,
-        heartbeat_file=settings.heartbeat_file, user_idle_ttl_s=settings.user_idle_ttl_s,
-        market_archive_after_s=settings.market_archive_after_s,
-    )
-    for name, value in overrides.items():
-        setattr(cfg, name, value)
-    return cfg
-
-
-def build(settings: Settings, consumer: str | None = None, **overrides: float | int) -> Persister:
+def build(settings: Settings, consumer: str | None = None, cadence: Cadence | None = None) -> Persister:
     # surrogateescape: an entry that is not UTF-8 is read (and dead-lettered), not a crash on every read.
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, encoding_errors="surrogateescape",
                                   socket_timeout=max(settings.redis_timeout_s, 5.0),
                                   socket_connect_timeout=settings.redis_timeout_s)
     pg = make_engine(settings.database_url, pool_size=2, max_overflow=0)
-    return Persister(client, pg, Keys(settings.key_prefix), config_from(settings, **overrides), consumer)
+    return Persister(client, pg, settings, cadence, consumer)

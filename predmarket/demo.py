@@ -31,6 +31,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from engine.settings import Settings, get_settings
 from predmarket.http_sim import HttpStats, setup_http, trade_forever
 from predmarket.services import Service, free_port, postgres_service, redis_service, wait_ready
 
@@ -58,6 +59,11 @@ class View:
     rate: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=20))
 
 
+def _given(settings: Settings, name: str) -> str | None:
+    """A setting the user set (PM_*), or None where the demo picks its own instead of the default."""
+    return str(getattr(settings, name)) if name in settings.model_fields_set else None
+
+
 def sparkline(values: deque[float]) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int(v * len(SPARK)))] for v in values)
 
@@ -69,7 +75,8 @@ class Demo:
         self.workdir = tempfile.mkdtemp(prefix="predmarket-demo-")
         self.processes: list[subprocess.Popen[bytes]] = []
         self.services: list[Service] = []
-        self.admin_token = os.environ.get("PM_ADMIN_TOKEN") or "demo-" + secrets.token_urlsafe(12)
+        self.settings = get_settings()
+        self.admin_token = _given(self.settings, "admin_token") or "demo-" + secrets.token_urlsafe(12)
         self.ports = [free_port(), free_port()]
         self.env: dict[str, str] = {}
         self.cleanups: list[Any] = []
@@ -82,16 +89,16 @@ class Demo:
     # ------------------------------------------------------------------ setup and teardown
 
     def start(self) -> None:
-        redis_svc = redis_service(os.environ.get("PM_REDIS_URL"), self.workdir)
+        redis_svc = redis_service(_given(self.settings, "redis_url"), self.workdir)
         self.services.append(redis_svc)
-        pg_svc = postgres_service(os.environ.get("PM_DATABASE_URL"), self.workdir)
+        pg_svc = postgres_service(_given(self.settings, "database_url"), self.workdir)
         self.services.append(pg_svc)
-        prefix = self.prefix = os.environ.get("PM_KEY_PREFIX") or f"demo-{secrets.token_hex(3)}"
+        prefix = self.prefix = _given(self.settings, "key_prefix") or f"demo-{secrets.token_hex(3)}"
         database_url = pg_svc.url
         if pg_svc.origin != "environment":
             database_url = re.sub(r"/[^/]*$", f"/predmarket_{prefix.replace('-', '_')}", pg_svc.url)
             self.cleanups.append(("database", database_url))
-        if redis_svc.origin != "environment" and "PM_KEY_PREFIX" not in os.environ:
+        if redis_svc.origin != "environment" and _given(self.settings, "key_prefix") is None:
             self.cleanups.append(("keys", (redis_svc.url, prefix)))
         self.env = {**os.environ, "PM_REDIS_URL": redis_svc.url, "PM_DATABASE_URL": database_url,
                     "PM_KEY_PREFIX": prefix, "PM_ADMIN_TOKEN": self.admin_token, "PM_RATE_LIMIT_PER_S": "0",

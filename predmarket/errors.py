@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import pydantic
 import redis.exceptions
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from engine.errors import Unavailable
+from engine.settings import Settings, get_settings
 
 
 def _safe(url: str) -> str:
@@ -19,6 +18,14 @@ def _safe(url: str) -> str:
         return url
 
 
+def _configured() -> Settings | None:
+    """The settings the command ran with (a store error comes after they were read), if they are valid."""
+    try:
+        return get_settings()
+    except pydantic.ValidationError:
+        return None
+
+
 def explain(exc: BaseException) -> str | None:
     """A one-paragraph explanation of a known operational failure, or None for a real bug."""
     if isinstance(exc, pydantic.ValidationError):
@@ -26,13 +33,15 @@ def explain(exc: BaseException) -> str | None:
                  + str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
         return "configuration error:\n" + "\n".join(lines)
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, Unavailable)):
-        url = os.environ.get("PM_REDIS_URL", "redis://127.0.0.1:6379/0")
+        settings = _configured()
+        url = _safe(settings.redis_url) if settings else "the configured URL"
         return (f"cannot reach Redis at {url} ({exc}).\n"
                 "  Is it running? Set PM_REDIS_URL to point at it.")
     if isinstance(exc, (OperationalError, DBAPIError)) and "connect" in str(exc).lower():
-        url = os.environ.get("PM_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/predmarket")
+        settings = _configured()
+        url = _safe(settings.database_url) if settings else "the configured URL"
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
-        return (f"cannot reach PostgreSQL at {_safe(url)} ({first}).\n"
+        return (f"cannot reach PostgreSQL at {url} ({first}).\n"
                 "  Is it running? Set PM_DATABASE_URL to point at it.")
     if isinstance(exc, ArgumentError):
         return f"configuration error: {exc}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -30,7 +31,7 @@ from engine.settings import Settings
 from engine.state import State, read_redis_state
 from engine.units import MICRO, micro_from_decimal
 from persister.stream import GROUP
-from persister.worker import Persister, build
+from persister.worker import Cadence, Persister, build
 from record.pg_state import read_pg_state
 
 PREDMARKET = Path(sys.executable).with_name("predmarket")
@@ -41,9 +42,19 @@ BUY, SELL = Side.BUY, Side.SELL
 #: In-process persisters: short blocking reads, no claims, and chores (flush, trim, stats) only in
 #: the first step's round -- after that only when a test calls them.
 QUIET: dict[str, float | int] = {
-    "idle_flush_ms": 0, "block_ms": 20, "claim_idle_ms": 600_000, "flush_every_s": 3600.0,
+    "idle_flush_s": 0, "block_ms": 20, "claim_idle_s": 600.0, "flush_every_s": 3600.0,
     "trim_every_s": 3600.0, "stats_every_s": 3600.0,
 }
+CADENCE_NAMES = frozenset(f.name for f in dataclasses.fields(Cadence))
+
+
+def tuned(settings: Settings, **overrides: float | int) -> tuple[Settings, Cadence]:
+    """``overrides`` split between the settings (by field name) and the loop's cadence."""
+    unknown = set(overrides) - CADENCE_NAMES - set(Settings.model_fields)
+    if unknown:
+        raise TypeError(f"neither a setting nor a cadence: {sorted(unknown)}")
+    changed = settings.model_copy(update={k: v for k, v in overrides.items() if k not in CADENCE_NAMES})
+    return changed, Cadence(**{k: v for k, v in overrides.items() if k in CADENCE_NAMES})  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- waiting
@@ -72,7 +83,8 @@ async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout_s: 
 @contextlib.contextmanager
 def persister(settings: Settings, consumer: str = "c1", **overrides: float | int) -> Iterator[Persister]:
     """A :class:`Persister` built like ``predmarket persister`` builds it; its connections closed after."""
-    p = build(settings, consumer=consumer, **{**QUIET, **overrides})
+    changed, cadence = tuned(settings, **{**QUIET, **overrides})
+    p = build(changed, consumer=consumer, cadence=cadence)
     try:
         yield p
     finally:

@@ -26,7 +26,7 @@ from persister.worker import Persister, build
 from predmarket.simulate import Plan, run
 from record.loader import PgLoader, entry_id
 from tests.conftest import delete_prefix, new_redis
-from tests.persister_helpers import wait_until
+from tests.persister_helpers import tuned, wait_until
 
 PREDMARKET = Path(sys.executable).with_name("predmarket")
 
@@ -60,10 +60,11 @@ def persister(pg_settings: Settings) -> Iterator[PersisterFactory]:
     built: list[Persister] = []
 
     def make(**overrides: float) -> Persister:
-        options: dict[str, float] = {"idle_flush_ms": 0, "block_ms": 10, "user_idle_ttl_s": 0.001,
+        options: dict[str, float] = {"idle_flush_s": 0, "block_ms": 10, "user_idle_ttl_s": 0.001,
                                      "market_archive_after_s": 0.001}
         options.update(overrides)
-        built.append(build(pg_settings, consumer="hot", **options))  # type: ignore[arg-type]
+        changed, cadence = tuned(pg_settings, **options)
+        built.append(build(changed, consumer="hot", cadence=cadence))
         return built[-1]
 
     yield make

@@ -97,7 +97,7 @@ async def test_events_alone_write_statuses_balances_and_positions(engine: Market
     """Without any flush: lifecycle events set status and outcome (MarketResolved and MarketSettled in one
     batch or in two), balances and positions come per event too."""
     scenario = await run_scenario(engine)
-    with persister(pg_settings, batch=batch, idle_flush_ms=600_000, max_dirty_s=600.0) as p:
+    with persister(pg_settings, persister_batch=batch, idle_flush_s=600.0, max_dirty_s=600.0) as p:
         drain(p)
     with pg_connection(database_url) as conn:
         status = {r.market_id: (r.status, r.outcome) for r in conn.execute(text("SELECT * FROM markets"))}
@@ -421,7 +421,7 @@ async def test_trim_keeps_the_newest_and_every_unacknowledged_entry(
     for _ in range(30):
         await engine.execute_trade(Order(user.user_id, market.market_id, BUY, YES, shares=MICRO))
     keys = engine.keys
-    with persister(pg_settings, batch=20) as p:
+    with persister(pg_settings, persister_batch=20) as p:
         assert p.step() == 20
         held = read_as(p.stream.redis, keys.events, "other", 5)
         held_ids = [entry_id for entry_id, _ in held]
@@ -475,13 +475,13 @@ async def test_idle_flush_waits_for_idleness(engine: MarketEngine, pg_settings: 
     user = await make_user(100)
     market = await make_market(10)
     trade = await engine.execute_trade(Order(user.user_id, market.market_id, BUY, YES, shares=2 * MICRO))
-    with persister(pg_settings, idle_flush_ms=600_000, max_dirty_s=600.0) as p:
+    with persister(pg_settings, idle_flush_s=600.0, max_dirty_s=600.0) as p:
         drain(p)
         assert p.flusher.flush(p.stream.committed()) == 0
     row, snaps = market_rows(database_url, market.market_id)
     assert (row.status, row.yes_shares, row.last_trade_id, snaps) == ("OPEN", 0, 0, 0)  # status: per event
     assert await engine.redis.zscore(engine.keys.dirty, market.market_id) is not None
-    with persister(pg_settings, idle_flush_ms=0) as p:
+    with persister(pg_settings, idle_flush_s=0) as p:
         catch_up(p)
     row, snaps = market_rows(database_url, market.market_id)
     assert (row.status, row.yes_shares, row.last_trade_id, snaps) == ("OPEN", 2, trade.trade_id, 1)
@@ -494,7 +494,7 @@ async def test_max_dirty_age_flushes_a_market_that_keeps_trading(
 ) -> None:
     user = await make_user(1000)
     market = await make_market(10)
-    with persister(pg_settings, idle_flush_ms=600_000, max_dirty_s=0.3) as p:
+    with persister(pg_settings, idle_flush_s=600.0, max_dirty_s=0.3) as p:
         await engine.execute_trade(Order(user.user_id, market.market_id, BUY, YES, shares=MICRO))
         drain(p)
         assert p.flusher.flush(p.stream.committed()) == 0  # first seen dirty now

@@ -159,8 +159,8 @@ async def test_two_persisters_share_the_stream_without_double_writes(
     users = [(await make_user(1_000_000)).user_id for _ in range(8)]
     markets = [(await make_market(500)).market_id for _ in range(3)]
     keys = engine.keys
-    with persister(pg_settings, "a", batch=50, flush_every_s=0.05) as a, \
-            persister(pg_settings, "b", batch=50, flush_every_s=0.05) as b:
+    with persister(pg_settings, "a", persister_batch=50, flush_every_s=0.05) as a, \
+            persister(pg_settings, "b", persister_batch=50, flush_every_s=0.05) as b:
         threads = [threading.Thread(target=p.run, name=f"persister-{p.consumer}") for p in (a, b)]
         for thread in threads:
             thread.start()
@@ -228,7 +228,7 @@ async def test_refused_database_then_another_consumer_claims_the_batch(
         with pytest.raises(OperationalError):
             down.step()
         assert pending(down.stream.redis, keys.events, "dead") > 0
-    with persister(pg_settings, "alive", claim_idle_ms=100, claim_every_s=0.0) as up:
+    with persister(pg_settings, "alive", claim_idle_s=0.1, claim_every_s=0.0) as up:
         def claimed_and_done() -> bool:
             up.step()
             return pending(up.stream.redis, keys.events) == 0
@@ -249,7 +249,7 @@ async def test_run_survives_a_database_outage_and_stops_on_request(
     url = pg_settings.database_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
     assert url != pg_settings.database_url
     database = TcpForwarder(port, ("127.0.0.1", 5432))
-    with persister(pg_settings.model_copy(update={"database_url": url}), "c1", claim_idle_ms=600_000,
+    with persister(pg_settings.model_copy(update={"database_url": url}), "c1", claim_idle_s=600.0,
                    max_backoff_s=0.5, flush_every_s=0.05) as p:
         thread = threading.Thread(target=p.run, name="persister")
         thread.start()
@@ -338,7 +338,7 @@ async def test_hostile_entries_go_to_dead_letters_and_the_rest_is_written(
     await engine.execute_trade(Order(bob.user_id, market.market_id, BUY, NO, shares=2 * MICRO))
     await engine.accounts.withdraw(bob.user_id, 5 * MICRO)
 
-    with persister(pg_settings, batch=7) as p:
+    with persister(pg_settings, persister_batch=7) as p:
         catch_up(p)  # raises if any entry crashed it
         assert pending(p.stream.redis, keys.events) == 0
         assert p.counters.dead == len(hostile)

@@ -155,7 +155,7 @@ def _run(settings: Settings, sizes: Sizes, say: Callable[[str], None]) -> Hotset
     without = _used_mb(client)
     # Evict everyone idle since the setup (the cold population), not the hot set that traded after it:
     # idleness measured at the end of the setup, with a 1 ms TTL.
-    janitor = build(settings, consumer="hotset-janitor", user_idle_ttl_s=0.001)
+    janitor = build(settings.model_copy(update={"user_idle_ttl_s": 0.001}), consumer="hotset-janitor")
     janitor.janitor.sweep(janitor.stream.committed(), now_ms=created_ms)
     janitor.close()
     with_eviction = _used_mb(client)

@@ -6,9 +6,13 @@ import argparse
 import logging
 from typing import Any
 
+from api.logs import configure, log_start
 from engine.settings import get_settings
+from persister.metrics import serve_metrics
 from persister.worker import build
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
+
+log = logging.getLogger("predmarket.persister")
 
 
 def register(sub: Any) -> None:
@@ -22,11 +26,15 @@ def register(sub: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
+    configure(settings)
     if refuse_unmigrated("persister", settings.database_url):
         return NOT_MIGRATED_EXIT
     persister = build(settings, consumer=args.consumer)
+    metrics_port = None
+    if settings.persister_metrics_port is not None:
+        metrics_port = serve_metrics(persister, settings.persister_metrics_host, settings.persister_metrics_port)
+    log_start(log, "predmarket persister", settings, consumer=persister.consumer, metrics_port=metrics_port)
     persister.install_signal_handlers()
     persister.run()
     return 0

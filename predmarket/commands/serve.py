@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
-import sys
 import tempfile
 from typing import Any
 
 import uvicorn
 
-from api.logs import configure
+from api.logs import configure, log_start
 from engine.settings import PLACEHOLDER_TOKENS, get_settings
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 
 #: httptools with a deadline on request headers (by import path: each worker builds its own).
 HTTP_PROTOCOL = "predmarket.header_timeout:HeaderTimeoutProtocol"
+log = logging.getLogger("predmarket.serve")
 
 
 def register(sub: Any) -> None:
@@ -57,14 +58,15 @@ def main(args: argparse.Namespace) -> int:
     settings = get_settings()  # fail now, with a clear message, on bad configuration
     if refuse_unmigrated("serve", settings.database_url):
         return NOT_MIGRATED_EXIT
-    if settings.admin_token in PLACEHOLDER_TOKENS:
-        print("predmarket serve: warning: PM_ADMIN_TOKEN is a development placeholder; set a real secret "
-              "(PM_ENVIRONMENT=production refuses to start without one)", file=sys.stderr)
     metrics_dir = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics here so that /metrics sums all of them; ours, so removed on exit.
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predmarket-metrics-")
-    configure(access_log=not args.no_access_log)
+    configure(settings, access_log=not args.no_access_log)
+    log_start(log, "predmarket serve", settings, host=args.host, port=args.port, workers=args.workers)
+    if settings.admin_token in PLACEHOLDER_TOKENS:
+        log.warning("PM_ADMIN_TOKEN is a development placeholder; set a real secret "
+                    "(PM_ENVIRONMENT=production refuses to start without one)")
     try:
         uvicorn.run(
             "api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
