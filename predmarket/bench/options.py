@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.settings import Settings
 
-SECTIONS = ("engine", "policy", "http", "persister", "peers", "hotset")
+SECTIONS = ("engine", "policy", "http", "persister", "peers", "hotset", "streams")
 
 
 def _engine_trades() -> dict[int, int]:
@@ -51,6 +51,11 @@ class Sizes:
     hotset_hot: int = 1_000
     #: round trips (a buy and its sell) by the hot users
     hotset_trades: int = 10_000
+    #: idle live-stream subscribers on one replica during the HTTP load (``--stream-sse``/``--stream-ws``)
+    stream_sse: int = 1_000
+    stream_websockets: int = 100
+    #: trades in the subscribers' market whose entries each subscriber must receive
+    stream_markers: int = 20
 
     def trades_for(self, concurrency: int) -> int:
         if concurrency in self.engine_trades:
@@ -63,6 +68,7 @@ QUICK = Sizes(
     users=20, engine_processes=(1,), engine_concurrency=(1, 32), engine_trades={1: 300, 32: 3_000},
     http_seconds=1.5, http_warmup_s=0.2, persister_trades=5_000, peer_concurrency=(32,), peer_seconds=0.5,
     hotset_users=2_000, hotset_markets=100, hotset_hot=100, hotset_trades=500,
+    stream_sse=200, stream_websockets=20, stream_markers=5,
 )
 
 

@@ -24,6 +24,10 @@ class Replicas:
         self._log: IO[bytes] | None = None
 
     @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self._processes]
+
+    @property
     def urls(self) -> list[str]:
         return [f"http://127.0.0.1:{port}" for port in self.ports]
 

@@ -87,6 +87,25 @@ def hotset_table(results: BenchResults) -> Table | None:
     return table
 
 
+def streams_table(results: BenchResults) -> Table | None:
+    s = results.streams
+    if s is None:
+        return None
+    table = Table(title=f"live streams: 1 replica, {s.sse:,} SSE + {s.websockets:,} WebSocket idle subscribers, "
+                  f"{s.connections} trading connections", show_header=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("subscribers connected", f"{s.connected:,}" + (f" (refused: {s.connect_errors})" if s.connect_errors else "")),
+        ("HTTP trades/s without subscribers (mean of before and after)", f"{s.trades_per_s_without:,.0f}"),
+        ("HTTP trades/s with them", f"{s.trades_per_s_with:,.0f} ({-s.slowdown:+.1%} against without)"),
+        ("replica memory per subscriber", f"{s.kib_per_subscriber:,.1f} KiB"),
+        (f"subscribers that got all {s.marker_entries} entries in order", f"{s.complete:,} of {s.connected:,}"),
+    ):
+        table.add_row(name, value)
+    return table
+
+
 def policy_table(results: BenchResults) -> Table | None:
     if not results.policy:
         return None
@@ -145,7 +164,7 @@ def print_report(console: Console, results: BenchResults) -> None:
     if results.rows:
         console.print(throughput_table(results))
     for table in (policy_table(results), persister_table(results), hotset_table(results),
-                  ratios_table(results)):
+                  streams_table(results), ratios_table(results)):
         if table is not None:
             console.print(table)
     for line in headline(results):

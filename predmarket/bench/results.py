@@ -41,6 +41,7 @@ class Row:
 if TYPE_CHECKING:
     from predmarket.bench.hotset_runs import HotsetResult
     from predmarket.bench.policy_runs import PolicyRow
+    from predmarket.bench.stream_runs import StreamResult
 
 
 @dataclass
@@ -91,6 +92,7 @@ class BenchResults:
     #: the same burst drained by two persister processes
     persister_pair: PersisterResult | None = None
     hotset: HotsetResult | None = None
+    streams: StreamResult | None = None
     policy: list[PolicyRow] = field(default_factory=list)
     section_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -120,6 +122,7 @@ class BenchResults:
             "persister": self.persister.to_dict() if self.persister else None,
             "persister_pair": self.persister_pair.to_dict() if self.persister_pair else None,
             "hotset": self.hotset.to_dict() if self.hotset else None,
+            "streams": self.streams.to_dict() if self.streams else None,
             "policy": [p.to_dict() for p in self.policy],
             "ratios": [{**asdict(r), "factor": round(r.factor, 2)} for r in self.ratios()],
         }

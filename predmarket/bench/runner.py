@@ -15,6 +15,7 @@ from predmarket.bench.options import BenchOptions
 from predmarket.bench.persister_runs import persister_section
 from predmarket.bench.policy_runs import policy_section
 from predmarket.bench.results import BenchResults
+from predmarket.bench.stream_runs import streams_section
 
 RESULTS_FILE = "bench-results.json"
 CHART_FILE = "bench-throughput.png"
@@ -43,6 +44,8 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> Benc
             results.persister, results.persister_pair = persister_section(settings, sizes, progress, seed)
         elif section == "hotset":
             results.hotset = hotset_section(settings, sizes, progress, seed)
+        elif section == "streams":
+            results.streams = streams_section(settings, sizes, progress, seed)
         elif section == "peers":
             # Needs psycopg_pool (the 'bench' extra); imported only when the peers run.
             from predmarket.bench.peer_runs import peers_section

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("docs"), metavar="DIR",
                    help="where to write bench-results.json and bench-throughput.png (default docs/)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the workloads")
+    p.add_argument("--stream-sse", type=int, default=None, metavar="N",
+                   help="streams section: idle SSE subscribers on the replica (default 1000; 200 with --quick)")
+    p.add_argument("--stream-ws", type=int, default=None, metavar="M",
+                   help="streams section: idle WebSocket subscribers (default 100; 20 with --quick)")
     p.set_defaults(handler=main)
 
 
@@ -49,7 +54,11 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"predmarket bench: --only: {exc}") from None
     # Piped output (a log, CI) would otherwise wrap the table at 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 132)
-    options = BenchOptions(settings=get_settings(), sections=sections, sizes=QUICK if args.quick else FULL,
+    sizes = QUICK if args.quick else FULL
+    if args.stream_sse is not None or args.stream_ws is not None:
+        sizes = replace(sizes, stream_sse=sizes.stream_sse if args.stream_sse is None else args.stream_sse,
+                        stream_websockets=sizes.stream_websockets if args.stream_ws is None else args.stream_ws)
+    options = BenchOptions(settings=get_settings(), sections=sections, sizes=sizes,
                            out=args.out, quick=args.quick, seed=args.seed)
     try:
         results = run_bench(options, say=lambda line: console.print(line, highlight=False, markup=False))
