@@ -31,8 +31,15 @@ local function join9(hi, lo)
   return string.format('%d%09d', hi, lo)
 end
 
+-- Both below 1e15 (at most 15 digits, as nearly every balance and cost is): plain
+-- doubles are exact for them and their sum, and cost less than splitting.
+local function both_short(a, b)
+  return #a <= 15 and #b <= 15
+end
+
 -- a + b, exactly, for canonical non-negative integer strings.
 local function add_int(a, b)
+  if both_short(a, b) then return string.format('%d', tonumber(a) + tonumber(b)) end
   local ah, al = split9(a)
   local bh, bl = split9(b)
   local hi, lo = ah + bh, al + bl
@@ -42,6 +49,7 @@ end
 
 -- a - b, exactly, for canonical non-negative integer strings with a >= b.
 local function sub_int(a, b)
+  if both_short(a, b) then return string.format('%d', tonumber(a) - tonumber(b)) end
   local ah, al = split9(a)
   local bh, bl = split9(b)
   local hi, lo = ah - bh, al - bl
@@ -53,6 +61,7 @@ end
 -- rather than a string comparison, which Lua leaves to the C locale).
 local function lt_int(a, b)
   if #a ~= #b then return #a < #b end
+  if #a <= 15 then return tonumber(a) < tonumber(b) end
   local ah, al = split9(a)
   local bh, bl = split9(b)
   return ah < bh or (ah == bh and al < bl)

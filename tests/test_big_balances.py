@@ -319,8 +319,10 @@ ARITHMETIC = (SCRIPT_DIR / "lib.lua").read_text() + """
 local a, b = ARGV[1], ARGV[2]  -- a >= b
 return {add_int(a, b), sub_int(a, b), lt_int(a, b) and 1 or 0, lt_int(b, a) and 1 or 0}
 """
-EDGES = [0, 1, 999_999_999, 1_000_000_000, MAX_TOTAL, TWO_53 - 1, TWO_53, TWO_53 + 1, MAX_EXACT - 1, MAX_EXACT]
-AMOUNTS = st.one_of(st.sampled_from(EDGES), st.integers(0, MAX_EXACT), st.integers(0, 10**12))
+# 10**15 - 1 and 10**15: the last value of 15 digits (plain doubles) and the first split in two parts.
+EDGES = [0, 1, 999_999_999, 1_000_000_000, 10**15 - 1, 10**15, MAX_TOTAL, TWO_53 - 1, TWO_53, TWO_53 + 1,
+         MAX_EXACT - 1, MAX_EXACT]
+AMOUNTS = st.one_of(st.sampled_from(EDGES), st.integers(0, MAX_EXACT), st.integers(0, 10**15))
 
 
 @hypothesis_settings(max_examples=300, deadline=None)
