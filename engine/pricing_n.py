@@ -25,16 +25,31 @@ remainder, which is only rounded with its error bound added on the pool's side
 Exactness, as in :mod:`engine.pricing`: a float value with a proven error bound
 decides whenever ``value ± bound`` lies within one rounding step; otherwise the
 decimal path decides with 60 digits. The float bound is the binary one,
-``2^-48 * (|lead| + shares + b + value)``, plus ``2^-46 * b`` for ``rho`` when
-there are more than two outcomes: each of the up to 15 terms ``exp(-g / b)``
+``2^-48 * (|lead| + shares + b + value)``, plus ``2^-46 * min(b, shares)`` for
+``rho`` when there are more than two outcomes: each of the up to 15 terms ``exp(-g / b)``
 carries ``(g/b + 2)`` ulps (the division's rounding, scaled by ``g/b``, and exp's
 own ulp), which weighted by the term itself is at most ``(1/e + 2)`` ulps of 1;
 their sum adds 14 ulps of ``rho``, so ``rho`` is within 50 ulps relative
-(``rho >= 1``), ``ln rho`` within 54 ulps absolute, and since the cost's
-derivative in ``a`` lies in ``[0, 1]`` it moves the value by at most ``54 u * b``
-(``u = 2^-53``); ``|a|`` grows by ``ln rho <= ln 15`` which costs another
-``3 u * b`` of rounding. ``2^-46 * b = 128 u * b`` covers this twice over; the
+(``rho >= 1``), ``ln rho`` within 54 ulps absolute; ``|a|`` grows by
+``ln rho <= ln 15``, which costs another 3 ulps of rounding. The cost's
+derivative in ``a`` is ``b * (sigmoid(a + x) - sigmoid(a))``, at most ``b`` and at
+most ``b * x / 4 = shares / 4`` (sigmoid's slope is at most 1/4), so this moves
+the value by at most ``57 u * min(b, shares)`` (``u = 2^-53``), which
+``2^-46 * min(b, shares) = 128 u * min(b, shares)`` covers twice over; the
 property tests check the observed error stays under a quarter of the bound.
+
+That bound is absolute: with ``|lead|`` or ``b`` in the millions of units it
+exceeds a micro-unit, and every trade would go to decimals. Trades below ``b``
+(``x < 1``, the usual size) are computed as ``b * log1p(sigmoid(a) * expm1(x))``,
+whose error is *relative*: ``a`` is within ``2 u |lead| / b + 57 u`` absolutely
+(the division, ``ln rho``, the subtraction), which ``sigmoid`` passes on as a
+relative error at most that large (its log-slope ``1 - sigmoid`` is below 1) plus
+4 u; ``expm1(x)`` is within 4 u, the product 1 u, and ``log1p`` passes a
+relative error on at most unchanged and adds 2 u, ``b *`` one more: in all
+``2 u |lead| / b + 69 u`` of the value. The bound used is the smaller of the
+two, the relative one as ``value * (2^-50 |lead| / b + 2^-44)`` (four and seven
+times the derived terms) and only while ``sigmoid(a) * expm1(x)`` stays far
+above the subnormal range, where relative precision ends.
 
 The decimal path splits ``b * ln(exp(N/b) + rho)`` into ``max(N, 0)``, an exact
 integer, plus ``b * log1p(rho * exp(-N/b))`` (``N >= 0``) or
@@ -85,6 +100,10 @@ MAX_OUTCOMES = 16
 # for rho and ln(rho) derived in the module docstring.
 _REL = 2.0**-48
 _REL_RHO = 2.0**-46
+# Trades below b: a relative bound, derived in the module docstring.
+_REL_LEAD = 2.0**-50
+_REL_SMALL = 2.0**-44
+_NORMAL = 2.0**-960
 # Prices: 1e6 * p with p = e_k / S; e_k is within (t_k + 2) ulps, S within 53 ulps
 # (16 terms, each within (1/e + 2) ulps of 1, plus 15 additions), and p * t_k <= 1/e,
 # so the error is below 1e6 * 58 u; 1e6 * 2^-45 = 1e6 * 256 u.
@@ -109,14 +128,18 @@ def _delta_float(lead: int, shares: int, b: int, log_rho: float, several: bool) 
     """``b * (softplus((lead + shares)/b - ln rho) - softplus(lead/b - ln rho))`` and its error bound."""
     a = lead / b - log_rho
     x = shares / b
+    relative = math.inf
     if x < 1.0:
-        value = b * math.log1p(_sigmoid(a) * math.expm1(x))
+        y = _sigmoid(a) * math.expm1(x)
+        value = b * math.log1p(y)
+        if y > _NORMAL:  # nothing subnormal on the way: the relative bound holds
+            relative = value * (_REL_LEAD * abs(lead) / b + _REL_SMALL)
     else:
         value = b * (_softplus((lead + shares) / b - log_rho) - _softplus(a))
     bound = _REL * (abs(lead) + shares + b + value)
-    if several:
-        bound += _REL_RHO * b
-    return value, bound
+    if several:  # the value moves with a at a rate b * (sigmoid(a + x) - sigmoid(a)) <= min(b, shares / 4)
+        bound += _REL_RHO * min(b, shares)
+    return value, min(bound, relative)
 
 
 def _estimate_shares(lead: int, amount: int, b: int, log_rho: float) -> int:
@@ -217,29 +240,40 @@ def _integer_delta(n1: int, n2: int, gaps: Sequence[int]) -> int | None:
 class _Outcome:
     """Outcome ``k`` of a state against the others, computed once for every trade size priced on it."""
 
-    __slots__ = ("_sigma", "b", "gaps", "lead", "log_rho", "several")
+    __slots__ = ("_gaps", "_others", "_sigma", "b", "lead", "log_rho", "several")
 
     def __init__(self, q: Sequence[int], k: int, b: int) -> None:
-        others = [x for j, x in enumerate(q) if j != k]
+        others = list(q)
+        q_k = others.pop(k)
         m = max(others)
         self.b = b
-        self.lead = q[k] - m
-        self.gaps = sorted(m - x for x in others)  # gaps[0] == 0
-        self.several = len(self.gaps) > 1
-        rho = 1.0
-        for g in self.gaps[1:]:
-            rho += math.exp(-g / b)
+        self.lead = q_k - m
+        self.several = len(others) > 1
+        rho = 0.0
+        for x in others:  # the leader's term is exactly 1.0; the order only moves the float within its bound
+            rho += math.exp((x - m) / b)
         self.log_rho = math.log(rho)  # 0.0 exactly for two outcomes
+        self._others = others
+        self._gaps: list[int] | None = None
         self._sigma: Decimal | None = None
+
+    @property
+    def gaps(self) -> list[int]:
+        """``m - q_j`` for the others, ascending (``gaps[0] == 0``): the decimal path's canonical order."""
+        if self._gaps is None:
+            m = max(self._others)
+            self._gaps = sorted([m - x for x in self._others])
+        return self._gaps
 
     def _exact(self, n1: int, shares: int) -> tuple[int, Decimal, Decimal] | int:
         """The exact integer delta, or ``(whole, rest, err)`` from the decimal path."""
-        exact = _integer_delta(n1, n1 + shares, self.gaps)
+        gaps = self.gaps
+        exact = _integer_delta(n1, n1 + shares, gaps)
         if exact is not None:
             return exact
         if self._sigma is None:
-            self._sigma = _sigma_decimal(self.gaps, self.b)
-        return _delta_decimal(n1, shares, self.b, self.gaps, self._sigma)
+            self._sigma = _sigma_decimal(gaps, self.b)
+        return _delta_decimal(n1, shares, self.b, gaps, self._sigma)
 
     def ceil_delta(self, n1: int, shares: int) -> int:
         """``C`` moving ``k`` from ``m + n1`` to ``m + n1 + shares``, rounded up."""

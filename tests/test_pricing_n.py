@@ -50,15 +50,20 @@ U = MICRO
 # --------------------------------------------------------------------------- helpers
 
 
+#: Bounds that no float value fits within one rounding step: absolute ones of at least b >= 1e6, a relative
+#: one of the whole value, a price one of 1e6.
+FORCED = (1.0, 1.0, float(MICRO))
+
+
 @contextmanager
 def decimal_only() -> Iterator[None]:
     """Make every float evaluation undecided, so each cost and price goes through the decimal path."""
-    saved = pricing_n._REL, pricing_n._PRICE_BOUND
-    pricing_n._REL, pricing_n._PRICE_BOUND = 1.0, float(MICRO)
+    saved = pricing_n._REL, pricing_n._REL_SMALL, pricing_n._PRICE_BOUND
+    pricing_n._REL, pricing_n._REL_SMALL, pricing_n._PRICE_BOUND = FORCED
     try:
         yield
     finally:
-        pricing_n._REL, pricing_n._PRICE_BOUND = saved
+        pricing_n._REL, pricing_n._REL_SMALL, pricing_n._PRICE_BOUND = saved
 
 
 def assert_ceil(engine: int, exact: Exact, what: str) -> None:
@@ -445,11 +450,17 @@ def test_decimal_path_is_really_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     pricing_n.buy_cost_n([0, 0, 0], 0, U, U)
     pricing_n.buy_cost_n([0, 3 * U, 5 * U, 9 * U], 2, 7 * U, 2 * U)
     assert calls() == 0  # ordinary trades are decided by the float path
-    pricing_n.buy_cost_n([0, 400 * U, 400 * U], 0, 1, U)  # costs ~e^-400 micro-units: rounded up to 1
+    pricing_n.buy_cost_n([0, 400 * U, 400 * U], 0, 1, U)  # ~e^-400 micro-units, relatively exact in floats
+    pricing_n.buy_cost_n([0, 3 * U, 5 * U, 9 * U], 2, 1, 10**15)  # b = 1e9 units, a one-micro-share trade
+    assert calls() == 0
+    pricing_n.buy_cost_n([0, 800 * U, 800 * U], 0, 1, U)  # e^-800 underflows a float: decimals decide
     assert calls() == 1
-    monkeypatch.setattr(pricing_n, "_REL", 1.0)
-    pricing_n.buy_cost_n([0, 0, 0], 0, U, U)
+    pricing_n.buy_cost_n([0, 0, 0], 0, 10**15, 10**15)  # b = 1e9 units, a trade of b: the bound passes 1
     assert calls() == 2
+    monkeypatch.setattr(pricing_n, "_REL", 1.0)
+    monkeypatch.setattr(pricing_n, "_REL_SMALL", 1.0)
+    pricing_n.buy_cost_n([0, 0, 0], 0, U, U)
+    assert calls() == 3
 
 
 # --------------------------------------------------------------------------- two outcomes: exactly today's integers
@@ -459,8 +470,8 @@ def test_decimal_path_is_really_taken(monkeypatch: pytest.MonkeyPatch) -> None:
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a table test as is, and again with every general-path cost forced through decimals."""
     if request.param == "decimal":
-        monkeypatch.setattr(pricing_n, "_REL", 1.0)
-        monkeypatch.setattr(pricing_n, "_PRICE_BOUND", float(MICRO))
+        for name, forced in zip(("_REL", "_REL_SMALL", "_PRICE_BOUND"), FORCED, strict=True):
+            monkeypatch.setattr(pricing_n, name, forced)
     return str(request.param)
 
 
