@@ -1,10 +1,10 @@
-"""Evicted users under concurrent first requests from two API replicas (contract, "Precise rules"):
-they answer exactly as resident ones, never a spurious 401 or 404, and nobody is told to run
-``predmarket recover``.
+"""Evicted users and archived markets under concurrent first requests from two API replicas (contract,
+"Precise rules"): they answer exactly as resident ones, never a spurious 401 or 404, and nobody is
+told to run ``predmarket recover``.
 
 Two ``predmarket serve`` replicas and a persister run as subprocesses on the shared Redis (own key
-prefix) and a throwaway database. The test evicts users itself (the persister's janitor is off),
-so each burst of requests starts the moment the user has left Redis.
+prefix) and a throwaway database. The tests evict and archive themselves (the persister's janitor is
+off), so each burst of requests starts the moment the user or market has left Redis.
 """
 
 from __future__ import annotations
@@ -27,7 +27,16 @@ pytest.register_assert_rewrite("tests.api_harness", "tests.fault_harness")
 
 from engine.keys import Keys  # noqa: E402
 from persister.janitor import Janitor  # noqa: E402
-from tests.api_harness import HTTP_TIMEOUT_S, Api, Stack, User, bearer, delete_prefix_sync, stop_all  # noqa: E402
+from tests.api_harness import (  # noqa: E402
+    HTTP_TIMEOUT_S,
+    Api,
+    Stack,
+    User,
+    bearer,
+    delete_prefix_sync,
+    stop_all,
+    wait_for,
+)
 from tests.conftest import REDIS_URL  # noqa: E402
 from tests.fault_harness import make_stack, start_persister  # noqa: E402
 
@@ -134,3 +143,67 @@ def test_evicted_users_answer_every_concurrent_first_request_on_both_replicas(ap
         assert [Decimal(p["shares"]) for p in account["positions"]] == [Decimal(len(done))], account
     with sync_redis.Redis.from_url(REDIS_URL, decode_responses=True) as client:
         assert int(client.get(Keys(stack.prefix).trade_seq) or 0) == sum(len(t) for t in trades.values())
+
+
+def archive(stack: Stack, market_id: str) -> None:
+    """Archive the settled market as the janitor does, once its settlement is flushed and committed."""
+    keys = Keys(stack.prefix)
+    with stack.redis() as client:
+        janitor = Janitor(client, keys, user_idle_ttl_s=0, market_archive_after_s=0.001)
+
+        def archived() -> bool:
+            stack.wait_persisted()
+            janitor.sweep(stack.committed(), now_ms=FAR_FUTURE_MS)
+            return not client.exists(keys.market(market_id))
+
+        wait_for(archived, 20, f"market {market_id} to be archived", interval_s=0.1)
+
+
+def first_market_requests(stack: Stack, holder: User, market: str, final: dict[str, Any],
+                          rng: random.Random) -> list[str]:
+    """Reads and a trade of an archived market at once, over both replicas; what was answered wrongly."""
+    requests: list[tuple[str, int, str, str, dict[str, Any] | None, int]] = []
+    for replica in range(len(stack.urls)):
+        for _ in range(COPIES):
+            requests += [
+                ("market", replica, "GET", f"/v1/markets/{market}", None, 200),
+                ("trade", replica, "POST", f"/v1/markets/{market}/trades",
+                 {"side": "BUY", "outcome": "YES", "shares": "1"}, 409),
+            ]
+    rng.shuffle(requests)
+    barrier = threading.Barrier(len(requests))
+
+    def send(request: tuple[str, int, str, str, dict[str, Any] | None, int]) -> str | None:
+        what, replica, method, path, body, expected = request
+        with httpx.Client(base_url=stack.urls[replica], timeout=HTTP_TIMEOUT_S) as client:
+            client.get("/healthz")  # connected before the barrier: the requests leave together
+            barrier.wait(timeout=HTTP_TIMEOUT_S)
+            r = client.request(method, path, json=body, headers=bearer(holder.api_key))
+        if r.status_code != expected:
+            return f"{market} {what}@{replica}: {r.status_code} {r.text[:200]}"
+        if what == "market" and r.json() != final:
+            return f"{market} {what}@{replica}: {r.json()} instead of {final}"
+        if what == "trade" and r.json()["error"]["code"] != "MARKET_NOT_OPEN":
+            return f"{market} {what}@{replica}: {r.text[:200]}"
+        return None
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return [w for w in pool.map(send, requests) if w]
+
+
+def test_archived_markets_answer_every_concurrent_first_request_on_both_replicas(api: Api) -> None:
+    stack = api.stack
+    holder = api.create_user("100")
+    rng = random.Random(12)
+    wrong: list[str] = []
+    for _ in range(ROUNDS // 2):
+        market = api.create_market("100")
+        api.buy(holder, market, shares="2")
+        api.resolve(market, "YES")
+        settled = api.admin("POST", f"/v1/markets/{market}/settle")
+        assert settled.status_code == 200, settled.text
+        final = api.market(market)
+        archive(stack, market)
+        wrong += first_market_requests(stack, holder, market, final, rng)
+    errors = error_lines(stack)
+    assert not wrong and not errors, "\n".join([*wrong, f"{len(errors)} ERROR log lines:", *errors[:10]])
