@@ -18,9 +18,9 @@ a buy differs from ``C`` by ``m`` only, so the cost of a trade is::
 
 the binary formula with the lead moved by ``ln rho``. For two outcomes
 ``rho = 1`` and ``ln rho = 0`` exactly, in floats and in decimals: the float
-value and bound are then the binary ones bit for bit, and so is the decimal
-remainder, which is only rounded with its error bound added on the pool's side
-(a difference only where 60 digits cannot decide, see below).
+value is then the binary one bit for bit (its bound may be tighter, see below),
+and so is the decimal remainder, which is only rounded with its error bound
+added on the pool's side (a difference only where 60 digits cannot decide).
 
 Exactness, as in :mod:`engine.pricing`: a float value with a proven error bound
 decides whenever ``value ± bound`` lies within one rounding step; otherwise the
@@ -60,11 +60,7 @@ cancels unless the trade takes ``k`` past the others; ``ln rho`` itself is
 remainder carries a bound on its error (relative for tiny remainders, below
 1e-40 micro-units otherwise) and ``remainder ± bound`` is rounded toward the
 pool: the result is the exact rounding whenever 60 digits decide it, and
-otherwise one micro-unit in the pool's favour at most, never against it. That
-needs a value within ~1e-40 of an integer without being one: contrived states
-(the progression below plus an outcome over 115 b behind) or totals spread
-over thousands of b, where the answer hangs on terms like e^-6e9 beside e^-3e9
-(the independent reference cannot decide those either).
+otherwise one micro-unit in the pool's favour at most, never against it.
 
 Exact integers. ``C(after) - C(before)`` is an integer ``c`` exactly when the
 totals after the trade are those before shifted by ``c``, up to order:
@@ -72,7 +68,16 @@ totals after the trade are those before shifted by ``c``, up to order:
 w^before_i`` forces the exponents to agree. For two outcomes that is the flip
 ``d -> -d``; for n it includes ``q = (0, d, 2d, ..., (n-1) d)`` buying ``n d`` of
 the first, which costs exactly ``d``. No finite precision decides those, so the
-decimal path recognises them first and returns ``c``.
+decimal path recognises them first and returns ``c``. The same holds after
+leaving out the outcomes over 100 b behind the others' leader (two leaders
+swapping places with a third far behind): the delta is then ``c`` minus a
+positive number below 1e-27 (more weight beside ``k`` always lowers what moving
+``k`` costs), so it rounds up to ``c`` and down to ``c - 1``, also exactly.
+
+What stays undecided is a value within ~1e-40 of an integer for no such
+reason: totals spread over thousands of b, where the answer hangs on terms
+like e^-6e9 beside e^-3e9 (the independent reference cannot decide those
+either); there the result is one micro-unit in the pool's favour at most.
 
 Prices: ``price_k = exp((q_k - M)/b) / sum_j exp((q_j - M)/b)`` with ``M = max q``,
 each scaled by 1e6 and rounded half-even independently (the contract's rule),
@@ -112,6 +117,8 @@ _DEC_CONTEXT = Context(prec=60, Emax=10**12, Emin=-(10**12))
 _TINY = Decimal("1e-20")
 # 20 half-ulps of 60 digits: the unit of the decimal path's error bounds.
 _DEC_REL = Decimal("1e-58")
+# Others this many b below the others' leader weigh under e^-100 each (see _Outcome._exact).
+_NEGLIGIBLE_GAP = 100
 
 
 def _check(q: Sequence[int], k: int | None = None) -> None:
@@ -213,8 +220,9 @@ def _delta_decimal(lead: int, shares: int, b: int, gaps: Sequence[int], sigma: D
         if n1 < 0 <= n2:  # before the trade b ln(rho) was part of C above max(q); after it, it is not
             log_rho, absolute = _log1p(sigma, ctx)  # exactly 0 for two outcomes
             rest -= bd * log_rho
-            # sigma's terms carry (g/b + 1) half-ulps each; ln(1 + sigma) as in _log_part.
-            err += bd * log_rho * (Decimal(gaps[-1]) / bd + 64) * _DEC_REL
+            # sigma's terms carry (g/b + 1) half-ulps each, relative (at most g_max/b + 15 for the sum) and
+            # absolute (at most 1/e + 1 each, 35 with the additions); ln(1 + sigma) passes on the smaller.
+            err += bd * min(log_rho * (Decimal(gaps[-1]) / bd + 64), Decimal(64)) * _DEC_REL
             if absolute:
                 err += bd * _DEC_REL
         err += abs(rest) * _DEC_REL  # the subtractions' and products' own rounding
@@ -265,15 +273,27 @@ class _Outcome:
             self._gaps = sorted([m - x for x in self._others])
         return self._gaps
 
-    def _exact(self, n1: int, shares: int) -> tuple[int, Decimal, Decimal] | int:
-        """The exact integer delta, or ``(whole, rest, err)`` from the decimal path."""
+    def _exact(self, n1: int, shares: int) -> tuple[int, int]:
+        """``(ceil, floor)`` of the delta: exact integers recognised, otherwise the decimal path's."""
         gaps = self.gaps
         exact = _integer_delta(n1, n1 + shares, gaps)
         if exact is not None:
-            return exact
+            return exact, exact
+        # Without the outcomes over 100 b below the others' leader the delta may be exactly an integer c
+        # (two leaders swapping places, say); those outcomes then take it below c by less than
+        # b * 15 e^-100 < 1e-27, since more weight beside k always lowers what moving k costs.
+        near = [g for g in gaps if g <= _NEGLIGIBLE_GAP * self.b]
+        if len(near) < len(gaps):
+            below = _integer_delta(n1, n1 + shares, near)
+            if below is not None:
+                return below, below - 1
         if self._sigma is None:
             self._sigma = _sigma_decimal(gaps, self.b)
-        return _delta_decimal(n1, shares, self.b, gaps, self._sigma)
+        whole, rest, err = _delta_decimal(n1, shares, self.b, gaps, self._sigma)
+        # Rounded on the pool's side of the error bound: exact wherever 60 digits decide.
+        up = _DEC_CONTEXT.add(rest, err).to_integral_value(rounding=ROUND_CEILING)
+        down = _DEC_CONTEXT.subtract(rest, err).to_integral_value(rounding=ROUND_FLOOR)
+        return whole + int(up), whole + int(down)
 
     def ceil_delta(self, n1: int, shares: int) -> int:
         """``C`` moving ``k`` from ``m + n1`` to ``m + n1 + shares``, rounded up."""
@@ -281,11 +301,7 @@ class _Outcome:
         up = math.ceil(value - bound)
         if up == math.ceil(value + bound):
             return up
-        exact = self._exact(n1, shares)
-        if isinstance(exact, int):
-            return exact
-        whole, rest, err = exact
-        return whole + int(_DEC_CONTEXT.add(rest, err).to_integral_value(rounding=ROUND_CEILING))
+        return self._exact(n1, shares)[0]
 
     def floor_delta(self, n1: int, shares: int) -> int:
         """The same delta, rounded down."""
@@ -293,11 +309,7 @@ class _Outcome:
         down = math.floor(value - bound)
         if down == math.floor(value + bound):
             return down
-        exact = self._exact(n1, shares)
-        if isinstance(exact, int):
-            return exact
-        whole, rest, err = exact
-        return whole + int(_DEC_CONTEXT.subtract(rest, err).to_integral_value(rounding=ROUND_FLOOR))
+        return self._exact(n1, shares)[1]
 
     def largest_affordable(self, amount: int, limit: int) -> int:
         guess = min(_estimate_shares(self.lead, amount, self.b, self.log_rho), limit)

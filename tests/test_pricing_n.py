@@ -352,6 +352,15 @@ def test_buy_cost_increases_with_shares(trade: TradeN, data: st.DataObject) -> N
         assert c1 < c2
 
 
+@bounded(80)
+@given(sells_n(), st.data())
+def test_sell_proceeds_increase_with_shares(trade: TradeN, data: st.DataObject) -> None:
+    q, k, s1, b = trade
+    assume(s1 < q[k])
+    s2 = data.draw(st.one_of(st.just(s1 + 1), st.integers(s1 + 1, q[k])), label="s2")
+    assert pricing_n.sell_proceeds_n(q, k, s1, b) <= pricing_n.sell_proceeds_n(q, k, s2, b)
+
+
 @bounded(150)
 @given(buys_n())
 def test_buy_then_sell_never_returns_more_than_paid(trade: TradeN) -> None:
@@ -718,16 +727,27 @@ def test_the_reference_derivations_agree(trade: TradeN) -> None:
     assert abs(ref.WIDE.subtract(by_price.value(), by_levels.value())) <= by_price.err + by_levels.err
 
 
-def test_undecidable_near_integers_round_toward_the_pool() -> None:
-    """A progression 200 b above a fourth outcome: the cost is 3e6 - 3e-87, which 60 digits cannot tell from 3e6.
+@pytest.mark.parametrize(
+    ("before", "shares", "b", "expected"),
+    [
+        # Two leaders swap places (lead -2 to +2) with a third outcome 140 b behind: 2 - 1.6e-61.
+        pytest.param([139_999_998, 0, 140_000_000], 4, U, 2, id="swap-third-140b-behind"),
+        pytest.param([MAX_TOTAL - 10, 0, 0, MAX_TOTAL - 5], 10, U, 5, id="swap-two-9e9u-behind"),
+        # A progression 200 b above a fourth outcome: 3e6 - 3e-87.
+        pytest.param([200 * U, 203 * U, 206 * U, 0], 9 * U, U, 3 * U, id="progression-fourth-200b-behind"),
+    ],
+)
+def test_near_integers_beside_far_outcomes_are_exact(
+    path: str, monkeypatch: pytest.MonkeyPatch, before: list[int], shares: int, b: int, expected: int
+) -> None:
+    """Exactly an integer but for outcomes over 100 b behind, which lower it by a positive hair.
 
-    The engine then charges one micro-unit more than the exact rounding (and pays
-    the exact floor): within one micro-unit, on the pool's side. Documented in
-    engine/pricing_n.py; the reference cannot decide it either.
+    60 digits cannot tell these from the integer (nor can the reference: it is
+    undecided); the engine knows their sign, and charges the integer, pays one less.
     """
-    d, base = 3 * U, 200 * U
-    before, after = [base, base + d, base + 2 * d, 0], [base + 3 * d, base + d, base + 2 * d, 0]
-    exact = ref.buy_cost(before, 0, 3 * d, U)
-    assert not exact.decided() and exact.ceil() == d
-    assert pricing_n.buy_cost_n(before, 0, 3 * d, U) == d + 1
-    assert pricing_n.sell_proceeds_n(after, 0, 3 * d, U) == d - 1  # here the exact floor
+    calls = count_decimal_paths(monkeypatch)
+    assert not ref.buy_cost(before, 0, shares, b).decided()
+    after = [before[0] + shares, *before[1:]]
+    assert pricing_n.buy_cost_n(before, 0, shares, b) == expected
+    assert pricing_n.sell_proceeds_n(after, 0, shares, b) == expected - 1
+    assert calls() == 4  # both went to the decimal path, which checked all outcomes, then the near ones
