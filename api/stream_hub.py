@@ -15,6 +15,8 @@ that ring, woken when an entry they may care about arrives.
   follow; a batch wakes only the subscribers it may concern. A waiting
   subscriber that was *not* woken for a batch had no interest in it, so it
   skips it without looking (``wake_from``).
+* **Idle**: with no subscriber the reader pauses (a replica serving no stream
+  pays nothing for them) and starts again from the newest entry.
 * **Capacity**: at most ``max_subscribers`` at once (a new one beyond that is
   refused at once, the caller answers 503), and ``close()`` ends every stream
   cleanly at shutdown.
@@ -168,7 +170,10 @@ class StreamHub:
         self._latest: asyncio.Future[str] | None = None
         self._latest_task: asyncio.Task[None] | None = None
         self.closing = False
+        #: set while the ring is current (the reader is reading)
         self.ready = asyncio.Event()
+        #: set while anyone subscribes: with nobody to serve, the reader pauses and costs nothing
+        self._wanted = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -203,6 +208,7 @@ class StreamHub:
         if self.closing or len(self._subscribers) >= self.max_subscribers:
             raise Capacity
         self._subscribers.add(subscriber)
+        self._wanted.set()
         audience = subscriber.audience
         if audience.user_id is not None:
             self._by_user.setdefault(audience.user_id, set()).add(subscriber)
@@ -321,6 +327,10 @@ class StreamHub:
         cursor: str | None = None
         while True:
             try:
+                if not self._subscribers:
+                    cursor = None
+                    self._pause()
+                    await self._wanted.wait()
                 if cursor is None:
                     last = cast(list[Any], await self._reader.xrevrange(self._keys.events, count=1))
                     cursor = str(last[0][0]) if last else "0-0"
@@ -342,6 +352,16 @@ class StreamHub:
             except Exception:
                 log.exception("event stream reader failed; restarting it")
                 await asyncio.sleep(1.0)
+
+    def _pause(self) -> None:
+        """Forget the ring: it resumes from the newest entry when someone subscribes again."""
+        self.ready.clear()
+        self._wanted.clear()
+        self.floor = None
+        self.base_seq = self.head_seq
+        self._entries.clear()
+        self._keys_list.clear()
+        self._spans.clear()
 
     def _append(self, entries: list[Entry]) -> None:
         start = self.head_seq
