@@ -345,3 +345,44 @@ async def test_a_row_read_before_another_load_trades_and_an_eviction_is_read_aga
 @pytest.mark.parametrize("stream_id", ["0-0", "1-0", "1796479445986-5", f"1796479445986-{2**20 - 1}"])
 def test_entry_id_decodes_the_persisters_event_order(stream_id: str) -> None:
     assert entry_id(event_order(stream_id)) == stream_id
+
+
+async def test_recover_directory_restores_what_an_older_version_evicted(
+    hot: MarketEngine, persister: PersisterFactory, pg_settings: Settings,
+) -> None:
+    """A deployment that evicted and archived before the directory existed gets it back, online."""
+    import redis as sync_redis
+    from sqlalchemy import create_engine
+
+    from persister.recover import rebuild_directory
+
+    user = await funded_user(hot, "legacy")
+    market = await open_market(hot, "m-legacy")
+    await hot.markets.resolve(market, Outcome.YES)
+    await hot.markets.settle(market)
+    p = persister()
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    k = hot.keys
+    assert not await exists(hot, k.user(user)) and not await exists(hot, k.market(market))
+    # What an older janitor left: no trace of either in Redis.
+    await hot.redis.srem(k.user_ids, user)
+    await hot.redis.hdel(k.usernames, "legacy")
+    await hot.redis.hdel(k.archived, market)
+    assert market not in [m.market_id for m in await hot.markets.list_all()]
+
+    client = sync_redis.Redis.from_url(pg_settings.redis_url, decode_responses=True)
+    pg = create_engine(pg_settings.database_url)
+    try:
+        report = await asyncio.to_thread(rebuild_directory, pg, client, k)
+    finally:
+        pg.dispose()
+        client.close()
+    assert report.markets_kept == 1
+    with pytest.raises(AlreadyExists):
+        await hot.accounts.create("legacy")
+    with pytest.raises(AlreadyExists):
+        await hot.markets.create("again", 100 * MICRO, market)
+    listed = {m.market_id: m for m in await hot.markets.list_all()}
+    assert listed[market].status.value == "SETTLED"
+    assert (await hot.accounts.get(user)).available == 1_000 * MICRO  # loaded from PostgreSQL
