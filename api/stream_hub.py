@@ -44,6 +44,10 @@ RING_SIZE = 4_096
 READ_COUNT = 1_000
 READ_BLOCK_MS = 5_000
 PAGE_SIZE = 500
+#: After a read that was not full, the reader waits this long so entries arrive in batches: under
+#: load, one XREAD per few entries cost the replica more than the entries themselves (a live
+#: subscriber sees them at most this much later).
+READ_PAUSE_S = 0.02
 #: A subscriber silent this long gets a keep-alive (proxies drop idle connections).
 HEARTBEAT_S = 15.0
 NEVER = math.inf
@@ -343,6 +347,8 @@ class StreamHub:
                     entries = [Entry(entry_id, fields) for entry_id, fields in reply[0][1]]
                     cursor = entries[-1].id
                     self._append(entries)
+                    if len(entries) < READ_COUNT:
+                        await asyncio.sleep(READ_PAUSE_S)
             except asyncio.CancelledError:
                 raise
             except UNREACHABLE as exc:

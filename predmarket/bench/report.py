@@ -98,7 +98,10 @@ def streams_table(results: BenchResults) -> Table | None:
     for name, value in (
         ("subscribers connected", f"{s.connected:,}" + (f" (refused: {s.connect_errors})" if s.connect_errors else "")),
         ("HTTP trades/s without subscribers (mean of before and after)", f"{s.trades_per_s_without:,.0f}"),
-        ("HTTP trades/s with them", f"{s.trades_per_s_with:,.0f} ({-s.slowdown:+.1%} against without)"),
+        ("HTTP trades/s with them (mean of two runs)",
+         f"{s.trades_per_s_with:,.0f} ({-s.slowdown:+.1%} against without)"),
+        ("replica CPU per trade without / with them (less noisy than the rate on a shared machine)",
+         f"{s.cpu_us_without:,.0f} / {s.cpu_us_with:,.0f} µs ({s.cpu_overhead:+.1%})"),
         ("replica memory per subscriber", f"{s.kib_per_subscriber:,.1f} KiB"),
         (f"subscribers that got all {s.marker_entries} entries in order", f"{s.complete:,} of {s.connected:,}"),
     ):
