@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api import schemas
 from engine.units import format_micro, micro_from_decimal
 from record.revision import SchemaStatus, current_revision_async, pg_unavailable
 from record.schema import trades
@@ -17,7 +18,7 @@ def _dec(value: Any) -> str:
     return format_micro(micro_from_decimal(value))
 
 
-async def recent_trades(pg: AsyncEngine, market_id: str, limit: int) -> list[dict[str, Any]]:
+async def recent_trades(pg: AsyncEngine, market_id: str, limit: int) -> list[schemas.Trade]:
     query = (
         select(trades.c.trade_id, trades.c.market_id, trades.c.user_id, trades.c.side, trades.c.outcome,
                trades.c.shares, trades.c.cost, trades.c.price, trades.c.price_yes, trades.c.price_no,
@@ -32,12 +33,12 @@ async def recent_trades(pg: AsyncEngine, market_id: str, limit: int) -> list[dic
     except (OperationalError, DBAPIError, OSError) as exc:
         raise pg_unavailable(exc) from exc
     return [
-        {
-            "trade_id": r.trade_id, "market_id": r.market_id, "user_id": r.user_id, "side": r.side,
-            "outcome": r.outcome, "shares": _dec(r.shares), "cost": _dec(r.cost), "avg_price": _dec(r.price),
-            "price_yes": _dec(r.price_yes), "price_no": _dec(r.price_no),
-            "created_at": r.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        }
+        schemas.Trade(
+            trade_id=r.trade_id, market_id=r.market_id, user_id=r.user_id, side=r.side,
+            outcome=r.outcome, shares=_dec(r.shares), cost=_dec(r.cost), avg_price=_dec(r.price),
+            price_yes=_dec(r.price_yes), price_no=_dec(r.price_no),
+            created_at=r.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        )
         for r in rows
     ]
 

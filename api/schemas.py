@@ -10,7 +10,7 @@ pays nothing, and the document cannot drift from what the code sends:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, NotRequired
+from typing import Annotated, Literal
 
 from pydantic import Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
@@ -114,7 +114,5 @@ class Health(TypedDict):
 
 class Readiness(TypedDict):
     status: Literal["ready", "unavailable"]
-    #: ``ok``, ``down`` or ``not migrated`` (with the reason in parentheses where one is known)
-    redis: str
-    postgres: str
-    detail: NotRequired[str]
+    redis: Literal["ok", "down"]
+    postgres: Literal["ok", "down", "not migrated"]

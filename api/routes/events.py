@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from api.auth import Principal, User, any_caller, engine_of, state_of
 from api.errors import ApiError, error_response
 from api.routes.common import ERRORS
+from api.schemas import Error
 from api.stream_hub import AdminAudience, Audience, Capacity, StreamHub
 from api.streaming import Item, Session, UserAudience, held_markets, valid_stream_id
 from engine.connection import UNREACHABLE, unavailable_on_disconnect
@@ -32,9 +33,11 @@ GAP_SSE = b'event: gap\ndata: {"message": "older entries were trimmed; resuming 
 ERROR_SSE = b'event: error\ndata: {"message": "Redis is unreachable; reconnect with Last-Event-ID"}\n\n'
 CLOSING_SSE = b": closing: the server is shutting down; reconnect with Last-Event-ID\n\n"
 STREAM_DOC: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {}}, "description": "event stream"},
-    503: {"description": "UNAVAILABLE: Redis unreachable, or the replica at its live-stream capacity "
-          "(with Retry-After)"},
+    200: {"description": "event stream", "content": {"text/event-stream": {"schema": {
+        "type": "string", "description": "SSE frames: `id:` the event id, `event:` its type, `data:` a JSON "
+        "object of its fields; `event: gap` after trimmed entries; comments as heartbeats"}}}},
+    503: {"model": Error, "description": "UNAVAILABLE: Redis unreachable, or the replica at its live-stream "
+          "capacity (with Retry-After)"},
 }
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from api import schemas
 from api.auth import Admin, engine_of, state_of
 from api.history import recent_trades
 from api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, body_doc
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/v1", tags=["markets"], responses=ERRORS)
 OptionalQuery = Annotated[str | None, Query()]
 
 
-@router.post("/markets", status_code=201, openapi_extra=body_doc(CreateMarket),
+@router.post("/markets", status_code=201, openapi_extra=body_doc(CreateMarket), response_model=schemas.Market,
              summary="Create a market (admin); its subsidy ceil(b ln 2) comes from house")
 async def create_market(
     request: Request, _: Admin, body: CreateMarketBody) -> Response:
@@ -30,7 +31,7 @@ async def create_market(
     return JSONResponse(market_json(market), status_code=201)
 
 
-@router.get("/markets", summary="Every market, optionally of one status")
+@router.get("/markets", response_model=schemas.MarketList, summary="Every market, optionally of one status")
 async def list_markets(request: Request, status: OptionalQuery = None) -> Response:
     wanted = None
     if status is not None:
@@ -39,22 +40,22 @@ async def list_markets(request: Request, status: OptionalQuery = None) -> Respon
         except ValueError:
             raise ValidationError("status must be one of CREATED, OPEN, RESOLVED, SETTLED") from None
     markets = await engine_of(request).markets.list_all(wanted)
-    return JSONResponse({"markets": [market_json(m) for m in markets]})
+    return JSONResponse(schemas.MarketList(markets=[market_json(m) for m in markets]))
 
 
-@router.get("/markets/{market_id}", summary="One market")
+@router.get("/markets/{market_id}", response_model=schemas.Market, summary="One market")
 async def get_market(request: Request, market_id: str) -> Response:
     market = await engine_of(request).markets.get(path_id(market_id, "market"))
     return JSONResponse(market_json(market))
 
 
-@router.post("/markets/{market_id}/open", summary="CREATED -> OPEN (admin)")
+@router.post("/markets/{market_id}/open", response_model=schemas.Market, summary="CREATED -> OPEN (admin)")
 async def open_market(request: Request, market_id: str, _: Admin) -> Response:
     market = await engine_of(request).markets.open(path_id(market_id, "market"))
     return JSONResponse(market_json(market))
 
 
-@router.post("/markets/{market_id}/resolve", openapi_extra=body_doc(Resolve),
+@router.post("/markets/{market_id}/resolve", openapi_extra=body_doc(Resolve), response_model=schemas.Market,
              summary="OPEN -> RESOLVED with the winning outcome (admin)")
 async def resolve_market(
     request: Request, market_id: str, _: Admin, body: ResolveBody) -> Response:
@@ -62,14 +63,15 @@ async def resolve_market(
     return JSONResponse(market_json(market))
 
 
-@router.post("/markets/{market_id}/settle", summary="Pay the winners, return the rest to house (admin)")
+@router.post("/markets/{market_id}/settle", response_model=schemas.Settlement,
+             summary="Pay the winners, return the rest to house (admin)")
 async def settle_market(request: Request, market_id: str, _: Admin) -> Response:
     settlement = await engine_of(request).markets.settle(path_id(market_id, "market"))
-    return JSONResponse({
-        "market": market_json(settlement.market),
-        "payouts_total": format_micro(settlement.payouts_total),
-        "holders_paid": settlement.holders_paid,
-    })
+    return JSONResponse(schemas.Settlement(
+        market=market_json(settlement.market),
+        payouts_total=format_micro(settlement.payouts_total),
+        holders_paid=settlement.holders_paid,
+    ))
 
 
 E = TypeVar("E", Side, Outcome)
@@ -93,7 +95,8 @@ def _quantity(value: str | None, name: str) -> int | None:
         raise ValidationError(f"{name}: {exc}") from None
 
 
-@router.get("/markets/{market_id}/quote", summary="What a trade would do now; changes nothing")
+@router.get("/markets/{market_id}/quote", response_model=schemas.Quote,
+            summary="What a trade would do now; changes nothing")
 async def quote(
     request: Request, market_id: str, side: OptionalQuery = None, outcome: OptionalQuery = None,
     shares: OptionalQuery = None, amount: OptionalQuery = None,
@@ -106,7 +109,8 @@ async def quote(
     return JSONResponse(quote_json(result))
 
 
-@router.get("/markets/{market_id}/trades", summary="Executed trades, newest first (from PostgreSQL)")
+@router.get("/markets/{market_id}/trades", response_model=schemas.TradeList,
+            summary="Executed trades, newest first (from PostgreSQL)")
 async def market_trades(request: Request, market_id: str, limit: OptionalQuery = None) -> Response:
     n = 100
     if limit is not None:
@@ -117,4 +121,4 @@ async def market_trades(request: Request, market_id: str, limit: OptionalQuery =
     rows = await recent_trades(state_of(request, "pg"), market_id, n)
     if not rows:
         await engine_of(request).markets.get(market_id)  # resident or archived, else 404
-    return JSONResponse({"trades": rows})
+    return JSONResponse(schemas.TradeList(trades=rows))

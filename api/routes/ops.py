@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from api import schemas
 from api.auth import engine_of, state_of
 from api.history import schema_status
 from api.metrics import render
@@ -18,14 +19,16 @@ from record.revision import SchemaStatus
 
 router = APIRouter(tags=["operations"])
 READY_TIMEOUT_S = 2.0
+POSTGRES_STATUS: dict[SchemaStatus, Literal["ok", "down", "not migrated"]] = {
+    SchemaStatus.OK: "ok", SchemaStatus.DOWN: "down", SchemaStatus.NOT_MIGRATED: "not migrated"}
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", response_model=schemas.Health, summary="The process is alive")
 async def healthz() -> Response:
-    return JSONResponse({"status": "ok"})
+    return JSONResponse(schemas.Health(status="ok"))
 
 
-async def _redis_status(engine: MarketEngine) -> str:
+async def _redis_status(engine: MarketEngine) -> Literal["ok", "down"]:
     """``ok`` when Redis answers and holds every script (loaded here if it lost them), else ``down``."""
     try:
         await asyncio.wait_for(engine.scripts.ensure_loaded(), READY_TIMEOUT_S)
@@ -34,22 +37,25 @@ async def _redis_status(engine: MarketEngine) -> str:
         return "down"
 
 
-async def _postgres_status(request: Request) -> str:
+async def _postgres_status(request: Request) -> Literal["ok", "down", "not migrated"]:
     try:
-        return (await asyncio.wait_for(schema_status(state_of(request, "pg")), READY_TIMEOUT_S)).value
+        status = await asyncio.wait_for(schema_status(state_of(request, "pg")), READY_TIMEOUT_S)
     except Exception:
-        return SchemaStatus.DOWN.value
+        status = SchemaStatus.DOWN
+    return POSTGRES_STATUS[status]
 
 
-@router.get("/readyz", summary="The replica can take trades (Redis reachable, scripts loaded)")
+@router.get("/readyz", response_model=schemas.Readiness,
+            responses={503: {"model": schemas.Readiness, "description": "cannot take trades (Redis down)"}},
+            summary="The replica can take trades (Redis reachable, scripts loaded)")
 async def readyz(request: Request) -> Response:
     """200 when trades can be taken; PostgreSQL (``ok``, ``down``, ``not migrated``) is reported, and
     does not decide: trading carries on from Redis through a PostgreSQL outage, so a load balancer
     must not drain every working replica because the record is away."""
     redis_status, pg_status = await asyncio.gather(_redis_status(engine_of(request)), _postgres_status(request))
     ready = redis_status == "ok"
-    return JSONResponse({"status": "ready" if ready else "unavailable", "redis": redis_status,
-                         "postgres": pg_status}, status_code=200 if ready else 503)
+    body = schemas.Readiness(status="ready" if ready else "unavailable", redis=redis_status, postgres=pg_status)
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

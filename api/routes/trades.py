@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from api import schemas
 from api.auth import Principal, User, engine_of, state_of, user_only
 from api.durable import CommittedWatcher
 from api.metrics import TRADES, observe_conflicts
@@ -45,9 +46,10 @@ def _wants_durable(prefer: str | None) -> bool:
 
 
 @router.post(
-    "/markets/{market_id}/trades", status_code=201, openapi_extra=body_doc(TradeBody),
+    "/markets/{market_id}/trades", status_code=201, openapi_extra=body_doc(TradeBody), response_model=schemas.Trade,
     summary="Buy or sell shares; with Prefer: durable=postgres, answered once persisted",
-    responses={202: {"description": "executed, not yet persisted (Prefer: durable=postgres timed out)"}},
+    responses={202: {"model": schemas.Trade,
+                     "description": "executed, not yet persisted (Prefer: durable=postgres timed out)"}},
 )
 async def submit_trade(
     request: Request, market_id: str, principal: User, body: TradeJson,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from api import schemas
 from api.auth import Admin, Caller, User, engine_of, new_api_key, require_self_or_admin
 from api.requests import AmountBody, AmountJson, CreateUser, CreateUserBody, body_doc
 from api.responses import JSONResponse, account_json
@@ -13,29 +14,30 @@ from api.routes.common import ERRORS, path_id
 router = APIRouter(prefix="/v1", tags=["accounts"], responses=ERRORS)
 
 
-@router.post("/users", status_code=201, openapi_extra=body_doc(CreateUser),
+@router.post("/users", status_code=201, openapi_extra=body_doc(CreateUser), response_model=schemas.CreatedUser,
              summary="Create a user (admin); the response shows its API key once")
 async def create_user(
     request: Request, _: Admin, body: CreateUserBody) -> Response:
     key, key_hash = new_api_key()
     account = await engine_of(request).accounts.create(body.username, body.user_id, key_hash)
-    return JSONResponse({**account_json(account), "api_key": key}, status_code=201)
+    return JSONResponse(schemas.CreatedUser(**account_json(account), api_key=key), status_code=201)
 
 
-@router.get("/users/{user_id}", summary="An account (the admin or that user)")
+@router.get("/users/{user_id}", response_model=schemas.Account, summary="An account (the admin or that user)")
 async def get_user(request: Request, user_id: str, principal: Caller) -> Response:
     require_self_or_admin(principal, user_id)
     account = await engine_of(request).accounts.get(path_id(user_id, "user"))
     return JSONResponse(account_json(account))
 
 
-@router.get("/me", summary="The calling user's account")
+@router.get("/me", response_model=schemas.Account, summary="The calling user's account")
 async def me(request: Request, principal: User) -> Response:
     assert principal.user_id is not None
     return JSONResponse(account_json(await engine_of(request).accounts.get(principal.user_id)))
 
 
 @router.post("/users/{user_id}/deposits", status_code=201, openapi_extra=body_doc(AmountBody),
+             response_model=schemas.Account,
              summary="Credit money to an account (admin)")
 async def deposit(
     request: Request, user_id: str, _: Admin, body: AmountJson) -> Response:
@@ -44,6 +46,7 @@ async def deposit(
 
 
 @router.post("/users/{user_id}/withdrawals", status_code=201, openapi_extra=body_doc(AmountBody),
+             response_model=schemas.Account,
              summary="Pay money out of an account (admin)")
 async def withdraw(
     request: Request, user_id: str, _: Admin, body: AmountJson) -> Response:
