@@ -14,10 +14,9 @@ class EngineError(Exception):
 
     code = "INTERNAL"
 
-    def __init__(self, message: str = "", **context: object) -> None:
+    def __init__(self, message: str = "") -> None:
         super().__init__(message or self.code)
         self.message = message or self.code
-        self.context = context
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

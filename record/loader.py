@@ -26,7 +26,7 @@ from engine.scripts import Scripts
 from engine.units import micro_from_decimal as micro
 from record.revision import pg_unavailable
 
-_EPOCH_MS = 1000
+MS_PER_S = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 _SEQ_BITS = 20  # persister.events.SEQ_BITS
@@ -102,7 +102,7 @@ class PgLoader:
                 return False
             holds = await self._one(text("SELECT 1 FROM positions WHERE user_id = :id LIMIT 1"), id=user_id)
             k = self._keys
-            fields = user_fields(row, int(time.time() * _EPOCH_MS))
+            fields = user_fields(row, int(time.time() * MS_PER_S))
             installed = int(await self._scripts.run(
                 "install_user", [k.user(user_id), k.usernames, k.apikeys, k.evicted], [
                     user_id, fields["username"], fields["available"], fields["locked"], fields["key_hash"],

@@ -24,13 +24,6 @@ def _rate(system: str, markets: int, concurrency: int, processes: int = 1) -> Ca
     return measure
 
 
-def _p99(system: str, markets: int, concurrency: int, processes: int = 1) -> Callable[[BenchResults], float | None]:
-    def measure(r: BenchResults) -> float | None:
-        row = r.find(system, markets, concurrency, processes)
-        return row.p99_ms if row else None
-    return measure
-
-
 def _worst_p99(system: str, concurrency: int, processes: int) -> Callable[[BenchResults], float | None]:
     def measure(r: BenchResults) -> float | None:
         rows = [row for row in r.rows if (row.system, row.concurrency, row.processes) == (system, concurrency,
