@@ -179,50 +179,50 @@ class Batch:
             })
 
 
-def _user_created(b: Batch, f: _Fields, order: int, when: datetime) -> None:
+def _user_created(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     user_id, username = f.ident("user_id"), f.text("username", 64)
-    b.users.append({"user_id": user_id, "username": username, "api_key_hash": None,
+    batch.users.append({"user_id": user_id, "username": username, "api_key_hash": None,
                     "created_at": when, "event_id": f.entry_id})
-    b.balance(user_id, ZERO, order, when)
+    batch.balance(user_id, ZERO, order, when)
 
 
-def _deposit(b: Batch, f: _Fields, order: int, when: datetime) -> None:
+def _deposit(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     user_id, amount, available = f.ident("user_id"), f.dec("amount"), f.dec("available")
-    b.movement(f, "deposit", "external", f"user:{user_id}", amount, when)
-    b.balance(user_id, available, order, when)
+    batch.movement(f, "deposit", "external", f"user:{user_id}", amount, when)
+    batch.balance(user_id, available, order, when)
 
 
-def _withdrawal(b: Batch, f: _Fields, order: int, when: datetime) -> None:
+def _withdrawal(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     user_id, amount, available = f.ident("user_id"), f.dec("amount"), f.dec("available")
-    b.movement(f, "withdrawal", f"user:{user_id}", "external", amount, when)
-    b.balance(user_id, available, order, when)
+    batch.movement(f, "withdrawal", f"user:{user_id}", "external", amount, when)
+    batch.balance(user_id, available, order, when)
 
 
-def _market_created(b: Batch, f: _Fields, order: int, when: datetime) -> None:
+def _market_created(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     market_id, name, pool = f.ident("market_id"), f.text("name", 10_000), f.dec("pool")
     liquidity_b, house = f.dec("liquidity_b"), f.dec("available")
     half = "0.500000"
-    b.new_markets.append({
+    batch.new_markets.append({
         "market_id": market_id, "name": name, "status": "CREATED", "outcome": None, "liquidity_b": liquidity_b,
         "yes_shares": ZERO, "no_shares": ZERO, "price_yes": half, "price_no": half, "pool": pool,
         "settled_yes": ZERO, "settled_no": ZERO, "payouts_total": ZERO, "holders_paid": 0, "version": 1,
         "last_trade_id": 0, "created_at": when, "last_updated": when, "event_id": f.entry_id,
         "status_order": order,
     })
-    b.movement(f, "subsidy", "user:house", f"pool:{market_id}", pool, when, market_id=market_id)
-    b.balance("house", house, order, when)
+    batch.movement(f, "subsidy", "user:house", f"pool:{market_id}", pool, when, market_id=market_id)
+    batch.balance("house", house, order, when)
 
 
 def _lifecycle(status: str) -> Callable[[Batch, _Fields, int, datetime], None]:
-    def handle(b: Batch, f: _Fields, order: int, when: datetime) -> None:
+    def handle(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
         market_id = f.ident("market_id")
         outcome = f.choice("outcome", _OUTCOMES) if status == "RESOLVED" else None
-        b._newest(b.market_status, market_id,
-                  {"status": status, "outcome": outcome, "event_order": order, "when": when})
+        batch._newest(batch.market_status, market_id,
+                      {"status": status, "outcome": outcome, "event_order": order, "when": when})
     return handle
 
 
-def _trade_executed(b: Batch, f: _Fields, order: int, when: datetime) -> None:
+def _trade_executed(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     trade_id, user_id, market_id = f.integer("trade_id"), f.ident("user_id"), f.ident("market_id")
     side, outcome, cost = f.choice("side", _SIDES), f.choice("outcome", _OUTCOMES), f.dec("cost")
     row = {
@@ -234,40 +234,41 @@ def _trade_executed(b: Batch, f: _Fields, order: int, when: datetime) -> None:
     }
     available, position = f.dec("available"), f.dec("position")
     row["idempotency_key"], row["request_hash"] = f.idempotency()
-    b.trades.append(row)
+    batch.trades.append(row)
     user, pool = f"user:{user_id}", f"pool:{market_id}"
     debit, credit = (user, pool) if side == "BUY" else (pool, user)
-    b.movement(f, "trade", debit, credit, cost, when, market_id=market_id, trade_id=trade_id)
-    b.balance(user_id, available, order, when)
-    b.position(user_id, market_id, outcome, position, order, when)
+    batch.movement(f, "trade", debit, credit, cost, when, market_id=market_id, trade_id=trade_id)
+    batch.balance(user_id, available, order, when)
+    batch.position(user_id, market_id, outcome, position, order, when)
 
 
-def _price_updated(b: Batch, f: _Fields, order: int, when: datetime) -> None:
+def _price_updated(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     # Market rows are written by the idle flush, not per event; check the entry only.
     f.ident("market_id")
     f.dec("price_yes")
     f.dec("price_no")
 
 
-def _payout(b: Batch, f: _Fields, order: int, when: datetime) -> None:
+def _payout(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     user_id, market_id, amount = f.ident("user_id"), f.ident("market_id"), f.dec("amount")
     available, outcome = f.dec("available"), f.choice("outcome", _OUTCOMES)
     f.dec("shares")
-    b.movement(f, "payout", f"pool:{market_id}", f"user:{user_id}", amount, when, market_id=market_id)
-    b.balance(user_id, available, order, when)
-    b.position(user_id, market_id, outcome, ZERO, order, when)
+    batch.movement(f, "payout", f"pool:{market_id}", f"user:{user_id}", amount, when, market_id=market_id)
+    batch.balance(user_id, available, order, when)
+    batch.position(user_id, market_id, outcome, ZERO, order, when)
 
 
-def _market_settled(b: Batch, f: _Fields, order: int, when: datetime) -> None:
+def _market_settled(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     market_id, rest, house = f.ident("market_id"), f.dec("house_return"), f.dec("available")
     f.dec("payouts_total")
-    b.movement(f, "house_return", f"pool:{market_id}", "user:house", rest, when, market_id=market_id)
-    b.balance("house", house, order, when)
+    batch.movement(f, "house_return", f"pool:{market_id}", "user:house", rest, when, market_id=market_id)
+    batch.balance("house", house, order, when)
     # MarketSettled names no outcome: carry the one a MarketResolved earlier in this batch set (it is replaced here).
-    resolved = b.market_status.get(market_id)
+    resolved = batch.market_status.get(market_id)
     outcome = resolved["outcome"] if resolved is not None and resolved["event_order"] < order else None
-    b._newest(b.market_status, market_id, {"status": "SETTLED", "outcome": outcome, "event_order": order, "when": when})
-    b._newest(b.settled, market_id, {"market_id": market_id, "event_order": order, "when": when})
+    batch._newest(batch.market_status, market_id,
+                  {"status": "SETTLED", "outcome": outcome, "event_order": order, "when": when})
+    batch._newest(batch.settled, market_id, {"market_id": market_id, "event_order": order, "when": when})
 
 
 _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {
