@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -136,15 +136,6 @@ async def user_only(request: Request, _: Bearer = None) -> Principal:
 def require_self_or_admin(principal: Principal, user_id: str) -> None:
     if not principal.is_admin and principal.user_id != user_id:
         raise forbidden("a user may only read its own account")
-
-
-def engine_of(request: Request) -> MarketEngine:
-    engine: MarketEngine = request.app.state.engine
-    return engine
-
-
-def state_of(request: Request, name: str) -> Any:
-    return getattr(request.app.state, name)
 
 
 #: Route parameters naming who may call: the admin, one user, or either.

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api.auth import Principal, User, any_caller, engine_of, state_of
+from api.auth import Principal, User, any_caller
 from api.errors import ApiError, error_response
 from api.routes.common import ERRORS
 from api.schemas import Error
+from api.state import engine_of, state_of
 from api.stream_hub import AdminAudience, Audience, Capacity, StreamHub
 from api.streaming import Item, Session, UserAudience, held_markets, valid_stream_id
 from engine.connection import UNREACHABLE, unavailable_on_disconnect

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from api import schemas
-from api.auth import Admin, engine_of, state_of
+from api.auth import Admin
 from api.history import recent_trades
 from api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, body_doc
 from api.responses import JSONResponse, market_json, quote_json
 from api.routes.common import ERRORS, path_id
+from api.state import engine_of, state_of
 from engine.errors import ValidationError
 from engine.markets import check_quote
 from engine.models import MarketStatus, Outcome, Side

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api import schemas
-from api.auth import engine_of, state_of
 from api.history import schema_status
 from api.metrics import render
 from api.responses import JSONResponse
+from api.state import engine_of, state_of
 from engine.connection import UNREACHABLE
 from engine.market_engine import MarketEngine
 from record.revision import SchemaStatus

@@ -10,12 +10,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api import schemas
-from api.auth import Principal, User, engine_of, state_of, user_only
+from api.auth import Principal, User, user_only
 from api.durable import CommittedWatcher
 from api.metrics import TRADES, observe_conflicts
 from api.requests import TradeBody, TradeJson, body_doc, body_of
 from api.responses import JSONResponse, trade_json
 from api.routes.common import ERRORS, path_id
+from api.state import engine_of, state_of
 from engine.errors import ValidationError
 from engine.models import Order, Outcome, Side
 from engine.validation import check_order_shape

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api import schemas
-from api.auth import Admin, Caller, User, engine_of, new_api_key, require_self_or_admin
+from api.auth import Admin, Caller, User, new_api_key, require_self_or_admin
 from api.requests import AmountBody, AmountJson, CreateUser, CreateUserBody, body_doc
 from api.responses import JSONResponse, account_json
 from api.routes.common import ERRORS, path_id
+from api.state import engine_of
 
 router = APIRouter(prefix="/v1", tags=["accounts"], responses=ERRORS)
 
