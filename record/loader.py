@@ -16,9 +16,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 
 from engine.errors import Unavailable
 from engine.keys import Keys
@@ -44,7 +45,7 @@ def entry_id(event_order: int) -> str:
     return f"{event_order >> _SEQ_BITS}-{event_order & ((1 << _SEQ_BITS) - 1)}"
 
 
-def user_fields(row: Any, loaded_ms: int) -> dict[str, str | int]:
+def user_fields(row: Row[Any], loaded_ms: int) -> dict[str, str | int]:
     """The Redis user hash for a ``users`` row joined with its balance."""
     return {
         "username": row.username, "available": micro(row.available), "locked": micro(row.locked),
@@ -52,7 +53,7 @@ def user_fields(row: Any, loaded_ms: int) -> dict[str, str | int]:
     }
 
 
-def market_fields(row: Any) -> dict[str, str | int]:
+def market_fields(row: Row[Any]) -> dict[str, str | int]:
     """The Redis market hash for a (settled, fully flushed) ``markets`` row (kept as its archived state)."""
     return {
         "name": row.name, "status": row.status, "outcome": row.outcome or "", "b": micro(row.liquidity_b),
@@ -83,7 +84,7 @@ class PgLoader:
         self._scripts = scripts
         self._keys = keys
 
-    async def _one(self, query: Any, **params: Any) -> Any:
+    async def _one(self, query: Executable, **params: object) -> Row[Any] | None:
         try:
             async with self._pg.connect() as conn:
                 return (await conn.execute(query, params)).first()
