@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, Row, text
 
 from engine import pricing
 from engine.connection import connect
@@ -226,7 +226,9 @@ def _replay(conn: Connection, report: AuditReport) -> State:
     return state
 
 
-def _replay_trade(t: Any, b: int, q: dict[str, int], held: dict[tuple[str, str], int], report: AuditReport) -> None:
+def _replay_trade(
+    t: Row[Any], b: int, q: dict[str, int], held: dict[tuple[str, str], int], report: AuditReport,
+) -> None:
     shares, cost = micro(t.shares), micro(t.cost)
     own, other = t.outcome, "NO" if t.outcome == "YES" else "YES"
     if t.side == "BUY":

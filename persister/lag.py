@@ -19,11 +19,16 @@ the shorter side, a single short read while the persister keeps up.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TypedDict, cast
 
 import redis
 
 PAGE = 1_000  # entries per read while counting
+
+# redis-py types every reply as Any; the casts below state the shapes (clients decode responses).
+#: The fields of one XINFO GROUPS entry read here (the reply has more).
+_GroupInfo = TypedDict("_GroupInfo", {"name": str, "pending": int, "last-delivered-id": str})
+_Entries = list[tuple[str, dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def group_lag(client: redis.Redis, stream: str, group: str, page: int = PAGE) ->
             groups, length = pipe.execute()
         except redis.ResponseError:
             return None  # no such key: XINFO GROUPS refuses a missing stream
-    mine = next((g for g in cast(list[dict[str, Any]], groups) if g["name"] == group), None)
+    mine = next((g for g in cast(list[_GroupInfo], groups) if g["name"] == group), None)
     if mine is None:
         return None
     last = str(mine["last-delivered-id"])
@@ -90,9 +95,9 @@ class _Side:
     def read(self, page: int) -> bool:
         """Count one more page; True once the side is fully counted."""
         if self.forward:
-            entries = cast(list[Any], self.client.xrange(self.stream, self.start, "+", count=page))
+            entries = cast(_Entries, self.client.xrange(self.stream, self.start, "+", count=page))
         else:
-            entries = cast(list[Any], self.client.xrevrange(self.stream, self.start, "-", count=page))
+            entries = cast(_Entries, self.client.xrevrange(self.stream, self.start, "-", count=page))
         self.counted += len(entries)
         if len(entries) < page:
             return True

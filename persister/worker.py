@@ -24,6 +24,7 @@ from types import FrameType
 from typing import cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -291,7 +292,7 @@ class Persister:
         with self.stream.redis.pipeline(transaction=False) as pipe:
             for user_id in user_ids:
                 pipe.hget(self.stream.keys.user(user_id), "key_hash")
-            found = cast(list[str | None], pipe.execute())
+            found = cast(list[str | None], pipe.execute())  # redis-py types replies as Any: HGET's shape
         return {u: h or None for u, h in zip(user_ids, found, strict=True)}
 
     # ------------------------------------------------------------------ chores
@@ -320,9 +321,10 @@ class Persister:
         seconds, micros = self.stream.redis.time()
         now_ms = seconds * 1000 + micros // 1000
         lag = self.stream.lag(now_ms)
-        stats = {"lag_entries": lag.entries, "oldest_age_ms": lag.oldest_age_ms, "committed": lag.committed or "",
-                 "updated_ms": now_ms}
-        self.stream.redis.hset(self.stream.keys.persister_stats, mapping=stats)  # type: ignore[arg-type]
+        stats: dict[FieldT, EncodableT] = {
+            "lag_entries": lag.entries, "oldest_age_ms": lag.oldest_age_ms, "committed": lag.committed or "",
+            "updated_ms": now_ms}
+        self.stream.redis.hset(self.stream.keys.persister_stats, mapping=stats)
         c = self.counters
         written, self._reported_entries = c.entries - self._reported_entries, c.entries
         if written or lag.entries:

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql
 from persister.events import Batch
 from record.schema import balances, ledger, markets, position_state, trades, users
 
-_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves the dialect's __init__ unannotated
 
 
 def _unnest(table: Table, columns: list[str]) -> str:
@@ -29,7 +29,7 @@ def _unnest(table: Table, columns: list[str]) -> str:
     return f"SELECT * FROM unnest({arrays}) AS v({', '.join(columns)})"
 
 
-def _element(value: Any) -> str:
+def _element(value: object) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, int):
