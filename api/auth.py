@@ -22,7 +22,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.errors import ApiError, forbidden, unauthenticated
 from engine.connection import unavailable_on_disconnect
 from engine.market_engine import MarketEngine
-from engine.scripts import sources
 
 KEY_CACHE_SIZE = 10_000
 KEY_CACHE_TTL_S = 30.0
@@ -59,7 +58,7 @@ class Authenticator:
         self._admin = admin_token.encode()
         self._rate = rate_per_s
         self._cache: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
-        self._limit = engine.redis.register_script(sources()["rate_limit"])
+        self._limit = engine.scripts.rate_limit
 
     async def principal(self, request: Request) -> Principal:
         """The caller named by the Authorization header; 401 if absent or unknown."""
@@ -94,9 +93,8 @@ class Authenticator:
         if self._rate <= 0:
             return
         with unavailable_on_disconnect():
-            allowed, retry_ms = await self._limit(
-                keys=[self._engine.keys.rate_bucket(user_id)], args=[self._rate, 2 * self._rate]
-            )
+            allowed, retry_ms = await self._limit([self._engine.keys.rate_bucket(user_id)],
+                                                  [self._rate, 2 * self._rate])
         if not int(allowed):
             retry_s = max(1, math.ceil(int(retry_ms) / 1000))
             raise ApiError(429, "RATE_LIMITED", f"more than {self._rate:g} requests per second",

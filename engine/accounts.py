@@ -13,7 +13,7 @@ from engine.errors import AlreadyExists, NotFound
 from engine.hotset import HotSet, reloading
 from engine.keys import Keys
 from engine.models import HOUSE, Account, Outcome, Position
-from engine.scripts import Scripts
+from engine.scripts import Script, Scripts
 from engine.validation import check_id, check_quantity, check_username
 
 
@@ -49,8 +49,8 @@ class Accounts:
         # The script decides uniqueness against the directory (ids and names of every user,
         # evicted ones included), atomically: no PostgreSQL read, so it works through an outage.
         with unavailable_on_disconnect():
-            (created_ms,) = await self._scripts.run(
-                "create_user", [k.user(user_id), k.usernames, k.apikeys, k.events, k.user_ids],
+            (created_ms,) = await self._scripts.create_user(
+                [k.user(user_id), k.usernames, k.apikeys, k.events, k.user_ids],
                 [user_id, username, key_hash],
             )
         return Account(user_id, username, 0, 0, int(created_ms), [])
@@ -64,16 +64,18 @@ class Accounts:
             await self.create(HOUSE, HOUSE)
 
     async def deposit(self, user_id: str, amount: int) -> Account:
-        return await reloading(lambda: self._move("deposit", user_id, amount), self._hotset, user_id=user_id)
+        deposit = self._scripts.deposit
+        return await reloading(lambda: self._move(deposit, user_id, amount), self._hotset, user_id=user_id)
 
     async def withdraw(self, user_id: str, amount: int) -> Account:
-        return await reloading(lambda: self._move("withdraw", user_id, amount), self._hotset, user_id=user_id)
+        withdraw = self._scripts.withdraw
+        return await reloading(lambda: self._move(withdraw, user_id, amount), self._hotset, user_id=user_id)
 
-    async def _move(self, script: str, user_id: str, amount: int) -> Account:
+    async def _move(self, script: Script, user_id: str, amount: int) -> Account:
         check_quantity(amount, "amount")
         k = self._keys
         with unavailable_on_disconnect():
-            await self._scripts.run(script, [k.user(user_id), k.events, k.totals], [user_id, amount])
+            await script([k.user(user_id), k.events, k.totals], [user_id, amount])
         return await self._get(user_id)
 
     async def get(self, user_id: str) -> Account:

@@ -1,12 +1,16 @@
 """Engine errors: one class per contract error code, all under ``EngineError``.
 
 Lua scripts reject with a reply whose first word is the code
-(``INSUFFICIENT_FUNDS available 5.000000 < cost 7.250000``); :func:`from_reply`
-turns such a reply into the matching class, and the API maps classes to HTTP
-statuses in one table.
+(``INSUFFICIENT_FUNDS available 5.000000 < cost 7.250000``); :func:`rejection`
+turns a code and its message into the matching class (the one decoder), and
+the API maps classes to HTTP statuses in one table.
 """
 
 from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("predmarket.engine")
 
 
 class EngineError(Exception):
@@ -58,6 +62,15 @@ class SlippageExceeded(EngineError):
     code = "SLIPPAGE_EXCEEDED"
 
 
+class InternalError(EngineError):
+    """A bug, not the caller's fault: a script answered something the engine does not know.
+
+    No contract code stands for it, so the API answers 500 INTERNAL (and logs it).
+    """
+
+    code = "INTERNAL"
+
+
 class Unavailable(EngineError):
     """Redis unreachable, or a market too contended to finish within the retry bound."""
 
@@ -81,8 +94,14 @@ ERRORS_BY_CODE: dict[str, type[EngineError]] = {
 }
 
 
-def from_reply(reply: str) -> EngineError | None:
-    """The engine error a script reply stands for, or ``None`` if it names no code."""
-    code, _, message = reply.partition(" ")
+def rejection(code: str, message: str, *, source: str) -> EngineError:
+    """The engine error a script's rejection ``code message`` stands for (``source``: the script).
+
+    A code no class has means a script and this module are out of step: it is
+    logged and raised as :class:`InternalError`, never guessed into a contract code.
+    """
     cls = ERRORS_BY_CODE.get(code)
-    return cls(message or code) if cls is not None else None
+    if cls is None:
+        log.error("script %s answered the unknown code %r: %s", source, code, message)
+        return InternalError(f"{source} answered the unknown code {code!r}")
+    return cls(message or code)

@@ -54,8 +54,8 @@ class HotSet:
         """True if the market is resident now (put back from its archived state, or already there)."""
         k = self._keys
         with unavailable_on_disconnect():
-            return bool(await self._scripts.run(
-                "unarchive_market", [k.market(market_id), k.markets, k.archived], [market_id]))
+            return bool(await self._scripts.unarchive_market(
+                [k.market(market_id), k.markets, k.archived], [market_id]))
 
     async def load_user(self, user_id: str) -> bool:
         """True if the user is resident now; only an evicted user (in the directory) asks the loader."""

@@ -30,8 +30,9 @@ class MarketEngine:
         self.accounts = Accounts(redis, self.scripts, self.keys, self.hotset)
         self.markets = Markets(redis, self.scripts, self.keys, self.hotset)
         self._trader = Trader(
-            redis, self.keys, max_batch=settings.max_batch, max_conflicts=settings.max_conflict_retries,
-            idempotency_ttl_s=settings.idempotency_ttl_s, pipeline_depth=settings.pipeline_depth,
+            redis, self.keys, self.scripts.trade, max_batch=settings.max_batch,
+            max_conflicts=settings.max_conflict_retries, idempotency_ttl_s=settings.idempotency_ttl_s,
+            pipeline_depth=settings.pipeline_depth,
             split_from=settings.split_from,
         )
 

@@ -62,8 +62,7 @@ class Markets:
         k = self._keys
         # Resident or archived, every market is in Redis: the script alone decides uniqueness.
         with unavailable_on_disconnect():
-            await self._scripts.run(
-                "create_market",
+            await self._scripts.create_market(
                 [k.market(market_id), k.markets, k.user(HOUSE), k.events, k.dirty, k.archived],
                 [market_id, name, liquidity_b, pricing.subsidy(liquidity_b)],
             )
@@ -75,8 +74,8 @@ class Markets:
     async def _open(self, market_id: str) -> Market:
         k = self._keys
         with unavailable_on_disconnect():
-            await self._scripts.run(
-                "open_market", [k.market(market_id), k.events, k.dirty], [market_id]
+            await self._scripts.open_market(
+                [k.market(market_id), k.events, k.dirty], [market_id]
             )
         return await self._get(market_id)
 
@@ -86,8 +85,8 @@ class Markets:
     async def _resolve(self, market_id: str, outcome: Outcome) -> Market:
         k = self._keys
         with unavailable_on_disconnect():
-            await self._scripts.run(
-                "resolve_market", [k.market(market_id), k.events, k.dirty], [market_id, outcome.value]
+            await self._scripts.resolve_market(
+                [k.market(market_id), k.events, k.dirty], [market_id, outcome.value]
             )
         return await self._get(market_id)
 
@@ -109,8 +108,7 @@ class Markets:
                         await self._settle_fields(market_id, cast(list[str], list(fields)))
                     if cursor == 0:
                         break
-                reply = await self._scripts.run(
-                    "settle_finish",
+                reply = await self._scripts.settle_finish(
                     [k.market(market_id), positions, k.user(HOUSE), k.events, k.dirty],
                     [market_id],
                 )
@@ -125,7 +123,7 @@ class Markets:
         for field in fields:
             user_id = field.rpartition(":")[0]
             keys += [k.user(user_id), k.user_positions(user_id)]
-        await self._scripts.run("settle_batch", keys, [market_id, *fields])
+        await self._scripts.settle_batch(keys, [market_id, *fields])
 
     async def get(self, market_id: str) -> Market:
         """The market, resident or archived (read from its kept final state, without loading it)."""

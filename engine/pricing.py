@@ -26,6 +26,7 @@ precision. Nothing overflows for any state the contract allows
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 from engine.units import MICRO
@@ -204,19 +205,26 @@ def shares_for_amount(q_self: int, q_other: int, amount: int, b: int, limit: int
         return shares == 0 or _ceil_exact(lead, shares, b) <= amount
 
     guess = min(max(_estimate_shares(lead, amount, b), 0), limit)
-    # Gallop from the estimate to bracket the answer in [lo, hi), then bisect.
+    return largest_affordable(affordable, guess, limit)
+
+
+def largest_affordable(affordable: Callable[[int], bool], guess: int, limit: int) -> int:
+    """The largest ``s`` in ``[0, limit]`` with ``affordable(s)`` (non-increasing in s, true at 0).
+
+    Gallops from ``guess`` (a float estimate) to bracket the answer in ``[lo, hi)``,
+    then bisects: a few exact evaluations when the estimate is good, ``O(log limit)``
+    when it is not. Shared by the binary and the n-outcome buy-by-amount.
+    """
     step = 1
     if affordable(guess):
-        lo = guess
-        hi = guess + step
+        lo, hi = guess, guess + step
         while hi <= limit and affordable(hi):
             lo = hi
             step *= 2
             hi = lo + step
         hi = min(hi, limit + 1)
     else:
-        hi = guess
-        lo = guess - step
+        hi, lo = guess, guess - step
         while lo > 0 and not affordable(lo):
             hi = lo
             step *= 2

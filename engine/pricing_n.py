@@ -91,7 +91,7 @@ what :func:`engine.pricing.prices` returns.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 from engine import pricing
@@ -313,37 +313,7 @@ class _Outcome:
 
     def largest_affordable(self, amount: int, limit: int) -> int:
         guess = min(_estimate_shares(self.lead, amount, self.b, self.log_rho), limit)
-        return _largest_affordable(lambda s: s == 0 or self.ceil_delta(self.lead, s) <= amount, guess, limit)
-
-
-def _largest_affordable(affordable: Callable[[int], bool], guess: int, limit: int) -> int:
-    """The largest ``s`` in ``[0, limit]`` with ``affordable(s)`` (non-increasing in s, true at 0).
-
-    Gallops from ``guess`` to bracket the answer in ``[lo, hi)``, then bisects: the
-    same search as :func:`engine.pricing.shares_for_amount`.
-    """
-    step = 1
-    if affordable(guess):
-        lo, hi = guess, guess + step
-        while hi <= limit and affordable(hi):
-            lo = hi
-            step *= 2
-            hi = lo + step
-        hi = min(hi, limit + 1)
-    else:
-        hi, lo = guess, guess - step
-        while lo > 0 and not affordable(lo):
-            hi = lo
-            step *= 2
-            lo = hi - step
-        lo = max(lo, 0)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if affordable(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+        return pricing.largest_affordable(lambda s: s == 0 or self.ceil_delta(self.lead, s) <= amount, guess, limit)
 
 
 # --------------------------------------------------------------------------- the general path (any n, 2 included)

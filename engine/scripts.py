@@ -1,26 +1,42 @@
-"""Loads the Lua scripts of ``lua/`` once per process and runs them by name.
+"""The one registry of the Lua scripts in ``lua/``: one attribute per script, asyncio or sync client.
 
 Each ``lua/<name>.lua`` is one operation; ``lua/lib.lua`` holds helpers and is
-prepended to every script. Scripts run with EVALSHA; redis-py's script objects
-reload a script transparently when Redis answers ``NOSCRIPT`` (after a restart
-or SCRIPT FLUSH). Error replies whose first word is a contract code become the
-matching :class:`~engine.errors.EngineError`.
+prepended to every script. :class:`Scripts` binds every script to an asyncio
+client (the engine, the API, the loader), :class:`SyncScripts` to a sync one
+(the persister); both declare the same attributes, and a script file without
+its attribute (or the reverse) stops the process at start-up.
+
+Scripts run with EVALSHA; redis-py's script objects reload a script
+transparently when Redis answers ``NOSCRIPT`` (after a restart or SCRIPT FLUSH).
+An error reply becomes an exception in one place, :func:`script_error`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import redis
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 
-from engine.errors import from_reply
+from engine.errors import EngineError, Unavailable, rejection
 from lua import SCRIPT_DIR
 
 LIB = "lib"
+
+#: Redis's own error replies meaning "not now" (a failed save, a busy script, a replica cut
+#: off), beside those redis-py raises as classes of their own: the call may succeed later.
+_REDIS_REFUSALS = frozenset({"MISCONF", "BUSY", "MASTERDOWN", "NOREPLICAS"})
+_REFUSAL_CLASSES = (OutOfMemoryError, BusyLoadingError, ReadOnlyError, TryAgainError)
 
 
 @cache
@@ -34,18 +50,103 @@ def sources() -> dict[str, str]:
     }
 
 
-class Scripts:
-    """The operation scripts bound to one Redis client."""
+def script_error(name: str, exc: ResponseError) -> EngineError:
+    """What an error reply to script ``name`` means for its caller.
 
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(source) for name, source in sources().items()
-        }
+    A contract code (``INSUFFICIENT_FUNDS available 5.000000 < cost 7.250000``)
+    becomes its class; Redis refusing the call for now (out of memory, a failed
+    save) becomes :class:`Unavailable`; anything else (an unknown code, a Lua
+    runtime error) is a bug, logged and raised as an internal error.
+    """
+    reply = str(exc)
+    if isinstance(exc, _REFUSAL_CLASSES) or reply.partition(" ")[0] in _REDIS_REFUSALS:
+        return Unavailable(f"Redis refused {name}: {reply}")
+    code, _, message = reply.partition(" ")
+    return rejection(code, message, source=name)
+
+
+class Script:
+    """One script bound to an asyncio client: ``await script(keys, args)``."""
+
+    def __init__(self, client: Redis, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._script = client.register_script(source)
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        """Run the script; raise the error its rejection names (see :func:`script_error`)."""
+        try:
+            return await self._script(keys=list(keys), args=list(args))
+        except ResponseError as exc:
+            raise script_error(self.name, exc) from None
+
+
+class SyncScript:
+    """One script bound to a sync client: ``script(keys, args)``."""
+
+    def __init__(self, client: redis.Redis, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._script = client.register_script(source)
+
+    def __call__(self, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        """Run the script; raise the error its rejection names (see :func:`script_error`)."""
+        try:
+            return self._script(keys=list(keys), args=list(args))
+        except ResponseError as exc:
+            raise script_error(self.name, exc) from None
+
+
+S = TypeVar("S", Script, SyncScript)
+
+
+class _Registry(Generic[S]):
+    """Every script of ``lua/``, one attribute each (the file's name)."""
+
+    archive_market: S
+    clear_dirty: S
+    create_market: S
+    create_user: S
+    deposit: S
+    evict_user: S
+    install_market: S
+    install_user: S
+    open_market: S
+    publish_committed: S
+    rate_limit: S
+    resolve_market: S
+    settle_batch: S
+    settle_finish: S
+    trade: S
+    trim_events: S
+    unarchive_market: S
+    withdraw: S
+
+    def __init__(self, bind: Callable[[str, str], S]) -> None:
+        declared = set(_Registry.__annotations__)
+        if declared != set(sources()):
+            raise RuntimeError(f"lua/ and engine.scripts disagree: {sorted(declared ^ set(sources()))}")
+        self._all: list[S] = [bind(name, sources()[name]) for name in sorted(declared)]
+        for script in self._all:
+            setattr(self, script.name, script)
 
     @property
     def names(self) -> list[str]:
-        return sorted(self._scripts)
+        return [script.name for script in self._all]
+
+    @property
+    def shas(self) -> list[str]:
+        return [script.sha for script in self._all]
+
+
+class Scripts(_Registry[Script]):
+    """The scripts bound to one asyncio client (create one per client)."""
+
+    def __init__(self, client: Redis) -> None:
+        super().__init__(lambda name, source: Script(client, name, source))
+        self._client = client
 
     async def ensure_loaded(self) -> None:
         """Load into Redis every script it does not hold (after a restart or SCRIPT FLUSH).
@@ -53,18 +154,14 @@ class Scripts:
         Calls reload on NOSCRIPT by themselves; readiness asks this so that a replica
         reporting ready can run every operation without that first round trip.
         """
-        scripts = list(self._scripts.values())
-        present = await self._redis.script_exists(*(s.sha for s in scripts))
-        for script, loaded in zip(scripts, present, strict=True):
+        present = await self._client.script_exists(*self.shas)
+        for script, loaded in zip(self._all, present, strict=True):
             if not loaded:
-                await self._redis.script_load(script.script)
+                await self._client.script_load(script.source)
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        """Run script ``name``; raise the engine error its rejection names."""
-        try:
-            return await self._scripts[name](keys=list(keys), args=list(args))
-        except ResponseError as exc:
-            error = from_reply(str(exc))
-            if error is None:
-                raise
-            raise error from None
+
+class SyncScripts(_Registry[SyncScript]):
+    """The scripts bound to one sync client (the persister's)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(lambda name, source: SyncScript(client, name, source))

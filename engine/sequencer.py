@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ERRORS_BY_CODE, EngineError, Unavailable
+from engine.errors import EngineError, rejection
 from engine.models import MarketStatus, Order, Outcome, Side, Trade
 from engine.orders import Fill, check_slippage, fill
 from engine.units import format_micro, parse_micro
@@ -141,10 +141,6 @@ def same_state(a: MarketState, b: MarketState | None) -> bool:
     return b is not None and a.version == b.version and a.q_yes == b.q_yes and a.q_no == b.q_no
 
 
-def error_for(code: str, message: str) -> EngineError:
-    return ERRORS_BY_CODE.get(code, Unavailable)(message)
-
-
 def stored_fingerprint(order: Order) -> str:
     """The fingerprint as ``trade.lua`` stores and compares it: a fixed-length hex digest.
 
@@ -242,5 +238,5 @@ def hand_out_results(book: MarketBook, priced: list[Priced], results: list[list[
             pending.future.set_result(replayed_trade(order, result[1]))
         else:
             stats.rejected += 1
-            pending.future.set_exception(error_for(kind, result[1]))
+            pending.future.set_exception(rejection(kind, result[1], source="trade"))
     return again

@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from engine.channel import OrderedScript
 from engine.connection import UNREACHABLE
 from engine.errors import EngineError, NotFound, Unavailable
 from engine.keys import Keys
 from engine.models import Order, Trade
-from engine.scripts import sources
+from engine.scripts import Script, script_error
 from engine.sequencer import (
     CONTENDED_S,
     MarketBook,
@@ -72,8 +72,10 @@ def _as_failure(exc: Exception) -> Exception:
     if isinstance(exc, UNREACHABLE):
         # The outcome of an unanswered call is unknown: clients retry with their Idempotency-Key.
         return Unavailable(f"Redis is unreachable: {exc.__class__.__name__}")
-    if isinstance(exc, RedisError):  # an error reply such as OOM or MISCONF
-        return Unavailable(f"Redis refused the trade: {exc}")
+    if isinstance(exc, ResponseError):  # an error reply such as OOM, or a bug in the script
+        return script_error("trade", exc)
+    if isinstance(exc, RedisError):
+        return Unavailable(f"Redis failed the trade: {exc}")
     return exc  # a bug: still never leave a caller waiting
 
 
@@ -86,13 +88,13 @@ def _fail(orders: list[Pending], error: Exception) -> None:
 class Trader:
     """Every market's sequencing for one engine: books, the send loop, reply handling."""
 
-    def __init__(self, redis: Redis, keys: Keys, *, max_batch: int, max_conflicts: int,
+    def __init__(self, redis: Redis, keys: Keys, trade: Script, *, max_batch: int, max_conflicts: int,
                  idempotency_ttl_s: int, pipeline_depth: int = 2, split_from: int = 8) -> None:
         self.redis = redis
         self.keys = keys
         self.stats = SequencerStats()
         self.books: dict[str, MarketBook] = {}
-        self._trade = OrderedScript(redis, sources()["trade"])
+        self._trade = OrderedScript(redis, trade.source)  # pipelined in order: see engine.channel
         self._head_keys = [keys.events, keys.trade_seq, keys.dirty]
         self._head_args: list[str | int] = [keys.prefix, idempotency_ttl_s]
         self._max_batch = max_batch

@@ -23,7 +23,7 @@ from typing import Any, cast
 import redis
 
 from engine.keys import Keys
-from engine.scripts import sources
+from engine.scripts import SyncScripts
 
 SCAN_PER_ROUND = 2_000
 
@@ -47,9 +47,7 @@ class Janitor:
         self.keys = keys
         self.user_ttl_ms = int(user_idle_ttl_s * 1000)
         self.market_after_ms = int(market_archive_after_s * 1000)
-        scripts = sources()
-        self._evict = client.register_script(scripts["evict_user"])
-        self._archive = client.register_script(scripts["archive_market"])
+        self._scripts = SyncScripts(client)
         self._cursor = 0
         self._seen = 0
         self.stats = JanitorStats()
@@ -101,9 +99,8 @@ class Janitor:
             if now_ms - active_ms < self.user_ttl_ms:
                 continue
             k = self.keys
-            evicted = self._evict(
-                keys=[k.user(user_id), k.user_positions(user_id), k.evicted],
-                args=[user_id, last, committed])
+            evicted = self._scripts.evict_user(
+                [k.user(user_id), k.user_positions(user_id), k.evicted], [user_id, last, committed])
             self.stats.users_evicted += int(cast(int, evicted))
 
     def _markets(self, committed: str, now_ms: int) -> None:
@@ -117,7 +114,7 @@ class Janitor:
         for market_id, (status, updated_ms) in zip(market_ids, rows, strict=True):
             if status != "SETTLED" or now_ms - int(updated_ms or 0) < self.market_after_ms:
                 continue
-            archived = self._archive(
-                keys=[k.market(market_id), k.market_positions(market_id), k.markets, k.dirty, k.archived],
-                args=[market_id, committed])
+            archived = self._scripts.archive_market(
+                [k.market(market_id), k.market_positions(market_id), k.markets, k.dirty, k.archived],
+                [market_id, committed])
             self.stats.markets_archived += int(cast(int, archived))

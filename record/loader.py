@@ -104,8 +104,8 @@ class PgLoader:
             holds = await self._one(text("SELECT 1 FROM positions WHERE user_id = :id LIMIT 1"), id=user_id)
             k = self._keys
             fields = user_fields(row, int(time.time() * MS_PER_S))
-            installed = int(await self._scripts.run(
-                "install_user", [k.user(user_id), k.usernames, k.apikeys, k.evicted], [
+            installed = int(await self._scripts.install_user(
+                [k.user(user_id), k.usernames, k.apikeys, k.evicted], [
                     user_id, fields["username"], fields["available"], fields["locked"], fields["key_hash"],
                     fields["created_ms"], fields["loaded_ms"], 1 if holds else 0, entry_id(row.event_order),
                 ]))

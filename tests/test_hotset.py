@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import subprocess
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from engine.errors import AlreadyExists, MarketNotOpen, NotFound
 from engine.market_engine import MarketEngine
 from engine.models import HOUSE, Order, Outcome, Side
-from engine.scripts import Scripts
+from engine.scripts import Script
 from engine.settings import Settings
 from engine.state import check_invariants, read_redis_state
 from engine.units import MICRO
@@ -302,21 +303,20 @@ async def test_a_holder_redis_lost_is_refused_and_reported(
     assert not await exists(hot, hot.keys.user(user)), "a partial user must not be installed"
 
 
-class InterleavingScripts:
-    """Scripts that run ``before()`` once, just ahead of the first ``install_user`` call."""
+class InterleavingInstall:
+    """``install_user`` that runs ``before()`` once, just ahead of its first call."""
 
-    def __init__(self, scripts: Scripts, before: Callable[[], Awaitable[None]]) -> None:
-        self._scripts = scripts
+    def __init__(self, install_user: Script, before: Callable[[], Awaitable[None]]) -> None:
+        self._install_user = install_user
         self._before: Callable[[], Awaitable[None]] | None = before
         self.installs: list[int] = []
 
-    async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        if name == "install_user" and self._before is not None:
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
+        if self._before is not None:
             before, self._before = self._before, None
             await before()
-        reply = await self._scripts.run(name, keys, args)
-        if name == "install_user":
-            self.installs.append(int(reply))
+        reply = await self._install_user(keys, args)
+        self.installs.append(int(reply))
         return reply
 
 
@@ -335,10 +335,12 @@ async def test_a_row_read_before_another_load_trades_and_an_eviction_is_read_aga
         await asyncio.to_thread(catch_up_and_sweep, p)
         assert not await exists(hot, hot.keys.user(user))
 
-    scripts = InterleavingScripts(hot.scripts, another_load_a_deposit_and_an_eviction)
-    late = PgLoader(pg, scripts, hot.keys)  # type: ignore[arg-type]
+    scripts = copy.copy(hot.scripts)  # B's registry: its install_user lets A act first
+    install = InterleavingInstall(hot.scripts.install_user, another_load_a_deposit_and_an_eviction)
+    scripts.install_user = install  # type: ignore[assignment]
+    late = PgLoader(pg, scripts, hot.keys)
     assert await late.load_user(user) is True  # B
-    assert scripts.installs == [-2, 1]  # the stale row refused, the one read again installed
+    assert install.installs == [-2, 1]  # the stale row refused, the one read again installed
     assert (await hot.accounts.get(user)).available == 1_005 * MICRO
 
 

@@ -102,7 +102,7 @@ async def test_script_flush_is_transparent(server: RedisServer, engines: Callabl
     first = await eng.execute_trade(buy(10))
     with server.client() as admin:
         assert admin.script_flush()
-        assert admin.script_exists(*[s.sha for s in eng.scripts._scripts.values()]) == [False] * len(eng.scripts.names)
+        assert admin.script_exists(*eng.scripts.shas) == [False] * len(eng.scripts.shas)
     second = await eng.execute_trade(buy(10))  # EVALSHA -> NOSCRIPT -> loaded again, no error
     assert second.trade_id == first.trade_id + 1
     assert second.cost == pricing.buy_cost(10 * MICRO, 0, 10 * MICRO, 100 * MICRO)

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from engine.errors import ERRORS_BY_CODE, NotFound, Unavailable
+from engine.errors import NotFound, Unavailable, rejection
 from engine.keys import Keys
 from engine.models import Outcome, Side
 from engine.orders import fill
@@ -47,13 +47,13 @@ class NaiveCas:
                                format_micro(f.price_yes), format_micro(f.price_no), format_micro(f.avg_price),
                                "", "", ""))
             args = [*self._head_args, market_id, f"{version}:{q_yes}:{q_no}", 1, order]
-            (reply,) = await self._scripts.run("trade", keys, args)
+            (reply,) = await self._scripts.trade(keys, args)
             if reply[0] == "CONFLICT":
                 continue
             if reply[0] == "NOT_FOUND":
                 raise NotFound(f"no market {market_id}")
             result = reply[7][0]
             if result[0] != "OK":
-                raise ERRORS_BY_CODE.get(result[0], Unavailable)(result[1])
+                raise rejection(result[0], result[1], source="trade")
             return retries
         raise Unavailable(f"market {market_id}: still conflicting after {MAX_RETRIES} retries")

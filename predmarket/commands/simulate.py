@@ -109,15 +109,9 @@ async def _final_check(settings: Settings, summary: Summary, console: Console) -
     ):
         table.add_row(name, value)
     console.print(table)
-    prices = Table(title="final prices")
-    for column in ("market", "price_yes", "price_no", "yes_shares", "no_shares", "pool"):
-        prices.add_column(column, justify="right" if column != "market" else "left")
-    for m in markets[:20]:
-        prices.add_row(m.market_id, format_micro(m.price_yes), format_micro(m.price_no),
-                       format_micro(m.yes_shares), format_micro(m.no_shares), format_micro(m.pool))
-    if len(markets) > 20:
-        prices.add_row(f"... {len(markets) - 20} more", "", "", "", "", "")
-    console.print(prices)
+    console.print(_prices_table([
+        (m.market_id, format_micro(m.price_yes), format_micro(m.price_no), format_micro(m.yes_shares),
+         format_micro(m.no_shares), format_micro(m.pool)) for m in markets]))
     return check_invariants(state)
 
 
@@ -159,11 +153,18 @@ def _print_http_summary(console: Console, urls: list[str], summary: HttpSummary)
     ):
         table.add_row(name, value)
     console.print(table)
+    console.print(_prices_table([
+        (m["market_id"], m["price_yes"], m["price_no"], m["yes_shares"], m["no_shares"], m["pool"])
+        for m in summary.markets]))
+
+
+def _prices_table(rows: list[tuple[str, str, str, str, str, str]], shown: int = 20) -> Table:
+    """The final prices of the first ``shown`` markets, and how many more there are."""
     prices = Table(title="final prices")
     for column in ("market", "price_yes", "price_no", "yes_shares", "no_shares", "pool"):
         prices.add_column(column, justify="right" if column != "market" else "left")
-    for m in summary.markets[:20]:
-        prices.add_row(m["market_id"], m["price_yes"], m["price_no"], m["yes_shares"], m["no_shares"], m["pool"])
-    if len(summary.markets) > 20:
-        prices.add_row(f"... {len(summary.markets) - 20} more", "", "", "", "", "")
-    console.print(prices)
+    for row in rows[:shown]:
+        prices.add_row(*row)
+    if len(rows) > shown:
+        prices.add_row(f"... {len(rows) - shown} more", "", "", "", "", "")
+    return prices
