@@ -13,15 +13,14 @@ market) returns the fresh state and the batch is re-priced.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import EngineError, rejection
-from engine.models import MarketStatus, Order, Outcome, Side, Trade
+from engine.models import MarketStatus, Order, Side, Trade
 from engine.orders import Fill, check_slippage, fill
-from engine.units import format_micro, parse_micro
+from engine.wire import OrderLine, StoredReply, request_hash
 
 #: After a conflict (another process traded the market), stop speculating for this long:
 #: a batch priced ahead would mostly conflict again, costing a script call each time.
@@ -141,23 +140,14 @@ def same_state(a: MarketState, b: MarketState | None) -> bool:
     return b is not None and a.version == b.version and a.q_yes == b.q_yes and a.q_no == b.q_no
 
 
-def stored_fingerprint(order: Order) -> str:
-    """The fingerprint as ``trade.lua`` stores and compares it: a fixed-length hex digest.
-
-    The stored response is ``"|"``-separated and matched by prefix: a hex digest
-    of fixed length holds no ``"|"`` and is never a prefix of another.
-    """
-    return hashlib.sha256(order.fingerprint.encode()).hexdigest() if order.fingerprint else ""
-
-
 def replayed_trade(order: Order, stored: str) -> Trade:
-    """The first response to an Idempotency-Key, from what ``trade.lua`` stored."""
-    _, trade_id, side, outcome, shares, cost, avg, py, pn, ms, event_id = stored.split("|")
+    """The first response to an Idempotency-Key, from what ``trade.lua`` stored (engine/wire.py)."""
+    r = StoredReply.decode(stored)
     return Trade(
-        trade_id=int(trade_id), market_id=order.market_id, user_id=order.user_id,
-        side=Side(side), outcome=Outcome(outcome), shares=int(shares), cost=int(cost),
-        avg_price=parse_micro(avg), price_yes=parse_micro(py), price_no=parse_micro(pn),
-        created_ms=int(ms), event_id=event_id, replayed=True,
+        trade_id=r.trade_id, market_id=order.market_id, user_id=order.user_id,
+        side=r.side, outcome=r.outcome, shares=r.shares, cost=r.cost,
+        avg_price=r.avg_price, price_yes=r.price_yes, price_no=r.price_no,
+        created_ms=r.created_ms, event_id=r.event_id, replayed=True,
     )
 
 
@@ -198,15 +188,15 @@ def encode(book: MarketBook, priced: list[Priced], state: MarketState) -> list[s
     args: list[str | int] = [book.market_id, f"{state.version}:{state.q_yes}:{state.q_no}", len(priced)]
     for item in priced:
         order, f = item.pending.order, item.fill
-        fingerprint = stored_fingerprint(order)
+        fingerprint = request_hash(order.fingerprint)
         if f is None:
             reason = f"{item.rejection.code} {item.rejection.message}" if item.rejection else ""
-            args.append(f"{order.user_id}\t{order.side.value}\t{order.outcome.value}\t0\t0\t\t\t\t"
-                        f"{fingerprint}\t{reason.replace(chr(9), ' ')}\t{order.idempotency_key}")
+            line = OrderLine(order.user_id, order.side, order.outcome, 0, 0, None, None, None,
+                             fingerprint, reason, order.idempotency_key)
         else:
-            args.append(f"{order.user_id}\t{order.side.value}\t{order.outcome.value}\t{f.shares}\t{f.cost}\t"
-                        f"{format_micro(f.price_yes)}\t{format_micro(f.price_no)}\t{format_micro(f.avg_price)}\t"
-                        f"{fingerprint}\t\t{order.idempotency_key}")
+            line = OrderLine(order.user_id, order.side, order.outcome, f.shares, f.cost,
+                             f.price_yes, f.price_no, f.avg_price, fingerprint, "", order.idempotency_key)
+        args.append(line.encode())
     return args
 
 

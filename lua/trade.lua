@@ -50,9 +50,18 @@ local function split_tabs(s)
   end
 end
 
+-- One order line as named fields: the only place its positions are spelled. The format
+-- is engine/wire.py's OrderLine (same fields, same order); change both together.
+local function order_line(s)
+  local f = split_tabs(s)
+  return {user_id = f[1], side = f[2], outcome = f[3], shares = f[4], cost = f[5],
+    price_yes = f[6], price_no = f[7], avg_price = f[8], request_hash = f[9], rejection = f[10],
+    idempotency_key = f[11]}
+end
+
 -- Apply one order to market m (a table of its keys and running state). Returns its result.
 local function apply(m, o, ms)
-  local user_id, side, outcome, shares, cost = o[1], o[2], o[3], o[4], o[5]
+  local user_id, side, outcome, shares, cost = o.user_id, o.side, o.outcome, o.shares, o.cost
   local user_key = prefix .. ':u:' .. user_id
   local available = redis.call('HGET', user_key, 'available')
   if not available then return {'NOT_FOUND', 'no user ' .. user_id} end
@@ -89,7 +98,7 @@ local function apply(m, o, ms)
   last_id = last_id + 1
   local trade_id = int_str(last_id)
   local yes, no = fmt6(m.q.YES), fmt6(m.q.NO)
-  local py, pn, avg, fp, idem = o[6], o[7], o[8], o[9], o[11]
+  local py, pn, avg, fp, idem = o.price_yes, o.price_no, o.avg_price, o.request_hash, o.idempotency_key
   local fields = {'type', 'TradeExecuted', 'ts', ms, 'trade_id', trade_id,
     'market_id', m.id, 'user_id', user_id, 'side', side, 'outcome', outcome,
     'shares', fmt6(shares), 'cost', fmt6(cost), 'price_yes', py, 'price_no', pn,
@@ -108,6 +117,7 @@ local function apply(m, o, ms)
     'price_yes', py, 'price_no', pn, 'yes_shares', yes, 'no_shares', no)
   m.last_trade = trade_id
   if fp ~= '' then
+    -- The stored reply: engine/wire.py's StoredReply (same fields, same order).
     redis.call('SET', prefix .. ':idem:' .. user_id .. ':' .. idem, table.concat({fp, trade_id, side,
       outcome, shares, cost, avg, py, pn, ms, m.last_event}, '|'), 'EX', ttl)
   end
@@ -127,14 +137,14 @@ local function market_batch(j, a, ms)
   m.q, m.pool = {YES = tonumber(st[3]), NO = tonumber(st[4])}, tonumber(st[5])
   local results, applied, broken = {}, 0, false
   for i = 1, n do
-    local o = split_tabs(ARGV[a + 2 + i])
-    local fp, rejection = o[9], o[10]
+    local o = order_line(ARGV[a + 2 + i])
+    local fp, rejection = o.request_hash, o.rejection
     local r
     if broken then
       r = {'SKIPPED'}
     else
       if fp ~= '' then
-        local prev = redis.call('GET', prefix .. ':idem:' .. o[1] .. ':' .. o[11])
+        local prev = redis.call('GET', prefix .. ':idem:' .. o.user_id .. ':' .. o.idempotency_key)
         if prev then
           if string.sub(prev, 1, #fp + 1) == fp .. '|' then
             r = {'REPLAY', prev}

@@ -25,7 +25,9 @@ import redis
 from sqlalchemy import Connection, Engine, text
 
 from engine.keys import Keys
+from engine.models import Outcome, Side
 from engine.units import micro_from_decimal as micro
+from engine.wire import StoredReply
 from record.loader import epoch_ms, market_fields, user_fields
 
 PIPELINE = 2_000
@@ -270,10 +272,10 @@ def _idempotency(conn: Connection, write: _Writer, keys: Keys, ttl_s: int, say: 
         remaining = ttl_s - int((now - r.created_at).total_seconds())
         if remaining <= 0:
             continue
-        stored = "|".join(str(v) for v in (
-            r.request_hash, r.trade_id, r.side, r.outcome, micro(r.shares), micro(r.cost),
-            f"{r.price:.6f}", f"{r.price_yes:.6f}", f"{r.price_no:.6f}", epoch_ms(r.created_at), r.event_id))
-        write("set", keys.idempotency(r.user_id, r.idempotency_key), stored, ex=remaining)
+        stored = StoredReply(
+            r.request_hash, int(r.trade_id), Side(r.side), Outcome(r.outcome), micro(r.shares), micro(r.cost),
+            micro(r.price), micro(r.price_yes), micro(r.price_no), epoch_ms(r.created_at), r.event_id)
+        write("set", keys.idempotency(r.user_id, r.idempotency_key), stored.encode(), ex=remaining)
         n += 1
     say("idempotency keys", n)
     return n

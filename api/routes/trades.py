@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -36,10 +35,12 @@ def _idempotency_key(value: str | None) -> str:
 
 
 def fingerprint(market_id: str, body: TradeBody) -> str:
-    """What makes two requests "the same" for Idempotency-Key: the market and the parsed body."""
-    canonical = "|".join(str(v) for v in (
+    """What makes two requests "the same" for Idempotency-Key: the market and the parsed body.
+
+    The engine hashes it once (``engine.wire.request_hash``) before storing or comparing it.
+    """
+    return "|".join(str(v) for v in (
         market_id, body.side, body.outcome, body.shares, body.amount, body.max_cost, body.min_proceeds))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _wants_durable(prefer: str | None) -> bool:

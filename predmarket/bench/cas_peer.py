@@ -18,7 +18,7 @@ from engine.keys import Keys
 from engine.models import Outcome, Side
 from engine.orders import fill
 from engine.scripts import Scripts
-from engine.units import format_micro
+from engine.wire import OrderLine
 
 #: A trade still conflicting after this many re-reads is given up (counted as UNAVAILABLE).
 MAX_RETRIES = 10_000
@@ -43,9 +43,8 @@ class NaiveCas:
             version, q_yes, q_no, b = fields[0], int(fields[1]), int(fields[2]), int(fields[3])
             f = fill(q_yes, q_no, b, side, outcome, shares=shares)
             # One order, no Idempotency-Key: see the argument format in lua/trade.lua.
-            order = "\t".join((user_id, side.value, outcome.value, str(f.shares), str(f.cost),
-                               format_micro(f.price_yes), format_micro(f.price_no), format_micro(f.avg_price),
-                               "", "", ""))
+            order = OrderLine(user_id, side, outcome, f.shares, f.cost, f.price_yes, f.price_no, f.avg_price,
+                              "", "", "").encode()
             args = [*self._head_args, market_id, f"{version}:{q_yes}:{q_no}", 1, order]
             (reply,) = await self._scripts.trade(keys, args)
             if reply[0] == "CONFLICT":

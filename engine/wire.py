@@ -1,0 +1,118 @@
+"""The two text formats that cross the Python/Lua boundary, each defined once here.
+
+``OrderLine``: one order of a ``trade`` script call (lua/trade.lua unpacks its
+fields into named locals in the same order). ``StoredReply``: the first answer
+to an Idempotency-Key, written by lua/trade.lua, rebuilt by ``recover`` from
+PostgreSQL and read back by the sequencer on a replay. Field order is the format:
+change it here and in lua/trade.lua together (tests/test_wire.py round-trips both
+through the real script).
+
+Money and shares are integers of micro-units; prices travel as 6-decimal strings
+(what the events carry), converted by :mod:`engine.units`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from engine.models import Outcome, Side
+from engine.units import format_micro, parse_micro
+
+ORDER_SEPARATOR = "\t"
+REPLY_SEPARATOR = "|"
+
+
+class WireError(ValueError):
+    """A line that is not in the format it claims to be."""
+
+
+def request_hash(fingerprint: str) -> str:
+    """The one hash of a request's fingerprint, as stored and compared: sha256, hex.
+
+    Empty for an order without an Idempotency-Key. A fixed-length hex digest holds no
+    separator and is never a prefix of another, so a stored reply is matched by prefix.
+    """
+    return hashlib.sha256(fingerprint.encode()).hexdigest() if fingerprint else ""
+
+
+def _micro_or_blank(value: int | None) -> str:
+    return "" if value is None else format_micro(value)
+
+
+def _blank_or_micro(text: str) -> int | None:
+    return None if text == "" else parse_micro(text)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLine:
+    """One order as ``trade.lua`` receives it.
+
+    ``shares`` and ``cost`` in micro-units (cost paid on BUY, received on SELL);
+    prices in micro-units, None on an order the engine did not price (rejected, or
+    the market is not open). ``request_hash`` is :func:`request_hash` of the
+    fingerprint ('' = no Idempotency-Key); ``rejection`` is '' (execute) or
+    ``"<CODE> <message>"`` decided by the engine.
+    """
+
+    user_id: str
+    side: Side
+    outcome: Outcome
+    shares: int
+    cost: int
+    price_yes: int | None
+    price_no: int | None
+    avg_price: int | None
+    request_hash: str
+    rejection: str
+    idempotency_key: str
+
+    def encode(self) -> str:
+        # A tab inside the free-text rejection would shift every later field.
+        return ORDER_SEPARATOR.join((
+            self.user_id, self.side.value, self.outcome.value, str(self.shares), str(self.cost),
+            _micro_or_blank(self.price_yes), _micro_or_blank(self.price_no), _micro_or_blank(self.avg_price),
+            self.request_hash, self.rejection.replace(ORDER_SEPARATOR, " "), self.idempotency_key,
+        ))
+
+    @classmethod
+    def decode(cls, line: str) -> OrderLine:
+        fields = line.split(ORDER_SEPARATOR)
+        if len(fields) != 11:
+            raise WireError(f"an order line has 11 fields, got {len(fields)}")
+        user_id, side, outcome, shares, cost, py, pn, avg, fp, rejection, key = fields
+        return cls(user_id, Side(side), Outcome(outcome), int(shares), int(cost),
+                   _blank_or_micro(py), _blank_or_micro(pn), _blank_or_micro(avg), fp, rejection, key)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReply:
+    """The first answer to an Idempotency-Key, stored with it; micro-units, ms since the epoch."""
+
+    request_hash: str
+    trade_id: int
+    side: Side
+    outcome: Outcome
+    shares: int
+    cost: int
+    avg_price: int
+    price_yes: int
+    price_no: int
+    created_ms: int
+    event_id: str
+
+    def encode(self) -> str:
+        return REPLY_SEPARATOR.join((
+            self.request_hash, str(self.trade_id), self.side.value, self.outcome.value,
+            str(self.shares), str(self.cost), format_micro(self.avg_price), format_micro(self.price_yes),
+            format_micro(self.price_no), str(self.created_ms), self.event_id,
+        ))
+
+    @classmethod
+    def decode(cls, stored: str) -> StoredReply:
+        fields = stored.split(REPLY_SEPARATOR)
+        if len(fields) != 11:
+            raise WireError(f"a stored reply has 11 fields, got {len(fields)}")
+        fp, trade_id, side, outcome, shares, cost, avg, py, pn, ms, event_id = fields
+        return cls(fp, int(trade_id), Side(side), Outcome(outcome), int(shares), int(cost),
+                   parse_micro(avg), parse_micro(py), parse_micro(pn), int(ms), event_id)
