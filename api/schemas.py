@@ -71,27 +71,23 @@ class Settlement(TypedDict):
 
 
 class Quote(TypedDict):
+    """What a trade would do now: a trade's fields without its identity."""
+
     side: Side
     outcome: Outcome
     shares: Decimal6
+    #: the positive money that moves: paid on BUY, received on SELL
     cost: Decimal6
     avg_price: Decimal6
+    #: the prices after the trade
     price_yes: Decimal6
     price_no: Decimal6
 
 
-class Trade(TypedDict):
+class Trade(Quote):
     trade_id: int
     market_id: str
     user_id: str
-    side: Side
-    outcome: Outcome
-    shares: Decimal6
-    #: the positive money that moved: paid on BUY, received on SELL
-    cost: Decimal6
-    avg_price: Decimal6
-    price_yes: Decimal6
-    price_no: Decimal6
     created_at: Timestamp
 
 
