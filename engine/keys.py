@@ -5,11 +5,15 @@ so several deployments or test runs can share one Redis. Market keys carry the
 hash tag ``{m:<id>}`` so a later move to Redis Cluster keeps a market's keys in
 one slot.
 
+Money and shares are integers of micro-units; times are Unix milliseconds
+(``*_ms``); ``last_event`` is the id of the stream entry of the latest change.
+
 ==============================  =============================================
 key                             contents
 ==============================  =============================================
-``<p>:u:<user>``                hash: username, available, locked, key_hash, last_event,
-                                created_ms (money in micro-units)
+``<p>:u:<user>``                hash: username, available, locked, key_hash ('' for
+                                none), created_ms, last_event; loaded_ms once put back
+                                from PostgreSQL (the hot set)
 ``<p>:u:<user>:pos``            hash: ``<market>:<YES|NO>`` -> micro-shares
 ``<p>:usernames``               hash: username -> user id, every user ever (never evicted:
                                 uniqueness without PostgreSQL)
@@ -17,28 +21,35 @@ key                             contents
                                 existence of an evicted user without PostgreSQL)
 ``<p>:apikeys``                 hash: sha256(api key) -> user id, every user (never evicted:
                                 an unknown key is 401 without PostgreSQL)
-``<p>:{m:<market>}``            hash: name, status, outcome, b, q_yes, q_no,
-                                pool, version, created_ms, updated_ms,
-                                settled_yes, settled_no, payouts_total,
-                                holders_paid
+``<p>:{m:<market>}``            hash: name, status, outcome ('' until resolved), b
+                                (liquidity), q_yes, q_no, pool, version (bumped by
+                                every change), created_ms, updated_ms, last_event,
+                                last_trade_id (once traded), settled_yes, settled_no,
+                                payouts_total, holders_paid
 ``<p>:{m:<market>}:pos``        hash: ``<user>:<YES|NO>`` -> micro-shares
-``<p>:markets``                 sorted set: ids of the markets resident in Redis, by creation time
+``<p>:markets``                 sorted set: ids of the markets resident in Redis, scored by
+                                created_ms
 ``<p>:archived``                hash: market id -> JSON of its final (SETTLED) market hash, for
                                 every market the janitor archived (never evicted: a market is
                                 resident or archived, so Redis alone lists and finds them all)
-``<p>:evicted``                 hash: user id -> its last event when the janitor evicted it (a
+``<p>:evicted``                 hash: user id -> its last_event when the janitor evicted it (a
                                 load installs a PostgreSQL row only if it includes that event)
-``<p>:events``                  stream: every state change (the EventBus)
+``<p>:events``                  stream: every state change (the EventBus); each entry has
+                                type, ts and its type's fields (docs/API.md, "Event stream")
 ``<p>:trade_seq``               counter: last trade id
-``<p>:idem:<user>:<key>``       string with TTL: the first response to a key
-``<p>:dirty``                   sorted set: market ids by last change (idle flush)
+``<p>:idem:<user>:<key>``       string with TTL (PM_IDEMPOTENCY_TTL_S): the first response to
+                                an Idempotency-Key, ``|``-separated (lua/trade.lua)
+``<p>:dirty``                   sorted set: market ids scored by their last change (idle flush)
 ``<p>:totals``                  hash: deposits, withdrawals (conservation)
-``<p>:rl:<user>``                hash: the user's rate-limit token bucket
-``<p>:events:dead``             stream: entries the persister could not read
+``<p>:rl:<user>``               hash: the user's rate-limit token bucket: tokens, ts_ms
+                                (expires once full again)
+``<p>:events:dead``             stream: entries the persister could not read: original_id,
+                                reason, entry (JSON of the original fields)
 ``<p>:persister:committed``     string: stream id up to which every entry is
                                 committed to PostgreSQL (also PUBLISHed on
                                 the channel of the same name)
-``<p>:persister:stats``         hash: the persister's lag and throughput
+``<p>:persister:stats``         hash: the persister group's lag: lag_entries,
+                                oldest_age_ms, committed, updated_ms
 ==============================  =============================================
 """
 
