@@ -1,4 +1,4 @@
-"""The per-market sequencer: the seed's single-threaded MarketEngine, one book per market per process.
+"""The per-market sequencer: one book per market per process, priced one order after another.
 
 A :class:`MarketBook` holds what this process knows of one market: the state
 the last script reply returned, the orders waiting, the batches in flight.
