@@ -19,12 +19,11 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, localcontext
@@ -37,6 +36,7 @@ import redis as sync_redis
 
 from predmarket.bench.scratch import delete_prefix as delete_keys
 from tests.conftest import REDIS_URL, _pg_url
+from tests.support import free_port, wait_for
 
 PREDMARKET = Path(sys.executable).with_name("predmarket")
 START_TIMEOUT_S = 30.0
@@ -65,27 +65,9 @@ T = TypeVar("T")
 
 # --------------------------------------------------------------------------- waiting and ids
 
-def wait_for(condition: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.02) -> T:
-    """Poll ``condition()`` until it returns something truthy (returned); fail with ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-
-
 def unique(prefix: str) -> str:
     """A fresh id matching ``^[A-Za-z0-9_-]{1,64}$``."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def subsidy(b: str | Decimal) -> Decimal:

@@ -15,8 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +32,7 @@ from engine.units import MICRO, micro_from_decimal
 from persister.stream import GROUP
 from persister.worker import Cadence, Persister, build
 from record.pg_state import read_pg_state
+from tests.support import free_port, wait_until, wait_until_async  # noqa: F401  (re-exported)
 
 PREDMARKET = Path(sys.executable).with_name("predmarket")
 TABLES = ("users", "balances", "markets", "market_snapshots", "position_state", "trades", "ledger")
@@ -55,27 +55,6 @@ def tuned(settings: Settings, **overrides: float | int) -> tuple[Settings, Caden
         raise TypeError(f"neither a setting nor a cadence: {sorted(unknown)}")
     changed = settings.model_copy(update={k: v for k, v in overrides.items() if k not in CADENCE_NAMES})
     return changed, Cadence(**{k: v for k, v in overrides.items() if k in CADENCE_NAMES})  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- waiting
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.01) -> None:
-    """Poll ``condition()`` until it is true; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-
-
-async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str,
-                           interval_s: float = 0.01) -> None:
-    """As :func:`wait_until`, letting the event loop run (trade generators) between polls."""
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(interval_s)
 
 
 # --------------------------------------------------------------------------- in-process persister
@@ -332,12 +311,6 @@ def consumer_seen(client: sync_redis.Redis, stream: str, consumer: str) -> bool:
 
 
 # --------------------------------------------------------------------------- a TCP forwarder
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 class TcpForwarder:
     """Listens on ``port`` and forwards to ``target`` only while started: a database that comes back."""

@@ -7,33 +7,16 @@ deadline; nothing sleeps a fixed time as synchronisation.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis as sync_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.support import free_port, wait_until
+
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.02) -> None:
-    """Poll ``condition()`` until it is true; fail with ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 class RedisServer:
