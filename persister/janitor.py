@@ -42,12 +42,14 @@ def _stream_ms(entry_id: str) -> int:
 
 
 class Janitor:
-    def __init__(self, client: redis.Redis, keys: Keys, user_idle_ttl_s: float, market_archive_after_s: float) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, user_idle_ttl_s: float, market_archive_after_s: float,
+                 scripts: SyncScripts | None = None) -> None:
+        """``scripts``: the registry bound to ``client`` if the caller has one (else one is made)."""
         self.redis = client
         self.keys = keys
         self.user_ttl_ms = int(user_idle_ttl_s * 1000)
         self.market_after_ms = int(market_archive_after_s * 1000)
-        self._scripts = SyncScripts(client)
+        self._scripts = scripts or SyncScripts(client)
         self._cursor = 0
         self._seen = 0
         self.stats = JanitorStats()

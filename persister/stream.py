@@ -44,7 +44,7 @@ class EventStream:
         self.redis = client
         self.keys = keys
         self.consumer = consumer
-        self._scripts = SyncScripts(client)
+        self.scripts = SyncScripts(client)
 
     def ensure_group(self) -> None:
         """Create the group at the stream's start (so nothing written before is skipped)."""
@@ -105,13 +105,13 @@ class EventStream:
         return None if last == "0-0" else last
 
     def publish_committed(self, mark: str) -> bool:
-        return bool(self._scripts.publish_committed([self.keys.committed], [mark]))
+        return bool(self.scripts.publish_committed([self.keys.committed], [mark]))
 
     def trim(self, committed: str, keep: int, chunk: int = 1000, max_rounds: int = 100) -> int:
         """Remove acknowledged entries beyond the newest ``keep``; returns how many."""
         removed = 0
         for _ in range(max_rounds):
-            n = int(cast(int, self._scripts.trim_events([self.keys.events], [committed, keep, chunk])))
+            n = int(cast(int, self.scripts.trim_events([self.keys.events], [committed, keep, chunk])))
             removed += n
             if n < chunk:
                 break
@@ -137,4 +137,4 @@ class EventStream:
         args: list[str] = []
         for market_id, score in seen:
             args += [market_id, repr(score)]
-        return int(cast(int, self._scripts.clear_dirty([self.keys.dirty], args))) if args else 0
+        return int(cast(int, self.scripts.clear_dirty([self.keys.dirty], args))) if args else 0

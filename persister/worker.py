@@ -96,7 +96,8 @@ class Persister:
         self.settings = settings
         self.cadence = cadence or Cadence()
         self.flusher = IdleFlusher(self.stream, pg, int(settings.idle_flush_s * 1000), settings.max_dirty_s)
-        self.janitor = Janitor(client, self.stream.keys, settings.user_idle_ttl_s, settings.market_archive_after_s)
+        self.janitor = Janitor(client, self.stream.keys, settings.user_idle_ttl_s, settings.market_archive_after_s,
+                               self.stream.scripts)
         self.counters = Counters()
         #: entries written as of the last logged report: an idle persister has nothing new to say
         self._reported_entries = 0
