@@ -1,10 +1,11 @@
 """The one registry of the Lua scripts in ``lua/``: one attribute per script, asyncio or sync client.
 
-Each ``lua/<name>.lua`` is one operation; ``lua/lib.lua`` holds helpers and is
-prepended to every script. :class:`Scripts` binds every script to an asyncio
-client (the engine, the API, the loader), :class:`SyncScripts` to a sync one
-(the persister); both declare the same attributes, and a script file without
-its attribute (or the reverse) stops the process at start-up.
+Each ``lua/<name>.lua`` is one operation, opening with its ``#!lua`` flags line;
+``lua/lib.lua`` holds helpers and is inserted right after that line.
+:class:`Scripts` binds every script to an asyncio client (the engine, the API,
+the loader), :class:`SyncScripts` to a sync one (the persister); both declare
+the same attributes, and a script file without its attribute (or the reverse)
+stops the process at start-up.
 
 Scripts run with EVALSHA; redis-py's script objects reload a script
 transparently when Redis answers ``NOSCRIPT`` (after a restart or SCRIPT FLUSH).
@@ -39,12 +40,20 @@ _REDIS_REFUSALS = frozenset({"MISCONF", "BUSY", "MASTERDOWN", "NOREPLICAS"})
 _REFUSAL_CLASSES = (OutOfMemoryError, BusyLoadingError, ReadOnlyError, TryAgainError)
 
 
+def with_library(script: str, lib: str) -> str:
+    """``script`` with ``lib`` inserted after its ``#!lua`` line, which Redis reads only as the first line."""
+    shebang, newline, body = script.partition("\n")
+    if not shebang.startswith("#!lua"):
+        raise RuntimeError(f"a script must open with its '#!lua' flags line, not {shebang!r}")
+    return f"{shebang}{newline}{lib}\n{body}"
+
+
 @cache
 def sources() -> dict[str, str]:
-    """Script name -> full source (library prepended), read once per process."""
+    """Script name -> full source (library inserted after the ``#!lua`` line), read once per process."""
     lib = (SCRIPT_DIR / f"{LIB}.lua").read_text()
     return {
-        path.stem: f"{lib}\n{path.read_text()}"
+        path.stem: with_library(path.read_text(), lib)
         for path in sorted(SCRIPT_DIR.glob("*.lua"))
         if path.stem != LIB
     }

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import EngineError, rejection
+from engine.keys import Keys
 from engine.models import MarketStatus, Order, Side, Trade
 from engine.orders import Fill, check_slippage, fill
-from engine.wire import OrderLine, StoredReply, request_hash
+from engine.wire import OrderLine, StoredReply, order_keys, request_hash
 
 #: After a conflict (another process traded the market), stop speculating for this long:
 #: a batch priced ahead would mostly conflict again, costing a script call each time.
@@ -180,11 +181,14 @@ def price(book: MarketBook, batch: list[Pending], state: MarketState) -> list[Pr
     return priced
 
 
-def encode(book: MarketBook, priced: list[Priced], state: MarketState) -> list[str | int]:
-    """This market's part of a ``trade`` script call: id, expected state, orders (see lua/trade.lua)."""
+def encode(book: MarketBook, priced: list[Priced], state: MarketState,
+           keys: Keys) -> tuple[list[str], list[str | int]]:
+    """This market's part of a ``trade`` script call (see lua/trade.lua): its KEYS (market hash,
+    market positions, then each order's three keys) and its ARGV (id, expected state, order lines)."""
     # The script compares q_yes and q_no too: a version number alone can come back
     # with other contents after a data loss (restart without AOF, recover), and the
     # costs below are exact only for these q.
+    part_keys: list[str] = list(book.keys)
     args: list[str | int] = [book.market_id, f"{state.version}:{state.q_yes}:{state.q_no}", len(priced)]
     for item in priced:
         order, f = item.pending.order, item.fill
@@ -196,8 +200,9 @@ def encode(book: MarketBook, priced: list[Priced], state: MarketState) -> list[s
         else:
             line = OrderLine(order.user_id, order.side, order.outcome, f.shares, f.cost,
                              f.price_yes, f.price_no, f.avg_price, fingerprint, "", order.idempotency_key)
+        part_keys += order_keys(keys, order.user_id, order.idempotency_key)
         args.append(line.encode())
-    return args
+    return part_keys, args
 
 
 def hand_out_results(book: MarketBook, priced: list[Priced], results: list[list[str]], ts_ms: int,

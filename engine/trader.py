@@ -62,6 +62,7 @@ class _Part:
     book: MarketBook
     priced: list[Priced]
     predicted: MarketState | None
+    keys: list[str]
     args: list[str | int]
 
 
@@ -96,7 +97,7 @@ class Trader:
         self.books: dict[str, MarketBook] = {}
         self._trade = OrderedScript(redis, trade.source)  # pipelined in order: see engine.channel
         self._head_keys = [keys.events, keys.trade_seq, keys.dirty]
-        self._head_args: list[str | int] = [keys.prefix, idempotency_ttl_s]
+        self._head_args: list[str | int] = [idempotency_ttl_s]
         self._max_batch = max_batch
         self._max_conflicts = max_conflicts
         self._ready: deque[MarketBook] = deque()
@@ -206,7 +207,7 @@ class Trader:
             try:
                 priced = price(book, batch, base)
                 if priced:
-                    part = _Part(book, priced, predict(base, priced), encode(book, priced, base))
+                    part = _Part(book, priced, predict(base, priced), *encode(book, priced, base, self.keys))
                     parts.append(part)
                     book.in_flight += 1
                     book.predicted = part.predicted
@@ -225,7 +226,7 @@ class Trader:
         keys = list(self._head_keys)
         args = list(self._head_args)
         for part in parts:
-            keys += part.book.keys
+            keys += part.keys
             args += part.args
         self.stats.script_calls += 1
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from engine.keys import Keys
 from engine.models import Outcome, Side
 from engine.units import format_micro, parse_micro
 
@@ -34,6 +35,13 @@ def request_hash(fingerprint: str) -> str:
     separator and is never a prefix of another, so a stored reply is matched by prefix.
     """
     return hashlib.sha256(fingerprint.encode()).hexdigest() if fingerprint else ""
+
+
+def order_keys(keys: Keys, user_id: str, idempotency_key: str) -> tuple[str, str, str]:
+    """One order's three KEYS of a ``trade`` call (lua/trade.lua's header): user hash, user positions,
+    idempotency key, or the user hash again for an order without a key (declared, never used as one)."""
+    user = keys.user(user_id)
+    return user, keys.user_positions(user_id), keys.idempotency(user_id, idempotency_key) if idempotency_key else user
 
 
 def _micro_or_blank(value: int | None) -> str:

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- archive_market: drop a settled market from Redis once its final state is in PostgreSQL.
 --
 -- KEYS[1] market hash, KEYS[2] market positions hash, KEYS[3] markets index <p>:markets,

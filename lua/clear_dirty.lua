@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- clear_dirty: unmark markets the idle flush has written, unless they changed since it read them.
 --
 -- KEYS[1] dirty set <p>:dirty

@@ -1,3 +1,4 @@
+#!lua
 -- create_market: register a market (CREATED) and move its subsidy from house to its pool.
 --
 -- KEYS[1] market hash <p>:{m:<id>}, KEYS[2] markets index <p>:markets,

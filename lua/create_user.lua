@@ -1,3 +1,4 @@
+#!lua
 -- create_user: register an account with zero balance.
 --
 -- KEYS[1] user hash        <p>:u:<user>

@@ -1,3 +1,4 @@
+#!lua
 -- deposit: credit money from outside to an account.
 --
 -- KEYS[1] user hash <p>:u:<user>, KEYS[2] events stream, KEYS[3] totals hash <p>:totals

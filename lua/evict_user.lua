@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- evict_user: drop an idle user from Redis once PostgreSQL holds every byte of its state.
 --
 -- KEYS[1] user hash <p>:u:<user>, KEYS[2] its positions <p>:u:<user>:pos,

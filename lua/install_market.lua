@@ -1,3 +1,4 @@
+#!lua
 -- install_market: put an archived (settled) market loaded from PostgreSQL back into Redis,
 -- only if it is absent.
 --

@@ -1,3 +1,4 @@
+#!lua
 -- install_user: put a user loaded from PostgreSQL back into Redis, only if it is absent.
 --
 -- KEYS[1] user hash, KEYS[2] usernames hash, KEYS[3] API key hash,

@@ -1,4 +1,17 @@
--- lib.lua: helpers prepended to every operation script by engine/scripts.py.
+-- lib.lua: helpers inserted by engine/scripts.py into every operation script, after its
+-- first line: the `#!lua` flags line, which Redis reads only as line 1.
+--
+-- Flags (Redis 7): a script with a `#!lua` line may touch only the keys it receives in KEYS
+-- (the contract; Redis checks it in cluster mode) and key names are spelled only in
+-- engine/keys.py (tests/test_lua_keys.py greps for spellings here). Plain `#!lua`: the
+-- script writes, and Redis at maxmemory refuses it whole before it runs rather than failing
+-- at its first write half-way. `flags=allow-oom` only on scripts that free memory or
+-- overwrite a fixed-size value (evict_user, archive_market, trim_events, clear_dirty,
+-- publish_committed): the janitor must still relieve a full Redis, and durable waits still
+-- see commits. No script is read-only (no-writes) and none may cross slots
+-- (allow-cross-slot-keys): a trade's stream, market and user keys share no slot, so a
+-- Redis Cluster would refuse it with CROSSSLOT; a cluster needs another key layout, and
+-- the scripts declaring every key is what lets that change stay in engine/keys.py.
 --
 -- Units: every amount is an integer of micro-units. Redis Lua numbers are
 -- doubles, exact below 2^53. Positions, pools and outstanding totals stay at

@@ -1,3 +1,4 @@
+#!lua
 -- open_market: CREATED -> OPEN; trading starts.
 --
 -- KEYS[1] market hash, KEYS[2] events stream, KEYS[3] dirty set

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- publish_committed: advance the persister's committed high-water mark, never move it back.
 --
 -- KEYS[1] committed mark <p>:persister:committed (also the PUBLISH channel)

@@ -1,3 +1,4 @@
+#!lua
 -- rate_limit: take one token from a user's bucket (refilled continuously, capped at `burst`).
 --
 -- KEYS[1] bucket hash <p>:rl:<user> (fields tokens, ts_ms; expires when full again)

@@ -1,3 +1,4 @@
+#!lua
 -- resolve_market: OPEN -> RESOLVED with the winning outcome; trading stops.
 --
 -- KEYS[1] market hash, KEYS[2] events stream, KEYS[3] dirty set

@@ -1,3 +1,4 @@
+#!lua
 -- settle_batch: pay one batch of a RESOLVED market's holders; resumable and idempotent.
 --
 -- KEYS[1] market hash, KEYS[2] market positions <p>:{m:<id>}:pos, KEYS[3] events stream,

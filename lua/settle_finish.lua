@@ -1,3 +1,4 @@
+#!lua
 -- settle_finish: RESOLVED -> SETTLED once every position is paid; the rest of the pool goes to house.
 --
 -- KEYS[1] market hash, KEYS[2] market positions, KEYS[3] house user hash,

@@ -1,20 +1,27 @@
+#!lua
 -- trade: apply batches of priced orders to one or more markets, each compare-and-set on its state.
 --
--- KEYS[1] events stream, KEYS[2] trade id counter <p>:trade_seq, KEYS[3] dirty set,
--- then per market j (1-based): KEYS[2j+2] market hash <p>:{m:<id>}, KEYS[2j+3] its positions hash.
--- ARGV[1] key prefix <p>, ARGV[2] idempotency TTL (seconds), then per market j:
---   market id, expected "<version>:<q_yes>:<q_no>", n (orders), then n order strings, each the
---   TAB-joined fields: user id, side BUY|SELL, outcome YES|NO, shares, cost (micro-units;
---   cost is paid on BUY, received on SELL), price_yes, price_no, avg_price (6-decimal strings,
---   after the order), request fingerprint ('' = no Idempotency-Key), rejection ('' = execute,
---   else "<CODE> <message>" decided by the engine), the Idempotency-Key itself.
+-- KEYS[1] events stream, KEYS[2] trade id counter <p>:trade_seq, KEYS[3] dirty set, then per
+--   market, in ARGV's order: its hash <p>:{m:<id>}, its positions hash <p>:{m:<id>}:pos, then
+--   per order of it, in order: the user's hash <p>:u:<user>, the user's positions hash
+--   <p>:u:<user>:pos, the idempotency key <p>:idem:<user>:<key> (for an order without an
+--   Idempotency-Key, the user's hash again: a declared key never used as one). So a market of
+--   n orders takes 2 + 3n keys.
+-- ARGV[1] idempotency TTL (seconds), then per market:
+--   market id, expected "<version>:<q_yes>:<q_no>", n (orders), then n order lines, each
+--   engine/wire.py's OrderLine: the TAB-joined fields user id, side BUY|SELL, outcome YES|NO,
+--   shares, cost (micro-units; cost is paid on BUY, received on SELL), price_yes, price_no,
+--   avg_price (6-decimal strings, after the order; '' when not priced), request hash
+--   ('' = no Idempotency-Key), rejection ('' = execute, else "<CODE> <message>" decided by the
+--   engine), the Idempotency-Key itself.
 -- Returns one reply per market, in order:
 --   {'NOT_FOUND'}                                          no such market
 --   {'CONFLICT', version, status, q_yes, q_no, pool}       state differs: nothing applied
 --   {'DONE', version, status, q_yes, q_no, pool, ts_ms, results}  with one result per order:
 --     {'OK', trade_id, available, position, event_id}   applied; event_id is the stream
 --                                              entry of its PriceUpdated (its last event)
---     {'REPLAY', stored}                       Idempotency-Key seen with the same request
+--     {'REPLAY', stored}                       Idempotency-Key seen with the same request;
+--                                              stored is engine/wire.py's StoredReply
 --     {'<CODE>', message}                      rejected, nothing changed for this order
 --     {'SKIPPED'}                              not attempted: an earlier order the engine
 --                                              priced as executing did not execute, so
@@ -26,13 +33,10 @@
 --
 -- The engine computed every cost from the state it expects; the state check makes those
 -- costs exact, and the per-order checks keep each order's funds, shares and limits atomic
--- with its debit. User keys are derived from the prefix here (the same names as
--- engine/keys.py builds) rather than passed: a trade spans a user's and a market's keys,
--- which no Redis Cluster slot could hold together anyway, and one argument per order
--- instead of four is most of the client's cost per trade.
+-- with its debit. Every key arrives in KEYS, named by engine/keys.py alone.
 
 local events, seq, dirty = KEYS[1], KEYS[2], KEYS[3]
-local prefix, ttl = ARGV[1], ARGV[2]
+local ttl = ARGV[1]
 -- Counters kept here and written once at the end, not once per trade.
 local last_id = tonumber(redis.call('GET', seq) or '0')
 local first_id = last_id
@@ -59,10 +63,10 @@ local function order_line(s)
     idempotency_key = f[11]}
 end
 
--- Apply one order to market m (a table of its keys and running state). Returns its result.
-local function apply(m, o, ms)
+-- Apply one order to market m (a table of its keys and running state); user_key, user_pos and
+-- idem_key are the order's keys (see the header). Returns its result.
+local function apply(m, o, user_key, user_pos, idem_key, ms)
   local user_id, side, outcome, shares, cost = o.user_id, o.side, o.outcome, o.shares, o.cost
-  local user_key = prefix .. ':u:' .. user_id
   local available = redis.call('HGET', user_key, 'available')
   if not available then return {'NOT_FOUND', 'no user ' .. user_id} end
   local field = user_id .. ':' .. outcome
@@ -94,7 +98,7 @@ local function apply(m, o, ms)
   -- user's own positions hash mirrors the market's, so both hold the same number.
   local position = int_str(held)
   set_or_drop(m.pos, field, position)
-  set_or_drop(user_key .. ':pos', m.id .. ':' .. outcome, position)
+  set_or_drop(user_pos, m.id .. ':' .. outcome, position)
   last_id = last_id + 1
   local trade_id = int_str(last_id)
   local yes, no = fmt6(m.q.YES), fmt6(m.q.NO)
@@ -118,15 +122,16 @@ local function apply(m, o, ms)
   m.last_trade = trade_id
   if fp ~= '' then
     -- The stored reply: engine/wire.py's StoredReply (same fields, same order).
-    redis.call('SET', prefix .. ':idem:' .. user_id .. ':' .. idem, table.concat({fp, trade_id, side,
+    redis.call('SET', idem_key, table.concat({fp, trade_id, side,
       outcome, shares, cost, avg, py, pn, ms, m.last_event}, '|'), 'EX', ttl)
   end
   return {'OK', trade_id, available, position, m.last_event}
 end
 
--- One market's batch: check its state once, then each order in turn.
-local function market_batch(j, a, ms)
-  local m = {key = KEYS[2 * j + 2], pos = KEYS[2 * j + 3], id = ARGV[a]}
+-- One market's batch: check its state once, then each order in turn. Its keys start at KEYS[k],
+-- its arguments at ARGV[a].
+local function market_batch(k, a, ms)
+  local m = {key = KEYS[k], pos = KEYS[k + 1], id = ARGV[a]}
   local expected, n = ARGV[a + 1], tonumber(ARGV[a + 2])
   local st = redis.call('HMGET', m.key, 'status', 'version', 'q_yes', 'q_no', 'pool')
   if not st[1] then return {'NOT_FOUND'}, n end
@@ -139,12 +144,14 @@ local function market_batch(j, a, ms)
   for i = 1, n do
     local o = order_line(ARGV[a + 2 + i])
     local fp, rejection = o.request_hash, o.rejection
+    local ok = k + 3 * i - 1  -- this order's first key
+    local user_key, user_pos, idem_key = KEYS[ok], KEYS[ok + 1], KEYS[ok + 2]
     local r
     if broken then
       r = {'SKIPPED'}
     else
       if fp ~= '' then
-        local prev = redis.call('GET', prefix .. ':idem:' .. o.user_id .. ':' .. o.idempotency_key)
+        local prev = redis.call('GET', idem_key)
         if prev then
           if string.sub(prev, 1, #fp + 1) == fp .. '|' then
             r = {'REPLAY', prev}
@@ -160,7 +167,7 @@ local function market_batch(j, a, ms)
           local sp = string.find(rejection, ' ', 1, true) or (#rejection + 1)
           r = {string.sub(rejection, 1, sp - 1), string.sub(rejection, sp + 1)}
         else
-          r = apply(m, o, ms)
+          r = apply(m, o, user_key, user_pos, idem_key, ms)
         end
       end
       -- Later orders were priced as if this one executed: if it did not, stop.
@@ -182,12 +189,12 @@ local function market_batch(j, a, ms)
 end
 
 local ms = now_ms()
-local replies, a, j = {}, 3, 1
+local replies, a, k = {}, 2, 4
 while a <= #ARGV do
-  local reply, n = market_batch(j, a, ms)
+  local reply, n = market_batch(k, a, ms)
   replies[#replies + 1] = reply
   a = a + 3 + n
-  j = j + 1
+  k = k + 2 + 3 * n
 end
 if last_id ~= first_id then redis.call('SET', seq, int_str(last_id)) end
 return replies

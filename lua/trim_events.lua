@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- trim_events: drop the oldest stream entries, but only acknowledged ones, keeping at least `keep`.
 --
 -- KEYS[1] events stream

@@ -1,3 +1,4 @@
+#!lua
 -- unarchive_market: put an archived market back into Redis from its kept final state.
 --
 -- KEYS[1] market hash <p>:{m:<id>}, KEYS[2] markets index <p>:markets,

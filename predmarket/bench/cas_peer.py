@@ -18,7 +18,7 @@ from engine.keys import Keys
 from engine.models import Outcome, Side
 from engine.orders import fill
 from engine.scripts import Scripts
-from engine.wire import OrderLine
+from engine.wire import OrderLine, order_keys
 
 #: A trade still conflicting after this many re-reads is given up (counted as UNAVAILABLE).
 MAX_RETRIES = 10_000
@@ -30,12 +30,13 @@ class NaiveCas:
         self._scripts = Scripts(redis)
         self._keys = keys
         self._head_keys = [keys.events, keys.trade_seq, keys.dirty]
-        self._head_args: list[str | int] = [keys.prefix, idempotency_ttl_s]
+        self._head_args: list[str | int] = [idempotency_ttl_s]
 
     async def trade(self, user_id: str, market_id: str, side: Side, outcome: Outcome, shares: int) -> int:
         """Execute one trade; returns the retries it took."""
         market_key = self._keys.market(market_id)
-        keys = [*self._head_keys, market_key, self._keys.market_positions(market_id)]
+        keys = [*self._head_keys, market_key, self._keys.market_positions(market_id),
+                *order_keys(self._keys, user_id, "")]
         for retries in range(MAX_RETRIES + 1):
             fields: list[Any] = await self._redis.hmget(market_key, ["version", "q_yes", "q_no", "b"])
             if fields[0] is None:
