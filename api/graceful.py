@@ -17,9 +17,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: A Python-level signal handler (what signal.getsignal returns when it is callable).
+_Handler = Callable[[int, FrameType | None], object]
 
 
 @contextmanager
@@ -33,13 +34,13 @@ def on_stop_signal(callback: Callable[[], None]) -> Iterator[None]:
         yield
         return
     loop = asyncio.get_running_loop()
-    previous: dict[signal.Signals, Any] = {}
+    previous: dict[signal.Signals, _Handler] = {}
     for sig in SIGNALS:
         handler = signal.getsignal(sig)
         if not callable(handler):
             continue
 
-        def chained(signum: int, frame: FrameType | None, original: Callable[..., Any] = handler) -> None:
+        def chained(signum: int, frame: FrameType | None, original: _Handler = handler) -> None:
             # Signal handlers run between two bytecodes of whatever was running: hand the
             # callback to the loop rather than touching its state from here.
             loop.call_soon_threadsafe(callback)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -14,7 +14,7 @@ from record.revision import SchemaStatus, current_revision_async, pg_unavailable
 from record.schema import trades
 
 
-def _dec(value: Any) -> str:
+def _dec(value: Decimal) -> str:
     return format_micro(micro_from_decimal(value))
 
 

@@ -11,7 +11,6 @@ stream, is exported here.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
@@ -57,11 +56,11 @@ class PersisterLag(Collector):
                 yield family
 
 
-def render(persister: dict[str, Any]) -> bytes:
+def render(persister: dict[str, str]) -> bytes:
     """The exposition text: this process's (or all workers') metrics plus the persister's lag."""
     registry = CollectorRegistry()
     if values.ValueClass is not values.MutexValue:  # prometheus_client chose per-process files at import
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves __init__ bare
     else:
         from prometheus_client import REGISTRY
 

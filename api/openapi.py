@@ -44,4 +44,5 @@ def install(app: FastAPI) -> None:
         app.openapi_schema = document
         return document
 
+    # FastAPI's documented way to customise the document is to replace the method.
     app.openapi = openapi  # type: ignore[method-assign]

@@ -1,20 +1,49 @@
-"""What the app holds for its routes (set at start-up in ``api.app``), read from a request."""
+"""What the app holds for its routes (set at start-up in ``api.app``), read from a request.
+
+Starlette's ``app.state`` types every attribute as Any: each accessor here states the
+one type ``api.app`` stores under its name, so routes get typed objects.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
-from engine.market_engine import MarketEngine
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from api.durable import CommittedWatcher
+    from api.stream_hub import StreamHub
+    from engine.market_engine import MarketEngine
 
 
-def engine_of(request: Request) -> MarketEngine:
+def engine_of(connection: HTTPConnection) -> MarketEngine:
     """The replica's engine."""
-    engine: MarketEngine = request.app.state.engine
+    engine: MarketEngine = connection.app.state.engine
     return engine
 
 
-def state_of(request: Request, name: str) -> Any:
-    """Another object the app holds under ``name`` (``pg``, ``committed``, ``stream_redis``)."""
-    return getattr(request.app.state, name)
+def pg_of(connection: HTTPConnection) -> AsyncEngine:
+    """The PostgreSQL engine that history and readiness read through."""
+    pg: AsyncEngine = connection.app.state.pg
+    return pg
+
+
+def stream_redis_of(connection: HTTPConnection) -> Redis:
+    """The Redis client the event streams read positions and resume points with."""
+    redis: Redis = connection.app.state.stream_redis
+    return redis
+
+
+def committed_of(connection: HTTPConnection) -> CommittedWatcher:
+    """The watcher of the persister's committed mark (``?durable=true``)."""
+    watcher: CommittedWatcher = connection.app.state.committed
+    return watcher
+
+
+def hub_of(connection: HTTPConnection) -> StreamHub:
+    """The replica's stream hub, shared by every live subscriber."""
+    hub: StreamHub = connection.app.state.hub
+    return hub

@@ -244,7 +244,7 @@ class Session:
                  and (form := e.encoded(view, websocket)) is not None]
         if not forms:
             return None
-        if websocket:
+        if websocket:  # encoded() gives text for a WebSocket, bytes for SSE
             return self._sent(Item("entries", texts=tuple(cast(list[str], forms))))
         return self._sent(Item("entries", sse=b"".join(cast(list[bytes], forms))))
 

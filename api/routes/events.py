@@ -11,6 +11,7 @@ import contextlib
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
+from starlette.requests import HTTPConnection
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -18,7 +19,7 @@ from api.auth import Principal, User, any_caller
 from api.errors import ApiError, error_response
 from api.routes.common import ERRORS
 from api.schemas import Error
-from api.state import engine_of, state_of
+from api.state import engine_of, hub_of, stream_redis_of
 from api.stream_hub import AdminAudience, Audience, Capacity, StreamHub
 from api.streaming import Item, Session, UserAudience, held_markets, valid_stream_id
 from engine.connection import UNREACHABLE, unavailable_on_disconnect
@@ -57,11 +58,11 @@ def at_capacity(hub: StreamHub) -> ApiError:
                     "streams; retry later or on another replica", {"Retry-After": str(RETRY_AFTER_S)})
 
 
-async def _open(session: Session, request_state: Any, after: str | None) -> None:
+async def _open(session: Session, connection: HTTPConnection, after: str | None) -> None:
     """Admit and position ``session``; 503 at capacity or with Redis unreachable."""
     try:
         with unavailable_on_disconnect():
-            await session.open(request_state.stream_redis, request_state.engine.keys, after)
+            await session.open(stream_redis_of(connection), engine_of(connection).keys, after)
     except Capacity:
         session.close()
         raise at_capacity(session.hub) from None
@@ -124,11 +125,6 @@ def _sse(item: Item) -> bytes:
     return GAP_SSE
 
 
-def _hub(request: Request | WebSocket) -> StreamHub:
-    hub: StreamHub = request.app.state.hub
-    return hub
-
-
 @router.get("/v1/events", summary="Server-Sent Events: public events (every event whole with the admin token)",
             response_class=StreamingResponse, responses=STREAM_DOC)
 async def sse(
@@ -138,8 +134,8 @@ async def sse(
     principal = await any_caller(request) if "authorization" in request.headers else None
     ids, start = _filters(market_id, request.headers.get("last-event-id") or after)
     audience = AdminAudience(ids) if principal is not None and principal.is_admin else Audience(ids)
-    session = Session(_hub(request), audience, websocket=False)
-    await _open(session, request.app.state, start)
+    session = Session(hub_of(request), audience, websocket=False)
+    await _open(session, request, start)
     return SseResponse(session)
 
 
@@ -155,13 +151,13 @@ async def my_events(
 
 async def _my_stream(request: Request, principal: Principal, start: str | None) -> Response:
     assert principal.user_id is not None
-    hub = _hub(request)
+    hub = hub_of(request)
     if hub.closing or hub.count >= hub.max_subscribers:  # before reading the user's positions
         raise at_capacity(hub)
     with unavailable_on_disconnect():
-        held = await held_markets(state_of(request, "stream_redis"), engine_of(request).keys, principal.user_id)
+        held = await held_markets(stream_redis_of(request), engine_of(request).keys, principal.user_id)
     session = Session(hub, UserAudience(principal.user_id, held), websocket=False)
-    await _open(session, request.app.state, start)
+    await _open(session, request, start)
     return SseResponse(session)
 
 
@@ -181,8 +177,8 @@ async def ws(socket: WebSocket) -> None:
         principal = (await any_caller(cast(Request, socket))
                      if "authorization" in socket.headers else None)
         audience = AdminAudience(ids) if principal is not None and principal.is_admin else Audience(ids)
-        session = Session(_hub(socket), audience, websocket=True)
-        await _open(session, socket.app.state, start)
+        session = Session(hub_of(socket), audience, websocket=True)
+        await _open(session, socket, start)
     except ApiError as exc:
         await _deny(socket, error_response(exc.status, exc.code, exc.message, exc.headers))
         return

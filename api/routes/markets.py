@@ -13,7 +13,7 @@ from api.history import recent_trades
 from api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, body_doc
 from api.responses import JSONResponse, market_json, quote_json
 from api.routes.common import ERRORS, path_id
-from api.state import engine_of, state_of
+from api.state import engine_of, pg_of
 from engine.errors import ValidationError
 from engine.markets import check_quote
 from engine.models import MarketStatus, Outcome, Side
@@ -119,7 +119,7 @@ async def market_trades(request: Request, market_id: str, limit: OptionalQuery =
             raise ValidationError("limit must be an integer from 1 to 1000")
         n = int(limit)
     market_id = path_id(market_id, "market")
-    rows = await recent_trades(state_of(request, "pg"), market_id, n)
+    rows = await recent_trades(pg_of(request), market_id, n)
     if not rows:
         await engine_of(request).markets.get(market_id)  # resident or archived, else 404
     return JSONResponse(schemas.TradeList(trades=rows))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -12,7 +12,7 @@ from api import schemas
 from api.history import schema_status
 from api.metrics import render
 from api.responses import JSONResponse
-from api.state import engine_of, state_of
+from api.state import engine_of, pg_of
 from engine.connection import UNREACHABLE
 from engine.market_engine import MarketEngine
 from record.revision import SchemaStatus
@@ -39,7 +39,7 @@ async def _redis_status(engine: MarketEngine) -> Literal["ok", "down"]:
 
 async def _postgres_status(request: Request) -> Literal["ok", "down", "not migrated"]:
     try:
-        status = await asyncio.wait_for(schema_status(state_of(request, "pg")), READY_TIMEOUT_S)
+        status = await asyncio.wait_for(schema_status(pg_of(request)), READY_TIMEOUT_S)
     except Exception:
         status = SchemaStatus.DOWN
     return POSTGRES_STATUS[status]
@@ -62,7 +62,8 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     engine = engine_of(request)
     try:
-        persister = cast(dict[str, Any], await engine.redis.hgetall(engine.keys.persister_stats))
+        # redis-py types replies as Any: HGETALL's shape on a decoding client
+        persister = cast(dict[str, str], await engine.redis.hgetall(engine.keys.persister_stats))
     except UNREACHABLE:
         persister = {}
     return Response(render(persister), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -10,12 +10,11 @@ from starlette.routing import Route
 
 from api import schemas
 from api.auth import Principal, User, user_only
-from api.durable import CommittedWatcher
 from api.metrics import TRADES, observe_conflicts
 from api.requests import TradeBody, TradeJson, body_doc, body_of
 from api.responses import JSONResponse, trade_json
 from api.routes.common import ERRORS, path_id
-from api.state import engine_of, state_of
+from api.state import committed_of, engine_of
 from engine.errors import ValidationError
 from engine.models import Order, Outcome, Side
 from engine.validation import check_order_shape
@@ -95,7 +94,7 @@ async def _submit(request: Request, market_id: str, principal: Principal, body: 
     observe_conflicts(engine.stats.conflicts)
     if not _wants_durable(prefer):
         return JSONResponse(trade_json(trade), status_code=201)
-    watcher: CommittedWatcher = state_of(request, "committed")
+    watcher = committed_of(request)
     settings = engine.settings
     if trade.event_id and await watcher.wait(trade.event_id, settings.durable_wait_s):
         return JSONResponse(trade_json(trade), status_code=201, headers={"Preference-Applied": DURABLE})
