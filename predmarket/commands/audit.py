@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 import redis
 from rich.console import Console
@@ -15,11 +14,12 @@ from engine.keys import Keys
 from engine.settings import get_settings
 from persister.audit import audit
 from persister.recover import redis_holds_state
+from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.commands.stores import stores
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "audit", help="check every invariant in Redis and PostgreSQL; exit 1 naming each breach",
         description="Checks conservation, non-negativity, shares, solvency in Redis; replays PostgreSQL's "

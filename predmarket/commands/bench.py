@@ -6,16 +6,16 @@ import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from engine.settings import get_settings
 from predmarket.bench.options import FULL, QUICK, SECTIONS, BenchOptions, parse_sections
+from predmarket.commands import Subcommands
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "bench", help="measure trades/s and latency of the engine, the API and the persister against two peers",
         description="Runs, on the Redis and PostgreSQL of PM_REDIS_URL / PM_DATABASE_URL (own key prefixes and "

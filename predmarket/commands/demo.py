@@ -9,15 +9,15 @@ import signal
 import subprocess
 import time
 from types import FrameType
-from typing import Any
 
 from rich.console import Console
 
+from predmarket.commands import Subcommands
 from predmarket.demo import Demo, DemoOptions
 from predmarket.services import ServiceUnavailable
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "demo", help="the whole system in one process tree, with a live view (start here)",
         description="Uses PM_REDIS_URL / PM_DATABASE_URL when set; otherwise the local servers at their "

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from engine.settings import get_settings
+from predmarket.commands import Subcommands
 from record.database import migrate
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "migrate", help="create or upgrade the PostgreSQL schema",
         description="Creates the database named in PM_DATABASE_URL if it does not exist, then applies "

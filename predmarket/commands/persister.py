@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
 
 from api.logs import configure, log_start
 from engine.settings import get_settings
 from persister.metrics import serve_metrics
 from persister.worker import build
+from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 
 log = logging.getLogger("predmarket.persister")
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "persister", help="drain the event stream into PostgreSQL, idle-flush market snapshots",
         description="Reads <prefix>:events in consumer group 'persister' and writes every event to "

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from rich.console import Console
 
 from engine.keys import Keys
 from engine.settings import get_settings
 from persister.recover import RecoveryRefused, rebuild_directory, recover
+from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.commands.stores import stores
 from predmarket.commands.stream_groups import groups_deleted_by_force
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "recover", help="rebuild Redis state from PostgreSQL (snapshots, then replay)",
         description="Rebuilds users, API key hashes, balances, positions, markets (latest snapshot, then "

@@ -7,12 +7,12 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any
 
 import uvicorn
 
 from api.logs import configure, log_start
 from engine.settings import PLACEHOLDER_TOKENS, get_settings
+from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 
 #: httptools with a deadline on request headers (by import path: each worker builds its own).
@@ -20,7 +20,7 @@ HTTP_PROTOCOL = "predmarket.header_timeout:HeaderTimeoutProtocol"
 log = logging.getLogger("predmarket.serve")
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "serve", help="the HTTP API",
         description="Serves the REST API and live event streams. Stateless: run as many replicas as "

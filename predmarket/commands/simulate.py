@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
 import redis
 from rich.console import Console
@@ -21,11 +20,12 @@ from engine.market_engine import MarketEngine
 from engine.settings import Settings, get_settings
 from engine.state import Breach, check_invariants, read_redis_state
 from engine.units import MICRO, format_micro
+from predmarket.commands import Subcommands
 from predmarket.http_simulate import HttpSummary, run_over_api
 from predmarket.simulate import Plan, Summary, live_deployment, run
 
 
-def register(sub: Any) -> None:
+def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "simulate", help="random trades against the engine, then a summary and an invariant check",
         description="Random trades (10-100 whole shares, random BUY/SELL of YES/NO) against the "
