@@ -64,17 +64,68 @@ def stream_key(entry_id: str) -> StreamKey:
 
 
 class Entry:
-    """One stream entry and its encoded forms, each made once however many subscribers send it."""
+    """One stream entry and its encoded forms, each made once however many subscribers send it.
 
-    __slots__ = ("_forms", "fields", "id", "key", "market_id", "user_id")
+    The reader keeps entries as the raw field list Redis sent (``[name, value, ...]`` in
+    bytes): decoding every field of every entry into a dict cost the replica more than
+    anything else about streams, and most entries are never sent (idle subscribers follow
+    other markets). Fields, position key and routing values are worked out when first asked.
+    """
 
-    def __init__(self, entry_id: str, fields: dict[str, str]) -> None:
+    __slots__ = ("_fields", "_forms", "_key", "_market_id", "_raw", "_user_id", "id")
+
+    def __init__(self, entry_id: str, raw: list[bytes] | None = None, fields: dict[str, str] | None = None) -> None:
         self.id = entry_id
-        self.key = stream_key(entry_id)
-        self.fields = fields
-        self.market_id = fields.get("market_id")
-        self.user_id = fields.get("user_id")
+        self._raw = raw  # as Redis sent it, until the fields are decoded
+        self._fields = fields
+        self._key: StreamKey | None = None
+        self._market_id: str | bool | None = False  # False: not looked up yet
+        self._user_id: str | bool | None = False
         self._forms: dict[tuple[str, bool], bytes | str | None] | None = None
+
+    @classmethod
+    def decoded(cls, entry_id: str, fields: dict[str, str]) -> Entry:
+        return cls(entry_id, fields=fields)
+
+    @property
+    def key(self) -> StreamKey:
+        key = self._key
+        if key is None:
+            key = self._key = stream_key(self.id)
+        return key
+
+    @property
+    def fields(self) -> dict[str, str]:
+        fields = self._fields
+        if fields is None:
+            raw = cast(list[bytes], self._raw)
+            fields = self._fields = dict(zip(map(bytes.decode, raw[0::2]), map(bytes.decode, raw[1::2]), strict=True))
+            self._raw = None
+        return fields
+
+    @property
+    def market_id(self) -> str | None:
+        value = self._market_id
+        if value is False:
+            value = self._market_id = self._field(b"market_id", "market_id")
+        return cast(str | None, value)
+
+    @property
+    def user_id(self) -> str | None:
+        value = self._user_id
+        if value is False:
+            value = self._user_id = self._field(b"user_id", "user_id")
+        return cast(str | None, value)
+
+    def _field(self, raw_name: bytes, name: str) -> str | None:
+        """One field's value without decoding the others (names are at even positions)."""
+        raw = self._raw
+        if raw is None:
+            return cast(dict[str, str], self._fields).get(name)
+        try:
+            return raw[2 * raw[0::2].index(raw_name) + 1].decode()
+        except ValueError:
+            return None
 
     def encoded(self, view: str, websocket: bool) -> bytes | str | None:
         """The SSE message (bytes) or WebSocket message (text) of this entry in ``view``; None if not visible."""
@@ -164,7 +215,6 @@ class StreamHub:
         self._keys = keys
         self.max_subscribers = max_subscribers
         self._entries: list[Entry] = []
-        self._keys_list: list[StreamKey] = []
         self.base_seq = 0  # ring position of _entries[0]
         #: every entry after this one is in the ring (None until the reader has started)
         self.floor: StreamKey | None = None
@@ -246,7 +296,7 @@ class StreamHub:
         """Point ``subscriber`` at the first ring entry after ``key``; False if the ring does not reach back."""
         if self.floor is None or key < self.floor:
             return False
-        subscriber.seq = self.base_seq + bisect.bisect_right(self._keys_list, key)
+        subscriber.seq = self.base_seq + bisect.bisect_right(self._entries, key, key=_key_of)
         subscriber.behind = False
         return True
 
@@ -326,7 +376,7 @@ class StreamHub:
         """Up to PAGE_SIZE entries after ``after``, from Redis (a subscriber's backlog)."""
         reply = cast(list[Any], await self.side.xrange(self._keys.events, min=f"({after}", max="+",
                                                        count=PAGE_SIZE))
-        return [Entry(entry_id, fields) for entry_id, fields in reply]
+        return [Entry.decoded(entry_id, fields) for entry_id, fields in reply]
 
     # ------------------------------------------------------------------ the reader
 
@@ -344,11 +394,9 @@ class StreamHub:
                     cursor = str(last[0][0]) if last else "0-0"
                     self.floor = stream_key(cursor)
                     self.ready.set()
-                reply = cast(list[Any], await self._reader.xread({self._keys.events: cursor}, count=READ_COUNT,
-                                                                 block=READ_BLOCK_MS))
+                entries = await self._read_after(cursor)
                 backoff = 0.1
-                if reply:
-                    entries = [Entry(entry_id, fields) for entry_id, fields in reply[0][1]]
+                if entries:
                     cursor = entries[-1].id
                     self._append(entries)
                     if len(entries) < READ_COUNT:
@@ -363,6 +411,30 @@ class StreamHub:
                 log.exception("event stream reader failed; restarting it")
                 await asyncio.sleep(1.0)
 
+    async def _read_after(self, cursor: str) -> list[Entry]:
+        """The next entries after ``cursor`` (waiting up to READ_BLOCK_MS for one), fields left undecoded.
+
+        The command goes straight to the reader's connection: redis-py's XREAD reply
+        callback would decode every field into a dict, which is the cost avoided here.
+        """
+        pool = self._reader.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_command("XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS,
+                                          "STREAMS", self._keys.events, cursor)
+            reply = await connection.read_response(disable_decoding=True)
+        except BaseException:
+            # A reply left half read would be taken as the next command's answer.
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        if not reply:
+            return []
+        # RESP3 answers a map {stream: entries}, RESP2 a list of [stream, entries].
+        (entries,) = reply.values() if isinstance(reply, dict) else (stream[1] for stream in reply)
+        return [Entry(entry_id.decode(), raw) for entry_id, raw in entries]
+
     def _pause(self) -> None:
         """Forget the ring: it resumes from the newest entry when someone subscribes again."""
         self.ready.clear()
@@ -370,27 +442,25 @@ class StreamHub:
         self.floor = None
         self.base_seq = self.head_seq
         self._entries.clear()
-        self._keys_list.clear()
         self._spans.clear()
 
     def _append(self, entries: list[Entry]) -> None:
         start = self.head_seq
         self._entries.extend(entries)
-        self._keys_list.extend(e.key for e in entries)
         self._spans.clear()
         excess = len(self._entries) - RING_SIZE
         if excess >= RING_SIZE // 4:  # trimmed in steps, not per entry
-            self.floor = self._keys_list[excess - 1]
-            del self._entries[:excess], self._keys_list[:excess]
+            self.floor = self._entries[excess - 1].key
+            del self._entries[:excess]
             self.base_seq += excess
-        markets = {e.market_id for e in entries if e.market_id is not None}
-        users = {e.user_id for e in entries if e.user_id is not None}
         for subscriber in self._everything:
             self._wake(subscriber, start)
-        for index, names in ((self._by_market, markets), (self._by_user, users)):
-            for name in names:
-                for subscriber in index.get(name, ()):
-                    self._wake(subscriber, start)
+        # Routing values are looked up only while someone follows markets or a user.
+        for index, name_of in ((self._by_market, _market_of), (self._by_user, _user_of)):
+            if index:
+                for name in {name_of(e) for e in entries}:
+                    for subscriber in index.get(name, ()) if name is not None else ():
+                        self._wake(subscriber, start)
 
     def keepalive_due(self, subscriber: Subscriber) -> bool:
         # Within a tick of the deadline: the next tick would come too late.
@@ -425,6 +495,18 @@ class StreamHub:
             for subscriber in self._subscribers:
                 if self.keepalive_due(subscriber):
                     self._wake(subscriber, head)
+
+
+def _key_of(entry: Entry) -> StreamKey:
+    return entry.key
+
+
+def _market_of(entry: Entry) -> str | None:
+    return entry.market_id
+
+
+def _user_of(entry: Entry) -> str | None:
+    return entry.user_id
 
 
 def _discard(index: dict[str, set[Subscriber]], name: str, subscriber: Subscriber) -> None:
