@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from rich.console import Console, Group
@@ -82,7 +82,7 @@ class Demo:
         self.cleanups: list[Any] = []
         self.prefix = ""
         self.log_path = os.path.join(self.workdir, "processes.log")
-        self.log: Any = None
+        self.log: IO[bytes] | None = None
         #: Kept up to date while trading, so a summary can be printed however the run ends.
         self.stats = HttpStats()
 
@@ -116,7 +116,7 @@ class Demo:
         self._wait_ready()
         self.console.print(f"ready: API replicas at {' '.join(self.urls)}")
 
-    def _spawn(self, args: list[str], log: Any) -> None:
+    def _spawn(self, args: list[str], log: IO[bytes] | None) -> None:
         self.processes.append(subprocess.Popen([sys.executable, "-m", "predmarket.cli", *args], env=self.env,
                                                stdout=log, stderr=log, start_new_session=True))
 

@@ -26,6 +26,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     and reads the setting from its own environment.
     """
 
+    # Forwards whatever the server passes, so a uvicorn release adding an argument needs no change here.
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout_s = get_settings().header_timeout_s
@@ -45,6 +46,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    # uvicorn's own signature (narrower than asyncio.Protocol's BaseTransport; uvicorn ignores it the same way).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()  # a client that connects and sends nothing

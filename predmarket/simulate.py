@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import multiprocessing.process
+import multiprocessing.queues
+import multiprocessing.sharedctypes
+import multiprocessing.synchronize
 import queue as queue_module
 import random
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 import uvloop
@@ -75,6 +79,13 @@ class WorkerResult:
     trades: int = 0
     #: seconds from the first order to the last answer (no process start, no connecting)
     trading_s: float = 0.0
+
+
+# Strings: typeshed makes these generic, the classes are not subscriptable at run time.
+#: What each worker process sends back: its result, or the traceback of its failure.
+Results: TypeAlias = "multiprocessing.queues.Queue[WorkerResult | str]"
+#: Trades done so far, summed over the worker processes.
+Progress: TypeAlias = "multiprocessing.sharedctypes.Synchronized[int]"
 
 
 @dataclass
@@ -146,7 +157,7 @@ async def _trade_loop(
 
 def run_worker(
     settings: Settings, users: list[str], markets: list[str], count: int, concurrency: int,
-    seed: int | None, progress: Any = None,
+    seed: int | None, progress: Progress | None = None,
 ) -> WorkerResult:
     """One process's share of the trades; returns its latencies and counters."""
     result = WorkerResult()
@@ -187,7 +198,7 @@ def run_worker(
 START_TIMEOUT_S = 60.0
 
 
-def _worker_entry(results: Any, barrier: Any, *args: Any) -> None:
+def _worker_entry(results: Results, barrier: multiprocessing.synchronize.Barrier, *args: Any) -> None:
     """A spawned worker: imported and set up before the barrier, so the clock measures trading only."""
     try:
         barrier.wait(timeout=START_TIMEOUT_S)
@@ -239,7 +250,8 @@ def run(settings: Settings, plan: Plan, on_progress: Callable[[int], None] | Non
     return _summarise(plan, reports, markets)
 
 
-def _collect(results: Any, workers: list[Any], progress: Any, on_progress: Callable[[int], None] | None,
+def _collect(results: Results, workers: Sequence[multiprocessing.process.BaseProcess], progress: Progress,
+             on_progress: Callable[[int], None] | None,
              timeout_s: float | None) -> list[WorkerResult]:
     """Every worker's result; reports progress while waiting; raises if a worker fails or time runs out."""
     reports: list[WorkerResult] = []

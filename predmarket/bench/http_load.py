@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import multiprocessing.queues
 import queue as queue_module
 import random
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -101,7 +101,7 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     return result
 
 
-def _entry(results: Any, spec: LoadSpec) -> None:
+def _entry(results: multiprocessing.queues.Queue[LoadResult | str], spec: LoadSpec) -> None:
     try:
         import uvloop
 

@@ -6,7 +6,7 @@ import contextlib
 import os
 import platform
 from importlib import metadata
-from typing import Any
+from typing import Any, cast
 
 import redis
 from sqlalchemy import create_engine, text
@@ -37,7 +37,8 @@ def _redis_facts(url: str) -> dict[str, str]:
         facts = {"redis": str(info.get("redis_version", "?"))}
         # Persistence decides what an acknowledged trade survives; CONFIG may be disabled.
         with contextlib.suppress(redis.RedisError):
-            config: Any = client.config_get("append*")
+            # redis-py types replies as Any: CONFIG GET's shape on a decoding client
+            config = cast(dict[str, str], client.config_get("append*"))
             facts["redis persistence"] = (f"appendonly {config.get('appendonly', '?')}, "
                                           f"appendfsync {config.get('appendfsync', '?')}")
         return facts

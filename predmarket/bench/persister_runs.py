@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import multiprocessing.synchronize
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis
 from sqlalchemy import create_engine, text
@@ -82,7 +82,8 @@ def _drain(persister: Persister, client: redis.Redis, stream: str, pg_url: str, 
         thread.join(timeout=30)
 
 
-def _persister_process(settings: Settings, consumer: str, barrier: Any, stop: Any) -> None:
+def _persister_process(settings: Settings, consumer: str, barrier: multiprocessing.synchronize.Barrier,
+                       stop: multiprocessing.synchronize.Event) -> None:
     """A spawned persister: built (imports, connections) before the barrier, run after it until ``stop``."""
     persister = build(settings, consumer=consumer)
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from types import ModuleType
 
 from engine import pricing, pricing_n
 from engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO
@@ -64,10 +64,10 @@ class Counter:
 
     calls: int = 0
 
-    def wrap(self, module: Any, name: str) -> Callable[[], None]:
+    def wrap(self, module: ModuleType, name: str) -> Callable[[], None]:
         original = getattr(module, name)
 
-        def counted(*args: Any) -> Any:
+        def counted(*args: object) -> object:
             self.calls += 1
             return original(*args)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import multiprocessing.queues
 import queue as queue_module
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -66,7 +67,11 @@ async def _ws_client(spec: SubscriberSpec, received: list[str], ready: asyncio.E
                 received.append(str(message["id"]))
 
 
-async def _hold(spec: SubscriberSpec, reports: Any, commands: Any) -> None:
+#: Messages between the processes: a kind, and a payload whose type that kind decides (hence Any).
+Messages: TypeAlias = "multiprocessing.queues.Queue[tuple[str, Any]]"
+
+
+async def _hold(spec: SubscriberSpec, reports: Messages, commands: Messages) -> None:
     clients: list[tuple[asyncio.Task[None], asyncio.Event, list[str]]] = []
     kinds = [_sse_client] * spec.sse + [_ws_client] * spec.websockets
     for start in range(0, len(kinds), CONNECT_BATCH):
@@ -125,7 +130,7 @@ async def _verify(clients: list[tuple[asyncio.Task[None], asyncio.Event, list[st
     return delivery
 
 
-def _entry(spec: SubscriberSpec, reports: Any, commands: Any) -> None:
+def _entry(spec: SubscriberSpec, reports: Messages, commands: Messages) -> None:
     try:
         import uvloop
 
@@ -140,8 +145,8 @@ class SubscriberProcess:
 
     def __init__(self, spec: SubscriberSpec) -> None:
         ctx = mp.get_context("spawn")
-        self._reports = ctx.Queue()
-        self._commands = ctx.Queue()
+        self._reports: Messages = ctx.Queue()
+        self._commands: Messages = ctx.Queue()
         self._process = ctx.Process(target=_entry, args=(spec, self._reports, self._commands), daemon=True)
         self.spec = spec
 
