@@ -3,13 +3,22 @@ with its ``#!lua`` flags line, and that line is the first of what Redis receives
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
+import threading
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 
+from engine.market_engine import MarketEngine
+from engine.models import HOUSE, Order, Outcome, Side
 from engine.scripts import LIB, sources, with_library
+from engine.settings import Settings
+from engine.units import MICRO
 from lua import SCRIPT_DIR
+from tests.redis_server import RedisServer
 
 SCRIPTS = sorted(p for p in SCRIPT_DIR.glob("*.lua") if p.stem != LIB)
 ALL_LUA = sorted(SCRIPT_DIR.glob("*.lua"))
@@ -72,3 +81,91 @@ def test_the_check_sees_a_key_built_in_a_script() -> None:
     code = code_of(built)
     assert "a comment" not in code
     assert any(":idem:" in s for s in _STRING.findall(code)) and re.search(r"\bprefix\b", code)
+
+
+# --------------------------------------------------------------------------- on a real server
+
+def _declared_keys_breaches(lines: list[dict[str, object]], admin: sync_redis.Redis) -> tuple[set[str], list[str]]:
+    """Scripts seen (by sha) and every command a script ran on a key its call did not declare.
+
+    MONITOR shows each EVALSHA before the commands its script runs (tagged "lua"), and a
+    script runs alone, so the lua lines after an EVALSHA are that call's.
+    """
+    breaches: list[str] = []
+    seen: set[str] = set()
+    declared: set[str] = set()
+    for line in lines:
+        args = str(line["command"]).split(" ")  # keys hold no space; later arguments may split wrongly
+        if line["client_type"] != "lua":
+            if args[0].upper() in ("EVALSHA", "EVAL"):
+                seen.add(args[1])
+                declared = set(args[3:3 + int(args[2])])
+            continue
+        if args[0].upper() in ("TIME", "PUBLISH"):  # no key (PUBLISH names a channel)
+            continue
+        try:
+            touched = admin.command_getkeys(*args)
+        except sync_redis.ResponseError:  # arguments the split above broke apart: the key comes first
+            touched = [args[1]]
+        breaches += [f"{args[0]} {key}" for key in touched if key not in declared]
+    return seen, breaches
+
+
+async def test_every_key_a_script_touches_is_declared_in_its_call(tmp_path: Path) -> None:
+    """Runs trades with and without an Idempotency-Key (a replay, a rejection, a second market in
+    the same call), accounts and a full settlement on a private server, watching with MONITOR."""
+    server = RedisServer(tmp_path)
+    server.start()
+    lines: list[dict[str, object]] = []
+    admin = server.client()
+    monitor_client = server.client()
+    stop = threading.Event()
+    started = threading.Event()
+
+    def watch() -> None:
+        with monitor_client.monitor() as m:
+            started.set()
+            for line in m.listen():
+                if stop.is_set() and "wire-test-end" in str(line["command"]):
+                    return
+                lines.append(line)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    engine = MarketEngine.from_settings(Settings(key_prefix="pmkeys", redis_url=server.url))
+    try:
+        assert started.wait(10)
+        await engine.start()
+        await engine.accounts.deposit(HOUSE, 1_000 * MICRO)
+        users = [(await engine.accounts.create(f"keys-{i}")).user_id for i in range(2)]
+        for user in users:
+            await engine.accounts.deposit(user, 100 * MICRO)
+        markets = [(await engine.markets.create(f"M{i}", 100 * MICRO)).market_id for i in range(2)]
+        for market in markets:
+            await engine.markets.open(market)
+        keyed = Order(users[0], markets[0], Side.BUY, Outcome.YES, shares=MICRO,
+                      idempotency_key="k", fingerprint="f")
+        await asyncio.gather(
+            engine.execute_trade(keyed),
+            engine.execute_trade(Order(users[1], markets[1], Side.BUY, Outcome.NO, shares=2 * MICRO)),
+            engine.execute_trade(Order(users[1], markets[0], Side.SELL, Outcome.NO, shares=MICRO, min_proceeds=0)),
+            return_exceptions=True,
+        )
+        assert (await engine.execute_trade(keyed)).replayed
+        await engine.accounts.withdraw(users[1], MICRO)
+        await engine.markets.resolve(markets[0], Outcome.YES)
+        await engine.markets.settle(markets[0])
+        stop.set()
+        admin.set("wire-test-end", "1")
+        watcher.join(10)
+        assert not watcher.is_alive()
+        seen, breaches = _declared_keys_breaches(lines, admin)
+    finally:
+        await engine.close()
+        admin.close()
+        monitor_client.close()
+        server.stop()
+    names = {hashlib.sha1(source.encode()).hexdigest(): name for name, source in sources().items()}
+    assert {"trade", "deposit", "withdraw", "create_user", "create_market", "open_market", "resolve_market",
+            "settle_batch", "settle_finish"} <= {names.get(sha, sha) for sha in seen}
+    assert breaches == []
