@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build wheels (project + dependencies) in a full image, install them
 # non-editable into a slim runtime image that runs as an unprivileged user.
-# Every package named in pyproject.toml's [tool.setuptools.packages.find] must be COPYed below:
+# Every folder mapped in pyproject.toml's [tool.setuptools.package-dir] must be COPYed below:
 # tests/test_deploy.py builds the wheel from exactly these COPY lines and runs every command from it.
 
 FROM python:3.11-slim AS build

@@ -11,7 +11,12 @@ check: test
 lint:
 	$(PY) -m ruff check .
 
+# mypy cannot follow setuptools' package-dir mapping (engine/ is imported as predmarket.engine), so it checks
+# a tree of links laid out as the wheel installs it: .typecheck/predmarket/engine -> engine/, and so on.
 typecheck:
+	rm -rf .typecheck && mkdir -p .typecheck/predmarket
+	for f in predmarket/*; do ln -s "../../$$f" .typecheck/predmarket/; done
+	for d in engine lua api persister record; do ln -s "../../$$d" ".typecheck/predmarket/$$d"; done
 	$(PY) -m mypy
 
 # PM_REQUIRE_REAL_SERVICES=1: the suite fails instead of falling back to fakeredis.

@@ -11,21 +11,20 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 from fastapi import FastAPI
+from predmarket.api import errors, openapi
+from predmarket.api.auth import Authenticator
+from predmarket.api.durable import CommittedWatcher
+from predmarket.api.graceful import on_stop_signal
+from predmarket.api.middleware import RequestMiddleware
+from predmarket.api.responses import JSONResponse
+from predmarket.api.routes import events, markets, ops, trades, users
+from predmarket.api.stream_hub import READ_BLOCK_MS, StreamHub
+from predmarket.engine.connection import UNREACHABLE, connect
+from predmarket.engine.errors import Unavailable
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.settings import Settings, get_settings
+from predmarket.record.loader import PgLoader
 from sqlalchemy.ext.asyncio import create_async_engine
-
-from api import errors, openapi
-from api.auth import Authenticator
-from api.durable import CommittedWatcher
-from api.graceful import on_stop_signal
-from api.middleware import RequestMiddleware
-from api.responses import JSONResponse
-from api.routes import events, markets, ops, trades, users
-from api.stream_hub import READ_BLOCK_MS, StreamHub
-from engine.connection import UNREACHABLE, connect
-from engine.errors import Unavailable
-from engine.market_engine import MarketEngine
-from engine.settings import Settings, get_settings
-from record.loader import PgLoader
 
 log = logging.getLogger("predmarket.api")
 #: Connections for subscribers' start positions, backlogs and positions (short calls, never blocking).

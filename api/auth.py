@@ -18,10 +18,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from api.errors import ApiError, forbidden, unauthenticated
-from engine.connection import unavailable_on_disconnect
-from engine.market_engine import MarketEngine
+from predmarket.api.errors import ApiError, forbidden, unauthenticated
+from predmarket.engine.connection import unavailable_on_disconnect
+from predmarket.engine.market_engine import MarketEngine
 
 KEY_CACHE_SIZE = 10_000
 KEY_CACHE_TTL_S = 30.0

@@ -19,10 +19,9 @@ import logging
 import time
 from typing import cast
 
+from predmarket.engine.connection import UNREACHABLE
+from predmarket.engine.keys import Keys
 from redis.asyncio import Redis
-
-from engine.connection import UNREACHABLE
-from engine.keys import Keys
 
 log = logging.getLogger("predmarket.api")
 POLL_S = 0.25

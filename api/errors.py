@@ -6,15 +6,10 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
-from starlette.routing import Match
-from starlette.types import Scope
-
-from api.metrics import ERRORS
-from api.responses import JSONResponse
-from engine.connection import UNREACHABLE
-from engine.errors import (
+from predmarket.api.metrics import ERRORS
+from predmarket.api.responses import JSONResponse
+from predmarket.engine.connection import UNREACHABLE
+from predmarket.engine.errors import (
     AlreadyExists,
     EngineError,
     IdempotencyKeyReused,
@@ -27,6 +22,10 @@ from engine.errors import (
     Unavailable,
     ValidationError,
 )
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 log = logging.getLogger("predmarket.api")
 #: The methods an ``Allow`` header may name.

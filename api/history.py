@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from predmarket.api import schemas
+from predmarket.engine.units import format_micro, micro_from_decimal
+from predmarket.record.revision import SchemaStatus, current_revision_async, pg_unavailable
+from predmarket.record.schema import trades
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-from api import schemas
-from engine.units import format_micro, micro_from_decimal
-from record.revision import SchemaStatus, current_revision_async, pg_unavailable
-from record.schema import trades
 
 
 def _dec(value: Decimal) -> str:

@@ -14,8 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-
-from engine.settings import Settings, redacted
+from predmarket.engine.settings import Settings, redacted
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 #: Extras that are presentation, not content (uvicorn's coloured duplicate of the message).

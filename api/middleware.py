@@ -12,9 +12,8 @@ import time
 import uuid
 
 import orjson
+from predmarket.api.metrics import ERRORS, LATENCY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from api.metrics import ERRORS, LATENCY
 
 log = logging.getLogger("predmarket.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

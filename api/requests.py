@@ -14,10 +14,9 @@ from typing import Annotated, Any, Literal, TypeVar
 import orjson
 import pydantic
 from fastapi import Depends, Request
+from predmarket.engine.errors import ValidationError
+from predmarket.engine.units import UnitError, parse_micro
 from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
-
-from engine.errors import ValidationError
-from engine.units import UnitError, parse_micro
 
 DECIMAL_JSON_SCHEMA: dict[str, Any] = {
     "anyOf": [

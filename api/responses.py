@@ -11,11 +11,10 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+from predmarket.api import schemas
+from predmarket.engine.models import Account, Market, Quote, Trade
+from predmarket.engine.units import format_micro
 from starlette.responses import JSONResponse as _StarletteJSON
-
-from api import schemas
-from engine.models import Account, Market, Quote, Trade
-from engine.units import format_micro
 
 
 class JSONResponse(_StarletteJSON):

@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
+    from predmarket.api.durable import CommittedWatcher
+    from predmarket.api.stream_hub import StreamHub
+    from predmarket.engine.market_engine import MarketEngine
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
-
-    from api.durable import CommittedWatcher
-    from api.stream_hub import StreamHub
-    from engine.market_engine import MarketEngine
 
 
 def engine_of(connection: HTTPConnection) -> MarketEngine:

@@ -33,11 +33,10 @@ import math
 import time
 from typing import Any, cast
 
+from predmarket.api.event_visibility import PUBLIC, WHOLE, public_fields, sse_message, whole_fields, ws_message
+from predmarket.engine.connection import UNREACHABLE
+from predmarket.engine.keys import Keys
 from redis.asyncio import Redis
-
-from api.event_visibility import PUBLIC, WHOLE, public_fields, sse_message, whole_fields, ws_message
-from engine.connection import UNREACHABLE
-from engine.keys import Keys
 
 log = logging.getLogger("predmarket.api")
 

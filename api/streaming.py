@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+from predmarket.api.event_visibility import OWN_TYPES, PUBLIC, PUBLIC_TYPES, WHOLE
+from predmarket.api.stream_hub import Audience, Entry, StreamHub, Subscriber, stream_key
+from predmarket.engine.keys import Keys
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-
-from api.event_visibility import OWN_TYPES, PUBLIC, PUBLIC_TYPES, WHOLE
-from api.stream_hub import Audience, Entry, StreamHub, Subscriber, stream_key
-from engine.keys import Keys
 
 #: How long a subscriber whose ring is not there yet (the reader reconnecting) sleeps between backlog reads.
 NO_RING_RETRY_S = 0.5

@@ -6,15 +6,14 @@ import contextlib
 import secrets
 from typing import cast
 
+from predmarket.engine.connection import unavailable_on_disconnect
+from predmarket.engine.errors import AlreadyExists, NotFound
+from predmarket.engine.hotset import HotSet, reloading
+from predmarket.engine.keys import Keys
+from predmarket.engine.models import HOUSE, Account, Outcome, Position
+from predmarket.engine.scripts import Script, Scripts
+from predmarket.engine.validation import check_id, check_quantity, check_username
 from redis.asyncio import Redis
-
-from engine.connection import unavailable_on_disconnect
-from engine.errors import AlreadyExists, NotFound
-from engine.hotset import HotSet, reloading
-from engine.keys import Keys
-from engine.models import HOUSE, Account, Outcome, Position
-from engine.scripts import Script, Scripts
-from engine.validation import check_id, check_quantity, check_username
 
 
 def new_id(prefix: str) -> str:

@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
+from predmarket.engine.connection import UNREACHABLE
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoScriptError, ResponseError
-
-from engine.connection import UNREACHABLE
 
 
 def _closed_by_peer(conn: AbstractConnection) -> bool:

@@ -6,12 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from predmarket.engine.errors import Unavailable
 from redis.asyncio import BlockingConnectionPool, Connection, Redis
 from redis.exceptions import BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from engine.errors import Unavailable
 
 #: Failures that mean "Redis cannot answer now", as opposed to a bad command.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError)

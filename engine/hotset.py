@@ -16,12 +16,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from predmarket.engine.connection import unavailable_on_disconnect
+from predmarket.engine.errors import NotFound
+from predmarket.engine.keys import Keys
+from predmarket.engine.scripts import Scripts
 from redis.asyncio import Redis
-
-from engine.connection import unavailable_on_disconnect
-from engine.errors import NotFound
-from engine.keys import Keys
-from engine.scripts import Scripts
 
 T = TypeVar("T")
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+from predmarket.engine.accounts import Accounts
+from predmarket.engine.connection import connect
+from predmarket.engine.errors import NotFound
+from predmarket.engine.hotset import HotSet, Loader
+from predmarket.engine.keys import Keys
+from predmarket.engine.markets import Markets
+from predmarket.engine.models import Order, Trade
+from predmarket.engine.scripts import Scripts
+from predmarket.engine.sequencer import SequencerStats
+from predmarket.engine.settings import Settings
+from predmarket.engine.trader import Trader
+from predmarket.engine.validation import check_order
 from redis.asyncio import Redis
-
-from engine.accounts import Accounts
-from engine.connection import connect
-from engine.errors import NotFound
-from engine.hotset import HotSet, Loader
-from engine.keys import Keys
-from engine.markets import Markets
-from engine.models import Order, Trade
-from engine.scripts import Scripts
-from engine.sequencer import SequencerStats
-from engine.settings import Settings
-from engine.trader import Trader
-from engine.validation import check_order
 
 
 class MarketEngine:

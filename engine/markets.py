@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 from typing import cast
 
+from predmarket.engine import pricing
+from predmarket.engine.accounts import new_id
+from predmarket.engine.connection import unavailable_on_disconnect
+from predmarket.engine.errors import MarketNotOpen, NotFound, ValidationError
+from predmarket.engine.hotset import HotSet, reloading
+from predmarket.engine.keys import Keys
+from predmarket.engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
+from predmarket.engine.orders import fill
+from predmarket.engine.scripts import Scripts
+from predmarket.engine.validation import check_id, check_liquidity, check_market_name, check_quantity
 from redis.asyncio import Redis
-
-from engine import pricing
-from engine.accounts import new_id
-from engine.connection import unavailable_on_disconnect
-from engine.errors import MarketNotOpen, NotFound, ValidationError
-from engine.hotset import HotSet, reloading
-from engine.keys import Keys
-from engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
-from engine.orders import fill
-from engine.scripts import Scripts
-from engine.validation import check_id, check_liquidity, check_market_name, check_quantity
 
 SETTLE_BATCH = 500
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import pricing
-from engine.errors import InsufficientShares, SlippageExceeded, ValidationError
-from engine.models import Order, Outcome, Side
-from engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro
+from predmarket.engine import pricing
+from predmarket.engine.errors import InsufficientShares, SlippageExceeded, ValidationError
+from predmarket.engine.models import Order, Outcome, Side
+from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro
 
 
 @dataclass(frozen=True, slots=True)

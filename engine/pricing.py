@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 
-from engine.units import MICRO
+from predmarket.engine.units import MICRO
 
 # 2**-48: a generous multiple of the float evaluation's worst-case relative
 # error (a few ulps from exp/log1p and the rounding of a and x); the property

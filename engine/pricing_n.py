@@ -94,9 +94,9 @@ import math
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 
-from engine import pricing
-from engine.pricing import _sigmoid, _softplus  # the binary's stable forms, shared on purpose
-from engine.units import MICRO
+from predmarket.engine import pricing
+from predmarket.engine.pricing import _sigmoid, _softplus  # the binary's stable forms, shared on purpose
+from predmarket.engine.units import MICRO
 
 MIN_OUTCOMES = 2
 MAX_OUTCOMES = 16

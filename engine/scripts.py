@@ -20,6 +20,8 @@ from functools import cache
 from typing import Any, Generic, TypeVar
 
 import redis
+from predmarket.engine.errors import EngineError, Unavailable, rejection
+from predmarket.lua import SCRIPT_DIR
 from redis.asyncio import Redis
 from redis.exceptions import (
     BusyLoadingError,
@@ -28,9 +30,6 @@ from redis.exceptions import (
     ResponseError,
     TryAgainError,
 )
-
-from engine.errors import EngineError, Unavailable, rejection
-from lua import SCRIPT_DIR
 
 LIB = "lib"
 

@@ -17,11 +17,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import EngineError, rejection
-from engine.keys import Keys
-from engine.models import MarketStatus, Order, Side, Trade
-from engine.orders import Fill, check_slippage, fill
-from engine.wire import OrderLine, StoredReply, order_keys, request_hash
+from predmarket.engine.errors import EngineError, rejection
+from predmarket.engine.keys import Keys
+from predmarket.engine.models import MarketStatus, Order, Side, Trade
+from predmarket.engine.orders import Fill, check_slippage, fill
+from predmarket.engine.wire import OrderLine, StoredReply, order_keys, request_hash
 
 #: After a conflict (another process traded the market), stop speculating for this long:
 #: a batch priced ahead would mostly conflict again, costing a script call each time.

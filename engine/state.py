@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import cast
 
+from predmarket.engine.keys import Keys
+from predmarket.engine.units import format_micro
 from redis.asyncio import Redis
-
-from engine.keys import Keys
-from engine.units import format_micro
 
 PositionKey = tuple[str, str, str]  # (user_id, market_id, outcome)
 

@@ -25,16 +25,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
-
-from engine.channel import OrderedScript
-from engine.connection import UNREACHABLE
-from engine.errors import EngineError, NotFound, Unavailable
-from engine.keys import Keys
-from engine.models import Order, Trade
-from engine.scripts import Script, script_error
-from engine.sequencer import (
+from predmarket.engine.channel import OrderedScript
+from predmarket.engine.connection import UNREACHABLE
+from predmarket.engine.errors import EngineError, NotFound, Unavailable
+from predmarket.engine.keys import Keys
+from predmarket.engine.models import Order, Trade
+from predmarket.engine.scripts import Script, script_error
+from predmarket.engine.sequencer import (
     CONTENDED_S,
     MarketBook,
     MarketState,
@@ -48,6 +45,8 @@ from engine.sequencer import (
     same_state,
     state_from,
 )
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
 #: Books kept per process before the idle ones are dropped.
 MAX_IDLE_BOOKS = 10_000

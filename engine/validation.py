@@ -6,9 +6,9 @@ the field, so callers (API, simulation) report the same words.
 
 from __future__ import annotations
 
-from engine.errors import ValidationError
-from engine.models import ID_PATTERN, Order, Side
-from engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MIN_LIQUIDITY, format_micro
+from predmarket.engine.errors import ValidationError
+from predmarket.engine.models import ID_PATTERN, Order, Side
+from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MIN_LIQUIDITY, format_micro
 
 
 def check_id(value: str, field: str) -> str:

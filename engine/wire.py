@@ -17,9 +17,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from engine.keys import Keys
-from engine.models import Outcome, Side
-from engine.units import format_micro, parse_micro
+from predmarket.engine.keys import Keys
+from predmarket.engine.models import Outcome, Side
+from predmarket.engine.units import format_micro, parse_micro
 
 ORDER_SEPARATOR = "\t"
 REPLY_SEPARATOR = "|"

@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import Connection, Engine, Row, text
-
-from engine import pricing
-from engine.connection import connect
-from engine.keys import Keys
-from engine.state import (
+from predmarket.engine import pricing
+from predmarket.engine.connection import connect
+from predmarket.engine.keys import Keys
+from predmarket.engine.state import (
     Breach,
     MarketRecord,
     PositionKey,
@@ -36,11 +34,12 @@ from engine.state import (
     market_position_sums,
     read_redis_state,
 )
-from engine.units import format_micro
-from engine.units import micro_from_decimal as micro
-from persister.lag import group_lag
-from persister.stream import GROUP
-from record.pg_state import read_pg_state
+from predmarket.engine.units import format_micro
+from predmarket.engine.units import micro_from_decimal as micro
+from predmarket.persister.lag import group_lag
+from predmarket.persister.stream import GROUP
+from predmarket.record.pg_state import read_pg_state
+from sqlalchemy import Connection, Engine, Row, text
 
 MAX_LISTED = 50  # breaches of one kind listed in full; the rest are counted
 #: Balances and totals are exact up to here (HINCRBY's int64, the contract's 2^63 - 1 micro-units).

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from engine.models import ID_PATTERN
+from predmarket.engine.models import ID_PATTERN
 
 _DEC6 = re.compile(r"^[0-9]{1,14}\.[0-9]{6}$")  # NUMERIC(20,6): at most 14 digits before the point
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

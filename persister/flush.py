@@ -14,15 +14,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from predmarket.engine import pricing
+from predmarket.engine.units import decimal_from_micro
+from predmarket.persister.events import event_order
+from predmarket.persister.stream import EventStream, parse_id
+from predmarket.persister.writer import ZERO_SETTLED
+from predmarket.record.schema import market_snapshots, markets
 from sqlalchemy import Engine, bindparam, update
 from sqlalchemy.dialects.postgresql import insert
-
-from engine import pricing
-from engine.units import decimal_from_micro
-from persister.events import event_order
-from persister.stream import EventStream, parse_id
-from persister.writer import ZERO_SETTLED
-from record.schema import market_snapshots, markets
 
 
 def _when(ms: str | int) -> datetime:

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
-
-from engine.keys import Keys
-from engine.scripts import SyncScripts
+from predmarket.engine.keys import Keys
+from predmarket.engine.scripts import SyncScripts
 
 SCAN_PER_ROUND = 2_000
 

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from persister.worker import Persister
+    from predmarket.persister.worker import Persister
 
 PREFIX = "predmarket_persister_"
 

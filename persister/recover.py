@@ -22,13 +22,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from predmarket.engine.keys import Keys
+from predmarket.engine.models import Outcome, Side
+from predmarket.engine.units import micro_from_decimal as micro
+from predmarket.engine.wire import StoredReply
+from predmarket.record.loader import epoch_ms, market_fields, user_fields
 from sqlalchemy import Connection, Engine, text
-
-from engine.keys import Keys
-from engine.models import Outcome, Side
-from engine.units import micro_from_decimal as micro
-from engine.wire import StoredReply
-from record.loader import epoch_ms, market_fields, user_fields
 
 PIPELINE = 2_000
 Progress = Callable[[str, int], None]

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+from predmarket.engine.keys import Keys
+from predmarket.engine.scripts import SyncScripts
+from predmarket.persister.lag import group_lag
 from redis.exceptions import ResponseError
-
-from engine.keys import Keys
-from engine.scripts import SyncScripts
-from persister.lag import group_lag
 
 GROUP = "persister"
 Entry = tuple[str, dict[str, str] | None]  # fields None: entry deleted while pending

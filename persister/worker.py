@@ -24,18 +24,17 @@ from types import FrameType
 from typing import cast
 
 import redis
+from predmarket.engine.keys import Keys
+from predmarket.engine.settings import Settings
+from predmarket.persister.events import Batch, MalformedEvent
+from predmarket.persister.flush import IdleFlusher
+from predmarket.persister.janitor import Janitor
+from predmarket.persister.stream import Entry, EventStream
+from predmarket.persister.writer import write_batch
+from predmarket.record.database import make_engine
 from redis.typing import EncodableT, FieldT
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
-
-from engine.keys import Keys
-from engine.settings import Settings
-from persister.events import Batch, MalformedEvent
-from persister.flush import IdleFlusher
-from persister.janitor import Janitor
-from persister.stream import Entry, EventStream
-from persister.writer import write_batch
-from record.database import make_engine
 
 log = logging.getLogger("predmarket.persister")
 

@@ -14,11 +14,10 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from predmarket.persister.events import Batch
+from predmarket.record.schema import balances, ledger, markets, position_state, trades, users
 from sqlalchemy import Connection, Table, bindparam, func, text, update
 from sqlalchemy.dialects import postgresql
-
-from persister.events import Batch
-from record.schema import balances, ledger, markets, position_state, trades, users
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves the dialect's __init__ unannotated
 

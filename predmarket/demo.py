@@ -31,7 +31,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from engine.settings import Settings, get_settings
+from predmarket.engine.settings import Settings, get_settings
 from predmarket.http_sim import HttpStats, setup_http, trade_forever
 from predmarket.services import Service, free_port, postgres_service, redis_service, wait_ready
 
@@ -230,7 +230,7 @@ class Demo:
 
 def _cleanup(kind: str, target: Any) -> None:
     if kind == "database":
-        from record.database import drop_database
+        from predmarket.record.database import drop_database
 
         drop_database(target)
     elif kind == "keys":

@@ -7,8 +7,8 @@ import redis.exceptions
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from engine.errors import Unavailable
-from engine.settings import Settings, get_settings
+from predmarket.engine.errors import Unavailable
+from predmarket.engine.settings import Settings, get_settings
 
 
 def _safe(url: str) -> str:

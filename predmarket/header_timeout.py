@@ -16,7 +16,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from engine.settings import get_settings
+from predmarket.engine.settings import get_settings
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):

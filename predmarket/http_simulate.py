@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from engine.units import MICRO, micro_from_decimal
+from predmarket.engine.units import MICRO, micro_from_decimal
 from predmarket.http_sim import USER_FUNDS, HttpStats, HttpUser, setup_http, trade_forever
 
 

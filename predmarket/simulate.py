@@ -27,14 +27,14 @@ import redis
 import uvloop
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from engine.errors import EngineError
-from engine.keys import Keys
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order
-from engine.settings import Settings
-from engine.units import MICRO
+from predmarket.engine.errors import EngineError
+from predmarket.engine.keys import Keys
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order
+from predmarket.engine.settings import Settings
+from predmarket.engine.units import MICRO
+from predmarket.record.loader import PgLoader
 from predmarket.workload import RandomTrades
-from record.loader import PgLoader
 
 USER_FUNDS = 1_000_000 * MICRO
 #: Every username and market id a simulation makes starts with this (here and in predmarket.http_sim).

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from engine.models import Outcome, Side
-from engine.units import MICRO
+from predmarket.engine.models import Outcome, Side
+from predmarket.engine.units import MICRO
 
 Slot = tuple[str, str, Outcome]  # (user, market, outcome)
 

@@ -16,16 +16,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from predmarket.engine.errors import Unavailable
+from predmarket.engine.keys import Keys
+from predmarket.engine.scripts import Scripts
+from predmarket.engine.units import micro_from_decimal as micro
+from predmarket.record.revision import pg_unavailable
 from sqlalchemy import Row, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
-
-from engine.errors import Unavailable
-from engine.keys import Keys
-from engine.scripts import Scripts
-from engine.units import micro_from_decimal as micro
-from record.revision import pg_unavailable
 
 MS_PER_S = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from predmarket.engine.state import MarketRecord, State, UserRecord
+from predmarket.engine.units import micro_from_decimal as micro
 from sqlalchemy import Connection, text
-
-from engine.state import MarketRecord, State, UserRecord
-from engine.units import micro_from_decimal as micro
 
 
 def read_pg_state(conn: Connection) -> State:

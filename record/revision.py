@@ -13,12 +13,11 @@ from enum import StrEnum
 from functools import cache
 
 from alembic.script import ScriptDirectory
+from predmarket.engine.errors import Unavailable
+from predmarket.record.database import MIGRATIONS, alembic_config
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncConnection
-
-from engine.errors import Unavailable
-from record.database import MIGRATIONS, alembic_config
 
 #: How long a start-up check waits for PostgreSQL before calling it an outage.
 CONNECT_TIMEOUT_S = 5

@@ -34,7 +34,7 @@ import httpx
 import pytest
 import redis as sync_redis
 
-from predmarket.bench.scratch import delete_prefix as delete_keys
+from bench.scratch import delete_prefix as delete_keys
 from tests.conftest import REDIS_URL, _pg_url
 from tests.support import free_port, wait_for
 
@@ -328,7 +328,7 @@ class StackFactory:
         return stack
 
     def close(self) -> None:
-        from record.database import drop_database
+        from predmarket.record.database import drop_database
 
         stop_all([p for stack in self.stacks for p in (*stack.servers, *stack.persisters)])
         for stack in self.stacks:

@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import redis as sync_redis
+from predmarket.engine.connection import connect
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Account, Market
+from predmarket.engine.settings import Settings
+from predmarket.engine.units import MICRO
 from redis.asyncio import Redis
-
-from engine.connection import connect
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Account, Market
-from engine.settings import Settings
-from engine.units import MICRO
 
 REDIS_URL = os.environ.get("PM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_REAL = os.environ.get("PM_REQUIRE_REAL_SERVICES") == "1"
@@ -151,7 +150,7 @@ def _pg_url(database: str) -> str:
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A database migrated once per run; each test clones it (CREATE DATABASE ... TEMPLATE)."""
-    from record.database import drop_database, migrate
+    from predmarket.record.database import drop_database, migrate
 
     name = f"pmtest_tmpl_{uuid.uuid4().hex[:10]}"
     url = _pg_url(name)
@@ -170,9 +169,8 @@ def pg_template() -> Iterator[str]:
 @pytest.fixture
 def database_url(pg_template: str) -> Iterator[str]:
     """A throwaway database with the schema, dropped after the test."""
+    from predmarket.record.database import drop_database
     from sqlalchemy import create_engine, text
-
-    from record.database import drop_database
 
     name = f"pmtest_{uuid.uuid4().hex[:12]}"
     admin = create_engine(_pg_url("postgres"), isolation_level="AUTOCOMMIT")

@@ -25,10 +25,10 @@ from typing import Any, cast
 
 import httpx
 import redis as sync_redis
+from predmarket.engine.keys import Keys
+from predmarket.engine.units import micro_from_decimal
 from sqlalchemy import create_engine, text
 
-from engine.keys import Keys
-from engine.units import micro_from_decimal
 from tests.api_harness import PREDMARKET, Api, Process, Stack, User
 from tests.redis_server import RedisServer, wait_until
 

@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis as sync_redis
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import State, read_redis_state
+from predmarket.engine.units import MICRO, micro_from_decimal
+from predmarket.persister.stream import GROUP
+from predmarket.persister.worker import Cadence, Persister, build
+from predmarket.record.pg_state import read_pg_state
 from sqlalchemy import Connection, create_engine, text
 
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order, Outcome, Side, Trade
-from engine.settings import Settings
-from engine.state import State, read_redis_state
-from engine.units import MICRO, micro_from_decimal
-from persister.stream import GROUP
-from persister.worker import Cadence, Persister, build
-from record.pg_state import read_pg_state
 from tests.support import free_port, wait_until, wait_until_async  # noqa: F401  (re-exported)
 
 PREDMARKET = Path(sys.executable).with_name("predmarket")

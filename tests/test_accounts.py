@@ -10,12 +10,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from predmarket.engine.errors import AlreadyExists, InsufficientFunds, NotFound, ValidationError
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE
+from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, UnitError, format_micro, parse_micro
 
-from engine.errors import AlreadyExists, InsufficientFunds, NotFound, ValidationError
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE
-from engine.state import check_invariants, read_redis_state
-from engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, UnitError, format_micro, parse_micro
 from tests.conftest import UserFactory, snapshot
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

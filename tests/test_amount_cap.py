@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from predmarket.engine import pricing
+from predmarket.engine.errors import ValidationError
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import Order, Outcome, Side
+from predmarket.engine.orders import fill
+from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO
 
-from engine import pricing
-from engine.errors import ValidationError
-from engine.market_engine import MarketEngine
-from engine.models import Order, Outcome, Side
-from engine.orders import fill
-from engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO
 from tests.conftest import MarketFactory, UserFactory
 
 BILLION = 1_000_000_000 * MICRO

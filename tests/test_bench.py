@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import Breach, MarketRecord, State, UserRecord
 
-from engine.settings import Settings
-from engine.state import Breach, MarketRecord, State, UserRecord
-from predmarket.bench.compare import state_differences
-from predmarket.bench.http_client import HttpConnection, ProtocolError, _parse_head
-from predmarket.bench.invariants import InvariantBroken, require
-from predmarket.bench.options import BenchOptions, Sizes, parse_sections
-from predmarket.bench.policy_runs import POLICIES
-from predmarket.bench.results import ENGINE, NAIVE_CAS, PG_ONLY
-from predmarket.bench.runner import RESULTS_FILE, run_bench
+from bench.compare import state_differences
+from bench.http_client import HttpConnection, ProtocolError, _parse_head
+from bench.invariants import InvariantBroken, require
+from bench.options import BenchOptions, Sizes, parse_sections
+from bench.policy_runs import POLICIES
+from bench.results import ENGINE, NAIVE_CAS, PG_ONLY
+from bench.runner import RESULTS_FILE, run_bench
 from predmarket.cli import main as cli_main
 from tests.conftest import PG_SERVER_URL, REAL_REDIS, REDIS_URL, REQUIRE_REAL
 
@@ -162,7 +162,7 @@ def test_bench_command_exits_1_naming_the_breach(monkeypatch: pytest.MonkeyPatch
         raise InvariantBroken("engine, 1 process(es), 1 market(s), 8 tasks",
                               [Breach("conservation", "all accounts and pools", "10.000000", "10.000001")])
 
-    monkeypatch.setattr("predmarket.bench.runner.run_bench", broken)
+    monkeypatch.setattr("bench.runner.run_bench", broken)
     assert cli_main(["bench", "--only", "engine", "--out", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "BENCH FAILED" in out and "conservation [all accounts and pools]" in out and "8 tasks" in out

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from predmarket.bench.options import BenchOptions, Sizes
-from predmarket.bench.runner import RESULTS_FILE, run_bench
+from bench.options import BenchOptions, Sizes
+from bench.runner import RESULTS_FILE, run_bench
 from tests.test_bench import real_services
 
 

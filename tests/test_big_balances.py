@@ -23,18 +23,18 @@ import redis as sync_redis
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from predmarket.engine import pricing
+from predmarket.engine.errors import InsufficientFunds, ValidationError
+from predmarket.engine.keys import Keys
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import MarketRecord, State, UserRecord
+from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro, micro_from_decimal
+from predmarket.lua import SCRIPT_DIR
+from predmarket.persister.audit import MAX_EXACT, AuditReport, audit, exact_range_breaches
+from predmarket.persister.recover import recover
 
-from engine import pricing
-from engine.errors import InsufficientFunds, ValidationError
-from engine.keys import Keys
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order, Outcome, Side, Trade
-from engine.settings import Settings
-from engine.state import MarketRecord, State, UserRecord
-from engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro, micro_from_decimal
-from lua import SCRIPT_DIR
-from persister.audit import MAX_EXACT, AuditReport, audit, exact_range_breaches
-from persister.recover import recover
 from predmarket.commands.stores import stores
 from tests.conftest import REAL_REDIS, REDIS_URL, MarketFactory, UserFactory, snapshot
 from tests.persister_helpers import catch_up, persister

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import redis as sync_redis
+from predmarket.engine.keys import Keys
+from predmarket.persister.recover import delete_prefix
 from sqlalchemy import create_engine, text
 
-from engine.keys import Keys
-from persister.recover import delete_prefix
 from tests.conftest import REDIS_URL, UserFactory
 
 ROOT = Path(__file__).resolve().parent.parent

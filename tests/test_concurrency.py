@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from predmarket.engine.errors import EngineError, InsufficientFunds
+from predmarket.engine.keys import Keys
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
+from predmarket.engine.settings import Settings
+from predmarket.engine.units import MICRO
 
-from engine.errors import EngineError, InsufficientFunds
-from engine.keys import Keys
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order, Outcome, Side, Trade
-from engine.settings import Settings
-from engine.units import MICRO
-from predmarket.bench.scratch import delete_prefix as delete_keys
+from bench.scratch import delete_prefix as delete_keys
 from predmarket.simulate import Plan, Summary, run
 from tests import test_sequencer
 from tests.conftest import REDIS_URL, UserFactory, new_redis

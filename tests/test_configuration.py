@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pydantic
 import pytest
+from predmarket.engine.settings import TEST_ONLY_NAMES, Settings, known_names, redacted, unknown_names
 
-from engine.settings import TEST_ONLY_NAMES, Settings, known_names, redacted, unknown_names
 from predmarket.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

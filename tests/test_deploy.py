@@ -21,13 +21,13 @@ import httpx
 import pytest
 import redis as sync_redis
 import yaml
+from predmarket.engine.keys import Keys
+from predmarket.engine.settings import Settings
+from predmarket.persister.recover import delete_prefix
+from predmarket.record.database import drop_database
 from sqlalchemy.engine import make_url
 
-from engine.keys import Keys
-from engine.settings import Settings
-from persister.recover import delete_prefix
 from predmarket.services import free_port
-from record.database import drop_database
 from tests.conftest import PG_SERVER_URL, REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +233,8 @@ def test_the_image_as_the_dockerfile_builds_it_runs_every_command(tmp_path: Path
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([predmarket, *args], cwd=run_dir, env=env, capture_output=True, text=True, timeout=60)
 
-    probe = ("import engine, lua, record.database as d, engine.scripts as s; "
+    probe = ("import predmarket.engine as engine, predmarket.lua as lua, predmarket.record.database as d, "
+             "predmarket.engine.scripts as s; "
              f"assert engine.__file__.startswith({str(venv)!r}), engine.__file__; "
              f"assert str(lua.SCRIPT_DIR).startswith({str(venv)!r}); "
              "assert list((d.MIGRATIONS / 'versions').glob('0001_*.py')); import importlib.metadata as m; "
@@ -242,6 +243,13 @@ def test_the_image_as_the_dockerfile_builds_it_runs_every_command(tmp_path: Path
     out = subprocess.run([python, "-c", probe], cwd=run_dir, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout) >= 10
+    # One import namespace: the wheel installs `predmarket` and nothing else at the top (no `api`, no `engine`
+    # to collide with another project's), and the bench stays in the checkout.
+    installed = {p.name for p in site.iterdir() if not p.name.endswith((".dist-info", ".pth", "__pycache__"))}
+    assert installed == {"predmarket"}, installed
+    assert not (site / "predmarket" / "bench").exists()
+    bench = run("bench", "--quick")
+    assert bench.returncode != 0 and "runs from a source checkout" in bench.stderr, bench.stderr[-2000:]
     try:
         version = run("--version")
         assert version.returncode == 0 and version.stdout.startswith("predmarket "), version.stderr[-2000:]

@@ -6,12 +6,12 @@ import re
 from decimal import Decimal
 
 import pytest
+from predmarket.engine import pricing
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Account, Market, Order, Outcome, Side, Trade
+from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MICRO, format_micro
 
-from engine import pricing
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Account, Market, Order, Outcome, Side, Trade
-from engine.state import check_invariants, read_redis_state
-from engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MICRO, format_micro
 from tests.conftest import MarketFactory, UserFactory
 
 YES, NO = Outcome.YES, Outcome.NO

@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from predmarket.engine.errors import AlreadyExists, MarketNotOpen, NotFound
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Outcome, Side
+from predmarket.engine.scripts import Script
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.units import MICRO
+from predmarket.persister.events import event_order
+from predmarket.persister.worker import Persister, build
+from predmarket.record.loader import PgLoader, entry_id
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from engine.errors import AlreadyExists, MarketNotOpen, NotFound
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order, Outcome, Side
-from engine.scripts import Script
-from engine.settings import Settings
-from engine.state import check_invariants, read_redis_state
-from engine.units import MICRO
-from persister.events import event_order
-from persister.worker import Persister, build
 from predmarket.simulate import Plan, run
-from record.loader import PgLoader, entry_id
 from tests.conftest import delete_prefix, new_redis
 from tests.persister_helpers import tuned, wait_until
 
@@ -354,9 +354,8 @@ async def test_recover_directory_restores_what_an_older_version_evicted(
 ) -> None:
     """A deployment that evicted and archived before the directory existed gets it back, online."""
     import redis as sync_redis
+    from predmarket.persister.recover import rebuild_directory
     from sqlalchemy import create_engine
-
-    from persister.recover import rebuild_directory
 
     user = await funded_user(hot, "legacy")
     market = await open_market(hot, "m-legacy")

@@ -25,8 +25,9 @@ import redis as sync_redis
 # Before importing them: their assertions report the values compared.
 pytest.register_assert_rewrite("tests.api_harness", "tests.fault_harness")
 
-from engine.keys import Keys  # noqa: E402
-from persister.janitor import Janitor  # noqa: E402
+from predmarket.engine.keys import Keys  # noqa: E402
+from predmarket.persister.janitor import Janitor  # noqa: E402
+
 from tests.api_harness import (  # noqa: E402
     HTTP_TIMEOUT_S,
     Api,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import redis as sync_redis
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Outcome, Side
+from predmarket.engine.scripts import LIB, sources, with_library
+from predmarket.engine.settings import Settings
+from predmarket.engine.units import MICRO
+from predmarket.lua import SCRIPT_DIR
 
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order, Outcome, Side
-from engine.scripts import LIB, sources, with_library
-from engine.settings import Settings
-from engine.units import MICRO
-from lua import SCRIPT_DIR
 from tests.redis_server import RedisServer
 
 SCRIPTS = sorted(p for p in SCRIPT_DIR.glob("*.lua") if p.stem != LIB)

@@ -11,9 +11,8 @@ import re
 from collections.abc import Awaitable, Callable
 
 import pytest
-
-from engine import pricing
-from engine.errors import (
+from predmarket.engine import pricing
+from predmarket.engine.errors import (
     AlreadyExists,
     EngineError,
     IdempotencyKeyReused,
@@ -25,10 +24,11 @@ from engine.errors import (
     SlippageExceeded,
     ValidationError,
 )
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Account, Market, MarketStatus, Order, Outcome, Side, Trade
-from engine.state import check_invariants, read_redis_state
-from engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MICRO, MIN_LIQUIDITY
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Account, Market, MarketStatus, Order, Outcome, Side, Trade
+from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MICRO, MIN_LIQUIDITY
+
 from tests.conftest import MarketFactory, UserFactory, snapshot
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -22,7 +22,8 @@ from sqlalchemy.engine import make_url
 
 pytest.register_assert_rewrite("tests.api_harness")
 
-from engine.keys import Keys  # noqa: E402
+from predmarket.engine.keys import Keys  # noqa: E402
+
 from tests.api_harness import Api, Process, Stack, StackFactory, free_port, wait_for  # noqa: E402
 
 pytest_plugins = ["tests.api_harness"]

@@ -16,20 +16,20 @@ from unittest import mock
 
 import pytest
 from alembic.script import ScriptDirectory
+from predmarket.engine import pricing
+from predmarket.engine.errors import ValidationError
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import check_invariants
+from predmarket.engine.units import MICRO, decimal_from_micro
+from predmarket.persister.events import event_order
+from predmarket.persister.lag import group_lag
+from predmarket.persister.stream import GROUP, Entry, parse_id, predecessor
+from predmarket.record.database import alembic_config, drop_database
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from engine import pricing
-from engine.errors import ValidationError
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order
-from engine.settings import Settings
-from engine.state import check_invariants
-from engine.units import MICRO, decimal_from_micro
-from persister.events import event_order
-from persister.lag import group_lag
-from persister.stream import GROUP, Entry, parse_id, predecessor
-from record.database import alembic_config, drop_database
 from tests.conftest import MarketFactory, UserFactory
 from tests.persister_helpers import (
     BUY,
@@ -402,7 +402,7 @@ async def test_lag_when_entries_are_acknowledged_between_its_reads(
         assert stale is not None and stale.pending == 1
         p.stream.ack([entry_id for entry_id, _ in held])
         seconds, _ = p.stream.redis.time()
-        with mock.patch("persister.stream.group_lag", return_value=stale):
+        with mock.patch("predmarket.persister.stream.group_lag", return_value=stale):
             lag = p.stream.lag(seconds * 1000)
         assert lag.oldest_age_ms == 0
         assert lag.committed == held[0][0]

@@ -18,14 +18,14 @@ from typing import Any, cast
 
 import pytest
 import redis as sync_redis
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Trade
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import check_invariants
+from predmarket.engine.units import MICRO
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order, Trade
-from engine.settings import Settings
-from engine.state import check_invariants
-from engine.units import MICRO
 from tests.conftest import MarketFactory, UserFactory
 from tests.persister_helpers import (
     BUY,

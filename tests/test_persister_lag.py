@@ -18,8 +18,9 @@ import redis as sync_redis
 # Before importing them: their assertions report the values compared.
 pytest.register_assert_rewrite("tests.api_harness", "tests.fault_harness")
 
-from persister.lag import count_after, group_lag  # noqa: E402
-from persister.stream import GROUP  # noqa: E402
+from predmarket.persister.lag import count_after, group_lag  # noqa: E402
+from predmarket.persister.stream import GROUP  # noqa: E402
+
 from tests.api_harness import Api, stop_all, wait_for  # noqa: E402
 from tests.conftest import REDIS_URL  # noqa: E402
 from tests.fault_harness import AofRedisServer, cli, make_stack, patient, start_persister  # noqa: E402

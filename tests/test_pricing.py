@@ -24,12 +24,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from predmarket.engine import pricing
+from predmarket.engine.errors import InsufficientShares, ValidationError
+from predmarket.engine.models import Outcome, Side
+from predmarket.engine.orders import Fill, avg_price, div_half_even, fill
+from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MAX_TOTAL, MICRO, MIN_LIQUIDITY
 
-from engine import pricing
-from engine.errors import InsufficientShares, ValidationError
-from engine.models import Outcome, Side
-from engine.orders import Fill, avg_price, div_half_even, fill
-from engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MAX_TOTAL, MICRO, MIN_LIQUIDITY
 from tests import reference as ref
 
 State = tuple[int, int, int]  # (q_self, q_other, b)

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from predmarket.engine import pricing, pricing_n
+from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MAX_TOTAL, MICRO, MIN_LIQUIDITY
 
-from engine import pricing, pricing_n
-from engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MAX_TOTAL, MICRO, MIN_LIQUIDITY
 from tests import reference as ref2
 from tests import reference_n as ref
 from tests.reference import Exact

@@ -25,10 +25,11 @@ from sqlalchemy import text
 # Before importing them: their assertions report the values compared.
 pytest.register_assert_rewrite("tests.api_harness", "tests.fault_harness")
 
-from engine.market_engine import MarketEngine  # noqa: E402
-from engine.models import HOUSE, Order, Outcome, Side, Trade  # noqa: E402
-from engine.settings import Settings  # noqa: E402
-from engine.units import MICRO  # noqa: E402
+from predmarket.engine.market_engine import MarketEngine  # noqa: E402
+from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade  # noqa: E402
+from predmarket.engine.settings import Settings  # noqa: E402
+from predmarket.engine.units import MICRO  # noqa: E402
+
 from tests.api_harness import PREDMARKET  # noqa: E402
 from tests.conftest import REAL_REDIS, REDIS_URL, MarketFactory, UserFactory, delete_prefix  # noqa: E402
 from tests.fault_harness import Reliability, diff, full_snapshot  # noqa: E402

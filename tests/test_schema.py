@@ -13,8 +13,9 @@ from sqlalchemy import create_engine, inspect, text
 
 pytest.register_assert_rewrite("tests.api_harness")
 
-from record.revision import head  # noqa: E402
-from record.schema import metadata  # noqa: E402
+from predmarket.record.revision import head  # noqa: E402
+from predmarket.record.schema import metadata  # noqa: E402
+
 from tests.api_harness import PREDMARKET, StackFactory, assert_error, bearer, unique  # noqa: E402
 from tests.conftest import REDIS_URL  # noqa: E402
 

@@ -16,16 +16,16 @@ import httpx
 import pytest
 import redis as sync_redis
 from fastapi import FastAPI
+from predmarket.api import errors as api_errors
+from predmarket.api.auth import Authenticator
+from predmarket.engine.errors import ERRORS_BY_CODE, EngineError, InternalError, Unavailable
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import Order, Outcome, Side, Trade
+from predmarket.engine.scripts import Script, Scripts, SyncScript, SyncScripts
+from predmarket.engine.sequencer import MarketBook, Pending, Priced, SequencerStats, hand_out_results
+from predmarket.lua import SCRIPT_DIR
 from redis.asyncio import Redis
 
-from api import errors as api_errors
-from api.auth import Authenticator
-from engine.errors import ERRORS_BY_CODE, EngineError, InternalError, Unavailable
-from engine.market_engine import MarketEngine
-from engine.models import Order, Outcome, Side, Trade
-from engine.scripts import Script, Scripts, SyncScript, SyncScripts
-from engine.sequencer import MarketBook, Pending, Priced, SequencerStats, hand_out_results
-from lua import SCRIPT_DIR
 from tests.conftest import REDIS_URL, new_redis
 
 ENGINE_LOG = "predmarket.engine"

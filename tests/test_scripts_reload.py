@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from predmarket.engine import pricing
+from predmarket.engine.errors import Unavailable
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.units import MICRO
 
-from engine import pricing
-from engine.errors import Unavailable
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order, Outcome, Side, Trade
-from engine.settings import Settings
-from engine.state import check_invariants, read_redis_state
-from engine.units import MICRO
 from tests.redis_server import RedisServer, free_port
 
 T = TypeVar("T")

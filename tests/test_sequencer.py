@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
-
-from engine import pricing
-from engine.errors import (
+from predmarket.engine import pricing
+from predmarket.engine.errors import (
     EngineError,
     IdempotencyKeyReused,
     InsufficientFunds,
@@ -29,12 +27,14 @@ from engine.errors import (
     SlippageExceeded,
     Unavailable,
 )
-from engine.keys import Keys
-from engine.market_engine import MarketEngine
-from engine.models import Order, Outcome, Side, Trade
-from engine.settings import Settings
-from engine.state import check_invariants, read_redis_state
-from engine.units import MICRO, parse_micro
+from predmarket.engine.keys import Keys
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import Order, Outcome, Side, Trade
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.units import MICRO, parse_micro
+from redis.asyncio import Redis
+
 from tests.conftest import REDIS_URL, MarketFactory, UserFactory, new_redis, snapshot
 
 # --------------------------------------------------------------------------- replay of the stream
@@ -493,7 +493,7 @@ async def test_orders_whose_callers_gave_up_before_the_batch_are_not_sent(
 async def test_idle_books_are_dropped_and_recreated(
     engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import engine.trader as trader_module
+    import predmarket.engine.trader as trader_module
 
     monkeypatch.setattr(trader_module, "MAX_IDLE_BOOKS", 2)
     markets = [(await make_market(20)).market_id for _ in range(5)]

@@ -7,12 +7,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
+from predmarket.engine.errors import InvalidState, MarketNotOpen
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Account, Market, Order, Outcome, Side
+from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.units import MICRO, format_micro
 
-from engine.errors import InvalidState, MarketNotOpen
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Account, Market, Order, Outcome, Side
-from engine.state import check_invariants, read_redis_state
-from engine.units import MICRO, format_micro
 from tests.conftest import MarketFactory, UserFactory, snapshot
 
 YES, NO = Outcome.YES, Outcome.NO

@@ -12,14 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from predmarket.engine.keys import Keys
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import Order, Outcome, Side
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.units import MICRO, parse_micro
 
-from engine.keys import Keys
-from engine.market_engine import MarketEngine
-from engine.models import Order, Outcome, Side
-from engine.settings import Settings
-from engine.state import check_invariants, read_redis_state
-from engine.units import MICRO, parse_micro
-from predmarket.bench.scratch import delete_prefix as delete_keys
+from bench.scratch import delete_prefix as delete_keys
 from predmarket.cli import main as cli_main
 from tests.conftest import REDIS_URL, MarketFactory, UserFactory, new_redis
 from tests.test_sequencer import assert_replay_matches

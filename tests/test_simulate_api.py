@@ -16,7 +16,8 @@ import redis as sync_redis
 
 pytest.register_assert_rewrite("tests.api_harness")
 
-from engine.keys import Keys  # noqa: E402
+from predmarket.engine.keys import Keys  # noqa: E402
+
 from predmarket.http_sim import HttpStats, setup_http, trade_forever  # noqa: E402
 from predmarket.http_simulate import check_over_api, micro_from_text  # noqa: E402
 from tests.api_harness import Stack, StackFactory  # noqa: E402

@@ -1,6 +1,7 @@
-from engine.market_engine import MarketEngine
-from engine.models import Order, Outcome, Side
-from engine.units import MICRO
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import Order, Outcome, Side
+from predmarket.engine.units import MICRO
+
 from tests.conftest import MarketFactory, UserFactory
 
 

@@ -8,12 +8,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import predmarket.api.stream_hub as stream_hub
 import pytest
+from predmarket.api.stream_hub import Audience, Capacity, StreamHub, Subscriber
+from predmarket.api.streaming import Session
+from predmarket.engine.keys import Keys
 
-import api.stream_hub as stream_hub
-from api.stream_hub import Audience, Capacity, StreamHub, Subscriber
-from api.streaming import Session
-from engine.keys import Keys
 from tests.conftest import delete_prefix, new_redis
 
 WAIT_S = 10.0

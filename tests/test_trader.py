@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import predmarket.engine.sequencer as sequencer_module
 import pytest
+from predmarket.engine.errors import Unavailable
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import Trade
+from predmarket.engine.orders import fill
 
-import engine.sequencer as sequencer_module
-from engine.errors import Unavailable
-from engine.market_engine import MarketEngine
-from engine.models import Trade
-from engine.orders import fill
 from tests.conftest import MarketFactory, UserFactory
 from tests.test_sequencer import YES, EngineFactory, assert_replay_matches, buy, engines
 

@@ -7,8 +7,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from engine.units import (
+from predmarket.engine.units import (
     DECIMALS,
     MAX_LIQUIDITY,
     MAX_QUANTITY,

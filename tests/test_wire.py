@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import Order, Outcome, Side
+from predmarket.engine.units import MICRO, format_micro
+from predmarket.engine.wire import OrderLine, StoredReply, WireError, request_hash
 
-from engine.market_engine import MarketEngine
-from engine.models import Order, Outcome, Side
-from engine.units import MICRO, format_micro
-from engine.wire import OrderLine, StoredReply, WireError, request_hash
 from tests.conftest import MarketFactory, UserFactory
 
 BUY, SELL, YES, NO = Side.BUY, Side.SELL, Outcome.YES, Outcome.NO

@@ -7,8 +7,7 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-
-from persister.writer import _array, _element
+from predmarket.persister.writer import _array, _element
 
 TIMES = st.integers(min_value=0, max_value=4_000_000_000_000).map(
     lambda ms: datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms))

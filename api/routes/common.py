@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.schemas import Error
-from engine.errors import NotFound
-from engine.models import ID_PATTERN
+from predmarket.api.schemas import Error
+from predmarket.engine.errors import NotFound
+from predmarket.engine.models import ID_PATTERN
 
 #: Every error answer has the one body ``{"error": {"code", "message"}}``: one component, ``Error``.
 ERRORS: dict[int | str, dict[str, Any]] = {

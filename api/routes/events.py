@@ -11,20 +11,19 @@ import contextlib
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
+from predmarket.api.auth import Principal, User, any_caller
+from predmarket.api.errors import ApiError, error_response
+from predmarket.api.routes.common import ERRORS
+from predmarket.api.schemas import Error
+from predmarket.api.state import engine_of, hub_of, stream_redis_of
+from predmarket.api.stream_hub import AdminAudience, Audience, Capacity, StreamHub
+from predmarket.api.streaming import Item, Session, UserAudience, held_markets, valid_stream_id
+from predmarket.engine.connection import UNREACHABLE, unavailable_on_disconnect
+from predmarket.engine.errors import Unavailable, ValidationError
+from predmarket.engine.models import ID_PATTERN
 from starlette.requests import HTTPConnection
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
-
-from api.auth import Principal, User, any_caller
-from api.errors import ApiError, error_response
-from api.routes.common import ERRORS
-from api.schemas import Error
-from api.state import engine_of, hub_of, stream_redis_of
-from api.stream_hub import AdminAudience, Audience, Capacity, StreamHub
-from api.streaming import Item, Session, UserAudience, held_markets, valid_stream_id
-from engine.connection import UNREACHABLE, unavailable_on_disconnect
-from engine.errors import Unavailable, ValidationError
-from engine.models import ID_PATTERN
 
 router = APIRouter(tags=["events"], responses=ERRORS)
 

@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request
+from predmarket.api import schemas
+from predmarket.api.auth import Admin
+from predmarket.api.history import recent_trades
+from predmarket.api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, body_doc
+from predmarket.api.responses import JSONResponse, market_json, quote_json
+from predmarket.api.routes.common import ERRORS, path_id
+from predmarket.api.state import engine_of, pg_of
+from predmarket.engine.errors import ValidationError
+from predmarket.engine.markets import check_quote
+from predmarket.engine.models import MarketStatus, Outcome, Side
+from predmarket.engine.units import UnitError, format_micro, parse_micro
 from starlette.responses import Response
-
-from api import schemas
-from api.auth import Admin
-from api.history import recent_trades
-from api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, body_doc
-from api.responses import JSONResponse, market_json, quote_json
-from api.routes.common import ERRORS, path_id
-from api.state import engine_of, pg_of
-from engine.errors import ValidationError
-from engine.markets import check_quote
-from engine.models import MarketStatus, Outcome, Side
-from engine.units import UnitError, format_micro, parse_micro
 
 router = APIRouter(prefix="/v1", tags=["markets"], responses=ERRORS)
 #: Query values arrive as text and are checked here, so errors carry the contract's words.

@@ -6,16 +6,15 @@ import asyncio
 from typing import Literal, cast
 
 from fastapi import APIRouter, Request
+from predmarket.api import schemas
+from predmarket.api.history import schema_status
+from predmarket.api.metrics import render
+from predmarket.api.responses import JSONResponse
+from predmarket.api.state import engine_of, pg_of
+from predmarket.engine.connection import UNREACHABLE
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.record.revision import SchemaStatus
 from starlette.responses import Response
-
-from api import schemas
-from api.history import schema_status
-from api.metrics import render
-from api.responses import JSONResponse
-from api.state import engine_of, pg_of
-from engine.connection import UNREACHABLE
-from engine.market_engine import MarketEngine
-from record.revision import SchemaStatus
 
 router = APIRouter(tags=["operations"])
 READY_TIMEOUT_S = 2.0

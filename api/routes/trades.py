@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
+from predmarket.api import schemas
+from predmarket.api.auth import Principal, User, user_only
+from predmarket.api.metrics import TRADES, observe_conflicts
+from predmarket.api.requests import TradeBody, TradeJson, body_doc, body_of
+from predmarket.api.responses import JSONResponse, trade_json
+from predmarket.api.routes.common import ERRORS, path_id
+from predmarket.api.state import committed_of, engine_of
+from predmarket.engine.errors import ValidationError
+from predmarket.engine.models import Order, Outcome, Side
+from predmarket.engine.validation import check_order_shape
 from starlette.responses import Response
 from starlette.routing import Route
-
-from api import schemas
-from api.auth import Principal, User, user_only
-from api.metrics import TRADES, observe_conflicts
-from api.requests import TradeBody, TradeJson, body_doc, body_of
-from api.responses import JSONResponse, trade_json
-from api.routes.common import ERRORS, path_id
-from api.state import committed_of, engine_of
-from engine.errors import ValidationError
-from engine.models import Order, Outcome, Side
-from engine.validation import check_order_shape
 
 router = APIRouter(prefix="/v1", tags=["trading"], responses=ERRORS)
 

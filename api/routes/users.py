@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from predmarket.api import schemas
+from predmarket.api.auth import Admin, Caller, User, new_api_key, require_self_or_admin
+from predmarket.api.requests import AmountBody, AmountJson, CreateUser, CreateUserBody, body_doc
+from predmarket.api.responses import JSONResponse, account_json
+from predmarket.api.routes.common import ERRORS, path_id
+from predmarket.api.state import engine_of
 from starlette.responses import Response
-
-from api import schemas
-from api.auth import Admin, Caller, User, new_api_key, require_self_or_admin
-from api.requests import AmountBody, AmountJson, CreateUser, CreateUserBody, body_doc
-from api.responses import JSONResponse, account_json
-from api.routes.common import ERRORS, path_id
-from api.state import engine_of
 
 router = APIRouter(prefix="/v1", tags=["accounts"], responses=ERRORS)
 

@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy import Engine, text
 
-from engine.keys import Keys
-from engine.settings import get_settings
-from persister.audit import audit
-from persister.recover import redis_holds_state
 from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.commands.stores import stores
+from predmarket.engine.keys import Keys
+from predmarket.engine.settings import get_settings
+from predmarket.persister.audit import audit
+from predmarket.persister.recover import redis_holds_state
 
 
 def register(sub: Subcommands) -> None:

@@ -10,9 +10,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from engine.settings import get_settings
-from predmarket.bench.options import FULL, QUICK, SECTIONS, BenchOptions, parse_sections
+import predmarket
 from predmarket.commands import Subcommands
+from predmarket.engine.settings import get_settings
+
+SECTIONS_HELP = "engine,policy,http,persister,peers,hotset,streams"  # bench.options.SECTIONS (a test compares)
 
 
 def register(sub: Subcommands) -> None:
@@ -29,8 +31,8 @@ def register(sub: Subcommands) -> None:
         "About 5 minutes on a 2-core machine; --quick is a smoke test.",
     )
     p.add_argument("--quick", action="store_true", help="fewer and smaller runs (a smoke test, well under a minute)")
-    p.add_argument("--only", default=",".join(SECTIONS), metavar="SECTIONS",
-                   help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default all)")
+    p.add_argument("--only", default=None, metavar="SECTIONS",
+                   help=f"comma-separated sections to run, of {SECTIONS_HELP} (default all)")
     p.add_argument("--out", type=Path, default=Path("docs"), metavar="DIR",
                    help="where to write bench-results.json and bench-throughput.png (default docs/)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the workloads")
@@ -41,15 +43,29 @@ def register(sub: Subcommands) -> None:
     p.set_defaults(handler=main)
 
 
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from, if it holds the bench (an editable install)."""
+    root = Path(predmarket.__file__).resolve().parents[1]
+    return root if (root / "bench" / "__init__.py").is_file() else None
+
+
 def main(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: every `predmarket` command (the API replicas too) loads this module.
-    from predmarket.bench.invariants import InvariantBroken
-    from predmarket.bench.persister_runs import PersisterFailed
-    from predmarket.bench.report import print_report
-    from predmarket.bench.runner import run_bench
+    # The bench is tooling beside the product: it lives in bench/ of a checkout and is not in the wheel, so a
+    # replica never imports it. From a checkout, put the checkout first on the path and import it here.
+    root = checkout_root()
+    if root is None:
+        raise SystemExit("predmarket bench runs from a source checkout (bench/ is not installed with the package): "
+                         "clone the repository, pip install -e '.[bench]', and run it there")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench.invariants import InvariantBroken
+    from bench.options import FULL, QUICK, SECTIONS, BenchOptions, parse_sections
+    from bench.persister_runs import PersisterFailed
+    from bench.report import print_report
+    from bench.runner import run_bench
 
     try:
-        sections = parse_sections(args.only)
+        sections = parse_sections(args.only or ",".join(SECTIONS))
     except ValueError as exc:
         raise SystemExit(f"predmarket bench: --only: {exc}") from None
     # Piped output (a log, CI) would otherwise wrap the table at 80 columns.

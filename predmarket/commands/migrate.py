@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from engine.settings import get_settings
 from predmarket.commands import Subcommands
-from record.database import migrate
+from predmarket.engine.settings import get_settings
+from predmarket.record.database import migrate
 
 
 def register(sub: Subcommands) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from record.revision import not_migrated_message
+from predmarket.record.revision import not_migrated_message
 
 #: The exit status of a command refusing to run on an old or missing schema (as for bad configuration).
 NOT_MIGRATED_EXIT = 2

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from api.logs import configure, log_start
-from engine.settings import get_settings
-from persister.metrics import serve_metrics
-from persister.worker import build
+from predmarket.api.logs import configure, log_start
 from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
+from predmarket.engine.settings import get_settings
+from predmarket.persister.metrics import serve_metrics
+from predmarket.persister.worker import build
 
 log = logging.getLogger("predmarket.persister")
 

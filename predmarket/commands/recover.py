@@ -7,13 +7,13 @@ import sys
 
 from rich.console import Console
 
-from engine.keys import Keys
-from engine.settings import get_settings
-from persister.recover import RecoveryRefused, rebuild_directory, recover
 from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.commands.stores import stores
 from predmarket.commands.stream_groups import groups_deleted_by_force
+from predmarket.engine.keys import Keys
+from predmarket.engine.settings import get_settings
+from predmarket.persister.recover import RecoveryRefused, rebuild_directory, recover
 
 
 def register(sub: Subcommands) -> None:

@@ -10,10 +10,10 @@ import tempfile
 
 import uvicorn
 
-from api.logs import configure, log_start
-from engine.settings import PLACEHOLDER_TOKENS, get_settings
+from predmarket.api.logs import configure, log_start
 from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
+from predmarket.engine.settings import PLACEHOLDER_TOKENS, get_settings
 
 #: httptools with a deadline on request headers (by import path: each worker builds its own).
 HTTP_PROTOCOL = "predmarket.header_timeout:HeaderTimeoutProtocol"
@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
                     "(PM_ENVIRONMENT=production refuses to start without one)")
     try:
         uvicorn.run(
-            "api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+            "predmarket.api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
             loop="uvloop", http=HTTP_PROTOCOL, log_config=None, access_log=False, timeout_graceful_shutdown=5,
         )
     finally:

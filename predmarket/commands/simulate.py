@@ -15,12 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.keys import Keys
-from engine.market_engine import MarketEngine
-from engine.settings import Settings, get_settings
-from engine.state import Breach, check_invariants, read_redis_state
-from engine.units import MICRO, format_micro
 from predmarket.commands import Subcommands
+from predmarket.engine.keys import Keys
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.settings import Settings, get_settings
+from predmarket.engine.state import Breach, check_invariants, read_redis_state
+from predmarket.engine.units import MICRO, format_micro
 from predmarket.http_simulate import HttpSummary, run_over_api
 from predmarket.simulate import Plan, Summary, live_deployment, run
 

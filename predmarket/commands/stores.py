@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import redis
 from sqlalchemy import Engine
 
-from engine.settings import Settings
-from record.database import make_engine
+from predmarket.engine.settings import Settings
+from predmarket.record.database import make_engine
 
 
 @contextmanager

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from engine.keys import Keys
-from persister.recover import redis_holds_state
-from persister.stream import GROUP
+from predmarket.engine.keys import Keys
+from predmarket.persister.recover import redis_holds_state
+from predmarket.persister.stream import GROUP
 
 
 def groups_deleted_by_force(client: redis.Redis, keys: Keys) -> str | None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from alembic import context
+from predmarket.record.schema import metadata
 from sqlalchemy import create_engine, pool
-
-from record.schema import metadata
 
 config = context.config
 target_metadata = metadata

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.settings import Settings
+from predmarket.engine.settings import Settings
 
 SECTIONS = ("engine", "policy", "http", "persister", "peers", "hotset", "streams")
 

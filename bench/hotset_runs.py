@@ -21,20 +21,20 @@ from typing import Any
 
 import redis
 import uvloop
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Outcome, Side
+from predmarket.engine.settings import Settings
+from predmarket.engine.units import MICRO
+from predmarket.persister.lag import group_lag
+from predmarket.persister.stream import GROUP
+from predmarket.persister.worker import Persister, build
+from predmarket.record.loader import PgLoader
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from engine.market_engine import MarketEngine
-from engine.models import HOUSE, Order, Outcome, Side
-from engine.settings import Settings
-from engine.units import MICRO
-from persister.lag import group_lag
-from persister.stream import GROUP
-from persister.worker import Persister, build
-from predmarket.bench.options import Sizes
-from predmarket.bench.scratch import scratch_database
-from predmarket.bench.stats import p50_p99_ms
+from bench.options import Sizes
+from bench.scratch import scratch_database
+from bench.stats import p50_p99_ms
 from predmarket.services import private_redis
-from record.loader import PgLoader
 
 CHUNK = 500
 

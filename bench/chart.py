@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from predmarket.bench.results import ENGINE, NAIVE_CAS, PG_ONLY, BenchResults
+from bench.results import ENGINE, NAIVE_CAS, PG_ONLY, BenchResults
 
 #: (system, processes, markets, label, colour, line style): a colour per system, solid for the hot market
 SERIES = (

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.connection import connect
-from engine.keys import Keys
-from engine.settings import Settings
-from engine.state import Breach, State, check_invariants, read_redis_state
+from predmarket.engine.connection import connect
+from predmarket.engine.keys import Keys
+from predmarket.engine.settings import Settings
+from predmarket.engine.state import Breach, State, check_invariants, read_redis_state
 
 
 class InvariantBroken(RuntimeError):

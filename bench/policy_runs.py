@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.settings import Settings
-from predmarket.bench.engine_runs import run_plan
-from predmarket.bench.invariants import check_redis
-from predmarket.bench.options import Sizes
-from predmarket.bench.results import ENGINE, Row
-from predmarket.bench.scratch import scratch_prefix
+from predmarket.engine.settings import Settings
+
+from bench.engine_runs import run_plan
+from bench.invariants import check_redis
+from bench.options import Sizes
+from bench.results import ENGINE, Row
+from bench.scratch import scratch_prefix
 from predmarket.simulate import Plan
 
 #: (name, engine settings); the first is the default policy.

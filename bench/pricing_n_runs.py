@@ -1,6 +1,6 @@
 """Pricing cost per call of the n-outcome LMSR (engine/pricing_n.py) for 2, 4 and 16 outcomes.
 
-Pure CPU, no services: ``.venv/bin/python -m predmarket.bench.pricing_n_runs``
+Pure CPU, no services: ``.venv/bin/python -m bench.pricing_n_runs``
 (about 20 s). Prints µs per call of ``buy_cost_n``, ``sell_proceeds_n``,
 ``shares_for_amount_n`` and ``prices_n`` on typical states (the seed workload's
 market: b = 1,000 units, totals within a few b of each other, 10–100 whole
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from functools import partial
 from types import ModuleType
 
-from engine import pricing, pricing_n
-from engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO
+from predmarket.engine import pricing, pricing_n
+from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO
 
 Case = tuple[list[int], int, int, int]  # (q, k, shares or amount, b)
 

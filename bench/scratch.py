@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from predmarket.engine.keys import Keys
+from predmarket.engine.settings import Settings
+from predmarket.persister.recover import delete_prefix as delete_keys
+from predmarket.record.database import drop_database, ensure_database, migrate
 from sqlalchemy.engine import make_url
-
-from engine.keys import Keys
-from engine.settings import Settings
-from persister.recover import delete_prefix as delete_keys
-from record.database import drop_database, ensure_database, migrate
 
 
 def delete_prefix(redis_url: str, prefix: str) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.settings import Settings
-from predmarket.bench.invariants import check_redis
-from predmarket.bench.options import Sizes
-from predmarket.bench.results import ENGINE, Row
-from predmarket.bench.scratch import scratch_prefix
+from predmarket.engine.settings import Settings
+
+from bench.invariants import check_redis
+from bench.options import Sizes
+from bench.results import ENGINE, Row
+from bench.scratch import scratch_prefix
 from predmarket.simulate import Plan, Summary, run
 
 #: A run that has not finished by then is a failure, not a hang.

@@ -9,14 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from engine.settings import Settings
-from predmarket.bench.http_load import LoadSpec, run_load_process
-from predmarket.bench.invariants import check_redis
-from predmarket.bench.options import Sizes
-from predmarket.bench.replicas import Replicas, replica_env
-from predmarket.bench.results import HTTP, Row
-from predmarket.bench.scratch import scratch_database, scratch_prefix
-from predmarket.bench.stats import p50_p99_ms
+from predmarket.engine.settings import Settings
+
+from bench.http_load import LoadSpec, run_load_process
+from bench.invariants import check_redis
+from bench.options import Sizes
+from bench.replicas import Replicas, replica_env
+from bench.results import HTTP, Row
+from bench.scratch import scratch_database, scratch_prefix
+from bench.stats import p50_p99_ms
 from predmarket.http_sim import setup_http
 
 REPLICAS = 2

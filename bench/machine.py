@@ -9,10 +9,9 @@ from importlib import metadata
 from typing import Any, cast
 
 import redis
+from predmarket.engine.settings import Settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
-from engine.settings import Settings
 
 
 def _version(package: str) -> str:

@@ -19,20 +19,20 @@ import time
 from collections.abc import Callable
 
 import redis
+from predmarket.engine.settings import Settings
+from predmarket.persister.lag import group_lag
+from predmarket.persister.stream import GROUP
+from predmarket.persister.worker import Persister, build
+from predmarket.record.pg_state import read_pg_state
 from sqlalchemy import create_engine, text
 
-from engine.settings import Settings
-from persister.lag import group_lag
-from persister.stream import GROUP
-from persister.worker import Persister, build
-from predmarket.bench.compare import state_differences
-from predmarket.bench.engine_runs import run_plan
-from predmarket.bench.invariants import check_redis, read_state, require
-from predmarket.bench.options import Sizes
-from predmarket.bench.results import PersisterResult
-from predmarket.bench.scratch import scratch_database, scratch_prefix
+from bench.compare import state_differences
+from bench.engine_runs import run_plan
+from bench.invariants import check_redis, read_state, require
+from bench.options import Sizes
+from bench.results import PersisterResult
+from bench.scratch import scratch_database, scratch_prefix
 from predmarket.simulate import Plan
-from record.pg_state import read_pg_state
 
 POLL_S = 0.02
 

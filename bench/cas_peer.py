@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from predmarket.engine.errors import NotFound, Unavailable, rejection
+from predmarket.engine.keys import Keys
+from predmarket.engine.models import Outcome, Side
+from predmarket.engine.orders import fill
+from predmarket.engine.scripts import Scripts
+from predmarket.engine.wire import OrderLine, order_keys
 from redis.asyncio import Redis
-
-from engine.errors import NotFound, Unavailable, rejection
-from engine.keys import Keys
-from engine.models import Outcome, Side
-from engine.orders import fill
-from engine.scripts import Scripts
-from engine.wire import OrderLine, order_keys
 
 #: A trade still conflicting after this many re-reads is given up (counted as UNAVAILABLE).
 MAX_RETRIES = 10_000

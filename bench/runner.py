@@ -6,16 +6,16 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from predmarket.bench.chart import write_chart
-from predmarket.bench.engine_runs import engine_section
-from predmarket.bench.hotset_runs import hotset_section
-from predmarket.bench.http_runs import http_section
-from predmarket.bench.machine import load_average, machine_facts
-from predmarket.bench.options import BenchOptions
-from predmarket.bench.persister_runs import persister_section
-from predmarket.bench.policy_runs import policy_section
-from predmarket.bench.results import BenchResults
-from predmarket.bench.stream_runs import streams_section
+from bench.chart import write_chart
+from bench.engine_runs import engine_section
+from bench.hotset_runs import hotset_section
+from bench.http_runs import http_section
+from bench.machine import load_average, machine_facts
+from bench.options import BenchOptions
+from bench.persister_runs import persister_section
+from bench.policy_runs import policy_section
+from bench.results import BenchResults
+from bench.stream_runs import streams_section
 
 RESULTS_FILE = "bench-results.json"
 CHART_FILE = "bench-throughput.png"
@@ -48,7 +48,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> Benc
             results.streams = streams_section(settings, sizes, progress, seed)
         elif section == "peers":
             # Needs psycopg_pool (the 'bench' extra); imported only when the peers run.
-            from predmarket.bench.peer_runs import peers_section
+            from bench.peer_runs import peers_section
 
             results.rows += peers_section(settings, sizes, progress, seed)
         else:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from predmarket.bench.http_client import HttpConnection
+from bench.http_client import HttpConnection
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from predmarket.bench.results import ENGINE, HTTP, PG_ONLY, BenchResults
+from bench.results import ENGINE, HTTP, PG_ONLY, BenchResults
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,9 @@ class Row:
 
 
 if TYPE_CHECKING:
-    from predmarket.bench.hotset_runs import HotsetResult
-    from predmarket.bench.policy_runs import PolicyRow
-    from predmarket.bench.stream_runs import StreamResult
+    from bench.hotset_runs import HotsetResult
+    from bench.policy_runs import PolicyRow
+    from bench.stream_runs import StreamResult
 
 
 @dataclass

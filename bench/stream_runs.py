@@ -23,14 +23,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import redis
+from predmarket.engine.keys import Keys
+from predmarket.engine.settings import Settings
 
-from engine.keys import Keys
-from engine.settings import Settings
-from predmarket.bench.http_load import LoadResult, LoadSpec, run_load_process
-from predmarket.bench.options import Sizes
-from predmarket.bench.replicas import Replicas, replica_env
-from predmarket.bench.scratch import scratch_database, scratch_prefix
-from predmarket.bench.stream_subscribers import SubscriberProcess, SubscriberSpec
+from bench.http_load import LoadResult, LoadSpec, run_load_process
+from bench.options import Sizes
+from bench.replicas import Replicas, replica_env
+from bench.scratch import scratch_database, scratch_prefix
+from bench.stream_subscribers import SubscriberProcess, SubscriberSpec
 from predmarket.http_sim import setup_http
 
 MARKER_TIMEOUT_S = 30.0

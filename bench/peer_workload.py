@@ -14,8 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from engine.errors import EngineError
-from engine.models import Outcome, Side
+from predmarket.engine.errors import EngineError
+from predmarket.engine.models import Outcome, Side
+
 from predmarket.workload import RandomTrades
 
 #: (user_id, market_id, side, outcome, micro-shares) -> retries needed

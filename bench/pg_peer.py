@@ -24,11 +24,11 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("the PostgreSQL-only peer needs psycopg_pool: pip install 'predmarket[bench]'") from exc
 
-from engine import pricing
-from engine.errors import InsufficientFunds, InsufficientShares, NotFound
-from engine.models import Outcome, Side
-from engine.orders import fill
-from engine.state import MarketRecord, State, UserRecord
+from predmarket.engine import pricing
+from predmarket.engine.errors import InsufficientFunds, InsufficientShares, NotFound
+from predmarket.engine.models import Outcome, Side
+from predmarket.engine.orders import fill
+from predmarket.engine.state import MarketRecord, State, UserRecord
 
 SCHEMA = """
 DROP TABLE IF EXISTS trades, positions, markets, accounts;

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from predmarket.bench.results import ENGINE, HTTP, NAIVE_CAS, PEERS, PG_ONLY, BenchResults, Row
-from predmarket.bench.targets import evaluate
+from bench.results import ENGINE, HTTP, NAIVE_CAS, PEERS, PG_ONLY, BenchResults, Row
+from bench.targets import evaluate
 
 ORDER = {ENGINE: 0, HTTP: 1, PG_ONLY: 2, NAIVE_CAS: 3}
 HEADLINE_TASKS = 32

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.state import State
+from predmarket.engine.state import State
 
 #: Differences listed per kind before the rest are only counted.
 SHOWN = 5

@@ -6,19 +6,19 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
+from predmarket.engine.keys import Keys
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.settings import Settings
 from sqlalchemy.engine import make_url
 
-from engine.keys import Keys
-from engine.market_engine import MarketEngine
-from engine.settings import Settings
-from predmarket.bench import pg_peer
-from predmarket.bench.cas_peer import NaiveCas
-from predmarket.bench.invariants import check_redis, require
-from predmarket.bench.options import Sizes
-from predmarket.bench.peer_workload import PeerRun, drive
-from predmarket.bench.results import NAIVE_CAS, PG_ONLY, Row
-from predmarket.bench.scratch import scratch_database, scratch_prefix
-from predmarket.bench.stats import p50_p99_ms
+from bench import pg_peer
+from bench.cas_peer import NaiveCas
+from bench.invariants import check_redis, require
+from bench.options import Sizes
+from bench.peer_workload import PeerRun, drive
+from bench.results import NAIVE_CAS, PG_ONLY, Row
+from bench.scratch import scratch_database, scratch_prefix
+from bench.stats import p50_p99_ms
 from predmarket.simulate import USER_FUNDS, Plan, setup
 
 
