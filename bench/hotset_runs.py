@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 import uvloop
+from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order, Outcome, Side
 from predmarket.engine.settings import Settings
@@ -151,7 +152,7 @@ def _run(settings: Settings, sizes: Sizes, say: Callable[[str], None]) -> Hotset
 
     users, markets, created_ms = uvloop.run(setup())
     say("hot set: draining the setup into PostgreSQL")
-    _drain(build(settings, consumer="hotset"), client, f"{settings.key_prefix}:events")
+    _drain(build(settings, consumer="hotset"), client, Keys(settings.key_prefix).events)
     without = _used_mb(client)
     # Evict everyone idle since the setup (the cold population), not the hot set that traded after it:
     # idleness measured at the end of the setup, with a 1 ms TTL.
@@ -159,7 +160,7 @@ def _run(settings: Settings, sizes: Sizes, say: Callable[[str], None]) -> Hotset
     janitor.janitor.sweep(janitor.stream.committed(), now_ms=created_ms)
     janitor.close()
     with_eviction = _used_mb(client)
-    in_redis = sum(1 for k in client.scan_iter(match="hot:u:*", count=5000) if not k.endswith(":pos"))
+    in_redis = sum(1 for k in client.scan_iter(match=Keys("hot").user("*"), count=5000) if not k.endswith(":pos"))
     say(f"hot set: Redis {without:,.1f} MiB before eviction, {with_eviction:,.1f} MiB after; "
         f"{in_redis:,} users left in Redis")
 

@@ -33,6 +33,7 @@ from typing import IO, Any, NamedTuple, TypeVar
 import httpx
 import pytest
 import redis as sync_redis
+from predmarket.engine.keys import Keys
 
 from bench.scratch import delete_prefix as delete_keys
 from tests.conftest import REDIS_URL, _pg_url
@@ -260,7 +261,7 @@ class Stack:
 
     @property
     def events_key(self) -> str:
-        return f"{self.prefix}:events"
+        return Keys(self.prefix).events
 
     def last_event_id(self) -> str:
         with self.redis() as r:
@@ -269,7 +270,7 @@ class Stack:
 
     def committed(self) -> str:
         with self.redis() as r:
-            return str(r.get(f"{self.prefix}:persister:committed") or "0-0")
+            return str(r.get(Keys(self.prefix).committed) or "0-0")
 
     def wait_persisted(self, timeout_s: float = 15.0) -> None:
         """Wait until the persister has committed every entry written so far."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from predmarket.engine.keys import Keys
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -137,7 +138,7 @@ def test_a_signal_stops_the_demo_and_removes_everything_it_made(signum: signal.S
         children = _children(proc.pid)
         assert len(children) >= 3, children  # two API replicas and the persister
         client = redis.Redis.from_url(redis_url)
-        wait_until(lambda: client.exists(f"{prefix}:markets") == 1, 30, "the demo's markets in Redis")
+        wait_until(lambda: client.exists(Keys(prefix).markets) == 1, 30, "the demo's markets in Redis")
         assert _demo_database_exists(pg_url, prefix)
 
         proc.send_signal(signum)
@@ -186,7 +187,7 @@ def test_closing_the_demos_terminal_stops_it_and_removes_everything_it_made() ->
         children = _children(proc.pid)
         assert len(children) >= 3, children
         client = redis.Redis.from_url(redis_url)
-        wait_until(lambda: client.exists(f"{prefix}:markets") == 1, 30, "the demo's markets in Redis")
+        wait_until(lambda: client.exists(Keys(prefix).markets) == 1, 30, "the demo's markets in Redis")
 
         os.close(master)  # the terminal closes: the kernel sends SIGHUP to the demo
         master = -1

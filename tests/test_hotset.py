@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from predmarket.engine.errors import AlreadyExists, MarketNotOpen, NotFound
+from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order, Outcome, Side
 from predmarket.engine.scripts import Script
@@ -252,7 +253,7 @@ def _idle_left(settings: Settings) -> bool:
 
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     try:
-        return any(client.scan_iter(match=f"{settings.key_prefix}:u:idle-*", count=1000))
+        return any(client.scan_iter(match=Keys(settings.key_prefix).user("idle-*"), count=1000))
     finally:
         client.close()
 

@@ -18,6 +18,7 @@ import redis as sync_redis
 # Before importing them: their assertions report the values compared.
 pytest.register_assert_rewrite("tests.api_harness", "tests.fault_harness")
 
+from predmarket.engine.keys import Keys  # noqa: E402
 from predmarket.persister.lag import count_after, group_lag  # noqa: E402
 from predmarket.persister.stream import GROUP  # noqa: E402
 
@@ -47,7 +48,7 @@ def add(client: sync_redis.Redis, stream: str, n: int) -> list[str]:
 
 @pytest.mark.parametrize("page", [1, 3, 1000])
 def test_count_after_is_exact_from_either_side(client: sync_redis.Redis, prefix: str, page: int) -> None:
-    stream = f"{prefix}:events"
+    stream = Keys(prefix).events
     ids = add(client, stream, 25)
     client.xtrim(stream, minid=ids[5], approximate=False)  # trimmed as the persister trims: the oldest entries go
     kept = ids[5:]
@@ -57,7 +58,7 @@ def test_count_after_is_exact_from_either_side(client: sync_redis.Redis, prefix:
 
 
 def test_group_lag_counts_pending_and_undelivered(client: sync_redis.Redis, prefix: str) -> None:
-    stream = f"{prefix}:events"
+    stream = Keys(prefix).events
     assert group_lag(client, stream, GROUP) is None  # no stream
     ids = add(client, stream, 10)
     assert group_lag(client, stream, GROUP) is None  # no group
@@ -104,7 +105,7 @@ def redis_ms(client: sync_redis.Redis) -> int:
 
 def reported_lag(api: Api, client: sync_redis.Redis, since_ms: int) -> tuple[float] | None:
     """The lag /metrics shows, once the persister has reported after ``since_ms`` (Redis's clock)."""
-    if int(client.hget(f"{api.stack.prefix}:persister:stats", "updated_ms") or 0) <= since_ms:
+    if int(client.hget(Keys(api.stack.prefix).persister_stats, "updated_ms") or 0) <= since_ms:
         return None
     found = re.search(r"^predmarket_persister_lag_entries (\S+)$", api.request("GET", "/metrics").text, re.M)
     assert found, "no persister lag in /metrics"

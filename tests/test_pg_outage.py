@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 
 pytest.register_assert_rewrite("tests.api_harness")
 
+from predmarket.engine.keys import Keys  # noqa: E402
+
 from tests.api_harness import Api, Stack, StackFactory, assert_error, unique, wait_for  # noqa: E402
 from tests.tcp_proxy import TcpProxy  # noqa: E402
 
@@ -50,8 +52,8 @@ def test_postgres_outage_leaves_trading_reads_and_creation_working(
         api.resolve(settled, "YES")
         assert api.admin("POST", f"/v1/markets/{settled}/settle").status_code == 200
         with stack.redis() as r:
-            wait_for(lambda: r.hexists(f"{stack.prefix}:archived", settled), 30, "the settled market archived")
-            wait_for(lambda: not r.exists(f"{stack.prefix}:u:{idle.user_id}"), 30, "the idle user evicted")
+            wait_for(lambda: r.hexists(Keys(stack.prefix).archived, settled), 30, "the settled market archived")
+            wait_for(lambda: not r.exists(Keys(stack.prefix).user(idle.user_id)), 30, "the idle user evicted")
 
         proxy.cut()
 

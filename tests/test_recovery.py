@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis as sync_redis
+from predmarket.engine.keys import Keys
 from sqlalchemy import text
 
 # Before importing them: their assertions report the values compared.
@@ -144,9 +145,9 @@ async def test_recover_refuses_then_restores_an_identical_state_and_trading_cont
         await delete_prefix(engine.redis, prefix)
         assert full_snapshot(redis_client, prefix) == {}
         # What running processes put into an emptied Redis is bookkeeping, not state: no refusal.
-        redis_client.xgroup_create(f"{prefix}:events", "persister", id="0", mkstream=True)
-        redis_client.hset(f"{prefix}:persister:stats", "lag_entries", 0)
-        redis_client.hset(f"{prefix}:rl:{users[0]}", "tokens", 1)
+        redis_client.xgroup_create(Keys(prefix).events, "persister", id="0", mkstream=True)
+        redis_client.hset(Keys(prefix).persister_stats, "lag_entries", 0)
+        redis_client.hset(Keys(prefix).rate_bucket(users[0]), "tokens", 1)
         report = assert_recovered(pg_settings, redis_client, before)
         assert await redis_state(engine) == state  # the engine's own view agrees
         assert re.search(rf"next trade id {seq + 1:,}", report), report
@@ -158,7 +159,7 @@ async def test_recover_refuses_then_restores_an_identical_state_and_trading_cont
         again = await engine.execute_trade(keyed(users[0], markets[0], BUY, YES, 7 * MICRO, "k-buy"))
         assert again.replayed and (again.trade_id, again.cost, again.created_ms) == (
             first.trade_id, first.cost, first.created_ms)
-        assert int(redis_client.get(f"{prefix}:trade_seq") or 0) == seq
+        assert int(redis_client.get(Keys(prefix).trade_seq) or 0) == seq
         new = await engine.execute_trade(Order(users[2], markets[1], BUY, NO, shares=4 * MICRO))
         assert new.trade_id == seq + 1
         drain(p)
@@ -334,7 +335,7 @@ async def test_audit_reports_a_conservation_breach_in_redis(
     audited: tuple[list[str], list[Trade]], pg_settings: Settings, redis_client: sync_redis.Redis,
 ) -> None:
     users, _ = audited
-    key = f"{pg_settings.key_prefix}:u:{users[4]}"
+    key = Keys(pg_settings.key_prefix).user(users[4])
     redis_client.hincrby(key, "available", 1)
     assert_breach(pg_settings, "redis: conservation", f"redis vs postgres [user {users[4]}]")
     redis_client.hincrby(key, "available", -1)
