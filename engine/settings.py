@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Literal
@@ -23,6 +24,10 @@ PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "admin", "secret", 
 #: Production also refuses an admin token shorter than this.
 MIN_PRODUCTION_TOKEN_LENGTH = 32
 PREFIX = "PM_"
+#: ``PM_REDIS_URL`` of a Redis Cluster (seed nodes after it, comma-separated).
+CLUSTER_SCHEME = "redis+cluster://"
+#: A hash tag: Redis Cluster places a key by the text between its first ``{`` and the next ``}``.
+HASH_TAG = re.compile(r"\{[^}]+\}")
 #: ``PM_*`` names that are not settings but read by the test suite and CI (tests/conftest.py,
 #: tests/api_harness.py, the Makefile); they are passed on to the processes the tests start.
 TEST_ONLY_NAMES = frozenset({"PM_TEST_REDIS_URL", "PM_TEST_PG_URL", "PM_REQUIRE_REAL_SERVICES",
@@ -37,7 +42,10 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/predmarket"
     admin_token: str = "dev-admin-token"
-    key_prefix: str = Field(default="pm", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    #: May carry one hash tag (``{pm}``): Redis Cluster then keeps every key of the deployment in one slot,
+    #: which a cluster with one shard needs (every script touches several keys; see docs/SCALING.md).
+    key_prefix: str = Field(default="pm", min_length=1, max_length=64,
+                            pattern=r"^[A-Za-z0-9_.-]*(\{[A-Za-z0-9_.-]+\})?[A-Za-z0-9_.-]*$")
 
     # Engine
     #: Orders applied by one script call (over all its markets), at most.
@@ -102,6 +110,13 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError("; ".join(unknown))
         return data
+
+    @model_validator(mode="after")
+    def _one_slot_on_a_cluster(self) -> Settings:
+        if self.redis_url.startswith(CLUSTER_SCHEME) and not HASH_TAG.search(self.key_prefix):
+            raise ValueError(f"PM_KEY_PREFIX must carry a hash tag on Redis Cluster, e.g. {{{self.key_prefix}}}: "
+                             "every script touches several keys, which must share one slot")
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secret_in_production(self) -> Settings:

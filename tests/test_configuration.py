@@ -152,3 +152,23 @@ def test_log_settings_are_validated(name: str, value: str) -> None:
     result = run(["serve", "--port", str(free_port())], clean_env(**{name: value}, **NOT_SERVICES))
     assert result.returncode == 2
     assert name in result.stderr
+
+
+@pytest.mark.parametrize("prefix", ["pm", "{pm}", "prod{pm}", "{pm}-eu", "a.b_c-1"])
+def test_a_key_prefix_may_carry_one_hash_tag(prefix: str) -> None:
+    assert Settings(key_prefix=prefix).key_prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", ["", "{}", "{a}{b}", "a b", "pm:x", "{pm", "x" * 65])
+def test_a_key_prefix_is_refused_unless_a_name_with_at_most_one_hash_tag(prefix: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match="key_prefix"):
+        Settings(key_prefix=prefix)
+
+
+def test_on_a_cluster_the_key_prefix_must_carry_a_hash_tag() -> None:
+    """Every script touches several keys; Redis Cluster runs it only if they share a slot, which one hash tag
+    in the prefix guarantees (one shard). The message says how to write it."""
+    with pytest.raises(pydantic.ValidationError, match=r"PM_KEY_PREFIX must carry a hash tag .*\{pm\}"):
+        Settings(redis_url="redis+cluster://127.0.0.1:7000,127.0.0.1:7001", key_prefix="pm")
+    tagged = Settings(redis_url="redis+cluster://127.0.0.1:7000,127.0.0.1:7001", key_prefix="{pm}")
+    assert tagged.key_prefix == "{pm}"
