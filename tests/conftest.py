@@ -20,6 +20,8 @@ from predmarket.engine.settings import Settings
 from predmarket.engine.units import MICRO
 from redis.asyncio import Redis
 
+from tests.support.cluster import PrivateCluster, require_binaries
+
 REDIS_URL = os.environ.get("PM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_REAL = os.environ.get("PM_REQUIRE_REAL_SERVICES") == "1"
 
@@ -190,3 +192,23 @@ def database_url(pg_template: str) -> Iterator[str]:
 def pg_settings(prefix: str, database_url: str) -> Settings:
     """Settings with both an own Redis prefix and an own database."""
     return Settings(key_prefix=prefix, redis_url=REDIS_URL, database_url=database_url)
+
+
+# --------------------------------------------------------------------------- Redis Cluster (tests/support/cluster.py)
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[PrivateCluster]:
+    """3 masters without replicas on loopback, started once per run (~2 s). Do not fault it (a killed
+    master takes its slots down for the rest of the run): failover tests use redis_cluster_with_replicas."""
+    require_binaries()
+    with PrivateCluster(masters=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster_with_replicas() -> Iterator[PrivateCluster]:
+    """3 masters with one replica each, cluster-node-timeout 1 s (failover in ~2.5 s); a fresh one per
+    test (~2 s), since a failover test leaves it changed."""
+    require_binaries()
+    with PrivateCluster(masters=3, replicas=1, node_timeout_ms=1000) as cluster:
+        yield cluster
