@@ -5,6 +5,16 @@ in flight may reach Redis in either order. The trade path sends a market's next
 batch before the previous one is answered (priced against the state the first
 one leaves), which only pays off if Redis runs them in the order sent: one
 connection, one writer, one reader, a FIFO of waiting callers.
+
+On a Redis Cluster the connection goes to the master owning the slot of the keys
+sent (every call's keys share the key prefix's hash tag: one slot), taken from the
+cluster client's pool for that node. A master answering MOVED has not run the call:
+the channel learns the new owner, moves its connection there once the calls already
+sent are answered, and sends the call again. ASK (the slot half-migrated) sends that
+one call through the cluster client, which follows it. NOSCRIPT reloads the script
+(a promoted replica's cache is empty). A timeout or a lost connection is never
+followed by a re-send: every call in flight fails (its outcome is unknown), and the
+next call first asks the cluster for its topology (the master may have changed).
 """
 
 from __future__ import annotations
@@ -19,8 +29,12 @@ from typing import Any
 import hiredis
 from predmarket.engine.connection import UNREACHABLE
 from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection, Connection
+from redis.exceptions import AskError, ClusterError, MovedError, NoScriptError, ResponseError
+
+#: MOVED replies one call follows before it fails as unavailable (a slot moving again and again).
+MAX_REDIRECTS = 5
 
 
 def _closed_by_peer(conn: AbstractConnection) -> bool:
@@ -36,22 +50,43 @@ class OrderedScript:
 
     def __init__(self, redis: Redis, source: str) -> None:
         self._redis = redis
+        # engine.connection.connect types its cluster client as Redis: told apart here.
+        cluster: object = redis
+        self._cluster = cluster if isinstance(cluster, RedisCluster) else None
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
         self._conn: AbstractConnection | None = None
+        self._node: ClusterNode | None = None  # on a cluster: the master self._conn belongs to
+        self._refresh = False  # on a cluster: ask for the topology before the next connection
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._send_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
 
     async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        try:
-            return await self._call(keys, args)
-        except NoScriptError:
-            # After a Redis restart or SCRIPT FLUSH: load it and send again. (Calls sent
-            # behind this one fail the same way and are resent too; if that changes their
-            # order, a trade batch's state check turns it into a conflict, never a wrong price.)
-            await self._redis.script_load(self._source)
-            return await self._call(keys, args)
+        redirects = 0
+        while True:
+            try:
+                return await self._call(keys, args)
+            except NoScriptError:
+                # After a Redis restart, SCRIPT FLUSH or a failover: load it and send again.
+                # (Calls sent behind this one fail the same way and are resent too; if that
+                # changes their order, a trade batch's state check turns it into a conflict,
+                # never a wrong price.)
+                await self._redis.script_load(self._source)
+            except MovedError as exc:  # before AskError, its base class
+                # Refused, not run: the slot has a new master (a failover, a resharding).
+                redirects += 1
+                if self._cluster is None or redirects > MAX_REDIRECTS:
+                    raise ClusterError(f"{redirects} MOVED replies to one call: {exc}") from exc
+                await self._moved(self._cluster, exc)
+            except AskError:
+                # The slot is migrating and the keys may be on the importing node: this one
+                # call goes through the cluster client, which sends ASKING there first. (The
+                # script may be missing there: redis-py's evalsha does not load it, so load it.)
+                if self._cluster is None:
+                    raise
+                await self._cluster.script_load(self._source)
+                return await self._cluster.evalsha(self._sha, len(keys), *keys, *args)
 
     async def _call(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -60,7 +95,7 @@ class OrderedScript:
                 # Redis closed it while idle (a restart): nothing of ours was on it, so a
                 # fresh connection is safe, where a write to the dead one would fail a trade.
                 self._broken(ConnectionError("closed by the server"))
-            conn = await self._connection()
+            conn = self._conn or await self._connect(keys)
             # The health check (a PING after a second idle, replacing a dead connection)
             # reads its own reply: only safe when no other call's reply is still to come.
             idle = not self._waiting
@@ -78,10 +113,53 @@ class OrderedScript:
                 self._reader = asyncio.create_task(self._read(conn))
         return await future
 
-    async def _connection(self) -> AbstractConnection:
-        if self._conn is None:
+    async def _connect(self, keys: Sequence[str]) -> AbstractConnection:
+        if self._cluster is None:
             self._conn = await self._redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        else:
+            self._conn = await self._cluster_connection(self._cluster, keys[0])
         return self._conn
+
+    async def _cluster_connection(self, cluster: RedisCluster, key: str) -> AbstractConnection:
+        """A connection of the cluster client's own pool to the master owning ``key``'s slot."""
+        await cluster.initialize()  # the client's first topology (it returns at once once it has one)
+        if self._refresh:
+            # The last connection failed: the slot may have another master now (a failover).
+            await cluster.nodes_manager.initialize()
+            self._refresh = False
+        node = cluster.get_node_from_key(key)
+        if node is None:
+            raise ClusterError(f"no master serves the slot of {key!r}")
+        conn = node.acquire_connection()
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+        except BaseException:
+            self._refresh = True
+            await conn.disconnect()
+            node.release(conn)
+            raise
+        self._node = node
+        return conn
+
+    async def _moved(self, cluster: RedisCluster, exc: MovedError) -> None:
+        """Learn the slot's new master; leave the old one once the calls sent to it are answered."""
+        async with self._send_lock:  # no call is sent meanwhile, to either master
+            await cluster.nodes_manager.move_slot(exc)
+            if self._conn is None or self._node is cluster.nodes_manager.get_node_from_slot(exc.slot_id):
+                return  # no connection yet, or another caller already moved it
+            if self._reader is not None and not self._reader.done():
+                # The calls sent after this one are refused the same way; their callers send them again.
+                await asyncio.wait([self._reader])
+            if self._conn is not None and not self._waiting:
+                conn, node, self._conn, self._node = self._conn, self._node, None, None
+                await self._release(conn, node)
+
+    async def _release(self, conn: AbstractConnection, node: ClusterNode | None) -> None:
+        if node is None:
+            await self._redis.connection_pool.release(conn)
+        else:
+            assert isinstance(conn, Connection)  # what a cluster node's pool hands out
+            node.release(conn)
 
     async def _read(self, conn: AbstractConnection) -> None:
         """Hand replies to the waiting callers in the order their calls were sent."""
@@ -89,7 +167,7 @@ class OrderedScript:
             try:
                 reply = await conn.read_response(disconnect_on_error=True)
             except ResponseError as exc:
-                # One call's error reply (NOSCRIPT, OOM, ...): the connection is still good.
+                # One call's error reply (NOSCRIPT, MOVED, OOM, ...): the connection is still good.
                 future = self._waiting.popleft()
                 if not future.done():
                     future.set_exception(exc)
@@ -108,14 +186,15 @@ class OrderedScript:
             future = self._waiting.popleft()
             if not future.done():
                 future.set_exception(error)
+        self._refresh = self._cluster is not None
         if self._conn is not None:
-            conn, self._conn = self._conn, None
+            conn, node, self._conn, self._node = self._conn, self._node, None, None
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().create_task(self._discard(conn))
+                asyncio.get_running_loop().create_task(self._discard(conn, node))
 
-    async def _discard(self, conn: AbstractConnection) -> None:
+    async def _discard(self, conn: AbstractConnection, node: ClusterNode | None) -> None:
         await conn.disconnect()
-        await self._redis.connection_pool.release(conn)
+        await self._release(conn, node)
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -123,5 +202,5 @@ class OrderedScript:
             with contextlib.suppress(BaseException):
                 await self._reader
         if self._conn is not None:
-            await self._redis.connection_pool.release(self._conn)
-            self._conn = None
+            conn, node, self._conn, self._node = self._conn, self._node, None, None
+            await self._release(conn, node)

@@ -25,6 +25,7 @@ from predmarket.lua import SCRIPT_DIR
 from redis.asyncio import Redis
 from redis.exceptions import (
     BusyLoadingError,
+    ClusterDownError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
@@ -36,7 +37,8 @@ LIB = "lib"
 #: Redis's own error replies meaning "not now" (a failed save, a busy script, a replica cut
 #: off), beside those redis-py raises as classes of their own: the call may succeed later.
 _REDIS_REFUSALS = frozenset({"MISCONF", "BUSY", "MASTERDOWN", "NOREPLICAS"})
-_REFUSAL_CLASSES = (OutOfMemoryError, BusyLoadingError, ReadOnlyError, TryAgainError)
+#: ClusterDownError: CLUSTERDOWN (a failover under way), which the cluster client no longer re-sends by itself.
+_REFUSAL_CLASSES = (OutOfMemoryError, BusyLoadingError, ReadOnlyError, TryAgainError, ClusterDownError)
 
 
 def with_library(script: str, lib: str) -> str:

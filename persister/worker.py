@@ -24,6 +24,7 @@ from types import FrameType
 from typing import cast
 
 import redis
+from predmarket.engine.connection import UNREACHABLE, connect_sync
 from predmarket.engine.keys import Keys
 from predmarket.engine.settings import Settings
 from predmarket.persister.events import Batch, MalformedEvent
@@ -77,7 +78,9 @@ class _Work:
     key_hashes: dict[str, str | None]
 
 
-STORE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError, DBAPIError)
+#: Redis or PostgreSQL cannot answer now: back off and run the round again (its writes are keyed by entry id).
+#: Redis's include the cluster's CLUSTERDOWN, which the client no longer retries by itself (engine.connection).
+STORE_ERRORS = (*UNREACHABLE, OperationalError, DBAPIError)
 
 
 def _stream_vanished(exc: redis.ResponseError) -> bool:
@@ -335,8 +338,7 @@ class Persister:
 
 def build(settings: Settings, consumer: str | None = None, cadence: Cadence | None = None) -> Persister:
     # surrogateescape: an entry that is not UTF-8 is read (and dead-lettered), not a crash on every read.
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, encoding_errors="surrogateescape",
-                                  socket_timeout=max(settings.redis_timeout_s, 5.0),
-                                  socket_connect_timeout=settings.redis_timeout_s)
+    client = connect_sync(settings.redis_url, max(settings.redis_timeout_s, 5.0),
+                          connect_timeout_s=settings.redis_timeout_s, encoding_errors="surrogateescape")
     pg = make_engine(settings.database_url, pool_size=2, max_overflow=0)
     return Persister(client, pg, settings, cadence, consumer)

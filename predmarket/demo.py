@@ -234,10 +234,10 @@ def _cleanup(kind: str, target: Any) -> None:
 
         drop_database(target)
     elif kind == "keys":
-        import redis
+        from predmarket.engine.connection import connect_sync
 
         url, prefix = target
-        client = redis.Redis.from_url(url)
+        client = connect_sync(url, 30.0, decode_responses=False)
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
             client.unlink(key)
         client.close()

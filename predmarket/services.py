@@ -20,8 +20,11 @@ from dataclasses import dataclass
 
 import httpx
 import redis
+from redis.exceptions import RedisClusterException
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from predmarket.engine.connection import connect_sync
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -47,8 +50,8 @@ def free_port() -> int:
 
 def redis_answers(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
-    except (redis.RedisError, OSError):
+        return bool(connect_sync(url, 1.0).ping())
+    except (redis.RedisError, RedisClusterException, OSError):
         return False
 
 

@@ -10,12 +10,12 @@ import argparse
 import asyncio
 import sys
 
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from predmarket.commands import Subcommands
+from predmarket.engine.connection import connect_sync
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.settings import Settings, get_settings
@@ -57,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
     if args.api:
         return _main_over_api(args, settings)
     if not args.into_live:
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10)
+        client = connect_sync(settings.redis_url, 10.0)
         try:
             found = live_deployment(client, Keys(settings.key_prefix))
         finally:

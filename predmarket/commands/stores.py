@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import redis
 from sqlalchemy import Engine
 
+from predmarket.engine.connection import connect_sync
 from predmarket.engine.settings import Settings
 from predmarket.record.database import make_engine
 
@@ -15,7 +16,7 @@ from predmarket.record.database import make_engine
 @contextmanager
 def stores(settings: Settings) -> Iterator[tuple[redis.Redis, Engine]]:
     """A synchronous Redis client (long timeout: bulk work) and a PostgreSQL engine."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=60)
+    client = connect_sync(settings.redis_url, 60.0)
     pg = make_engine(settings.database_url)
     try:
         yield client, pg
