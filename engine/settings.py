@@ -28,8 +28,8 @@ PREFIX = "PM_"
 CLUSTER_SCHEME = "redis+cluster://"
 #: A hash tag: Redis Cluster places a key by the text between its first ``{`` and the next ``}``.
 HASH_TAG = re.compile(r"\{[^}]+\}")
-#: ``PM_*`` names that are not settings but read by the test suite and CI (tests/conftest.py,
-#: tests/api_harness.py, the Makefile); they are passed on to the processes the tests start.
+#: ``PM_*`` names that are not settings but read by the test suite and CI (tests/support/services.py,
+#: tests/support/api.py, the Makefile); they are passed on to the processes the tests start.
 TEST_ONLY_NAMES = frozenset({"PM_TEST_REDIS_URL", "PM_TEST_PG_URL", "PM_REQUIRE_REAL_SERVICES",
                              "PM_TEST_AGGRESSIVE_EVICTION"})
 

@@ -1,50 +1,42 @@
-"""Shared fixtures: real Redis (own key prefix per test), factories for users and markets.
+"""The suite's fixtures, and nothing else: helpers live in ``tests/support/``.
 
-Set ``PM_TEST_REDIS_URL`` to point the suite at another Redis. When Redis is
-unreachable the fast tests fall back to fakeredis (with Lua), unless
-``PM_REQUIRE_REAL_SERVICES=1`` (set by CI), which turns any fallback into a failure.
+Real Redis (own key prefix per test), a throwaway PostgreSQL database per test
+(cloned from one migrated per run), factories for users and markets, and the API
+contract suite's stacks of ``predmarket`` processes. Where the services are and
+the fakeredis fallback: ``tests/support/services.py``.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis as sync_redis
-from predmarket.engine.connection import connect
-from predmarket.engine.market_engine import MarketEngine
-from predmarket.engine.models import HOUSE, Account, Market
-from predmarket.engine.settings import Settings
-from predmarket.engine.units import MICRO
-from redis.asyncio import Redis
 
-from tests.support.cluster import PrivateCluster, require_binaries
+# Before importing it: assertions in the helpers report the values compared.
+pytest.register_assert_rewrite("tests.support")
 
-REDIS_URL = os.environ.get("PM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-REQUIRE_REAL = os.environ.get("PM_REQUIRE_REAL_SERVICES") == "1"
+import redis as sync_redis  # noqa: E402
+from predmarket.engine.market_engine import MarketEngine  # noqa: E402
+from predmarket.engine.models import HOUSE, Account, Market  # noqa: E402
+from predmarket.engine.settings import Settings  # noqa: E402
+from predmarket.engine.units import MICRO  # noqa: E402
 
-
-def _redis_reachable() -> bool:
-    try:
-        return bool(sync_redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except sync_redis.exceptions.ConnectionError:
-        return False
-
-
-REAL_REDIS = _redis_reachable()
-
-
-def new_redis() -> Redis:
-    """A client of the test Redis (or fakeredis where allowed)."""
-    if REAL_REDIS:
-        return connect(REDIS_URL)
-    if REQUIRE_REAL:
-        pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
-    import fakeredis
-
-    return fakeredis.FakeAsyncRedis(decode_responses=True, lua_modules=set())
+from tests.support.api import Api, Stack, StackFactory  # noqa: E402
+from tests.support.cluster import PrivateCluster, require_binaries  # noqa: E402
+from tests.support.database import clone_database, drop_database, migrated_template  # noqa: E402
+from tests.support.factories import MarketFactory, UserFactory  # noqa: E402
+from tests.support.network import free_port  # noqa: E402
+from tests.support.redis_data import delete_prefix, delete_prefix_async  # noqa: E402
+from tests.support.services import (  # noqa: E402
+    PG_SERVER_URL,
+    REAL_REDIS,
+    REDIS_URL,
+    REQUIRE_REAL,
+    new_redis,
+    pg_url,
+    sync_client,
+)
 
 
 def pytest_report_header() -> str:
@@ -61,18 +53,6 @@ def settings(prefix: str) -> Settings:
     return Settings(key_prefix=prefix, redis_url=REDIS_URL)
 
 
-async def delete_prefix(redis: Redis, prefix: str) -> None:
-    """Remove one test's keys (never a FLUSHDB of the shared Redis)."""
-    batch: list[str] = []
-    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            await redis.delete(*batch)
-            batch.clear()
-    if batch:
-        await redis.delete(*batch)
-
-
 @pytest.fixture
 async def engine(settings: Settings) -> AsyncIterator[MarketEngine]:
     eng = MarketEngine(new_redis(), settings)
@@ -80,12 +60,19 @@ async def engine(settings: Settings) -> AsyncIterator[MarketEngine]:
     try:
         yield eng
     finally:
-        await delete_prefix(eng.redis, settings.key_prefix)
+        await delete_prefix_async(eng.redis, settings.key_prefix)
         await eng.close()
 
 
-UserFactory = Callable[..., Awaitable[Account]]
-MarketFactory = Callable[..., Awaitable[Market]]
+@pytest.fixture
+def redis_client(prefix: str) -> Iterator[sync_redis.Redis]:
+    """A synchronous client (strings decoded) of the test Redis; the prefix's keys are deleted afterwards."""
+    client = sync_client()
+    try:
+        yield client
+    finally:
+        delete_prefix(prefix)
+        client.close()
 
 
 @pytest.fixture
@@ -116,48 +103,13 @@ def make_market(engine: MarketEngine) -> MarketFactory:
     return make
 
 
-async def snapshot(redis: Redis, prefix: str) -> dict[str, object]:
-    """Every key of ``prefix`` with its full contents, to prove a rejection changed nothing."""
-    out: dict[str, object] = {}
-    async for key in redis.scan_iter(match=f"{prefix}:*", count=1000):
-        kind = await redis.type(key)
-        if kind == "hash":
-            out[key] = await redis.hgetall(key)
-        elif kind == "string":
-            out[key] = (await redis.get(key), await redis.ttl(key) > 0)
-        elif kind == "zset":
-            out[key] = await redis.zrange(key, 0, -1, withscores=True)
-        elif kind == "stream":
-            out[key] = await redis.xrange(key)
-        elif kind == "set":
-            out[key] = sorted(await redis.smembers(key))
-        elif kind == "list":
-            out[key] = await redis.lrange(key, 0, -1)
-        else:
-            out[key] = kind
-    return out
-
-
 # --------------------------------------------------------------------------- PostgreSQL
-
-PG_SERVER_URL = os.environ.get("PM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def _pg_url(database: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(PG_SERVER_URL).set(database=database).render_as_string(hide_password=False)
-
 
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str]:
     """A database migrated once per run; each test clones it (CREATE DATABASE ... TEMPLATE)."""
-    from predmarket.record.database import drop_database, migrate
-
-    name = f"pmtest_tmpl_{uuid.uuid4().hex[:10]}"
-    url = _pg_url(name)
     try:
-        migrate(url)
+        name = migrated_template()
     except Exception as exc:  # any failure here means "no PostgreSQL"
         if REQUIRE_REAL:
             pytest.fail(f"PostgreSQL unreachable at {PG_SERVER_URL}: {exc}")
@@ -165,23 +117,13 @@ def pg_template() -> Iterator[str]:
     try:
         yield name
     finally:
-        drop_database(url)
+        drop_database(pg_url(name))
 
 
 @pytest.fixture
 def database_url(pg_template: str) -> Iterator[str]:
     """A throwaway database with the schema, dropped after the test."""
-    from predmarket.record.database import drop_database
-    from sqlalchemy import create_engine, text
-
-    name = f"pmtest_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(_pg_url("postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
-    finally:
-        admin.dispose()
-    url = _pg_url(name)
+    url = clone_database(pg_template)
     try:
         yield url
     finally:
@@ -192,6 +134,53 @@ def database_url(pg_template: str) -> Iterator[str]:
 def pg_settings(prefix: str, database_url: str) -> Settings:
     """Settings with both an own Redis prefix and an own database."""
     return Settings(key_prefix=prefix, redis_url=REDIS_URL, database_url=database_url)
+
+
+# --------------------------------------------------------------------------- API stacks (tests/support/api.py)
+
+@pytest.fixture(scope="session")
+def stacks(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
+    factory = StackFactory(pg_template, tmp_path_factory.mktemp("api-stacks"))
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def api_stack(stacks: StackFactory) -> Stack:
+    """Two ``predmarket serve`` replicas and one persister on one prefix and one database, started once per
+    session; every test creates its own users and markets with unique ids."""
+    return stacks.start("main")
+
+
+@pytest.fixture(scope="session")
+def api(api_stack: Stack) -> Iterator[Api]:
+    client = Api(api_stack)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def nopersist_stack(stacks: StackFactory) -> Stack:
+    """Two replicas without a persister, durable answers bounded at 1 s."""
+    return stacks.start("nopersist", persister=False, PM_DURABLE_WAIT_S="1")
+
+
+@pytest.fixture(scope="session")
+def ratelimited_stack(stacks: StackFactory, api_stack: Stack) -> Stack:
+    """One server allowing 2 requests per second per user (bursts of 4)."""
+    return stacks.start("ratelimited", replicas=1, persister=False, database_url=api_stack.database_url,
+                        PM_RATE_LIMIT_PER_S="2")
+
+
+@pytest.fixture(scope="session")
+def dead_redis_stack(stacks: StackFactory, api_stack: Stack) -> Stack:
+    """One server whose Redis is a closed port (PostgreSQL is up)."""
+    return stacks.start("deadredis", replicas=1, persister=False, database_url=api_stack.database_url,
+                        redis_url=f"redis://127.0.0.1:{free_port()}/0", wait_house=False)
 
 
 # --------------------------------------------------------------------------- Redis Cluster (tests/support/cluster.py)

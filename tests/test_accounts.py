@@ -16,7 +16,8 @@ from predmarket.engine.models import HOUSE
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, UnitError, format_micro, parse_micro
 
-from tests.conftest import UserFactory, snapshot
+from tests.support.factories import UserFactory
+from tests.support.redis_data import snapshot
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MONEY_RE = re.compile(r"^[0-9]+\.[0-9]{6}$")

@@ -10,7 +10,7 @@ from predmarket.engine.models import Order, Outcome, Side
 from predmarket.engine.orders import fill
 from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO
 
-from tests.conftest import MarketFactory, UserFactory
+from tests.support.factories import MarketFactory, UserFactory
 
 BILLION = 1_000_000_000 * MICRO
 

@@ -11,19 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import (  # noqa: E402
-    Api,
-    Stack,
-    User,
-    assert_error,
-    bearer,
-    unique,
-    wait_for,
-)
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, Stack, User, assert_error, bearer, unique
+from tests.support.waiting import wait_for
 
 TRADE = {"side": "BUY", "outcome": "YES", "shares": "1"}
 MALFORMED = b'{"side": "BUY", "outcome":'

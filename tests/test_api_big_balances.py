@@ -6,13 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import Api, User, assert_error, dec, fmt  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, User, assert_error, dec, fmt
 
 BOUND = Decimal(9_000_000_000)
 TWO_53 = Decimal(2**53) / 10**6

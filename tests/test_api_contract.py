@@ -1,6 +1,6 @@
 """The HTTP contract over real HTTP: every route's success status and object shapes, lifecycle errors, ops.
 
-Runs against two ``predmarket serve`` replicas and a persister (see ``tests/api_harness.py``).
+Runs against two ``predmarket serve`` replicas and a persister (see ``tests/support/api.py``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import (  # noqa: E402
+from tests.support.api import (
     DECIMAL,
     ID_RE,
     Api,
@@ -31,8 +29,6 @@ from tests.api_harness import (  # noqa: E402
     subsidy,
     unique,
 )
-
-pytest_plugins = ["tests.api_harness"]
 
 
 def money_values(obj: Any) -> list[str]:

@@ -8,11 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import Api, Stack, StackFactory, assert_error, unique, wait_for  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, Stack, StackFactory, assert_error, unique
+from tests.support.waiting import wait_for
 
 #: Bodies whose shape is wrong in ways only the order's rules (not the JSON schema) reveal.
 BAD_SHAPES = [

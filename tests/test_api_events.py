@@ -11,24 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import (  # noqa: E402
-    DECIMAL,
-    STREAM_ID,
-    Api,
-    Stack,
-    User,
-    assert_error,
-    bearer,
-    stream_id,
-    unique,
-)
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import DECIMAL, STREAM_ID, Api, Stack, User, assert_error, bearer, stream_id, unique
 
 WAIT_S = 10.0
 TRADE_EXECUTED_FIELDS = {"type", "ts", "trade_id", "market_id", "user_id", "side", "outcome", "shares", "cost",

@@ -21,9 +21,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import (  # noqa: E402
+from tests.support.api import (
     ID_RE,
     Api,
     User,
@@ -37,8 +35,6 @@ from tests.api_harness import (  # noqa: E402
     dec,
     unique,
 )
-
-pytest_plugins = ["tests.api_harness"]
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 MAX_QUANTITY = Decimal(1_000_000_000)

@@ -19,11 +19,7 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import Api, Stack, unique  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, Stack, unique
 
 
 @pytest.fixture(scope="module")

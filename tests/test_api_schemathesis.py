@@ -13,11 +13,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import Api, Stack, User, assert_error_body, bearer  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, Stack, User, assert_error_body, bearer
 
 
 @pytest.fixture(scope="module")

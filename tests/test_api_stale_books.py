@@ -17,13 +17,8 @@ import asyncio
 from decimal import Decimal
 
 import httpx
-import pytest
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import Api, Stack, User, assert_error, bearer, dec  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, Stack, User, assert_error, bearer, dec
 
 STALE, FRESH = 1, 0  # the replica whose book goes stale, the one that moves the market
 

@@ -21,12 +21,9 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import Api, Stack, StackFactory, assert_error, bearer, wait_for  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, Stack, StackFactory, assert_error, bearer
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_for
 
 WAIT_S = 10.0
 DURABLE = {"Prefer": "durable=postgres"}

@@ -9,13 +9,10 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import Api, Stack, User, assert_error, bearer, stream_id  # noqa: E402
-from tests.test_api_events import (  # noqa: E402
+from tests.support.api import Api, Stack, User, assert_error, bearer, stream_id
+from tests.test_api_events import (
     INTERNAL,
     PERSONAL,
     WAIT_S,
@@ -26,8 +23,6 @@ from tests.test_api_events import (  # noqa: E402
     sse,
     stream_entries,
 )
-
-pytest_plugins = ["tests.api_harness"]
 
 PRIVATE_TYPES = {"Deposit", "Withdrawal", "Payout", "Refund", "UserCreated"}
 

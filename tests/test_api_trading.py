@@ -10,20 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from tests.api_harness import (  # noqa: E402
-    Api,
-    Stack,
-    User,
-    assert_error,
-    assert_trade,
-    bearer,
-    dec,
-    unique,
-)
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, Stack, User, assert_error, assert_trade, bearer, dec, unique
 
 
 @pytest.fixture

@@ -13,12 +13,13 @@ from predmarket.engine.state import Breach, MarketRecord, State, UserRecord
 from bench.compare import state_differences
 from bench.http_client import HttpConnection, ProtocolError, _parse_head
 from bench.invariants import InvariantBroken, require
-from bench.options import BenchOptions, Sizes, parse_sections
+from bench.options import SECTIONS, BenchOptions, Sizes, parse_sections
 from bench.policy_runs import POLICIES
 from bench.results import ENGINE, NAIVE_CAS, PG_ONLY
 from bench.runner import RESULTS_FILE, run_bench
 from predmarket.cli import main as cli_main
-from tests.conftest import PG_SERVER_URL, REAL_REDIS, REDIS_URL, REQUIRE_REAL
+from predmarket.commands.bench import SECTIONS_HELP
+from tests.support.services import PG_SERVER_URL, REAL_REDIS, REDIS_URL, REQUIRE_REAL
 
 TINY = Sizes(
     users=10, engine_processes=(1,), engine_markets=(1, 100), engine_concurrency=(1, 8),
@@ -166,3 +167,7 @@ def test_bench_command_exits_1_naming_the_breach(monkeypatch: pytest.MonkeyPatch
     assert cli_main(["bench", "--only", "engine", "--out", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "BENCH FAILED" in out and "conservation [all accounts and pools]" in out and "8 tasks" in out
+
+
+def test_the_bench_commands_help_names_the_benchs_sections() -> None:
+    assert ",".join(SECTIONS) == SECTIONS_HELP

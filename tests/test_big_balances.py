@@ -36,8 +36,10 @@ from predmarket.persister.audit import MAX_EXACT, AuditReport, audit, exact_rang
 from predmarket.persister.recover import recover
 
 from predmarket.commands.stores import stores
-from tests.conftest import REAL_REDIS, REDIS_URL, MarketFactory, UserFactory, snapshot
-from tests.persister_helpers import catch_up, persister
+from tests.support.factories import MarketFactory, UserFactory
+from tests.support.persister import catch_up, persister
+from tests.support.redis_data import snapshot
+from tests.support.services import REAL_REDIS, REDIS_URL
 
 pytestmark = pytest.mark.skipif(not REAL_REDIS, reason="exactness is Redis's own Lua and HINCRBY: real Redis only")
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from predmarket.engine.channel import OrderedScript, _closed_by_peer
 from redis.asyncio.connection import Connection
 
-from tests.conftest import new_redis
+from tests.support.services import new_redis
 
 ARGS = st.lists(st.one_of(st.text(), st.integers(min_value=-(2**63), max_value=2**63 - 1)), max_size=50)
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis as sync_redis
 from predmarket.engine.keys import Keys
-from predmarket.persister.recover import delete_prefix
 from sqlalchemy import create_engine, text
 
-from tests.conftest import REDIS_URL, UserFactory
+from tests.support.factories import UserFactory
+from tests.support.services import REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,34 +27,23 @@ def run_cli(*args: str, prefix: str, database_url: str | None = None) -> subproc
                           text=True, timeout=120, check=False)
 
 
-@pytest.fixture
-def client(prefix: str) -> Iterator[sync_redis.Redis]:
-    """A sync client of the test Redis; the prefix's keys are deleted afterwards."""
-    c = sync_redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield c
-    finally:
-        delete_prefix(c, Keys(prefix))
-        c.close()
-
-
 # --------------------------------------------------------------------------- simulate into a live prefix
 
 SMALL_RUN = ("simulate", "--markets", "1", "--users", "3", "--trades", "50", "--concurrency", "2")
 
 
 async def test_simulate_refuses_a_prefix_with_users_it_did_not_make(
-        prefix: str, make_user: UserFactory, client: sync_redis.Redis) -> None:
+        prefix: str, make_user: UserFactory, redis_client: sync_redis.Redis) -> None:
     for _ in range(2):  # what simulate made itself does not make the prefix live
         result = run_cli(*SMALL_RUN, prefix=prefix)
         assert result.returncode == 0, result.stdout + result.stderr
-    assert len(set(client.hkeys(Keys(prefix).usernames)) - {"house"}) == 6  # both runs' users
+    assert len(set(redis_client.hkeys(Keys(prefix).usernames)) - {"house"}) == 6  # both runs' users
     await make_user(username="alice")
-    names_before = client.hgetall(Keys(prefix).usernames)
+    names_before = redis_client.hgetall(Keys(prefix).usernames)
     refused = run_cli(*SMALL_RUN, prefix=prefix)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "live deployment" in refused.stderr and "'alice'" in refused.stderr and "--into-live" in refused.stderr
-    assert client.hgetall(Keys(prefix).usernames) == names_before, "a refused simulate changed the prefix"
+    assert redis_client.hgetall(Keys(prefix).usernames) == names_before, "a refused simulate changed the prefix"
     forced = run_cli(*SMALL_RUN, "--into-live", prefix=prefix)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert "all invariants hold" in forced.stdout
@@ -65,23 +52,23 @@ async def test_simulate_refuses_a_prefix_with_users_it_did_not_make(
 # --------------------------------------------------------------------------- recover --force
 
 def test_recover_force_names_every_consumer_group_it_deletes(
-        prefix: str, database_url: str, client: sync_redis.Redis) -> None:
+        prefix: str, database_url: str, redis_client: sync_redis.Redis) -> None:
     keys = Keys(prefix)
-    client.hset(keys.usernames, "alice", "u-alice")  # state under the prefix, no stream: nothing to warn of
+    redis_client.hset(keys.usernames, "alice", "u-alice")  # state under the prefix, no stream: nothing to warn of
     quiet = run_cli("recover", "--force", prefix=prefix, database_url=database_url)
     assert quiet.returncode == 0 and "consumer group" not in quiet.stderr, quiet.stdout + quiet.stderr
-    client.hset(keys.usernames, "alice", "u-alice")
-    client.xadd(keys.events, {"type": "Noop"})
-    client.xgroup_create(keys.events, "persister", id="0")
-    client.xgroup_create(keys.events, "analytics", id="0")
-    client.xreadgroup("analytics", "reader-1", {keys.events: ">"}, count=1)
+    redis_client.hset(keys.usernames, "alice", "u-alice")
+    redis_client.xadd(keys.events, {"type": "Noop"})
+    redis_client.xgroup_create(keys.events, "persister", id="0")
+    redis_client.xgroup_create(keys.events, "analytics", id="0")
+    redis_client.xreadgroup("analytics", "reader-1", {keys.events: ">"}, count=1)
     result = run_cli("recover", "--force", prefix=prefix, database_url=database_url)
     assert result.returncode == 0, result.stdout + result.stderr
     warning = result.stderr
     assert "warning" in warning and keys.events in warning
     assert "'persister' (0 consumers, 0 pending)" in warning
     assert "'analytics' (1 consumers, 1 pending)" in warning and "'analytics' must be recreated" in warning
-    assert not client.exists(keys.events), "recover --force kept the stream (the warning would be wrong)"
+    assert not redis_client.exists(keys.events), "recover --force kept the stream (the warning would be wrong)"
 
 
 # --------------------------------------------------------------------------- audit of an empty or wrong prefix

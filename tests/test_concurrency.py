@@ -23,10 +23,11 @@ from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
 from predmarket.engine.settings import Settings
 from predmarket.engine.units import MICRO
 
-from bench.scratch import delete_prefix as delete_keys
 from predmarket.simulate import Plan, Summary, run
 from tests import test_sequencer
-from tests.conftest import REDIS_URL, UserFactory, new_redis
+from tests.support.factories import UserFactory
+from tests.support.redis_data import delete_prefix
+from tests.support.services import REDIS_URL, new_redis
 from tests.test_sequencer import EngineFactory, Replay, assert_replay_matches
 
 engines = test_sequencer.engines  # the fixture: more engines (own clients) on this test's prefix
@@ -104,7 +105,7 @@ def storm_settings(prefix: str) -> Iterator[Settings]:
     try:
         yield settings
     finally:
-        delete_keys(REDIS_URL, prefix)
+        delete_prefix(prefix)
 
 
 async def _verify(settings: Settings) -> Replay:

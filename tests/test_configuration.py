@@ -26,7 +26,7 @@ PREDMARKET = Path(sys.executable).with_name("predmarket")
 #: Files shipped with the project that may show an admin token to copy.
 SHIPPED = [ROOT / ".env.example", ROOT / "docker-compose.yml", ROOT / "README.md", ROOT / "Makefile",
            *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "deploy").iterdir()),
-           *sorted((ROOT / "tests").glob("*.py")), *sorted((ROOT / "predmarket").rglob("*.py"))]
+           *sorted((ROOT / "tests").rglob("*.py")), *sorted((ROOT / "predmarket").rglob("*.py"))]
 TOKEN_VALUE = re.compile(r"""PM_ADMIN_TOKEN["']?\s*[=:]\s*["']?([^\s"'$,}]+)""")
 NOT_SERVICES = {"PM_REDIS_URL": "redis://127.0.0.1:1/0", "PM_DATABASE_URL": "postgresql+psycopg://x@127.0.0.1:1/x"}
 
@@ -79,7 +79,7 @@ def test_known_names_are_the_settings_fields() -> None:
 
 def test_every_pm_name_the_tests_and_ci_read_is_a_setting_or_an_allowed_test_name() -> None:
     used: set[str] = set()
-    for path in [ROOT / "Makefile", ROOT / ".ci" / "run", *sorted((ROOT / "tests").glob("*.py"))]:
+    for path in [ROOT / "Makefile", ROOT / ".ci" / "run", *sorted((ROOT / "tests").rglob("*.py"))]:
         used |= set(re.findall(r"\b(PM_[A-Z][A-Z0-9_]*[A-Z0-9])\b", path.read_text()))
     # Names these tests make up on purpose to be refused:
     used -= {"PM_REDIS_ULR", "PM_RATE_LIMT_PER_S", "PM_RATE_LIMT", "PM_NOT_A_SETTING"}

@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from predmarket.services import find_binary, pg_answers, private_postgres, private_redis, redis_answers
-from tests.redis_server import wait_until
+from tests.support.waiting import wait_until
 
 
 def _predmarket_processes() -> set[int]:

@@ -28,7 +28,7 @@ from predmarket.record.database import drop_database
 from sqlalchemy.engine import make_url
 
 from predmarket.services import free_port
-from tests.conftest import PG_SERVER_URL, REDIS_URL
+from tests.support.services import PG_SERVER_URL, REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

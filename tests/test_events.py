@@ -12,7 +12,7 @@ from predmarket.engine.models import HOUSE, Account, Market, Order, Outcome, Sid
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MICRO, format_micro
 
-from tests.conftest import MarketFactory, UserFactory
+from tests.support.factories import MarketFactory, UserFactory
 
 YES, NO = Outcome.YES, Outcome.NO
 BUY, SELL = Side.BUY, Side.SELL

@@ -2,7 +2,7 @@
 private ``redis-server`` (own port, own temp dir; AOF with ``appendfsync always`` where Redis itself is
 killed) and a throwaway database. Never the shared Redis.
 
-Clients are :class:`~tests.fault_harness.Trader` threads: one user each, every trade with its own
+Clients are :class:`~tests.support.faults.Trader` threads: one user each, every trade with its own
 Idempotency-Key, retried with that key (on the other replica where one died) until it gets a definite
 answer. After each fault every acknowledged trade must be in Redis and in PostgreSQL exactly once, each
 trader's balance and positions must be what its acknowledgements add up to, and ``predmarket audit``
@@ -23,12 +23,8 @@ import httpx
 import pytest
 import redis as sync_redis
 
-# Before importing them: their assertions report the values compared.
-pytest.register_assert_rewrite("tests.api_harness", "tests.fault_harness")
-
-from tests.api_harness import Api, Stack, User, assert_error, bearer, stop_all, stream_id  # noqa: E402
-from tests.fault_harness import (  # noqa: E402
-    AofRedisServer,
+from tests.support.api import Api, Stack, User, assert_error, bearer, stream_id
+from tests.support.faults import (
     Load,
     Reliability,
     api_view,
@@ -40,12 +36,15 @@ from tests.fault_harness import (  # noqa: E402
     make_stack,
     patient,
     pg_trades,
-    start_persister,
     stream_trades,
     trade_seq,
 )
-from tests.persister_helpers import TcpForwarder, free_port, pending  # noqa: E402
-from tests.redis_server import RedisServer, wait_until  # noqa: E402
+from tests.support.network import free_port
+from tests.support.persister import pending
+from tests.support.processes import stop_all
+from tests.support.redis_server import AofRedisServer, RedisServer
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +70,7 @@ def deployment(name: str, database_url: str, redis_url: str, workdir: Path, *, r
     stack = make_stack(name, database_url, redis_url, workdir, **overrides)
     api: Api | None = None
     try:
-        start_persister(stack, "p0", **(persister_env or {}))
+        stack.start_persister("p0", **(persister_env or {}))
         stack.start_servers(replicas)
         api = Api(stack)
         yield stack, api
@@ -133,7 +132,7 @@ def test_persister_sigkilled_mid_batch_under_load_then_restarted(database_url: s
             committed_unacked = sum(1 for e in held if e in in_pg)
             acked_at_kill = load.acked
             load.wait_acked(acked_at_kill + 300, 30, "trades while no persister runs")
-            start_persister(stack, "p0")  # restarted under its name: its own pending batch comes first
+            stack.start_persister("p0")  # restarted under its name: its own pending batch comes first
             load.wait_acked(acked_at_kill + 600, 30, "trades after the restart")
             load.finish()
         settle_all(stack, load, figures)
@@ -256,8 +255,7 @@ def test_postgres_unreachable_under_load_trading_goes_on_and_the_persister_catch
     port = free_port()
     proxied = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
     assert proxied != database_url
-    forwarder = TcpForwarder(port, ("127.0.0.1", 5432))
-    forwarder.start()
+    forwarder = TcpProxy(("127.0.0.1", 5432), port).start()
     try:
         with private_redis(tmp_path / "redis") as server, \
                 deployment("pgdown", database_url, server.url, tmp_path,
@@ -266,7 +264,7 @@ def test_postgres_unreachable_under_load_trading_goes_on_and_the_persister_catch
             load = Load(api, markets, traders=6).start()
             load.wait_acked(200, 30)
             stack.wait_persisted()
-            forwarder.stop()  # every connection cut, new ones refused
+            forwarder.cut()  # every connection cut, new ones refused
             acked_at_outage = load.acked
             load.wait_acked(acked_at_outage + 400, 30, "trading while PostgreSQL is unreachable")
             wait_until(lambda: stream_id(stack.last_event_id()) > stream_id(stack.committed()), 10,
@@ -279,7 +277,7 @@ def test_postgres_unreachable_under_load_trading_goes_on_and_the_persister_catch
             load.finish()
             settle_all(stack, load, figures)
     finally:
-        forwarder.stop()
+        forwarder.cut()
     figures.load = f"6 clients, 2 markets, {behind}+ trades acknowledged during the outage"
     figures.faults = "1 PostgreSQL outage (connections cut and refused)"
     figures.report()

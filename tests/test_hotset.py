@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,11 @@ from predmarket.record.loader import PgLoader, entry_id
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from predmarket.simulate import Plan, run
-from tests.conftest import delete_prefix, new_redis
-from tests.persister_helpers import tuned, wait_until
-
-PREDMARKET = Path(sys.executable).with_name("predmarket")
+from tests.support.persister import persister_env, tuned
+from tests.support.processes import PREDMARKET, start_persister
+from tests.support.redis_data import delete_prefix, delete_prefix_async
+from tests.support.services import new_redis
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -49,7 +48,7 @@ async def hot(pg_settings: Settings, pg: AsyncEngine) -> AsyncIterator[MarketEng
     try:
         yield engine
     finally:
-        await delete_prefix(engine.redis, pg_settings.key_prefix)
+        await delete_prefix_async(engine.redis, pg_settings.key_prefix)
         await engine.close()
 
 
@@ -213,13 +212,10 @@ async def test_unknown_still_means_not_found_and_names_stay_taken(
 
 
 @pytest.mark.slow
-def test_audit_is_clean_after_random_trading_under_aggressive_eviction(pg_settings: Settings) -> None:
+def test_audit_is_clean_after_random_trading_under_aggressive_eviction(pg_settings: Settings, tmp_path: Path) -> None:
     """The seed's random trades (engine, two processes) with a persister evicting after one second."""
-    env = {**os.environ, "PM_KEY_PREFIX": pg_settings.key_prefix, "PM_DATABASE_URL": pg_settings.database_url,
-           "PM_REDIS_URL": pg_settings.redis_url, "PM_USER_IDLE_TTL_S": "1", "PM_MARKET_ARCHIVE_AFTER_S": "1",
-           "PM_IDLE_FLUSH_S": "0.2"}
-    proc = subprocess.Popen([str(PREDMARKET), "persister"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env = persister_env(pg_settings, PM_USER_IDLE_TTL_S="1", PM_MARKET_ARCHIVE_AFTER_S="1", PM_IDLE_FLUSH_S="0.2")
+    proc = start_persister(env, "p0", tmp_path / "persister.log")
     try:
         # 60 users over 3,000 trades: many trade rarely, so they go idle (and are evicted) between trades.
         summary = run(pg_settings, Plan(markets=4, users=60, trades=3_000, concurrency=8, processes=2, seed=7))
@@ -233,10 +229,8 @@ def test_audit_is_clean_after_random_trading_under_aggressive_eviction(pg_settin
         assert audit.returncode == 0, audit.stdout + audit.stderr
         assert "audit passed" in audit.stdout
     finally:
-        proc.terminate()
-        proc.wait(15)
-        client = new_redis()
-        asyncio.run(_cleanup(client, pg_settings.key_prefix))
+        proc.stop(grace_s=15)
+        delete_prefix(pg_settings.key_prefix, pg_settings.redis_url)
 
 
 async def _idle_users(settings: Settings, n: int) -> None:
@@ -256,14 +250,6 @@ def _idle_left(settings: Settings) -> bool:
         return any(client.scan_iter(match=Keys(settings.key_prefix).user("idle-*"), count=1000))
     finally:
         client.close()
-
-
-async def _cleanup(client: object, prefix: str) -> None:
-    from redis.asyncio import Redis
-
-    assert isinstance(client, Redis)
-    await delete_prefix(client, prefix)
-    await client.aclose()
 
 
 async def test_a_load_that_lost_the_race_goes_on_with_the_user_another_load_put_back(

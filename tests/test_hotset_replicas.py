@@ -21,25 +21,15 @@ from typing import Any
 import httpx
 import pytest
 import redis as sync_redis
+from predmarket.engine.keys import Keys
+from predmarket.persister.janitor import Janitor
 
-# Before importing them: their assertions report the values compared.
-pytest.register_assert_rewrite("tests.api_harness", "tests.fault_harness")
-
-from predmarket.engine.keys import Keys  # noqa: E402
-from predmarket.persister.janitor import Janitor  # noqa: E402
-
-from tests.api_harness import (  # noqa: E402
-    HTTP_TIMEOUT_S,
-    Api,
-    Stack,
-    User,
-    bearer,
-    delete_prefix_sync,
-    stop_all,
-    wait_for,
-)
-from tests.conftest import REDIS_URL  # noqa: E402
-from tests.fault_harness import make_stack, start_persister  # noqa: E402
+from tests.support.api import HTTP_TIMEOUT_S, Api, Stack, User, bearer
+from tests.support.faults import make_stack
+from tests.support.processes import stop_all
+from tests.support.redis_data import delete_prefix
+from tests.support.services import REDIS_URL
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +43,7 @@ def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
     stack = make_stack("evicted", database_url, REDIS_URL, tmp_path,
                        PM_USER_IDLE_TTL_S="0", PM_MARKET_ARCHIVE_AFTER_S="0")
     try:
-        start_persister(stack, "p0")
+        stack.start_persister("p0")
         stack.start_servers(2)
         api = Api(stack)
         try:
@@ -62,7 +52,7 @@ def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
             api.close()
     finally:
         stop_all([*stack.servers, *stack.persisters])
-        delete_prefix_sync(REDIS_URL, stack.prefix)
+        delete_prefix(stack.prefix)
 
 
 def evict(stack: Stack, user_id: str) -> None:

@@ -18,7 +18,7 @@ from predmarket.engine.settings import Settings
 from predmarket.engine.units import MICRO
 from predmarket.lua import SCRIPT_DIR
 
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 SCRIPTS = sorted(p for p in SCRIPT_DIR.glob("*.lua") if p.stem != LIB)
 ALL_LUA = sorted(SCRIPT_DIR.glob("*.lua"))

@@ -29,7 +29,8 @@ from predmarket.engine.models import HOUSE, Account, Market, MarketStatus, Order
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MICRO, MIN_LIQUIDITY
 
-from tests.conftest import MarketFactory, UserFactory, snapshot
+from tests.support.factories import MarketFactory, UserFactory
+from tests.support.redis_data import snapshot
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 YES, NO = Outcome.YES, Outcome.NO

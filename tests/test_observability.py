@@ -16,17 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+from predmarket.engine.keys import Keys
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from sqlalchemy.engine import make_url
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from predmarket.engine.keys import Keys  # noqa: E402
-
-from tests.api_harness import Api, Process, Stack, StackFactory, free_port, wait_for  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, Stack, StackFactory
+from tests.support.network import free_port
+from tests.support.processes import Process
+from tests.support.waiting import wait_for
 
 PG_PASSWORD = "pg-" + secrets.token_hex(8)
 #: Families the API may export about the persister: the group's lag, read from the stream.

@@ -10,9 +10,6 @@ import ast
 import tomllib
 from pathlib import Path
 
-from bench.options import SECTIONS
-from predmarket.commands.bench import SECTIONS_HELP
-
 ROOT = Path(__file__).resolve().parents[1]
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
 PRODUCT_FOLDERS = {"predmarket": "predmarket"} | {
@@ -51,7 +48,3 @@ def test_the_product_never_imports_the_bench_or_an_old_top_level_name() -> None:
     # The one sanctioned exception: `predmarket bench` imports it lazily from a checkout.
     assert offenders == [f"predmarket/commands/bench.py: {n}" for n in (
         "bench.invariants", "bench.options", "bench.persister_runs", "bench.report", "bench.runner")]
-
-
-def test_the_bench_commands_help_names_the_benchs_sections() -> None:
-    assert ",".join(SECTIONS) == SECTIONS_HELP

@@ -30,12 +30,11 @@ from predmarket.record.database import alembic_config, drop_database
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import MarketFactory, UserFactory
-from tests.persister_helpers import (
+from tests.support.factories import MarketFactory, UserFactory
+from tests.support.persister import (
     BUY,
     KEY_HASH,
     NO,
-    PREDMARKET,
     SELL,
     YES,
     Scenario,
@@ -59,8 +58,9 @@ from tests.persister_helpers import (
     row_counts,
     run_scenario,
     trade_seq,
-    wait_until,
 )
+from tests.support.processes import PREDMARKET
+from tests.support.waiting import wait_until
 
 
 async def assert_stores_agree(engine: MarketEngine, url: str) -> None:

@@ -26,19 +26,18 @@ from predmarket.engine.units import MICRO
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from tests.conftest import MarketFactory, UserFactory
-from tests.persister_helpers import (
+from tests.support.factories import MarketFactory, UserFactory
+from tests.support.network import free_port
+from tests.support.persister import (
     BUY,
     NO,
     YES,
-    TcpForwarder,
     catch_up,
     committed_mark,
     consumer_seen,
     drain,
     entries,
     expected_ledger_rows,
-    free_port,
     generate_trades,
     ledger_breaches,
     newest_id,
@@ -51,13 +50,12 @@ from tests.persister_helpers import (
     row_counts,
     run_scenario,
     scalar,
-    start_persister,
-    stop,
-    sync_client,
     trade_seq,
-    wait_until,
-    wait_until_async,
 )
+from tests.support.processes import start_persister
+from tests.support.services import sync_client
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until, wait_until_async
 
 REFUSED_URL = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
 
@@ -88,7 +86,7 @@ async def test_sigkill_mid_batch_then_restart_writes_every_trade_exactly_once(
     users = [(await make_user(1_000_000)).user_id for _ in range(12)]
     markets = [(await make_market(1000)).market_id for _ in range(4)]
     keys = engine.keys
-    client = sync_client(pg_settings)
+    client = sync_client(pg_settings.redis_url)
     env = persister_env(pg_settings, PM_CLAIM_IDLE_S="1", PM_PERSISTER_BATCH="200", PM_IDLE_FLUSH_S="0.2")
     procs = []
     try:
@@ -111,13 +109,13 @@ async def test_sigkill_mid_batch_then_restart_writes_every_trade_exactly_once(
                 return pending(client, keys.events, "victim") > 0
 
             await wait_until_async(holding, 30, "the victim to hold unacknowledged entries", interval_s=0.001)
-            victim.send_signal(signal.SIGKILL)
-            victim.wait(timeout=10)
+            victim.signal(signal.SIGKILL)
+            victim.wait(10)
             killed.set()
             await asyncio.wait_for(generator, 60)
         finally:
             generator.cancel()
-        assert victim.returncode == -signal.SIGKILL
+        assert victim.wait(0) == -signal.SIGKILL
         orphaned = pending(client, keys.events, "victim")
         assert orphaned > 0  # its batch is left pending: only a claim can finish it
         assert scalar(database_url, "SELECT count(*) FROM trades") < len(executed)
@@ -137,12 +135,12 @@ async def test_sigkill_mid_batch_then_restart_writes_every_trade_exactly_once(
             return pg_state(database_url) == await redis_state(engine)
 
         await wait_until_async(flushed, 20, "the heir's idle flush", interval_s=0.1)
-        assert heir.poll() is None
-        heir.send_signal(signal.SIGTERM)
-        assert heir.wait(timeout=15) == 0
+        assert heir.alive()
+        heir.signal(signal.SIGTERM)
+        assert heir.wait(15) == 0
     finally:
         for proc in procs:
-            stop(proc)
+            proc.kill()
         client.close()
     await assert_caught_up_exactly_once(engine, database_url, executed)
     assert "claimed" in (tmp_path / "heir.log").read_text()
@@ -248,7 +246,7 @@ async def test_run_survives_a_database_outage_and_stops_on_request(
     port = free_port()
     url = pg_settings.database_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
     assert url != pg_settings.database_url
-    database = TcpForwarder(port, ("127.0.0.1", 5432))
+    database = TcpProxy(("127.0.0.1", 5432), port)
     with persister(pg_settings.model_copy(update={"database_url": url}), "c1", claim_idle_s=600.0,
                    max_backoff_s=0.5, flush_every_s=0.05) as p:
         thread = threading.Thread(target=p.run, name="persister")
@@ -273,7 +271,7 @@ async def test_run_survives_a_database_outage_and_stops_on_request(
         finally:
             p.stopping = True
             thread.join(timeout=10)
-            database.stop()
+            database.cut()
         assert not thread.is_alive()
 
 
@@ -382,14 +380,14 @@ async def test_sigterm_stops_the_persister_cleanly(
 ) -> None:
     await make_user(10)
     keys = engine.keys
-    client = sync_client(pg_settings)
+    client = sync_client(pg_settings.redis_url)
     proc = start_persister(persister_env(pg_settings), "term", tmp_path / "term.log")
     try:
         wait_until(lambda: consumer_seen(client, keys.events, "term") and pending(client, keys.events) == 0
                    and client.get(keys.committed) is not None, 20, "the persister to start and catch up")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
     finally:
-        stop(proc)
+        proc.kill()
         client.close()
     assert "stopped" in (tmp_path / "term.log").read_text()

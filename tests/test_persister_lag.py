@@ -8,36 +8,20 @@ deployment (persister and API replica as subprocesses) on a private AOF ``redis-
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis as sync_redis
+from predmarket.engine.keys import Keys
+from predmarket.persister.lag import count_after, group_lag
+from predmarket.persister.stream import GROUP
 
-# Before importing them: their assertions report the values compared.
-pytest.register_assert_rewrite("tests.api_harness", "tests.fault_harness")
-
-from predmarket.engine.keys import Keys  # noqa: E402
-from predmarket.persister.lag import count_after, group_lag  # noqa: E402
-from predmarket.persister.stream import GROUP  # noqa: E402
-
-from tests.api_harness import Api, stop_all, wait_for  # noqa: E402
-from tests.conftest import REDIS_URL  # noqa: E402
-from tests.fault_harness import AofRedisServer, cli, make_stack, patient, start_persister  # noqa: E402
-from tests.redis_server import wait_until  # noqa: E402
-
-
-@pytest.fixture
-def client(prefix: str) -> Iterator[sync_redis.Redis]:
-    redis = sync_redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield redis
-    finally:
-        keys = list(redis.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            redis.delete(*keys)
-        redis.close()
+from tests.support.api import Api
+from tests.support.faults import cli, make_stack, patient
+from tests.support.processes import stop_all
+from tests.support.redis_server import AofRedisServer
+from tests.support.waiting import wait_for, wait_until
 
 
 def add(client: sync_redis.Redis, stream: str, n: int) -> list[str]:
@@ -47,32 +31,32 @@ def add(client: sync_redis.Redis, stream: str, n: int) -> list[str]:
 # --------------------------------------------------------------------------- counting
 
 @pytest.mark.parametrize("page", [1, 3, 1000])
-def test_count_after_is_exact_from_either_side(client: sync_redis.Redis, prefix: str, page: int) -> None:
+def test_count_after_is_exact_from_either_side(redis_client: sync_redis.Redis, prefix: str, page: int) -> None:
     stream = Keys(prefix).events
-    ids = add(client, stream, 25)
-    client.xtrim(stream, minid=ids[5], approximate=False)  # trimmed as the persister trims: the oldest entries go
+    ids = add(redis_client, stream, 25)
+    redis_client.xtrim(stream, minid=ids[5], approximate=False)  # trimmed as the persister trims: the oldest entries go
     kept = ids[5:]
     for position, last in [(-1, "0-0"), *enumerate(kept)]:
         # Small pages make both sides take turns: near either end the short side decides.
-        assert count_after(client, stream, last, len(kept), page) == len(kept) - position - 1, (last, page)
+        assert count_after(redis_client, stream, last, len(kept), page) == len(kept) - position - 1, (last, page)
 
 
-def test_group_lag_counts_pending_and_undelivered(client: sync_redis.Redis, prefix: str) -> None:
+def test_group_lag_counts_pending_and_undelivered(redis_client: sync_redis.Redis, prefix: str) -> None:
     stream = Keys(prefix).events
-    assert group_lag(client, stream, GROUP) is None  # no stream
-    ids = add(client, stream, 10)
-    assert group_lag(client, stream, GROUP) is None  # no group
-    client.xgroup_create(stream, GROUP, id="0")
-    assert group_lag(client, stream, GROUP) == group_lag(client, stream, GROUP, page=2)
-    lag = group_lag(client, stream, GROUP)
+    assert group_lag(redis_client, stream, GROUP) is None  # no stream
+    ids = add(redis_client, stream, 10)
+    assert group_lag(redis_client, stream, GROUP) is None  # no group
+    redis_client.xgroup_create(stream, GROUP, id="0")
+    assert group_lag(redis_client, stream, GROUP) == group_lag(redis_client, stream, GROUP, page=2)
+    lag = group_lag(redis_client, stream, GROUP)
     assert lag is not None and (lag.pending, lag.undelivered, lag.entries) == (0, 10, 10)
-    client.xreadgroup(GROUP, "c1", {stream: ">"}, count=4)
-    client.xack(stream, GROUP, ids[0])
-    lag = group_lag(client, stream, GROUP, page=2)
+    redis_client.xreadgroup(GROUP, "c1", {stream: ">"}, count=4)
+    redis_client.xack(stream, GROUP, ids[0])
+    lag = group_lag(redis_client, stream, GROUP, page=2)
     assert lag is not None and (lag.pending, lag.undelivered, lag.last_delivered) == (3, 6, ids[3])
-    client.xreadgroup(GROUP, "c1", {stream: ">"})
-    client.xack(stream, GROUP, *ids)
-    lag = group_lag(client, stream, GROUP)
+    redis_client.xreadgroup(GROUP, "c1", {stream: ">"})
+    redis_client.xack(stream, GROUP, *ids)
+    lag = group_lag(redis_client, stream, GROUP)
     assert lag is not None and lag.entries == 0
 
 
@@ -120,7 +104,7 @@ def test_lag_returns_to_zero_and_audit_passes_after_redis_is_killed_and_restarte
     server.start()
     stack = make_stack("lag", database_url, server.url, tmp_path)
     try:
-        start_persister(stack, "p0")
+        stack.start_persister("p0")
         stack.start_servers(1)
         api = Api(stack)
         try:

@@ -10,22 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from predmarket.engine.keys import Keys
 from sqlalchemy.engine import make_url
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from predmarket.engine.keys import Keys  # noqa: E402
-
-from tests.api_harness import Api, Stack, StackFactory, assert_error, unique, wait_for  # noqa: E402
-from tests.tcp_proxy import TcpProxy  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import Api, Stack, StackFactory, assert_error, unique
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
 def proxied_stack(stacks: StackFactory) -> Iterator[tuple[Stack, TcpProxy]]:
     url = make_url(stacks.database())
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432)).start()
     proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
     stack = stacks.start(unique("pgdown")[:18], replicas=1, database_url=proxied,
                          PM_USER_IDLE_TTL_S="1", PM_MARKET_ARCHIVE_AFTER_S="1")

@@ -30,7 +30,7 @@ from predmarket.engine.models import Outcome, Side
 from predmarket.engine.orders import Fill, avg_price, div_half_even, fill
 from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MAX_TOTAL, MICRO, MIN_LIQUIDITY
 
-from tests import reference as ref
+from tests.support import reference as ref
 
 State = tuple[int, int, int]  # (q_self, q_other, b)
 Trade = tuple[int, int, int, int]  # (q_self, q_other, shares, b)

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from predmarket.engine import pricing, pricing_n
 from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MAX_TOTAL, MICRO, MIN_LIQUIDITY
 
-from tests import reference as ref2
-from tests import reference_n as ref
-from tests.reference import Exact
+from tests.support import reference as ref2
+from tests.support import reference_n as ref
+from tests.support.reference import Exact
 from tests.test_pricing import (
     BOUNDARY_BUYS,
     BOUNDARY_SELLS,

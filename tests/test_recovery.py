@@ -15,26 +15,20 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis as sync_redis
 from predmarket.engine.keys import Keys
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
+from predmarket.engine.settings import Settings
+from predmarket.engine.units import MICRO
 from sqlalchemy import text
 
-# Before importing them: their assertions report the values compared.
-pytest.register_assert_rewrite("tests.api_harness", "tests.fault_harness")
-
-from predmarket.engine.market_engine import MarketEngine  # noqa: E402
-from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade  # noqa: E402
-from predmarket.engine.settings import Settings  # noqa: E402
-from predmarket.engine.units import MICRO  # noqa: E402
-
-from tests.api_harness import PREDMARKET  # noqa: E402
-from tests.conftest import REAL_REDIS, REDIS_URL, MarketFactory, UserFactory, delete_prefix  # noqa: E402
-from tests.fault_harness import Reliability, diff, full_snapshot  # noqa: E402
-from tests.persister_helpers import (  # noqa: E402
+from tests.support.factories import MarketFactory, UserFactory
+from tests.support.faults import Reliability, diff, full_snapshot
+from tests.support.persister import (
     BUY,
     NO,
     SELL,
@@ -49,8 +43,11 @@ from tests.persister_helpers import (  # noqa: E402
     redis_state,
     run_scenario,
     scalar,
-    wait_until,
 )
+from tests.support.processes import PREDMARKET
+from tests.support.redis_data import delete_prefix_async
+from tests.support.services import REAL_REDIS
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.skipif(not REAL_REDIS, reason="recover and audit run as subprocesses on a real Redis"),
               pytest.mark.slow]
@@ -64,15 +61,6 @@ def run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 def output(done: subprocess.CompletedProcess[str]) -> str:
     return " ".join((done.stdout + done.stderr).split())
-
-
-@pytest.fixture
-def redis_client() -> Iterator[sync_redis.Redis]:
-    client = sync_redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def keyed(user_id: str, market_id: str, side: Side, outcome: Outcome, shares: int, key: str) -> Order:
@@ -142,7 +130,7 @@ async def test_recover_refuses_then_restores_an_identical_state_and_trading_cont
         assert full_snapshot(redis_client, prefix) == before  # refused: nothing touched
 
         assert_recovered(pg_settings, redis_client, before, "--force")
-        await delete_prefix(engine.redis, prefix)
+        await delete_prefix_async(engine.redis, prefix)
         assert full_snapshot(redis_client, prefix) == {}
         # What running processes put into an emptied Redis is bookkeeping, not state: no refusal.
         redis_client.xgroup_create(Keys(prefix).events, "persister", id="0", mkstream=True)
@@ -222,7 +210,7 @@ async def test_recover_replays_markets_forward_from_stale_snapshots(
         unsnapshotted = scalar(url, "SELECT count(*) FROM trades WHERE market_id = :m", m=late)
         assert stale > 200 and unsnapshotted > 0
         before = full_snapshot(redis_client, prefix)
-    await delete_prefix(engine.redis, prefix)
+    await delete_prefix_async(engine.redis, prefix)
     report = assert_recovered(pg_settings, redis_client, before)
     assert f"({stale + unsnapshotted:,} trades replayed" in report, report
     await assert_market_rows_repaired(engine, pg_settings, users[0])
@@ -258,7 +246,7 @@ async def test_resolved_partially_and_fully_settled_markets_survive_recover(
         m = before[f"{{m:{partial}}}"]
         assert m["status"] == "RESOLVED" and m["holders_paid"] == "2" and int(m["settled_yes"]) == 5 * MICRO
         assert before[f"{{m:{settled}}}"]["status"] == "SETTLED"
-        await delete_prefix(engine.redis, prefix)
+        await delete_prefix_async(engine.redis, prefix)
         assert_recovered(pg_settings, redis_client, before)
         assert_audit_passes(pg_settings)
         await assert_market_rows_repaired(engine, pg_settings, losers[0])

@@ -9,17 +9,13 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from predmarket.record.revision import head
+from predmarket.record.schema import metadata
 from sqlalchemy import create_engine, inspect, text
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from predmarket.record.revision import head  # noqa: E402
-from predmarket.record.schema import metadata  # noqa: E402
-
-from tests.api_harness import PREDMARKET, StackFactory, assert_error, bearer, unique  # noqa: E402
-from tests.conftest import REDIS_URL  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from tests.support.api import StackFactory, assert_error, bearer, unique
+from tests.support.processes import PREDMARKET
+from tests.support.services import REDIS_URL
 
 
 def test_autogenerate_against_a_migrated_database_finds_nothing_to_do(database_url: str) -> None:

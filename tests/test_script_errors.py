@@ -26,7 +26,7 @@ from predmarket.engine.sequencer import MarketBook, Pending, Priced, SequencerSt
 from predmarket.lua import SCRIPT_DIR
 from redis.asyncio import Redis
 
-from tests.conftest import REDIS_URL, new_redis
+from tests.support.services import REDIS_URL, new_redis
 
 ENGINE_LOG = "predmarket.engine"
 

@@ -23,7 +23,8 @@ from predmarket.engine.settings import Settings
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO
 
-from tests.redis_server import RedisServer, free_port
+from tests.support.network import free_port
+from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
 USER, MARKET = "alice", "m1"

@@ -35,7 +35,9 @@ from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, parse_micro
 from redis.asyncio import Redis
 
-from tests.conftest import REDIS_URL, MarketFactory, UserFactory, new_redis, snapshot
+from tests.support.factories import MarketFactory, UserFactory
+from tests.support.redis_data import snapshot
+from tests.support.services import REDIS_URL, new_redis
 
 # --------------------------------------------------------------------------- replay of the stream
 

@@ -13,8 +13,8 @@ import pytest
 
 from predmarket.cli import build_parser
 from predmarket.services import free_port
-from tests.conftest import REDIS_URL
-from tests.redis_server import wait_until
+from tests.support.services import REDIS_URL
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize("port", ["0", "-1", "65536", "70000", "http"])

@@ -13,7 +13,8 @@ from predmarket.engine.models import HOUSE, Account, Market, Order, Outcome, Sid
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, format_micro
 
-from tests.conftest import MarketFactory, UserFactory, snapshot
+from tests.support.factories import MarketFactory, UserFactory
+from tests.support.redis_data import snapshot
 
 YES, NO = Outcome.YES, Outcome.NO
 

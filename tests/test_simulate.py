@@ -19,9 +19,10 @@ from predmarket.engine.settings import Settings
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, parse_micro
 
-from bench.scratch import delete_prefix as delete_keys
 from predmarket.cli import main as cli_main
-from tests.conftest import REDIS_URL, MarketFactory, UserFactory, new_redis
+from tests.support.factories import MarketFactory, UserFactory
+from tests.support.redis_data import delete_prefix
+from tests.support.services import REDIS_URL, new_redis
 from tests.test_sequencer import assert_replay_matches
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ def cli_prefix(prefix: str) -> Iterator[str]:
     try:
         yield prefix
     finally:
-        delete_keys(REDIS_URL, prefix)
+        delete_prefix(prefix)
 
 
 def figure(output: str, name: str) -> str:

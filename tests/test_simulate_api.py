@@ -13,16 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis as sync_redis
+from predmarket.engine.keys import Keys
 
-pytest.register_assert_rewrite("tests.api_harness")
-
-from predmarket.engine.keys import Keys  # noqa: E402
-
-from predmarket.http_sim import HttpStats, setup_http, trade_forever  # noqa: E402
-from predmarket.http_simulate import check_over_api, micro_from_text  # noqa: E402
-from tests.api_harness import Stack, StackFactory  # noqa: E402
-
-pytest_plugins = ["tests.api_harness"]
+from predmarket.http_sim import HttpStats, setup_http, trade_forever
+from predmarket.http_simulate import check_over_api, micro_from_text
+from tests.support.api import Stack, StackFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 

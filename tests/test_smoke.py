@@ -2,7 +2,7 @@ from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import Order, Outcome, Side
 from predmarket.engine.units import MICRO
 
-from tests.conftest import MarketFactory, UserFactory
+from tests.support.factories import MarketFactory, UserFactory
 
 
 async def test_buy_then_sell_round_trip(

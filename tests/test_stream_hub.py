@@ -14,7 +14,8 @@ from predmarket.api.stream_hub import Audience, Capacity, StreamHub, Subscriber
 from predmarket.api.streaming import Session
 from predmarket.engine.keys import Keys
 
-from tests.conftest import delete_prefix, new_redis
+from tests.support.redis_data import delete_prefix_async as delete_prefix
+from tests.support.services import new_redis
 
 WAIT_S = 10.0
 

@@ -12,7 +12,7 @@ from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import Trade
 from predmarket.engine.orders import fill
 
-from tests.conftest import MarketFactory, UserFactory
+from tests.support.factories import MarketFactory, UserFactory
 from tests.test_sequencer import YES, EngineFactory, assert_replay_matches, buy, engines
 
 __all__ = ["engines"]  # the fixture, used here by name

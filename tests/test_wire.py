@@ -16,7 +16,7 @@ from predmarket.engine.models import Order, Outcome, Side
 from predmarket.engine.units import MICRO, format_micro
 from predmarket.engine.wire import OrderLine, StoredReply, WireError, request_hash
 
-from tests.conftest import MarketFactory, UserFactory
+from tests.support.factories import MarketFactory, UserFactory
 
 BUY, SELL, YES, NO = Side.BUY, Side.SELL, Outcome.YES, Outcome.NO
 

@@ -1,12 +1,5 @@
-"""Ports on the loopback interface."""
+"""Ports on the loopback interface: the product's own helper (the demo picks its ports with it)."""
 
-from __future__ import annotations
+from predmarket.services import free_port
 
-import socket
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (another process may take it before we do)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port"]

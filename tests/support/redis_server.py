@@ -14,7 +14,8 @@ import redis as sync_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.support import free_port, wait_until
+from tests.support.network import free_port
+from tests.support.waiting import wait_until
 
 REDIS_SERVER = shutil.which("redis-server") or "redis-server"
 
@@ -83,4 +84,16 @@ class RedisServer:
 
     def restart(self, timeout_s: float = 10.0) -> None:
         self.stop(timeout_s)
+        self.start(timeout_s)
+
+
+class AofRedisServer(RedisServer):
+    """``redis-server`` with ``appendonly yes`` and ``appendfsync always``: every acknowledged write is on disk."""
+
+    persistence = ("--appendonly", "yes", "--appendfsync", "always")
+
+    def wipe(self, timeout_s: float = 10.0) -> None:
+        """Data lost entirely: SIGKILL, delete the data directory, start an empty server on the same port."""
+        self.stop(timeout_s)
+        shutil.rmtree(self.directory)
         self.start(timeout_s)

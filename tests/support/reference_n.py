@@ -25,7 +25,7 @@ minus a tiny number, which the form above only knows to ``1e-49`` relative.
 A second derivation covers it: ``C(q) = max q + b * ln(1 + sigma)`` with
 ``sigma`` the sum of the weights but one leader's, so the cost is the exact
 integer ``max(after) - max(before)`` plus a difference of two such small parts,
-each with its relative precision (what :mod:`tests.reference` does for two
+each with its relative precision (what :mod:`tests.support.reference` does for two
 outcomes). :func:`buy_cost` returns whichever of the two has the smaller error
 bound; a test checks that they agree. Sale proceeds are the cost of buying the
 same shares back from the state after the sale.
@@ -33,7 +33,7 @@ same shares back from the state after the sale.
 Exact integers: ``C(after) - C(before)`` is an integer ``c`` exactly when the
 totals after are those before shifted by ``c``, up to order (``exp(1/b)`` is
 transcendental); such cases are recognised by counting the totals and given
-``err = 0``, as :mod:`tests.reference` does for the binary flip.
+``err = 0``, as :mod:`tests.support.reference` does for the binary flip.
 
 Error bounds: rounding ``t_j = (max q - q_j) / b`` to 50 digits moves ``w_j`` by
 ``t_j`` half-ulps relative; a handful of correctly rounded operations add a few
@@ -48,7 +48,7 @@ from collections import Counter
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 
-from tests.reference import CTX, WIDE, Exact
+from tests.support.reference import CTX, WIDE, Exact
 
 MICRO = 1_000_000
 #: Only for ``expm1`` and ``ln(1 + z)``: 1 + z must not cancel.

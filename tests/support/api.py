@@ -1,15 +1,12 @@
 """The API contract suite's harness: real ``predmarket serve`` replicas and a persister, over real HTTP.
 
-Test modules load it with ``pytest_plugins = ["tests.api_harness"]``. The main
-stack (fixture ``api_stack``) is two ``predmarket serve`` processes on two free
-ports sharing one Redis key prefix and one PostgreSQL database (cloned from the
-session's migrated template), plus one ``predmarket persister``. It is started
-once per session; every test creates its own users and markets with unique ids.
-
-Other stacks are started on first use: a pair without persister (durable
-answers time out), a rate-limited server, and a server whose Redis is a closed
-port. Every wait polls a condition with a deadline; every process is killed in
-a finalizer.
+A :class:`Stack` is ``predmarket serve`` replicas on free ports (and maybe
+persisters) sharing one Redis key prefix and one PostgreSQL database (cloned
+from the session's migrated template); :class:`StackFactory` starts stacks on
+demand and removes them at the end of the session; :class:`Api` is a client of
+one stack with the suite's helper requests; ``assert_*`` check bodies against
+the contract. The fixtures (``api_stack``, ``api``, ``stacks``, ...) are in
+``tests/conftest.py``. Every wait polls a condition with a deadline.
 """
 
 from __future__ import annotations
@@ -18,28 +15,25 @@ import contextlib
 import os
 import re
 import secrets
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, localcontext
 from pathlib import Path
-from typing import IO, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
-import pytest
 import redis as sync_redis
 from predmarket.engine.keys import Keys
 
-from bench.scratch import delete_prefix as delete_keys
-from tests.conftest import REDIS_URL, _pg_url
-from tests.support import free_port, wait_for
+from tests.support.database import clone_database, drop_database
+from tests.support.network import free_port
+from tests.support.processes import PREDMARKET, Process, environment, start_persister, stop_all
+from tests.support.redis_data import delete_prefix
+from tests.support.services import REDIS_URL
+from tests.support.waiting import wait_for
 
-PREDMARKET = Path(sys.executable).with_name("predmarket")
 START_TIMEOUT_S = 30.0
 HTTP_TIMEOUT_S = 10.0
 
@@ -64,7 +58,7 @@ ERROR_STATUS = {
 T = TypeVar("T")
 
 
-# --------------------------------------------------------------------------- waiting and ids
+# --------------------------------------------------------------------------- ids and amounts
 
 def unique(prefix: str) -> str:
     """A fresh id matching ``^[A-Za-z0-9_-]{1,64}$``."""
@@ -87,74 +81,7 @@ def fmt(value: Decimal) -> str:
     return str(value.quantize(MICRO))
 
 
-# --------------------------------------------------------------------------- processes
-
-@dataclass
-class Process:
-    """One ``predmarket`` subprocess, its output in a log file."""
-
-    name: str
-    args: list[str]
-    env: dict[str, str]
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-    _log: IO[bytes] | None = None
-
-    def start(self) -> None:
-        self._log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, grace_s: float = 5.0) -> None:
-        """Signal the process (SIGTERM, then SIGKILL after ``grace_s``) and reap it."""
-        if self.popen is not None:
-            if self.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.popen.send_signal(sig)
-                try:
-                    self.popen.wait(grace_s)
-                except subprocess.TimeoutExpired:
-                    self.popen.kill()
-                    self.popen.wait(grace_s)
-            self.popen = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def signal(self, sig: int = signal.SIGTERM) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(sig)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-
-def stop_all(processes: list[Process], grace_s: float = 1.5) -> None:
-    """SIGTERM every process at once, SIGKILL whatever is left after ``grace_s``, reap them all."""
-    for process in processes:
-        process.signal()
-    deadline = time.monotonic() + grace_s
-    for process in processes:
-        if process.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.popen.wait(max(0.0, deadline - time.monotonic()))
-        process.stop(signal.SIGKILL)
-
+# --------------------------------------------------------------------------- stacks
 
 @dataclass
 class Stack:
@@ -173,12 +100,9 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PM_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-        env.update({
-            "PM_KEY_PREFIX": self.prefix, "PM_DATABASE_URL": self.database_url, "PM_REDIS_URL": self.redis_url,
-            "PM_ADMIN_TOKEN": self.admin_token, "PM_IDLE_FLUSH_S": "0.2", "PM_CLAIM_IDLE_S": "1",
-            "PM_RATE_LIMIT_PER_S": "0", "PYTHONUNBUFFERED": "1",
-        })
+        env = environment(key_prefix=self.prefix, redis_url=self.redis_url, database_url=self.database_url,
+                          PM_ADMIN_TOKEN=self.admin_token, PM_IDLE_FLUSH_S="0.2", PM_CLAIM_IDLE_S="1",
+                          PM_RATE_LIMIT_PER_S="0")
         if os.environ.get("PM_TEST_AGGRESSIVE_EVICTION") == "1":
             # The hot set at its most eager: every idle user and settled market leaves Redis
             # after a second; the contract must hold all the same (`make test-evicting`).
@@ -242,12 +166,12 @@ class Stack:
                 time.sleep(0.05)
         return False
 
-    def start_persister(self) -> Process:
-        index = len(self.persisters)
-        process = Process(f"{self.name}-persister{index}",
-                          [str(PREDMARKET), "persister", "--consumer", f"{self.name}-p{index}"],
-                          self.env, self.workdir / f"{self.name}-persister{index}.log")
-        process.start()
+    def start_persister(self, consumer: str | None = None, **env: str) -> Process:
+        """``predmarket persister`` with the stack's environment (plus ``env``), as consumer ``consumer``
+        (by default ``<stack>-p<n>``)."""
+        consumer = consumer or f"{self.name}-p{len(self.persisters)}"
+        process = start_persister({**self.env, **env}, consumer, self.workdir / f"{self.name}-{consumer}.log",
+                                  name=f"{self.name}-{consumer}")
         self.persisters.append(process)
         return process
 
@@ -283,25 +207,6 @@ def stream_id(value: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def delete_prefix_sync(redis_url: str, prefix: str) -> None:
-    """Remove one stack's keys (never a FLUSHDB of the shared Redis)."""
-    delete_keys(redis_url, prefix)
-
-
-def clone_database(template: str) -> str:
-    """A new database with the migrated schema (CREATE DATABASE ... TEMPLATE, as ``database_url`` does)."""
-    from sqlalchemy import create_engine, text
-
-    name = f"pmtest_api_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(_pg_url("postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    finally:
-        admin.dispose()
-    return _pg_url(name)
-
-
 class StackFactory:
     """Starts stacks on demand during the session; stops them and removes their data at its end."""
 
@@ -313,7 +218,7 @@ class StackFactory:
         self.admin_token = "adm_" + secrets.token_urlsafe(24)
 
     def database(self) -> str:
-        url = clone_database(self.template)
+        url = clone_database(self.template, "pmtest_api")
         self.databases.append(url)
         return url
 
@@ -329,12 +234,10 @@ class StackFactory:
         return stack
 
     def close(self) -> None:
-        from predmarket.record.database import drop_database
-
         stop_all([p for stack in self.stacks for p in (*stack.servers, *stack.persisters)])
         for stack in self.stacks:
             if stack.redis_url == REDIS_URL:
-                delete_prefix_sync(stack.redis_url, stack.prefix)
+                delete_prefix(stack.prefix, stack.redis_url)
         for url in self.databases:
             drop_database(url)
 
@@ -552,49 +455,3 @@ def assert_quote(obj: Any) -> None:
     assert obj["side"] in ("BUY", "SELL") and obj["outcome"] in ("YES", "NO")
     assert_avg_price(obj)
     assert_prices(obj)
-
-
-# --------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="session")
-def stacks(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
-    factory = StackFactory(pg_template, tmp_path_factory.mktemp("api-stacks"))
-    try:
-        yield factory
-    finally:
-        factory.close()
-
-
-@pytest.fixture(scope="session")
-def api_stack(stacks: StackFactory) -> Stack:
-    """Two replicas and one persister on one prefix and one database."""
-    return stacks.start("main")
-
-
-@pytest.fixture(scope="session")
-def api(api_stack: Stack) -> Iterator[Api]:
-    client = Api(api_stack)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="session")
-def nopersist_stack(stacks: StackFactory) -> Stack:
-    """Two replicas without a persister, durable answers bounded at 1 s."""
-    return stacks.start("nopersist", persister=False, PM_DURABLE_WAIT_S="1")
-
-
-@pytest.fixture(scope="session")
-def ratelimited_stack(stacks: StackFactory, api_stack: Stack) -> Stack:
-    """One server allowing 2 requests per second per user (bursts of 4)."""
-    return stacks.start("ratelimited", replicas=1, persister=False, database_url=api_stack.database_url,
-                        PM_RATE_LIMIT_PER_S="2")
-
-
-@pytest.fixture(scope="session")
-def dead_redis_stack(stacks: StackFactory, api_stack: Stack) -> Stack:
-    """One server whose Redis is a closed port (PostgreSQL is up)."""
-    return stacks.start("deadredis", replicas=1, persister=False, database_url=api_stack.database_url,
-                        redis_url=f"redis://127.0.0.1:{free_port()}/0", wait_house=False)

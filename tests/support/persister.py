@@ -9,16 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, cast
 
 import redis as sync_redis
@@ -32,9 +25,8 @@ from predmarket.persister.worker import Cadence, Persister, build
 from predmarket.record.pg_state import read_pg_state
 from sqlalchemy import Connection, create_engine, text
 
-from tests.support import free_port, wait_until, wait_until_async  # noqa: F401  (re-exported)
+from tests.support.processes import environment
 
-PREDMARKET = Path(sys.executable).with_name("predmarket")
 TABLES = ("users", "balances", "markets", "market_snapshots", "position_state", "trades", "ledger")
 YES, NO = Outcome.YES, Outcome.NO
 BUY, SELL = Side.BUY, Side.SELL
@@ -188,10 +180,6 @@ def read_as(client: sync_redis.Redis, stream: str, consumer: str, count: int) ->
     return reply[0][1] if reply else []
 
 
-def sync_client(settings: Settings) -> sync_redis.Redis:
-    return sync_redis.Redis.from_url(settings.redis_url, decode_responses=True)
-
-
 def pending(client: sync_redis.Redis, stream: str, consumer: str | None = None) -> int:
     """Entries of group ``persister`` delivered and not acknowledged (of one consumer, if named)."""
     info: dict[str, Any] = client.xpending(stream, GROUP)
@@ -281,24 +269,9 @@ async def generate_trades(engine: MarketEngine, users: list[str], markets: list[
 # --------------------------------------------------------------------------- subprocesses
 
 def persister_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-    env.update(PM_KEY_PREFIX=settings.key_prefix, PM_DATABASE_URL=settings.database_url,
-               PM_REDIS_URL=settings.redis_url, PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
-
-
-def start_persister(env: dict[str, str], consumer: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen([str(PREDMARKET), "persister", "--consumer", consumer], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Kill a child if it still runs, and reap it."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    """The environment of a ``predmarket`` subprocess on ``settings``' stores (plus ``extra``)."""
+    return environment(key_prefix=settings.key_prefix, redis_url=settings.redis_url,
+                       database_url=settings.database_url, **extra)
 
 
 def consumer_seen(client: sync_redis.Redis, stream: str, consumer: str) -> bool:
@@ -308,73 +281,3 @@ def consumer_seen(client: sync_redis.Redis, stream: str, consumer: str) -> bool:
     except sync_redis.ResponseError:  # no stream or group yet
         return False
     return any(c["name"] == consumer for c in consumers)
-
-
-# --------------------------------------------------------------------------- a TCP forwarder
-
-class TcpForwarder:
-    """Listens on ``port`` and forwards to ``target`` only while started: a database that comes back."""
-
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.port = port
-        self.target = target
-        self._server: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-        self._sockets: list[socket.socket] = []
-
-    def start(self) -> None:
-        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        server.bind(("127.0.0.1", self.port))
-        server.listen(16)
-        self._server = server
-        self._spawn(self._accept, server)
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            self._sockets += [client, upstream]
-            self._spawn(self._pipe, client, upstream)
-            self._spawn(self._pipe, upstream, client)
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def stop(self) -> None:
-        """Stop listening and cut every forwarded connection."""
-        if self._server is not None:
-            with contextlib.suppress(OSError):
-                self._server.shutdown(socket.SHUT_RDWR)
-            self._server.close()
-            self._server = None
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for thread in self._threads:
-            thread.join(timeout=5)
-        for sock in self._sockets:
-            sock.close()
-        self._threads.clear()
-        self._sockets.clear()

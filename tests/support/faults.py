@@ -1,5 +1,5 @@
-"""Helpers for the recovery and fault tests: a private AOF redis-server, whole deployments as
-subprocesses, HTTP load with Idempotency-Key retries, full Redis snapshots, exactly-once checks.
+"""Helpers for the recovery and fault tests: whole deployments as subprocesses, HTTP load with
+Idempotency-Key retries, full Redis snapshots, exactly-once checks.
 
 Nothing here touches the shared Redis except keys under a test's own prefix. Every wait polls a
 condition with a deadline; only clients pace their retries (a few ms), nothing sleeps as
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import secrets
-import shutil
 import subprocess
 import threading
 import time
@@ -29,24 +28,11 @@ from predmarket.engine.keys import Keys
 from predmarket.engine.units import micro_from_decimal
 from sqlalchemy import create_engine, text
 
-from tests.api_harness import PREDMARKET, Api, Process, Stack, User
-from tests.redis_server import RedisServer, wait_until
+from tests.support.api import Api, Stack, User
+from tests.support.processes import PREDMARKET
+from tests.support.waiting import wait_until
 
 CLI_TIMEOUT_S = 60.0
-
-
-# --------------------------------------------------------------------------- a private redis-server with AOF
-
-class AofRedisServer(RedisServer):
-    """``redis-server`` with ``appendonly yes`` and ``appendfsync always``: every acknowledged write is on disk."""
-
-    persistence = ("--appendonly", "yes", "--appendfsync", "always")
-
-    def wipe(self, timeout_s: float = 10.0) -> None:
-        """Data lost entirely: SIGKILL, delete the data directory, start an empty server on the same port."""
-        self.stop(timeout_s)
-        shutil.rmtree(self.directory)
-        self.start(timeout_s)
 
 
 # --------------------------------------------------------------------------- deployments
@@ -56,15 +42,6 @@ def make_stack(name: str, database_url: str, redis_url: str, workdir: Path, **ov
     return Stack(name=name, prefix=f"pmfault-{name}-{uuid.uuid4().hex[:8]}", database_url=database_url,
                  redis_url=redis_url, admin_token="adm_" + secrets.token_urlsafe(24), workdir=workdir,
                  overrides=overrides)
-
-
-def start_persister(stack: Stack, consumer: str, **env: str) -> Process:
-    """``predmarket persister --consumer <consumer>`` with the stack's environment (plus ``env``)."""
-    process = Process(f"{stack.name}-{consumer}", [str(PREDMARKET), "persister", "--consumer", consumer],
-                      {**stack.env, **env}, stack.workdir / f"{stack.name}-{consumer}.log")
-    process.start()
-    stack.persisters.append(process)
-    return process
 
 
 def cli(stack: Stack, *args: str, timeout_s: float = CLI_TIMEOUT_S, **env: str) -> subprocess.CompletedProcess[str]:
@@ -371,12 +348,12 @@ def pg_trades(database_url: str) -> list[PgTrade]:
 
 def stream_trades(client: sync_redis.Redis, prefix: str) -> list[dict[str, str]]:
     """Every TradeExecuted entry still in the stream, oldest first."""
-    entries = cast(list[tuple[str, dict[str, str]]], client.xrange(f"{prefix}:events"))
+    entries = cast(list[tuple[str, dict[str, str]]], client.xrange(Keys(prefix).events))
     return [f for _, f in entries if f.get("type") == "TradeExecuted"]
 
 
 def trade_seq(client: sync_redis.Redis, prefix: str) -> int:
-    return int(client.get(f"{prefix}:trade_seq") or 0)
+    return int(client.get(Keys(prefix).trade_seq) or 0)
 
 
 def assert_acks_exactly_once(acks: dict[str, dict[str, Any]], rejected: Iterable[str], rows: list[PgTrade], *,
