@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from predmarket.engine.units import MICRO  # noqa: E402
 from tests.support.api import Api, Stack, StackFactory  # noqa: E402
 from tests.support.cluster import PrivateCluster, require_binaries  # noqa: E402
 from tests.support.database import clone_database, drop_database, migrated_template  # noqa: E402
-from tests.support.factories import MarketFactory, UserFactory  # noqa: E402
+from tests.support.factories import EngineFactory, MarketFactory, UserFactory  # noqa: E402
 from tests.support.network import free_port  # noqa: E402
 from tests.support.redis_data import delete_prefix, delete_prefix_async  # noqa: E402
 from tests.support.services import (  # noqa: E402
@@ -62,6 +63,23 @@ async def engine(settings: Settings) -> AsyncIterator[MarketEngine]:
     finally:
         await delete_prefix_async(eng.redis, settings.key_prefix)
         await eng.close()
+
+
+@pytest.fixture
+async def engines(engine: MarketEngine, settings: Settings) -> AsyncIterator[EngineFactory]:
+    """``engines(**overrides)`` -> another engine on its own Redis client, same prefix (another process)."""
+    made: list[MarketEngine] = []
+
+    def make(**overrides: Any) -> MarketEngine:
+        eng = MarketEngine(new_redis(), Settings(key_prefix=settings.key_prefix, redis_url=REDIS_URL, **overrides))
+        made.append(eng)
+        return eng
+
+    try:
+        yield make
+    finally:  # before `engine` deletes the prefix
+        for eng in made:
+            await eng.close()
 
 
 @pytest.fixture

@@ -75,12 +75,8 @@ async def subscribers(base_url: str, count: int) -> AsyncIterator[list[RawSse]]:
 
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(Path(tmp_path_factory.mktemp("stream-redis")))
-    server.start()
-    try:
+    with RedisServer(Path(tmp_path_factory.mktemp("stream-redis"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +92,12 @@ def capped_stack(stacks: StackFactory, private_redis: RedisServer) -> Iterator[S
 @pytest.fixture(scope="module")
 def wide_stack(stacks: StackFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One replica with a persister on a Redis of its own, default capacity."""
-    server = RedisServer(Path(tmp_path_factory.mktemp("stream-redis-wide")))
-    server.start()
-    try:
+    with RedisServer(Path(tmp_path_factory.mktemp("stream-redis-wide"))) as server:
         stack = stacks.start("streamwide", replicas=1, redis_url=server.url)
         try:
             yield stack
         finally:
             stack.stop()
-    finally:
-        server.stop()
 
 
 def durable_trade(api: Api, market_id: str) -> httpx.Response:

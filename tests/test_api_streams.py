@@ -12,7 +12,7 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 
 from tests.support.api import Api, Stack, User, assert_error, bearer, stream_id
-from tests.test_api_events import (
+from tests.support.event_streams import (
     INTERNAL,
     PERSONAL,
     WAIT_S,

@@ -19,21 +19,12 @@ from bench.results import ENGINE, NAIVE_CAS, PG_ONLY
 from bench.runner import RESULTS_FILE, run_bench
 from predmarket.cli import main as cli_main
 from predmarket.commands.bench import SECTIONS_HELP
-from tests.support.services import PG_SERVER_URL, REAL_REDIS, REDIS_URL, REQUIRE_REAL
+from tests.support.services import real_services
 
 TINY = Sizes(
     users=10, engine_processes=(1,), engine_markets=(1, 100), engine_concurrency=(1, 8),
     engine_trades={1: 100, 8: 400}, peer_markets=(1, 100), peer_concurrency=(8,), peer_seconds=0.3,
 )
-
-
-def real_services() -> Settings:
-    """Settings for the real Redis and PostgreSQL; skips (or fails under CI) without a real Redis."""
-    if not REAL_REDIS:
-        if REQUIRE_REAL:
-            pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
-        pytest.skip("the bench needs a real Redis (its workers are separate processes)")
-    return Settings(redis_url=REDIS_URL, database_url=PG_SERVER_URL)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 
 from bench.options import BenchOptions, Sizes
 from bench.runner import RESULTS_FILE, run_bench
-from tests.test_bench import real_services
+from tests.support.services import real_services
 
 
 @pytest.mark.slow

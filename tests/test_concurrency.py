@@ -24,13 +24,10 @@ from predmarket.engine.settings import Settings
 from predmarket.engine.units import MICRO
 
 from predmarket.simulate import Plan, Summary, run
-from tests import test_sequencer
-from tests.support.factories import UserFactory
+from tests.support.factories import EngineFactory, UserFactory
 from tests.support.redis_data import delete_prefix
+from tests.support.replay import Replay, assert_replay_matches
 from tests.support.services import REDIS_URL, new_redis
-from tests.test_sequencer import EngineFactory, Replay, assert_replay_matches
-
-engines = test_sequencer.engines  # the fixture: more engines (own clients) on this test's prefix
 
 # --------------------------------------------------------------------------- one balance, many tasks
 
@@ -109,7 +106,7 @@ def storm_settings(prefix: str) -> Iterator[Settings]:
 
 
 async def _verify(settings: Settings) -> Replay:
-    """Invariants, trade_seq and an exact replay of the stream (see tests/test_sequencer.py)."""
+    """Invariants, trade_seq and an exact replay of the stream (tests/support/replay.py)."""
     redis = new_redis()
     try:
         return await assert_replay_matches(redis, Keys(settings.key_prefix))

@@ -53,13 +53,8 @@ DOWN_ANSWER_S = 3.0  # the API answers 503 within this while Redis is down
 
 @contextlib.contextmanager
 def private_redis(directory: Path, aof: bool = False) -> Iterator[RedisServer]:
-    server = AofRedisServer(directory) if aof else RedisServer(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    server.start()
-    try:
+    with (AofRedisServer if aof else RedisServer)(directory) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager

@@ -25,22 +25,22 @@ from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MAX_TOTAL, MICR
 
 from tests.support import reference as ref2
 from tests.support import reference_n as ref
-from tests.support.reference import Exact
-from tests.test_pricing import (
+from tests.support.pricing_cases import (
     BOUNDARY_BUYS,
     BOUNDARY_SELLS,
     EDGE_STATES,
-    _edge_buys,
-    _edge_sells,
-    _shares,
     amount_orders,
     bounded,
     buys,
+    edge_buys,
+    edge_sells,
     liquidities,
     log_int,
     sells,
     states,
+    trade_size,
 )
+from tests.support.reference import Exact
 
 Market = tuple[list[int], int]  # (q, b)
 TradeN = tuple[list[int], int, int, int]  # (q, k, shares or amount, b)
@@ -100,7 +100,7 @@ def count_decimal_paths(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
 # --------------------------------------------------------------------------- strategies
 
 outcome_counts = st.one_of(st.sampled_from([2, 3, 4, 16]), st.integers(2, 16))
-_EXTREME_RATIOS = [50, 60, 61, 100, 140, 300, 700, 746, 800, 10_000]
+EXTREME_RATIOS = [50, 60, 61, 100, 140, 300, 700, 746, 800, 10_000]
 
 
 @st.composite
@@ -112,7 +112,7 @@ def offsets(draw: st.DrawFn, b: int) -> int:
     elif kind == "ratio":
         d = round(draw(st.floats(0.0, 70.0)) * b)
     elif kind == "extreme":
-        d = draw(st.sampled_from(_EXTREME_RATIOS)) * b + draw(st.integers(-1000, 1000))
+        d = draw(st.sampled_from(EXTREME_RATIOS)) * b + draw(st.integers(-1000, 1000))
     elif kind == "absolute":
         d = draw(log_int(1, MAX_TOTAL))
     else:
@@ -159,7 +159,7 @@ def buys_n(draw: st.DrawFn) -> TradeN:
     k = _pick(draw, q)
     cap = min(MAX_QUANTITY, MAX_TOTAL - q[k])
     assume(cap >= 1)
-    return q, k, _shares(draw, b, cap), b
+    return q, k, trade_size(draw, b, cap), b
 
 
 @st.composite
@@ -169,7 +169,7 @@ def sells_n(draw: st.DrawFn) -> TradeN:
     assume(q[k] >= 1)
     if draw(st.booleans()):
         return q, k, q[k], b
-    return q, k, _shares(draw, b, min(q[k], MAX_QUANTITY)), b
+    return q, k, trade_size(draw, b, min(q[k], MAX_QUANTITY)), b
 
 
 @st.composite
@@ -488,7 +488,7 @@ def _both_ways(q_self: int, q_other: int) -> list[tuple[list[int], int]]:
     return [([q_self, q_other], 0), ([q_other, q_self], 1)]
 
 
-@pytest.mark.parametrize(("q_self", "q_other", "shares", "b"), [*_edge_buys(), *(p.values[:4] for p in BOUNDARY_BUYS)])
+@pytest.mark.parametrize(("q_self", "q_other", "shares", "b"), [*edge_buys(), *(p.values[:4] for p in BOUNDARY_BUYS)])
 def test_general_path_buys_like_the_binary(path: str, q_self: int, q_other: int, shares: int, b: int) -> None:
     expected = pricing.buy_cost(q_self, q_other, shares, b)
     for q, k in _both_ways(q_self, q_other):
@@ -497,7 +497,7 @@ def test_general_path_buys_like_the_binary(path: str, q_self: int, q_other: int,
 
 
 @pytest.mark.parametrize(
-    ("q_self", "q_other", "shares", "b"), [*_edge_sells(), *(p.values[:4] for p in BOUNDARY_SELLS)]
+    ("q_self", "q_other", "shares", "b"), [*edge_sells(), *(p.values[:4] for p in BOUNDARY_SELLS)]
 )
 def test_general_path_sells_like_the_binary(path: str, q_self: int, q_other: int, shares: int, b: int) -> None:
     expected = pricing.sell_proceeds(q_self, q_other, shares, b)

@@ -32,12 +32,8 @@ USER, MARKET = "alice", "m1"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path)
-    srv.start()
-    try:
+    with RedisServer(tmp_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from predmarket.engine.units import MICRO, parse_micro
 from predmarket.cli import main as cli_main
 from tests.support.factories import MarketFactory, UserFactory
 from tests.support.redis_data import delete_prefix
+from tests.support.replay import assert_replay_matches
 from tests.support.services import REDIS_URL, new_redis
-from tests.test_sequencer import assert_replay_matches
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,10 +12,9 @@ from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import Trade
 from predmarket.engine.orders import fill
 
-from tests.support.factories import MarketFactory, UserFactory
-from tests.test_sequencer import YES, EngineFactory, assert_replay_matches, buy, engines
-
-__all__ = ["engines"]  # the fixture, used here by name
+from tests.support.factories import EngineFactory, MarketFactory, UserFactory
+from tests.support.orders import YES, buy
+from tests.support.replay import assert_replay_matches
 
 
 async def test_a_bug_while_pricing_one_market_fails_its_orders_only(

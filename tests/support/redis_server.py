@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Self
 
 import redis as sync_redis
 from redis.backoff import NoBackoff
@@ -85,6 +86,14 @@ class RedisServer:
     def restart(self, timeout_s: float = 10.0) -> None:
         self.stop(timeout_s)
         self.start(timeout_s)
+
+    def __enter__(self) -> Self:
+        """``with RedisServer(directory) as server:`` -- started, and killed at the end of the block."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class AofRedisServer(RedisServer):

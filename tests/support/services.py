@@ -12,6 +12,7 @@ import os
 import pytest
 import redis as sync_redis
 from predmarket.engine.connection import connect
+from predmarket.engine.settings import Settings
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
@@ -28,6 +29,16 @@ def _redis_reachable() -> bool:
 
 
 REAL_REDIS = _redis_reachable()
+
+
+def real_services() -> Settings:
+    """Settings for the real Redis and PostgreSQL, for code that runs in other processes (no fakeredis
+    there); skips (or fails under ``PM_REQUIRE_REAL_SERVICES=1``) without a real Redis."""
+    if not REAL_REDIS:
+        if REQUIRE_REAL:
+            pytest.fail(f"PM_REQUIRE_REAL_SERVICES=1 but Redis at {REDIS_URL} is unreachable")
+        pytest.skip("needs a real Redis (the work runs in separate processes)")
+    return Settings(redis_url=REDIS_URL, database_url=PG_SERVER_URL)
 
 
 def new_redis() -> Redis:
