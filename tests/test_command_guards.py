@@ -3,28 +3,21 @@ recover --force and the consumer groups it deletes, audit of an empty or wrong p
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import redis as sync_redis
 from predmarket.engine.keys import Keys
 from sqlalchemy import create_engine, text
 
 from tests.support.factories import UserFactory
+from tests.support.processes import environment, run_predmarket
 from tests.support.services import REDIS_URL
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, prefix: str, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")} | {
-        "PM_KEY_PREFIX": prefix, "PM_REDIS_URL": REDIS_URL, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
-    if database_url:
-        env["PM_DATABASE_URL"] = database_url
-    return subprocess.run([sys.executable, "-m", "predmarket.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    env = environment(key_prefix=prefix, redis_url=REDIS_URL, database_url=database_url or None, COLUMNS="200",
+                      NO_COLOR="1", TERM="dumb")
+    return run_predmarket(*args, env=env)
 
 
 # --------------------------------------------------------------------------- simulate into a live prefix

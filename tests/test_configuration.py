@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import pydantic
@@ -20,9 +19,9 @@ import pytest
 from predmarket.engine.settings import TEST_ONLY_NAMES, Settings, known_names, redacted, unknown_names
 
 from predmarket.services import free_port
+from tests.support.processes import run_predmarket
 
 ROOT = Path(__file__).resolve().parents[1]
-PREDMARKET = Path(sys.executable).with_name("predmarket")
 #: Files shipped with the project that may show an admin token to copy.
 SHIPPED = [ROOT / ".env.example", ROOT / "docker-compose.yml", ROOT / "README.md", ROOT / "Makefile",
            *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "deploy").iterdir()),
@@ -40,8 +39,7 @@ def clean_env(**pm: str) -> dict[str, str]:
 
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     # A process that does not stop on its own (the old behaviour: a typo ignored) fails the test by timeout.
-    return subprocess.run([str(PREDMARKET), *command], env=env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    return run_predmarket(*command, env=env, timeout_s=60)
 
 
 # --------------------------------------------------------------------------- unknown names

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from predmarket.simulate import Plan, run
 from tests.support.persister import persister_env, tuned
-from tests.support.processes import PREDMARKET, start_persister
+from tests.support.processes import run_predmarket, start_persister
 from tests.support.redis_data import delete_prefix, delete_prefix_async
 from tests.support.services import new_redis
 from tests.support.waiting import wait_until
@@ -224,8 +223,7 @@ def test_audit_is_clean_after_random_trading_under_aggressive_eviction(pg_settin
         # Funded users who never trade go idle and are evicted within a second or two.
         asyncio.run(_idle_users(pg_settings, 10))
         wait_until(lambda: not _idle_left(pg_settings), 20, "idle users to be evicted", interval_s=0.2)
-        audit = subprocess.run([str(PREDMARKET), "audit", "--wait", "30"], env=env, capture_output=True,
-                               text=True, timeout=120)
+        audit = run_predmarket("audit", "--wait", "30", env=env)
         assert audit.returncode == 0, audit.stdout + audit.stderr
         assert "audit passed" in audit.stdout
     finally:

@@ -8,7 +8,6 @@ persister runs as ``predmarket persister`` builds it (:func:`persister.worker.bu
 from __future__ import annotations
 
 import random
-import subprocess
 import uuid
 from decimal import Decimal
 from typing import Any, cast
@@ -59,7 +58,7 @@ from tests.support.persister import (
     run_scenario,
     trade_seq,
 )
-from tests.support.processes import PREDMARKET
+from tests.support.processes import run_predmarket
 from tests.support.waiting import wait_until
 
 
@@ -558,7 +557,7 @@ def test_migrate_creates_a_new_database_and_runs_twice(pg_settings: Settings) ->
     env = persister_env(pg_settings, PM_DATABASE_URL=new_url)
     try:
         for expected in ("database created and migrated", "database migrated"):
-            done = subprocess.run([str(PREDMARKET), "migrate"], env=env, capture_output=True, text=True, timeout=60)
+            done = run_predmarket("migrate", env=env, timeout_s=60)
             assert done.returncode == 0, done.stderr
             assert done.stdout.startswith(expected), done.stdout
         with pg_connection(new_url) as conn:

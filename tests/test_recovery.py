@@ -44,7 +44,7 @@ from tests.support.persister import (
     run_scenario,
     scalar,
 )
-from tests.support.processes import PREDMARKET
+from tests.support.processes import run_predmarket
 from tests.support.redis_data import delete_prefix_async
 from tests.support.services import REAL_REDIS
 from tests.support.waiting import wait_until
@@ -55,8 +55,7 @@ pytestmark = [pytest.mark.skipif(not REAL_REDIS, reason="recover and audit run a
 
 def run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """``predmarket <args>`` against the test's prefix and database."""
-    return subprocess.run([str(PREDMARKET), *args], env=persister_env(settings), capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL, check=False)
+    return run_predmarket(*args, env=persister_env(settings))
 
 
 def output(done: subprocess.CompletedProcess[str]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -26,7 +26,7 @@ from predmarket.engine.sequencer import MarketBook, Pending, Priced, SequencerSt
 from predmarket.lua import SCRIPT_DIR
 from redis.asyncio import Redis
 
-from tests.support.services import REDIS_URL, new_redis
+from tests.support.services import new_redis
 
 ENGINE_LOG = "predmarket.engine"
 
@@ -45,12 +45,6 @@ async def client() -> AsyncIterator[Redis]:
         await redis.aclose()
 
 
-@pytest.fixture
-def sync_client() -> Iterator[sync_redis.Redis]:
-    with sync_redis.Redis.from_url(REDIS_URL, decode_responses=True) as redis:
-        yield redis
-
-
 def unknown_code_logged(caplog: pytest.LogCaptureFixture, code: str) -> bool:
     return any(r.levelno == logging.ERROR and r.name == ENGINE_LOG and code in r.getMessage()
                for r in caplog.records)
@@ -67,8 +61,8 @@ async def test_each_contract_code_becomes_its_class(client: Redis, code: str) ->
 
 
 @pytest.mark.parametrize("code", sorted(ERRORS_BY_CODE))
-def test_each_contract_code_becomes_its_class_on_a_sync_client(sync_client: sync_redis.Redis, code: str) -> None:
-    probe = SyncScript(sync_client, "probe", rejecting(f"{code} what went wrong"))
+def test_each_contract_code_becomes_its_class_on_a_sync_client(redis_client: sync_redis.Redis, code: str) -> None:
+    probe = SyncScript(redis_client, "probe", rejecting(f"{code} what went wrong"))
     with pytest.raises(EngineError) as raised:
         probe([], [])
     assert type(raised.value) is ERRORS_BY_CODE[code]
@@ -85,9 +79,9 @@ async def test_an_unknown_code_is_an_internal_error_and_logged(
 
 
 def test_an_unknown_code_on_a_sync_client_is_an_internal_error_and_logged(
-    sync_client: sync_redis.Redis, caplog: pytest.LogCaptureFixture,
+    redis_client: sync_redis.Redis, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    probe = SyncScript(sync_client, "probe", rejecting("NOT_A_CODE something"))
+    probe = SyncScript(redis_client, "probe", rejecting("NOT_A_CODE something"))
     with caplog.at_level(logging.ERROR, logger=ENGINE_LOG), pytest.raises(InternalError):
         probe([], [])
     assert unknown_code_logged(caplog, "NOT_A_CODE")
@@ -145,12 +139,12 @@ async def test_the_api_answers_an_unknown_code_with_500_internal_and_logs_it(
     assert unknown_code_logged(caplog, "NOT_A_CODE")
 
 
-async def test_the_registry_has_one_attribute_per_script_file(client: Redis, sync_client: sync_redis.Redis) -> None:
+async def test_the_registry_has_one_attribute_per_script_file(client: Redis, redis_client: sync_redis.Redis) -> None:
     files = {path.stem for path in SCRIPT_DIR.glob("*.lua")} - {"lib"}
     scripts = Scripts(client)
     assert set(scripts.names) == files
     assert all(isinstance(getattr(scripts, name), Script) for name in files)
-    assert set(SyncScripts(sync_client).names) == files
+    assert set(SyncScripts(redis_client).names) == files
 
 
 async def test_the_rate_limit_is_the_engines_registered_script(engine: MarketEngine) -> None:

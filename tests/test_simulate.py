@@ -7,9 +7,7 @@ import asyncio
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from predmarket.engine.keys import Keys
@@ -21,22 +19,15 @@ from predmarket.engine.units import MICRO, parse_micro
 
 from predmarket.cli import main as cli_main
 from tests.support.factories import MarketFactory, UserFactory
+from tests.support.processes import environment, run_predmarket
 from tests.support.redis_data import delete_prefix
 from tests.support.replay import assert_replay_matches
 from tests.support.services import REDIS_URL, new_redis
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def run_cli(prefix: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ, "PM_KEY_PREFIX": prefix, "PM_REDIS_URL": REDIS_URL,
-        "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "predmarket.cli", *args], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=timeout_s, check=False,
-    )
+    env = environment(key_prefix=prefix, redis_url=REDIS_URL, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+    return run_predmarket(*args, env=env, timeout_s=timeout_s)
 
 
 @pytest.fixture
@@ -178,8 +169,7 @@ async def test_drained_pool_names_the_market(
     ({"PM_ENVIRONMENT": "production", "PM_ADMIN_TOKEN": "changeme"}, "PM_ADMIN_TOKEN must be set"),
 ])
 def test_wrong_configuration_is_explained_not_a_traceback(env: dict[str, str], expected: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "predmarket.cli", "simulate", "--trades", "1"],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    done = run_predmarket("simulate", "--trades", "1", env={**os.environ, **env}, timeout_s=60)
     assert done.returncode == 2
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
@@ -187,8 +177,7 @@ def test_wrong_configuration_is_explained_not_a_traceback(env: dict[str, str], e
 
 def test_unreachable_postgresql_is_explained() -> None:
     env = {**os.environ, "PM_DATABASE_URL": "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/x"}
-    done = subprocess.run([sys.executable, "-m", "predmarket.cli", "migrate"], env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = run_predmarket("migrate", env=env, timeout_s=60)
     assert done.returncode == 2
     assert "cannot reach PostgreSQL" in done.stderr and "hunter2" not in done.stderr
     assert "Traceback" not in done.stderr

@@ -29,7 +29,7 @@ from predmarket.engine.units import micro_from_decimal
 from sqlalchemy import create_engine, text
 
 from tests.support.api import Api, Stack, User
-from tests.support.processes import PREDMARKET
+from tests.support.processes import run_predmarket
 from tests.support.waiting import wait_until
 
 CLI_TIMEOUT_S = 60.0
@@ -46,8 +46,7 @@ def make_stack(name: str, database_url: str, redis_url: str, workdir: Path, **ov
 
 def cli(stack: Stack, *args: str, timeout_s: float = CLI_TIMEOUT_S, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``predmarket <args>`` with the stack's environment; output captured."""
-    return subprocess.run([str(PREDMARKET), *args], env={**stack.env, **env}, capture_output=True, text=True,
-                          timeout=timeout_s, stdin=subprocess.DEVNULL, check=False)
+    return run_predmarket(*args, env={**stack.env, **env}, timeout_s=timeout_s)
 
 
 # --------------------------------------------------------------------------- full snapshots

@@ -16,14 +16,24 @@ from typing import IO
 PREDMARKET = Path(sys.executable).with_name("predmarket")
 
 
-def environment(*, key_prefix: str, redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
+def environment(*, key_prefix: str, redis_url: str, database_url: str | None = None, **extra: str) -> dict[str, str]:
     """This process's environment without its ``PM_*`` settings, plus the given stores and ``extra``."""
     # Nothing of the shell's configuration leaks in: a child sees only what its test chose.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PM_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(PM_KEY_PREFIX=key_prefix, PM_REDIS_URL=redis_url, PM_DATABASE_URL=database_url,
-               PYTHONUNBUFFERED="1")
+    env.update(PM_KEY_PREFIX=key_prefix, PM_REDIS_URL=redis_url, PYTHONUNBUFFERED="1")
+    if database_url is not None:
+        env["PM_DATABASE_URL"] = database_url
     env.update(extra)
     return env
+
+
+def run_predmarket(*args: str, env: dict[str, str], timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """``predmarket <args>`` run to its end with exactly ``env``; output captured as text, no stdin.
+
+    A command that does not stop on its own fails the test by ``subprocess.TimeoutExpired``.
+    """
+    return subprocess.run([str(PREDMARKET), *args], env=env, capture_output=True, text=True, timeout=timeout_s,
+                          stdin=subprocess.DEVNULL, check=False)
 
 
 @dataclass
