@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 import uvloop
+from predmarket.engine.connection import connect_sync
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order, Outcome, Side
@@ -138,7 +139,7 @@ def hotset_section(settings: Settings, sizes: Sizes, say: Callable[[str], None],
 
 
 def _run(settings: Settings, sizes: Sizes, say: Callable[[str], None]) -> HotsetResult:
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = connect_sync(settings.redis_url, 30.0)
 
     async def setup() -> tuple[list[str], list[str], int]:
         engine = MarketEngine.from_settings(settings)

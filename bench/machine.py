@@ -9,6 +9,7 @@ from importlib import metadata
 from typing import Any, cast
 
 import redis
+from predmarket.engine.connection import connect_sync
 from predmarket.engine.settings import Settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -30,7 +31,7 @@ def _cpu_model() -> str:
 
 
 def _redis_facts(url: str) -> dict[str, str]:
-    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+    client = connect_sync(url, 5.0)
     try:
         info: dict[str, Any] = client.info("server")
         facts = {"redis": str(info.get("redis_version", "?"))}

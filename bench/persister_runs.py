@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import redis
+from predmarket.engine.connection import connect_sync
 from predmarket.engine.keys import Keys
 from predmarket.engine.settings import Settings
 from predmarket.persister.lag import group_lag
@@ -147,7 +148,7 @@ def _burst_and_drain(settings: Settings, sizes: Sizes, say: Callable[[str], None
         say(f"persister: making a burst of {plan.trades:,} trades over {plan.markets} markets (no persister)")
         burst = run_plan(scoped, plan)
         check_redis(scoped, "the persister's burst")
-        client = redis.Redis.from_url(scoped.redis_url, decode_responses=True, socket_timeout=30)
+        client = connect_sync(scoped.redis_url, 30.0)
         stream = Keys(scoped.key_prefix).events
         # One persister runs here (its flusher also serves the final comparison); more run as processes.
         persister = build(scoped, consumer="bench")

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import redis
+from predmarket.engine.connection import connect_sync
 from predmarket.engine.keys import Keys
 from predmarket.engine.settings import Settings
 from predmarket.persister.recover import delete_prefix as delete_keys
@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 def delete_prefix(redis_url: str, prefix: str) -> int:
     """Delete every key under ``prefix``; returns how many."""
-    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    client = connect_sync(redis_url, 30.0, decode_responses=False)
     try:
         return delete_keys(client, Keys(prefix))
     finally:
