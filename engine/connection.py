@@ -133,6 +133,9 @@ def connect(url: str, timeout_s: float = 2.0, max_connections: int = 256) -> Red
             max_connections=max_connections,
             retry=no_resend_async(),
         )
+        # The cluster client takes no connection_class, but builds each node it discovers from
+        # connection_kwargs: its nodes translate uvloop's "closed" too (tests/test_redis_clients.py checks).
+        cluster.connection_kwargs["connection_class"] = _Connection
         return cast(Redis, cluster)
     options: dict[str, Any] = {"connection_class": _Connection} if url.startswith("redis://") else {}
     pool = BlockingConnectionPool.from_url(

@@ -17,12 +17,12 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis as sync_redis
 from predmarket.engine.channel import OrderedScript
-from predmarket.engine.connection import connect, connect_sync, seed_nodes, unavailable_on_disconnect
+from predmarket.engine.connection import _Connection, connect, connect_sync, seed_nodes, unavailable_on_disconnect
 from predmarket.engine.errors import Unavailable
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import Order, Outcome, Side
@@ -239,6 +239,18 @@ async def test_client_without_retries_still_follows_moved(flavour: str, redis_cl
         else:
             await client.aclose()
     assert runs(new_port, key) == 2
+
+
+async def test_cluster_nodes_use_the_products_connection_class(redis_cluster: PrivateCluster) -> None:
+    """engine.connection sets _Connection (uvloop's closed transport -> ConnectionError) in the cluster
+    client's connection_kwargs after building it; the nodes it discovers must be built from them."""
+    client = connect(redis_cluster.url, 2.0)
+    try:
+        await client.ping()
+        nodes = cast(AsyncRedisCluster, client).get_nodes()
+        assert nodes and {node.connection_class for node in nodes} == {_Connection}
+    finally:
+        await client.aclose()
 
 
 def test_seed_list_of_the_cluster_url() -> None:
