@@ -144,6 +144,8 @@ class OrderedScript:
     async def _moved(self, cluster: RedisCluster, exc: MovedError) -> None:
         """Learn the slot's new master; leave the old one once the calls sent to it are answered."""
         async with self._send_lock:  # no call is sent meanwhile, to either master
+            if not exc.host and self._node is not None:
+                exc.host = self._node.host  # "MOVED <slot> :<port>": the same host as the refusing node
             await cluster.nodes_manager.move_slot(exc)
             if self._conn is None or self._node is cluster.nodes_manager.get_node_from_slot(exc.slot_id):
                 return  # no connection yet, or another caller already moved it
