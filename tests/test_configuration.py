@@ -18,7 +18,7 @@ import pydantic
 import pytest
 from predmarket.engine.settings import TEST_ONLY_NAMES, Settings, known_names, redacted, unknown_names
 
-from predmarket.services import free_port
+from tests.support.network import free_port
 from tests.support.processes import run_predmarket
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis as sync_redis
 import yaml
@@ -27,7 +26,7 @@ from predmarket.persister.recover import delete_prefix
 from predmarket.record.database import drop_database
 from sqlalchemy.engine import make_url
 
-from predmarket.services import free_port
+from tests.support.network import answers_200, free_port
 from tests.support.services import PG_SERVER_URL, REDIS_URL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,13 +177,6 @@ def _wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[str],
         time.sleep(0.05)
 
 
-def _healthz(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
     """SIGTERM, as docker stop sends; the exit code and stderr."""
     proc.send_signal(signal.SIGTERM)
@@ -260,7 +252,7 @@ def test_the_image_as_the_dockerfile_builds_it_runs_every_command(tmp_path: Path
         serve = subprocess.Popen([predmarket, "serve", "--port", str(port), "--no-access-log"], cwd=run_dir,
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            _wait_for(lambda: _healthz(f"http://127.0.0.1:{port}/healthz"), "serve /healthz", serve)
+            _wait_for(lambda: answers_200(f"http://127.0.0.1:{port}/healthz"), "serve /healthz", serve)
         finally:
             code, err = _stop(serve)
         # uvicorn shuts down in order, then re-raises the signal it caught (so the exit code says SIGTERM).

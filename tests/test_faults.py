@@ -23,7 +23,7 @@ import httpx
 import pytest
 import redis as sync_redis
 
-from tests.support.api import Api, Stack, User, assert_error, bearer, stream_id
+from tests.support.api import Stack, User, assert_error, bearer, stream_id
 from tests.support.faults import (
     Load,
     Reliability,
@@ -31,9 +31,9 @@ from tests.support.faults import (
     assert_accounts_match_acks,
     assert_acks_exactly_once,
     cli,
+    deployment,
     diff,
     full_snapshot,
-    make_stack,
     patient,
     pg_trades,
     stream_trades,
@@ -41,7 +41,6 @@ from tests.support.faults import (
 )
 from tests.support.network import free_port
 from tests.support.persister import pending
-from tests.support.processes import stop_all
 from tests.support.redis_server import AofRedisServer, RedisServer
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import wait_until
@@ -55,24 +54,6 @@ DOWN_ANSWER_S = 3.0  # the API answers 503 within this while Redis is down
 def private_redis(directory: Path, aof: bool = False) -> Iterator[RedisServer]:
     with (AofRedisServer if aof else RedisServer)(directory) as server:
         yield server
-
-
-@contextlib.contextmanager
-def deployment(name: str, database_url: str, redis_url: str, workdir: Path, *, replicas: int = 2,
-               persister_env: dict[str, str] | None = None, **overrides: str) -> Iterator[tuple[Stack, Api]]:
-    """Persister ``p0`` (with ``persister_env`` on top of the stack's environment) and ``replicas``
-    API servers; every process stopped on the way out."""
-    stack = make_stack(name, database_url, redis_url, workdir, **overrides)
-    api: Api | None = None
-    try:
-        stack.start_persister("p0", **(persister_env or {}))
-        stack.start_servers(replicas)
-        api = Api(stack)
-        yield stack, api
-    finally:
-        if api is not None:
-            api.close()
-        stop_all([*stack.servers, *stack.persisters])
 
 
 def redis_of(stack: Stack) -> sync_redis.Redis:

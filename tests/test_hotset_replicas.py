@@ -25,8 +25,7 @@ from predmarket.engine.keys import Keys
 from predmarket.persister.janitor import Janitor
 
 from tests.support.api import HTTP_TIMEOUT_S, Api, Stack, User, bearer
-from tests.support.faults import make_stack
-from tests.support.processes import stop_all
+from tests.support.faults import deployment
 from tests.support.redis_data import delete_prefix
 from tests.support.services import REDIS_URL
 from tests.support.waiting import wait_for
@@ -40,19 +39,12 @@ FAR_FUTURE_MS = 10**14  # idle "now" for the test's janitor: every user without 
 
 @pytest.fixture
 def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
-    stack = make_stack("evicted", database_url, REDIS_URL, tmp_path,
-                       PM_USER_IDLE_TTL_S="0", PM_MARKET_ARCHIVE_AFTER_S="0")
-    try:
-        stack.start_persister("p0")
-        stack.start_servers(2)
-        api = Api(stack)
+    with deployment("evicted", database_url, REDIS_URL, tmp_path, PM_USER_IDLE_TTL_S="0",
+                    PM_MARKET_ARCHIVE_AFTER_S="0") as (stack, api):
         try:
             yield api
         finally:
-            api.close()
-    finally:
-        stop_all([*stack.servers, *stack.persisters])
-        delete_prefix(stack.prefix)
+            delete_prefix(stack.prefix)
 
 
 def evict(stack: Stack, user_id: str) -> None:

@@ -18,8 +18,7 @@ from predmarket.persister.lag import count_after, group_lag
 from predmarket.persister.stream import GROUP
 
 from tests.support.api import Api
-from tests.support.faults import cli, make_stack, patient
-from tests.support.processes import stop_all
+from tests.support.faults import cli, deployment, patient
 from tests.support.redis_server import AofRedisServer
 from tests.support.waiting import wait_for, wait_until
 
@@ -100,20 +99,9 @@ def reported_lag(api: Api, client: sync_redis.Redis, since_ms: int) -> tuple[flo
 def test_lag_returns_to_zero_and_audit_passes_after_redis_is_killed_and_restarted(
     database_url: str, tmp_path: Path,
 ) -> None:
-    server = AofRedisServer(tmp_path / "redis")
-    server.start()
-    stack = make_stack("lag", database_url, server.url, tmp_path)
-    try:
-        stack.start_persister("p0")
-        stack.start_servers(1)
-        api = Api(stack)
-        try:
-            lag_after_restart(server, api)
-        finally:
-            api.close()
-    finally:
-        stop_all([*stack.servers, *stack.persisters])
-        server.stop()
+    with AofRedisServer(tmp_path / "redis") as server, \
+            deployment("lag", database_url, server.url, tmp_path, replicas=1) as (_, api):
+        lag_after_restart(server, api)
 
 
 def lag_after_restart(server: AofRedisServer, api: Api) -> None:

@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from predmarket.cli import build_parser
-from predmarket.services import free_port
+from tests.support.network import answers_200, free_port
 from tests.support.services import REDIS_URL
 from tests.support.waiting import wait_until
 
@@ -32,13 +31,6 @@ def test_ports_at_the_edges_and_workers() -> None:
         build_parser().parse_args(["serve", "--workers", "0"])
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.mark.slow
 def test_serve_with_workers_removes_its_metrics_directory(tmp_path: Path, prefix: str, database_url: str) -> None:
     """--workers N shares metrics through a temporary directory; stopping the server removes it."""
@@ -49,7 +41,7 @@ def test_serve_with_workers_removes_its_metrics_directory(tmp_path: Path, prefix
     proc = subprocess.Popen([sys.executable, "-m", "predmarket.cli", "serve", "--port", str(port), "--workers", "2",
                              "--no-access-log"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: _healthy(f"http://127.0.0.1:{port}/healthz") or proc.poll() is not None, 60,
+        wait_until(lambda: answers_200(f"http://127.0.0.1:{port}/healthz") or proc.poll() is not None, 60,
                    "serve --workers 2 to answer")
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         assert list(tmp_path.glob("predmarket-metrics-*")), "the metrics directory was not where TMPDIR says"

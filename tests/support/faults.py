@@ -15,7 +15,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -29,7 +30,7 @@ from predmarket.engine.units import micro_from_decimal
 from sqlalchemy import create_engine, text
 
 from tests.support.api import Api, Stack, User
-from tests.support.processes import run_predmarket
+from tests.support.processes import run_predmarket, stop_all
 from tests.support.waiting import wait_until
 
 CLI_TIMEOUT_S = 60.0
@@ -37,11 +38,24 @@ CLI_TIMEOUT_S = 60.0
 
 # --------------------------------------------------------------------------- deployments
 
-def make_stack(name: str, database_url: str, redis_url: str, workdir: Path, **overrides: str) -> Stack:
-    """A deployment description (own prefix, own database); nothing started yet."""
-    return Stack(name=name, prefix=f"pmfault-{name}-{uuid.uuid4().hex[:8]}", database_url=database_url,
-                 redis_url=redis_url, admin_token="adm_" + secrets.token_urlsafe(24), workdir=workdir,
-                 overrides=overrides)
+@contextmanager
+def deployment(name: str, database_url: str, redis_url: str, workdir: Path, *, replicas: int = 2,
+               persister_env: dict[str, str] | None = None, **overrides: str) -> Iterator[tuple[Stack, Api]]:
+    """Persister ``p0`` (with ``persister_env`` on top of the stack's environment) and ``replicas``
+    API servers on their own key prefix; every process stopped on the way out."""
+    stack = Stack(name=name, prefix=f"pmfault-{name}-{uuid.uuid4().hex[:8]}", database_url=database_url,
+                  redis_url=redis_url, admin_token="adm_" + secrets.token_urlsafe(24), workdir=workdir,
+                  overrides=overrides)
+    api: Api | None = None
+    try:
+        stack.start_persister("p0", **(persister_env or {}))
+        stack.start_servers(replicas)
+        api = Api(stack)
+        yield stack, api
+    finally:
+        if api is not None:
+            api.close()
+        stop_all([*stack.servers, *stack.persisters])
 
 
 def cli(stack: Stack, *args: str, timeout_s: float = CLI_TIMEOUT_S, **env: str) -> subprocess.CompletedProcess[str]:
