@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from tests.support.network import answers_200, free_port
 from tests.support.services import PG_SERVER_URL, REDIS_URL
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -167,14 +167,10 @@ def test_the_build_context_is_read_from_the_dockerfile(tmp_path: Path) -> None:
 
 
 def _wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[str], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"{what}: the process exited {proc.returncode}\n{out[-2000:]}\n{err[-2000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(0.05)
+    wait_until(lambda: check() or proc.poll() is not None, timeout_s, what, interval_s=0.05)
+    if not check():  # the process exited first
+        out, err = proc.communicate()
+        pytest.fail(f"{what}: the process exited {proc.returncode}\n{out[-2000:]}\n{err[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:

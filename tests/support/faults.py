@@ -83,7 +83,7 @@ IDEMPOTENCY_FIELDS = 10
 def full_snapshot(client: sync_redis.Redis, prefix: str) -> dict[str, Any]:
     """Every state key under ``prefix`` with its full contents (see OPERATIONAL and MARKET_CURSORS)."""
     out: dict[str, Any] = {}
-    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+    for key in client.scan_iter(match=Keys(prefix).pattern, count=1000):
         name = key[len(prefix) + 1:]
         if name in OPERATIONAL or name.startswith("rl:"):
             continue
