@@ -7,14 +7,18 @@ appends the entries to a bounded in-memory ring; subscribers are cursors into
 that ring, woken when an entry they may care about arrives.
 
 * **Memory** is the ring (``RING_SIZE`` entries, shared) plus a few attributes
-  per subscriber. A subscriber that falls off the ring's start (a slow client,
-  or one resuming from an old ``Last-Event-ID``) reads its backlog with paged
-  ``XRANGE`` on the small side pool, then joins the ring after the last entry
-  it delivered: no gap, no duplicate.
+  per subscriber. The ring keeps each entry as an exact tuple of its id and raw
+  fields (:data:`Slot`), which the garbage collector stops tracking after a pass
+  or two; the :class:`Entry` of a slot is made only when a subscriber reads it.
+  A subscriber that falls off the ring's start (a slow client, or one resuming
+  from an old ``Last-Event-ID``) reads its backlog with paged ``XRANGE`` on the
+  small side pool, then joins the ring after the last entry it delivered: no
+  gap, no duplicate.
 * **Wake-ups**: subscribers are indexed by the markets and the user they
   follow; a batch wakes only the subscribers it may concern. A waiting
   subscriber that was *not* woken for a batch had no interest in it, so it
-  skips it without looking (``wake_from``).
+  skips it without looking (``wake_from``). Subscribers of equal audiences
+  (same markets, public or admin) share one encoding of each batch (``span``).
 * **Idle**: with no subscriber the reader pauses (a replica serving no stream
   pays nothing for them) and starts again from the newest entry.
 * **Capacity**: at most ``max_subscribers`` at once (a new one beyond that is
@@ -55,6 +59,11 @@ NEVER = math.inf
 FREEZE_FROM = 256
 
 StreamKey = tuple[int, int]
+#: A ring slot: the entry id and its fields as Redis sent them (``(name, value, ...)`` in bytes).
+#: An exact tuple of strings and bytes, so the collector stops tracking it after a pass or two:
+#: as objects, thousands of ring entries a second were walked by the young collections and
+#: promoted to the oldest generation, counting towards its full collections.
+Slot = tuple[str, tuple[bytes, ...]]
 
 
 def stream_key(entry_id: str) -> StreamKey:
@@ -73,7 +82,8 @@ class Entry:
 
     __slots__ = ("_fields", "_forms", "_key", "_market_id", "_raw", "_user_id", "id")
 
-    def __init__(self, entry_id: str, raw: list[bytes] | None = None, fields: dict[str, str] | None = None) -> None:
+    def __init__(self, entry_id: str, raw: tuple[bytes, ...] | None = None,
+                 fields: dict[str, str] | None = None) -> None:
         self.id = entry_id
         self._raw = raw  # as Redis sent it, until the fields are decoded
         self._fields = fields
@@ -97,7 +107,7 @@ class Entry:
     def fields(self) -> dict[str, str]:
         fields = self._fields
         if fields is None:
-            raw = cast(list[bytes], self._raw)
+            raw = cast(tuple[bytes, ...], self._raw)
             fields = self._fields = dict(zip(map(bytes.decode, raw[0::2]), map(bytes.decode, raw[1::2]), strict=True))
             self._raw = None
         return fields
@@ -121,10 +131,8 @@ class Entry:
         raw = self._raw
         if raw is None:
             return cast(dict[str, str], self._fields).get(name)
-        try:
-            return raw[2 * raw[0::2].index(raw_name) + 1].decode()
-        except ValueError:
-            return None
+        value = raw_value(raw, raw_name)
+        return None if value is None else value.decode()
 
     def encoded(self, view: str, websocket: bool) -> bytes | str | None:
         """The SSE message (bytes) or WebSocket message (text) of this entry in ``view``; None if not visible."""
@@ -146,8 +154,9 @@ class Audience:
     #: None: every market (the subscriber is woken for every batch)
     markets: frozenset[str] | None = None
     user_id: str | None = None
-    #: the view of every entry for a subscriber of all markets (None: it depends on the entry)
-    whole_view = PUBLIC
+    #: the view of an entry depends only on the entry and ``markets`` (not on what came before),
+    #: so subscribers of equal audiences can share one encoding of a batch
+    shared = True
 
     def __init__(self, markets: frozenset[str] = frozenset()) -> None:
         self.markets = markets or None
@@ -159,8 +168,6 @@ class Audience:
 
 
 class AdminAudience(Audience):
-    whole_view = WHOLE
-
     def view(self, entry: Entry) -> str | None:
         if self.markets is not None and entry.market_id not in self.markets:
             return None
@@ -213,7 +220,9 @@ class StreamHub:
         self.side = side  # small pool: start positions, backlogs, positions of /v1/me subscribers
         self._keys = keys
         self.max_subscribers = max_subscribers
-        self._entries: list[Entry] = []
+        self._entries: list[Slot] = []
+        #: the Entry of each slot, made when first read (None until then): shared by every subscriber
+        self._views: list[Entry | None] = []
         self.base_seq = 0  # ring position of _entries[0]
         #: every entry after this one is in the ring (None until the reader has started)
         self.floor: StreamKey | None = None
@@ -221,7 +230,8 @@ class StreamHub:
         self._everything: set[Subscriber] = set()
         self._by_market: dict[str, set[Subscriber]] = {}
         self._by_user: dict[str, set[Subscriber]] = {}
-        self._spans: dict[tuple[int, int, str], bytes] = {}
+        #: encodings of a batch shared by subscribers of equal audiences (see :meth:`span`)
+        self._spans: dict[tuple[Any, ...], Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._latest: asyncio.Future[str] | None = None
         self._latest_task: asyncio.Task[None] | None = None
@@ -295,7 +305,7 @@ class StreamHub:
         """Point ``subscriber`` at the first ring entry after ``key``; False if the ring does not reach back."""
         if self.floor is None or key < self.floor:
             return False
-        subscriber.seq = self.base_seq + bisect.bisect_right(self._entries, key, key=_key_of)
+        subscriber.seq = self.base_seq + bisect.bisect_right(self._entries, key, key=_slot_key)
         subscriber.behind = False
         return True
 
@@ -306,16 +316,32 @@ class StreamHub:
         if start < 0:
             return None
         subscriber.seq = self.head_seq
-        return seq, self._entries[start:]
+        views = self._views[start:]
+        if None in views:  # first read of these slots: their entries are made once, for every subscriber
+            slots = self._entries
+            for offset, view in enumerate(views):
+                if view is None:
+                    index = start + offset
+                    entry_id, raw = slots[index]
+                    views[offset] = self._views[index] = Entry(entry_id, raw)
+        return seq, cast(list[Entry], views)
 
-    def span(self, start_seq: int, entries: list[Entry], view: str) -> bytes:
-        """The SSE messages of ``entries`` (the ring from ``start_seq``) in ``view``, joined once for all."""
-        key = (start_seq, start_seq + len(entries), view)
+    def span(self, start_seq: int, entries: list[Entry], audience: Audience, websocket: bool
+             ) -> bytes | tuple[str, ...]:
+        """The messages of ``entries`` (the ring from ``start_seq``) for ``audience``, encoded once for all.
+
+        Every subscriber of an equal shared audience (same kind, same markets) woken for a batch
+        gets the same bytes (SSE) or texts (WebSocket): the per-entry filtering and encoding is
+        done by the first of them, not once per subscriber.
+        """
+        key = (start_seq, start_seq + len(entries), type(audience), audience.markets, websocket)
         chunk = self._spans.get(key)
         if chunk is None:
-            chunk = self._spans[key] = b"".join(
-                cast(bytes, form) for e in entries if (form := e.encoded(view, False)) is not None)
-        return chunk
+            forms = [form for e in entries if (view := audience.view(e)) is not None
+                     and (form := e.encoded(view, websocket)) is not None]
+            chunk = self._spans[key] = (tuple(cast(list[str], forms)) if websocket
+                                        else b"".join(cast(list[bytes], forms)))
+        return cast(bytes | tuple[str, ...], chunk)
 
     async def wait(self, subscriber: Subscriber) -> None:
         """Sleep until something for ``subscriber`` arrives, a keep-alive is due, or the hub closes.
@@ -396,7 +422,7 @@ class StreamHub:
                 entries = await self._read_after(cursor)
                 backoff = 0.1
                 if entries:
-                    cursor = entries[-1].id
+                    cursor = entries[-1][0]
                     self._append(entries)
                     if len(entries) < READ_COUNT:
                         await asyncio.sleep(READ_PAUSE_S)
@@ -410,7 +436,7 @@ class StreamHub:
                 log.exception("event stream reader failed; restarting it")
                 await asyncio.sleep(1.0)
 
-    async def _read_after(self, cursor: str) -> list[Entry]:
+    async def _read_after(self, cursor: str) -> list[Slot]:
         """The next entries after ``cursor`` (waiting up to READ_BLOCK_MS for one), fields left undecoded.
 
         The command goes straight to the reader's connection: redis-py's XREAD reply
@@ -432,7 +458,7 @@ class StreamHub:
             return []
         # RESP3 answers a map {stream: entries}, RESP2 a list of [stream, entries].
         (entries,) = reply.values() if isinstance(reply, dict) else (stream[1] for stream in reply)
-        return [Entry(entry_id.decode(), raw) for entry_id, raw in entries]
+        return [(entry_id.decode(), tuple(raw)) for entry_id, raw in entries]
 
     def _pause(self) -> None:
         """Forget the ring: it resumes from the newest entry when someone subscribes again."""
@@ -441,24 +467,28 @@ class StreamHub:
         self.floor = None
         self.base_seq = self.head_seq
         self._entries.clear()
+        self._views.clear()
         self._spans.clear()
 
-    def _append(self, entries: list[Entry]) -> None:
+    def _append(self, entries: list[Slot]) -> None:
         start = self.head_seq
         self._entries.extend(entries)
+        self._views.extend([None] * len(entries))
         self._spans.clear()
         excess = len(self._entries) - RING_SIZE
         if excess >= RING_SIZE // 4:  # trimmed in steps, not per entry
-            self.floor = self._entries[excess - 1].key
+            self.floor = _slot_key(self._entries[excess - 1])
             del self._entries[:excess]
+            del self._views[:excess]
             self.base_seq += excess
         for subscriber in self._everything:
             self._wake(subscriber, start)
-        # Routing values are looked up only while someone follows markets or a user.
-        for index, name_of in ((self._by_market, _market_of), (self._by_user, _user_of)):
+        # Routing values are looked up only while someone follows markets or a user, and
+        # decoded once per distinct value of the batch.
+        for index, raw_name in ((self._by_market, b"market_id"), (self._by_user, b"user_id")):
             if index:
-                for name in {name_of(e) for e in entries}:
-                    for subscriber in index.get(name, ()) if name is not None else ():
+                for value in {raw_value(raw, raw_name) for _, raw in entries}:
+                    for subscriber in index.get(value.decode(), ()) if value is not None else ():
                         self._wake(subscriber, start)
 
     def keepalive_due(self, subscriber: Subscriber) -> bool:
@@ -496,16 +526,16 @@ class StreamHub:
                     self._wake(subscriber, head)
 
 
-def _key_of(entry: Entry) -> StreamKey:
-    return entry.key
+def raw_value(raw: tuple[bytes, ...], name: bytes) -> bytes | None:
+    """One field's value in a raw field list, without decoding the others (names are at even positions)."""
+    try:
+        return raw[2 * raw[0::2].index(name) + 1]
+    except ValueError:
+        return None
 
 
-def _market_of(entry: Entry) -> str | None:
-    return entry.market_id
-
-
-def _user_of(entry: Entry) -> str | None:
-    return entry.user_id
+def _slot_key(slot: Slot) -> StreamKey:
+    return stream_key(slot[0])
 
 
 def _discard(index: dict[str, set[Subscriber]], name: str, subscriber: Subscriber) -> None:

@@ -88,6 +88,7 @@ class UserAudience(Audience):
         self.user_id = user_id
         self.held = held  # market id -> outcomes with shares > 0
         self.markets = None
+        self.shared = False  # the view follows the user's positions entry by entry
         self._traded: str | None = None  # market of the own TradeExecuted just seen
         self._hub: StreamHub | None = None
         self._subscriber: Subscriber | None = None
@@ -234,11 +235,14 @@ class Session:
             return None
         subscriber.advance(fresh[-1])
         audience, websocket = subscriber.audience, subscriber.websocket
-        if (start_seq is not None and fresh is entries and not websocket and audience.markets is None
-                and audience.user_id is None):
-            # The common case: a whole stream, caught up. One chunk serves every such subscriber.
-            chunk = self.hub.span(start_seq, fresh, audience.whole_view)
-            return self._sent(Item("entries", sse=chunk)) if chunk else None
+        if start_seq is not None and fresh is entries and audience.shared:
+            # The common case: caught up on the ring. One encoding serves every subscriber of an equal audience.
+            chunk = self.hub.span(start_seq, fresh, audience, websocket)
+            if not chunk:
+                return None
+            if websocket:
+                return self._sent(Item("entries", texts=cast(tuple[str, ...], chunk)))
+            return self._sent(Item("entries", sse=cast(bytes, chunk)))
         forms = [form for e in fresh if (view := audience.view(e)) is not None
                  and (form := e.encoded(view, websocket)) is not None]
         if not forms:

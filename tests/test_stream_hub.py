@@ -4,6 +4,8 @@ idle filtered subscribers skip what does not concern them, and the cap holds."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -124,3 +126,32 @@ async def test_the_cap_refuses_the_next_subscriber_and_frees_a_place_on_leaving(
     hub.remove(admitted[0])
     hub.add(Subscriber(Audience(), websocket=True))
     assert hub.count == 3
+
+
+async def test_subscribers_of_one_audience_share_one_encoding_and_the_ring_is_not_tracked(hub: StreamHub) -> None:
+    await add(hub, "m", 1)
+    sessions = [Session(hub, Audience(frozenset({"m"})), websocket=ws) for ws in (False, False, True)]
+    for session in sessions:
+        await session.open(hub.side, Keys(hub_prefix(hub)), None)
+    await until(hub.ready.is_set, "the reader to start")
+    streams = [session.items() for session in sessions]
+    firsts = [asyncio.ensure_future(anext(items)) for items in streams]
+    await until(lambda: all(s.subscriber.waiter is not None for s in sessions), "every subscriber to wait")
+    # One XADD pipeline: the reader gets the four entries in one batch.
+    async with hub.side.pipeline(transaction=True) as pipe:
+        for market_id in ("x", "m", "x", "m"):
+            pipe.xadd(Keys(hub_prefix(hub)).events, {"type": "PriceUpdated", "ts": "1", "market_id": market_id})
+        ids = [str(i) for i in await pipe.execute()]
+    sse_a, sse_b, socket = [await asyncio.wait_for(first, WAIT_S) for first in firsts]
+    for items in streams:
+        await items.aclose()
+    for session in sessions:
+        session.close()
+    wanted = [ids[1], ids[3]]
+    assert [line[4:] for line in sse_a.sse.decode().splitlines() if line.startswith("id: ")] == wanted
+    assert sse_b.sse is sse_a.sse, "the second subscriber got the first one's bytes, not a new encoding"
+    assert [json.loads(text)["id"] for text in socket.texts] == wanted
+    gc.collect()
+    gc.collect()  # a pass untracks the inner tuple, the next the slot holding it
+    assert hub._entries and not any(gc.is_tracked(slot) for slot in hub._entries), \
+        "ring slots are exact tuples the collector no longer walks"
