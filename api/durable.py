@@ -19,9 +19,11 @@ import logging
 import time
 from typing import cast
 
+from predmarket.engine.channel import cluster_of, owner_of
 from predmarket.engine.connection import UNREACHABLE
 from predmarket.engine.keys import Keys
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 log = logging.getLogger("predmarket.api")
 POLL_S = 0.25
@@ -36,6 +38,8 @@ class CommittedWatcher:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         """``redis``: a client for the watcher alone (it is closed by :meth:`stop`)."""
         self._redis = redis
+        self._cluster = cluster_of(redis)
+        self._refresh = False  # on a cluster: ask for the topology before subscribing again
         self._channel = keys.committed
         self._mark: tuple[int, int] = (0, 0)
         self._changed = asyncio.Event()
@@ -61,7 +65,7 @@ class CommittedWatcher:
         backoff = 0.1
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
+                async with await self._pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
                     self._advance(cast(str | None, await self._redis.get(self._channel)))
                     backoff = 0.1
@@ -74,8 +78,22 @@ class CommittedWatcher:
                 raise
             except UNREACHABLE as exc:
                 log.warning("committed-mark listener lost Redis (%s); reconnecting", exc.__class__.__name__)
+                self._refresh = self._cluster is not None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    async def _pubsub(self) -> PubSub:
+        """A subscription client: on one primary the client's own; on a cluster, bound to one node.
+
+        A PUBLISH on a cluster reaches the subscribers of every node, so any master would
+        do; the one owning the channel key's slot is chosen (as the ordered channel finds
+        it), asking the cluster for its topology again after a failure (that node may be gone).
+        """
+        if self._cluster is None:
+            return self._redis.pubsub()
+        node = await owner_of(self._cluster, self._channel, refresh=self._refresh)
+        self._refresh = False
+        return self._cluster.pubsub(node=node)
 
     async def wait(self, event_id: str, timeout_s: float) -> bool:
         """True once the persister has committed ``event_id``; False after ``timeout_s``."""

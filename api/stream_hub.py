@@ -38,9 +38,12 @@ import time
 from typing import Any, cast
 
 from predmarket.api.event_visibility import PUBLIC, WHOLE, public_fields, sse_message, whole_fields, ws_message
+from predmarket.engine.channel import cluster_of, owner_of
 from predmarket.engine.connection import UNREACHABLE
 from predmarket.engine.keys import Keys
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterError, MovedError
 
 log = logging.getLogger("predmarket.api")
 
@@ -217,6 +220,8 @@ class StreamHub:
         #: how often idle subscribers are looked at for a keep-alive
         self.tick_s = heartbeat_s / 3
         self._reader = reader  # a client of its own: the blocking XREAD never waits for, or holds, another's
+        self._cluster = cluster_of(reader)
+        self._refresh = False  # on a cluster: ask for the topology before the next read (the last one failed)
         self.side = side  # small pool: start positions, backlogs, positions of /v1/me subscribers
         self._keys = keys
         self.max_subscribers = max_subscribers
@@ -442,6 +447,8 @@ class StreamHub:
         The command goes straight to the reader's connection: redis-py's XREAD reply
         callback would decode every field into a dict, which is the cost avoided here.
         """
+        if self._cluster is not None:
+            return await self._read_after_on_cluster(self._cluster, cursor)
         pool = self._reader.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
@@ -454,11 +461,32 @@ class StreamHub:
             raise
         finally:
             await pool.release(connection)
-        if not reply:
-            return []
-        # RESP3 answers a map {stream: entries}, RESP2 a list of [stream, entries].
-        (entries,) = reply.values() if isinstance(reply, dict) else (stream[1] for stream in reply)
-        return [(entry_id.decode(), tuple(raw)) for entry_id, raw in entries]
+        return _slots(reply)
+
+    async def _read_after_on_cluster(self, cluster: RedisCluster, cursor: str) -> list[Slot]:
+        """:meth:`_read_after` on a cluster: the same XREAD, on a connection to the stream's master.
+
+        The cluster client has no single pool; the connection comes from its pool for the
+        node owning the stream's slot (built with the client's options). A failure (MOVED
+        after a failover, a lost connection) makes the next read ask for the topology again.
+        """
+        node = await owner_of(cluster, self._keys.events, refresh=self._refresh)
+        self._refresh = False
+        connection = node.acquire_connection()
+        try:
+            await connection.send_command("XREAD", "COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS,
+                                          "STREAMS", self._keys.events, cursor)
+            reply = await connection.read_response(disable_decoding=True)
+        except BaseException as exc:
+            await connection.disconnect()
+            self._refresh = True
+            if isinstance(exc, MovedError):
+                # The slot has another master: "Redis unavailable" for the reader's loop, which retries.
+                raise ClusterError(f"the event stream moved: {exc}") from exc
+            raise
+        finally:
+            node.release(connection)
+        return _slots(reply)
 
     def _pause(self) -> None:
         """Forget the ring: it resumes from the newest entry when someone subscribes again."""
@@ -524,6 +552,15 @@ class StreamHub:
             for subscriber in self._subscribers:
                 if self.keepalive_due(subscriber):
                     self._wake(subscriber, head)
+
+
+def _slots(reply: Any) -> list[Slot]:
+    """An undecoded XREAD reply of one stream as ring slots."""
+    if not reply:
+        return []
+    # RESP3 answers a map {stream: entries}, RESP2 a list of [stream, entries].
+    (entries,) = reply.values() if isinstance(reply, dict) else (stream[1] for stream in reply)
+    return [(entry_id.decode(), tuple(raw)) for entry_id, raw in entries]
 
 
 def raw_value(raw: tuple[bytes, ...], name: bytes) -> bytes | None:

@@ -45,14 +45,38 @@ def _closed_by_peer(conn: AbstractConnection) -> bool:
     return reader is None or reader.at_eof() or writer is None or writer.is_closing()
 
 
+def cluster_of(redis: Redis) -> RedisCluster | None:
+    """The cluster client behind ``redis``, or None on one primary.
+
+    engine.connection.connect types its cluster client as Redis: told apart here.
+    """
+    client: object = redis
+    return client if isinstance(client, RedisCluster) else None
+
+
+async def owner_of(cluster: RedisCluster, key: str, refresh: bool = False) -> ClusterNode:
+    """The master owning ``key``'s slot, as the cluster client knows it.
+
+    ``refresh`` asks the cluster for its topology first: after a lost connection or a
+    MOVED the slot may have another master (a failover). Every client that talks to one
+    node directly (the ordered channel, the live-stream reader, the committed-mark
+    listener) finds its node here.
+    """
+    await cluster.initialize()  # the client's first topology (it returns at once once it has one)
+    if refresh:
+        await cluster.nodes_manager.initialize()
+    node = cluster.get_node_from_key(key)
+    if node is None:
+        raise ClusterError(f"no master serves the slot of {key!r}")
+    return node
+
+
 class OrderedScript:
     """EVALSHA of one script over a dedicated connection, many calls in flight."""
 
     def __init__(self, redis: Redis, source: str) -> None:
         self._redis = redis
-        # engine.connection.connect types its cluster client as Redis: told apart here.
-        cluster: object = redis
-        self._cluster = cluster if isinstance(cluster, RedisCluster) else None
+        self._cluster = cluster_of(redis)
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
         self._conn: AbstractConnection | None = None
@@ -122,14 +146,9 @@ class OrderedScript:
 
     async def _cluster_connection(self, cluster: RedisCluster, key: str) -> AbstractConnection:
         """A connection of the cluster client's own pool to the master owning ``key``'s slot."""
-        await cluster.initialize()  # the client's first topology (it returns at once once it has one)
-        if self._refresh:
-            # The last connection failed: the slot may have another master now (a failover).
-            await cluster.nodes_manager.initialize()
-            self._refresh = False
-        node = cluster.get_node_from_key(key)
-        if node is None:
-            raise ClusterError(f"no master serves the slot of {key!r}")
+        # After a failed connection the slot may have another master now (a failover).
+        node = await owner_of(cluster, key, refresh=self._refresh)
+        self._refresh = False
         conn = node.acquire_connection()
         try:
             await conn.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import redis as sync_redis
+from predmarket.engine.connection import connect_sync, is_cluster_url
 from predmarket.engine.keys import Keys
 
 from tests.support.database import clone_database, drop_database
@@ -181,6 +182,8 @@ class Stack:
     # ---- Redis-side views (reading only; never FLUSH anything)
 
     def redis(self) -> sync_redis.Redis:
+        if is_cluster_url(self.redis_url):
+            return connect_sync(self.redis_url, 5)  # the product's cluster client, typed as Redis
         return sync_redis.Redis.from_url(self.redis_url, decode_responses=True, socket_timeout=5)
 
     @property
@@ -223,8 +226,10 @@ class StackFactory:
         return url
 
     def start(self, name: str, *, replicas: int = 2, persister: bool = True, database_url: str | None = None,
-              redis_url: str = REDIS_URL, wait_house: bool = True, **overrides: str) -> Stack:
-        stack = Stack(name=name, prefix=f"pmtest-api-{name}-{uuid.uuid4().hex[:8]}",
+              redis_url: str = REDIS_URL, wait_house: bool = True, prefix: str | None = None,
+              **overrides: str) -> Stack:
+        """``prefix``: the key prefix (by default a fresh one; a cluster needs one with a hash tag)."""
+        stack = Stack(name=name, prefix=prefix or f"pmtest-api-{name}-{uuid.uuid4().hex[:8]}",
                       database_url=database_url or self.database(), redis_url=redis_url,
                       admin_token=self.admin_token, workdir=self.workdir, overrides=overrides)
         self.stacks.append(stack)

@@ -11,7 +11,7 @@ import os
 
 import pytest
 import redis as sync_redis
-from predmarket.engine.connection import connect
+from predmarket.engine.connection import connect, connect_sync, is_cluster_url
 from predmarket.engine.settings import Settings
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
@@ -53,7 +53,13 @@ def new_redis() -> Redis:
 
 
 def sync_client(redis_url: str = REDIS_URL) -> sync_redis.Redis:
-    """A synchronous client (strings decoded) of ``redis_url``; the caller closes it."""
+    """A synchronous client (strings decoded) of ``redis_url``; the caller closes it.
+
+    A ``redis+cluster://`` URL gives the product's cluster client (typed as Redis): the
+    same commands, each routed to its slot's master, SCAN over every master.
+    """
+    if is_cluster_url(redis_url):
+        return connect_sync(redis_url, 30)
     return sync_redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=30)
 
 
