@@ -2,9 +2,9 @@
 # once as configured, once with the hot set evicting everything idle after a second). `make check` is the same.
 PY ?= .venv/bin/python
 
-.PHONY: test check lint typecheck suite suite-evicting
+.PHONY: test check lint typecheck suite suite-evicting suite-cluster
 
-test: lint typecheck suite suite-evicting
+test: lint typecheck suite suite-evicting suite-cluster
 
 check: test
 
@@ -27,3 +27,11 @@ suite:
 suite-evicting:
 	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_AGGRESSIVE_EVICTION=1 $(PY) -m pytest -q tests/test_api_contract.py \
 		tests/test_api_trading.py tests/test_api_auth.py tests/test_api_events.py
+
+# Every HTTP test module again on a private 3-master Redis Cluster (PM_REDIS_URL=redis+cluster://..., each stack
+# under a prefix with a hash tag). Only the API tests: they go through the deployed processes, so they check the
+# contract in that layout end to end; the engine-level tests build their own single-primary clients on purpose.
+# test_api_cluster runs in `suite` (its own cluster); the OpenAPI document does not depend on the layout.
+suite-cluster:
+	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_LAYOUT=cluster $(PY) -m pytest -q $(filter-out tests/test_api_cluster.py \
+		tests/test_api_openapi.py tests/test_api_schemathesis.py,$(wildcard tests/test_api_*.py))

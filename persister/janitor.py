@@ -11,8 +11,8 @@ The scripts re-check every condition atomically, so a user who trades while
 the janitor looks is simply kept.
 
 Users are visited with an incremental SCAN (a bounded number of keys per
-round), so a large cold population costs a steady trickle of work, never a
-pause.
+round; master after master on a cluster, see ``engine.keyspace``), so a large
+cold population costs a steady trickle of work, never a pause.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import redis
 from predmarket.engine.keys import Keys
+from predmarket.engine.keyspace import PagedScan
 from predmarket.engine.scripts import SyncScripts
 
 SCAN_PER_ROUND = 2_000
@@ -49,7 +50,7 @@ class Janitor:
         self.user_ttl_ms = int(user_idle_ttl_s * 1000)
         self.market_after_ms = int(market_archive_after_s * 1000)
         self._scripts = scripts or SyncScripts(client)
-        self._cursor = 0
+        self._scan = PagedScan(client, f"{keys.user('')}*", SCAN_PER_ROUND)
         self._seen = 0
         self.stats = JanitorStats()
 
@@ -75,16 +76,14 @@ class Janitor:
     def sweep(self, committed: str | None, now_ms: int | None = None) -> None:
         """Rounds until the user scan has covered the whole keyspace once (tools and tests)."""
         self.round(committed, now_ms)
-        while self._cursor != 0:
+        while not self._scan.at_start:
             self.round(committed, now_ms)
 
     def _users(self, committed: str, now_ms: int) -> None:
         prefix = self.keys.user("")
-        self._cursor, found = cast(tuple[int, list[str]], self.redis.scan(
-            self._cursor, match=f"{prefix}*", count=SCAN_PER_ROUND))
-        user_ids = [k[len(prefix):] for k in found if not k.endswith(":pos")]
+        user_ids = [k[len(prefix):] for k in self._scan.page() if not k.endswith(":pos")]
         self._seen += len(user_ids)
-        if self._cursor == 0:
+        if self._scan.at_start:
             self.stats.hot_users, self._seen = self._seen, 0
         if not user_ids:
             return

@@ -8,8 +8,10 @@ the fakeredis fallback: ``tests/support/services.py``.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -158,11 +160,16 @@ def pg_settings(prefix: str, database_url: str) -> Settings:
 
 @pytest.fixture(scope="session")
 def stacks(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
-    factory = StackFactory(pg_template, tmp_path_factory.mktemp("api-stacks"))
-    try:
+    """Stacks on the shared Redis; with ``PM_TEST_LAYOUT=cluster`` on a private 3-master cluster instead
+    (``make suite-cluster``: the HTTP contract on Redis Cluster, each stack under a tagged prefix)."""
+    with ExitStack() as context:
+        redis_url = REDIS_URL
+        if os.environ.get("PM_TEST_LAYOUT") == "cluster":
+            require_binaries()
+            redis_url = context.enter_context(PrivateCluster(masters=3)).url
+        factory = StackFactory(pg_template, tmp_path_factory.mktemp("api-stacks"), redis_url)
+        context.callback(factory.close)  # stacks stop before their cluster does
         yield factory
-    finally:
-        factory.close()
 
 
 @pytest.fixture(scope="session")

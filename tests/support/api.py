@@ -213,9 +213,12 @@ def stream_id(value: str) -> tuple[int, int]:
 class StackFactory:
     """Starts stacks on demand during the session; stops them and removes their data at its end."""
 
-    def __init__(self, template: str, workdir: Path) -> None:
+    def __init__(self, template: str, workdir: Path, redis_url: str = REDIS_URL) -> None:
+        """``redis_url``: where stacks run unless told otherwise (a ``redis+cluster://`` URL runs
+        every stack on that cluster, each under a prefix with a hash tag)."""
         self.template = template
         self.workdir = workdir
+        self.redis_url = redis_url
         self.stacks: list[Stack] = []
         self.databases: list[str] = []
         self.admin_token = "adm_" + secrets.token_urlsafe(24)
@@ -226,10 +229,15 @@ class StackFactory:
         return url
 
     def start(self, name: str, *, replicas: int = 2, persister: bool = True, database_url: str | None = None,
-              redis_url: str = REDIS_URL, wait_house: bool = True, prefix: str | None = None,
+              redis_url: str | None = None, wait_house: bool = True, prefix: str | None = None,
               **overrides: str) -> Stack:
-        """``prefix``: the key prefix (by default a fresh one; a cluster needs one with a hash tag)."""
-        stack = Stack(name=name, prefix=prefix or f"pmtest-api-{name}-{uuid.uuid4().hex[:8]}",
+        """``prefix``: the key prefix (by default a fresh one; tagged on a cluster, where every
+        key of a deployment must share one slot)."""
+        redis_url = redis_url or self.redis_url
+        fresh = f"pmtest-api-{name}-{uuid.uuid4().hex[:8]}"
+        if prefix is None:
+            prefix = f"{{{fresh}}}" if is_cluster_url(redis_url) else fresh
+        stack = Stack(name=name, prefix=prefix,
                       database_url=database_url or self.database(), redis_url=redis_url,
                       admin_token=self.admin_token, workdir=self.workdir, overrides=overrides)
         self.stacks.append(stack)
@@ -241,7 +249,7 @@ class StackFactory:
     def close(self) -> None:
         stop_all([p for stack in self.stacks for p in (*stack.servers, *stack.persisters)])
         for stack in self.stacks:
-            if stack.redis_url == REDIS_URL:
+            if stack.redis_url in (REDIS_URL, self.redis_url):
                 delete_prefix(stack.prefix, stack.redis_url)
         for url in self.databases:
             drop_database(url)
