@@ -266,3 +266,43 @@ def test_the_image_as_the_dockerfile_builds_it_runs_every_command(tmp_path: Path
         client = sync_redis.Redis.from_url(REDIS_URL)
         delete_prefix(client, Keys(prefix))
         client.close()
+
+
+# --------------------------------------------------------------------------- the Redis Cluster override
+
+CLUSTER = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+CLUSTER_NODES = sorted(name for name in CLUSTER["services"] if re.fullmatch(r"redis-\d+", name))
+
+
+def test_the_cluster_file_has_six_nodes_with_volumes_and_healthchecks() -> None:
+    assert len(CLUSTER_NODES) == 6
+    for name in CLUSTER_NODES:
+        node = CLUSTER["services"][name]
+        command = node["command"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+        assert command[command.index("--appendonly") + 1] == "yes"
+        assert node["volumes"] == [f"{name}-data:/data"] and f"{name}-data" in CLUSTER["volumes"]
+        assert node["healthcheck"]["test"][0] == "CMD"
+
+
+def test_the_cluster_is_created_once_with_a_replica_per_master() -> None:
+    init = CLUSTER["services"]["redis-cluster-init"]
+    assert set(init["depends_on"]) == set(CLUSTER_NODES)
+    script = init["command"][0]
+    assert "cluster_state:ok" in script.split("||")[0]  # a restart finds the cluster formed
+    create = shlex.split(script.split("||")[1])
+    assert create[:3] == ["redis-cli", "--cluster", "create"]
+    assert create[create.index("--cluster-replicas") + 1] == "1" and "--cluster-yes" in create
+    assert sorted(re.findall(r"getent hosts (redis-\d+)", script)) == CLUSTER_NODES
+
+
+@pytest.mark.parametrize("name", ["migrate", "api", "persister"])
+def test_every_predmarket_service_runs_on_the_cluster(name: str) -> None:
+    service = CLUSTER["services"][name]
+    env = service["environment"]
+    url = env["PM_REDIS_URL"]
+    assert url.startswith("redis+cluster://")
+    assert sorted(seed.split(":")[0] for seed in url.removeprefix("redis+cluster://").split(",")) == CLUSTER_NODES
+    Settings(redis_url=url, key_prefix=env["PM_KEY_PREFIX"])  # the settings' own check: a tagged prefix
+    if name != "migrate":
+        assert service["depends_on"]["redis-cluster-init"]["condition"] == "service_completed_successfully"
