@@ -95,6 +95,26 @@ class TradeList(TypedDict):
     trades: list[Trade]
 
 
+class Candle(TypedDict):
+    """One interval of an outcome's price after each trade; volumes count every trade of the market."""
+
+    #: the interval's start, aligned on the epoch in UTC (a 1d candle starts at midnight UTC)
+    start: Timestamp
+    open: Decimal6
+    high: Decimal6
+    low: Decimal6
+    close: Decimal6
+    volume_shares: Decimal6
+    volume_cost: Decimal6
+    trades: int
+
+
+class CandleList(TypedDict):
+    """Oldest first; intervals without trades are left out."""
+
+    candles: list[Candle]
+
+
 class ErrorDetail(TypedDict):
     code: str
     message: str

@@ -14,8 +14,9 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from predmarket.persister.candles import candle_rows
 from predmarket.persister.events import Batch
-from predmarket.record.schema import balances, ledger, markets, position_state, trades, users
+from predmarket.record.schema import balances, candles, ledger, markets, position_state, trades, users
 from sqlalchemy import Connection, Table, bindparam, func, text, update
 from sqlalchemy.dialects import postgresql
 
@@ -72,13 +73,39 @@ def _columns(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     return columns, {c: _array([r[c] for r in rows]) for c in columns}
 
 
-def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows; a row whose event was written before is skipped."""
+def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]], returning: str | None = None) -> list[Any]:
+    """Insert rows; a row whose event was written before is skipped. ``returning``: that column of the new rows."""
+    if not rows:
+        return []
+    columns, params = _columns(rows)
+    result = conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({', '.join(columns)}) {_unnest(table, columns)} ON CONFLICT DO NOTHING"
+        + (f" RETURNING {returning}" if returning else ""),
+        params,
+    )
+    return [row[0] for row in result] if returning else []
+
+
+#: Candle rows merge in any order: open/close from the lowest/highest trade id, high/low, sums.
+_MERGE_CANDLE = (
+    "open = CASE WHEN EXCLUDED.open_trade_id < c.open_trade_id THEN EXCLUDED.open ELSE c.open END, "
+    "close = CASE WHEN EXCLUDED.close_trade_id > c.close_trade_id THEN EXCLUDED.close ELSE c.close END, "
+    "open_trade_id = LEAST(c.open_trade_id, EXCLUDED.open_trade_id), "
+    "close_trade_id = GREATEST(c.close_trade_id, EXCLUDED.close_trade_id), "
+    "high = GREATEST(c.high, EXCLUDED.high), low = LEAST(c.low, EXCLUDED.low), "
+    "volume_shares = c.volume_shares + EXCLUDED.volume_shares, "
+    "volume_cost = c.volume_cost + EXCLUDED.volume_cost, trades = c.trades + EXCLUDED.trades"
+)
+
+
+def _add_candles(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Fold a batch's candle rows (persister/candles.py, in key order) into the stored ones."""
     if not rows:
         return
     columns, params = _columns(rows)
     conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({', '.join(columns)}) {_unnest(table, columns)} ON CONFLICT DO NOTHING",
+        f"INSERT INTO candles AS c ({', '.join(columns)}) {_unnest(candles, columns)} "
+        f"ON CONFLICT (market_id, outcome, interval_s, start) DO UPDATE SET {_MERGE_CANDLE}",
         params,
     )
 
@@ -123,7 +150,7 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
               "m_outcome": row["outcome"], "m_when": row["when"]}
              for market_id, row in sorted(batch.market_status.items())],
         )
-    _insert_new(conn, trades, batch.trades)
+    new_trades = _insert_new(conn, trades, batch.trades, returning="trade_id")
     _insert_new(conn, ledger, batch.ledger)
     # Rows in key order: concurrent persisters then lock shared rows (house, busy users) in one
     # order, instead of deadlocking on them.
@@ -144,6 +171,8 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
         # A holding older than its market's settlement may arrive after it (a
         # claimed entry of a dead persister): settlement already zeroed it.
         conn.execute(ZERO_SETTLED, {"ids": sorted({m for (_, m, _) in batch.positions})})
+    # Last, so a hot market's candle rows stay locked only until the commit that follows.
+    _add_candles(conn, candle_rows(batch.trades, new_trades))
 
 
 ZERO_SETTLED = text(

@@ -155,6 +155,28 @@ trades = Table(
     Index("ix_trades_market_trade", "market_id", "trade_id"),
 )
 
+#: Price candles (record/candles.py), kept by the persister in each batch's transaction (migration 0004).
+candles = Table(
+    "candles", metadata,
+    Column("market_id", String(64), primary_key=True),
+    Column("outcome", String(32), primary_key=True),
+    Column("interval_s", Integer, primary_key=True),
+    Column("start", DateTime(timezone=True), primary_key=True),
+    money("open"),
+    money("high"),
+    money("low"),
+    money("close"),
+    #: the trades whose prices are open and close: batches merge in any order
+    Column("open_trade_id", BigInteger, nullable=False),
+    Column("close_trade_id", BigInteger, nullable=False),
+    # A day's volume of a busy market may pass NUMERIC(20,6); a failed write would stop the persister.
+    Column("volume_shares", Numeric(38, 6), nullable=False),
+    Column("volume_cost", Numeric(38, 6), nullable=False),
+    Column("trades", BigInteger, nullable=False),
+    # The current bucket's rows are updated by every batch: room for HOT updates.
+    postgresql_with={"fillfactor": 70},
+)
+
 ledger = Table(
     "ledger", metadata,
     Column("event_id", String(40), primary_key=True),

@@ -1,0 +1,113 @@
+"""Price candles of one outcome of a market, read from the record's rollup (record/candles.py).
+
+A request names an outcome, an interval and optionally a window ``[start, end)``.
+A candle is in the window when its interval overlaps it (the candle holding
+``start`` is included, whole); of those, the newest 1,000 come back, oldest
+first. Older ones: ask again with ``end`` set to the first candle's ``start``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from predmarket.api import schemas
+from predmarket.engine.errors import ValidationError
+from predmarket.engine.units import format_micro
+from predmarket.record.candles import EPOCH, INTERVALS, MAX_CANDLES, OUTCOME_PRICES, bucket_start
+from predmarket.record.revision import pg_unavailable
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+#: RFC 3339 with its offset required (a naive time would be read in some server's zone).
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+#: Bounds that include every time a candle may have (PostgreSQL's timestamptz reaches further).
+_EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CandleQuery:
+    outcome: str
+    interval_s: int
+    #: start of the first bucket that may come back (the one holding the request's start)
+    since: datetime
+    #: buckets must start before this
+    until: datetime
+
+
+def _time(value: str, name: str) -> datetime:
+    if not _RFC3339.fullmatch(value):
+        hint = " (a '+' in a query string must be sent as %2B)" if " " in value else ""
+        raise ValidationError(f"{name} must be an RFC 3339 time with an offset, e.g. 2026-12-06T10:00:00Z{hint}")
+    try:
+        # fromisoformat keeps at most 6 fractional digits; candles' times are whole seconds anyway.
+        digits = re.sub(r"(\.\d{6})\d+", r"\1", value)
+        return datetime.fromisoformat(digits.replace("z", "Z")).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValidationError(f"{name} is not a valid time: {value[:40]!r}") from None
+
+
+def candle_query(outcome: str | None, interval: str | None, start: str | None, end: str | None) -> CandleQuery:
+    """The request's parameters checked (VALIDATION_ERROR naming the first bad one)."""
+    if outcome is None or outcome not in OUTCOME_PRICES:
+        raise ValidationError(f"outcome must be one of {', '.join(OUTCOME_PRICES)}")
+    if interval is None or interval not in INTERVALS:
+        raise ValidationError(f"interval must be one of {', '.join(INTERVALS)}")
+    interval_s = INTERVALS[interval]
+    since = _EARLIEST if start is None else _time(start, "start")
+    until = _LATEST if end is None else _time(end, "end")
+    if since >= until:
+        raise ValidationError("start must be before end")
+    return CandleQuery(outcome, interval_s, bucket_start(since, interval_s), until)
+
+
+# Integers of micro-units out of PostgreSQL (exact: every column has scale 6); volumes as
+# text, since a day's volume may pass a BIGINT of micro-units.
+_CANDLES = text("""
+SELECT extract(epoch FROM start)::bigint AS start_s,
+       (open * 1000000)::bigint AS open, (high * 1000000)::bigint AS high,
+       (low * 1000000)::bigint AS low, (close * 1000000)::bigint AS close,
+       (volume_shares * 1000000)::numeric(44, 0)::text AS volume_shares,
+       (volume_cost * 1000000)::numeric(44, 0)::text AS volume_cost, trades
+FROM candles
+WHERE market_id = :market_id AND outcome = :outcome AND interval_s = :interval_s
+  AND start >= :since AND start < :until
+ORDER BY start DESC
+LIMIT :limit
+""")
+def _timestamp(seconds: int) -> str:
+    # The API's timestamp form (api/responses.rfc3339), without its cache: an answer's
+    # 1,000 starts would push out the trades' timestamps it holds.
+    return (EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_RECORDED = text("SELECT 1 FROM markets WHERE market_id = :market_id")
+
+
+async def read_candles(pg: AsyncEngine, market_id: str, q: CandleQuery) -> tuple[list[schemas.Candle], bool]:
+    """The newest candles of the window, oldest first, and whether the record knows the market.
+
+    (The second answer is only looked up when there are no candles: a market with
+    candles is known.)
+    """
+    params = {"market_id": market_id, "outcome": q.outcome, "interval_s": q.interval_s,
+              "since": q.since, "until": q.until, "limit": MAX_CANDLES}
+    try:
+        async with pg.connect() as conn:
+            rows = (await conn.execute(_CANDLES, params)).all()
+            known = bool(rows) or (await conn.execute(_RECORDED, {"market_id": market_id})).first() is not None
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise pg_unavailable(exc) from exc
+    candles = [
+        schemas.Candle(
+            start=_timestamp(r.start_s), open=format_micro(r.open), high=format_micro(r.high),
+            low=format_micro(r.low), close=format_micro(r.close),
+            volume_shares=format_micro(int(r.volume_shares)), volume_cost=format_micro(int(r.volume_cost)),
+            trades=r.trades,
+        )
+        for r in reversed(rows)
+    ]
+    return candles, known

@@ -1,0 +1,106 @@
+"""A batch's trades folded into ``candles`` rows (see ``record.candles``), in exact micro-unit integers.
+
+The writer adds these rows to the stored candles in the batch's transaction;
+only trades that the batch actually inserted count, so a batch written twice
+counts nothing twice. Folding is associative and commutative (open/close by
+trade id, high/low by value, sums), so batches of several persisters merged in
+any order leave the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from datetime import datetime
+from typing import Any
+
+from predmarket.engine.units import format_micro
+from predmarket.record.candles import INTERVALS, OUTCOME_PRICES, bucket_start
+
+Row = dict[str, Any]
+_LABELS = tuple(OUTCOME_PRICES)
+_PRICE_COLUMNS = tuple(OUTCOME_PRICES.values())
+_MINUTE = INTERVALS["1m"]
+
+
+def _micro(value: str) -> int:
+    # Stream decimals are checked to be ^[0-9]{1,14}\.[0-9]{6}$ (persister.events): dropping the point is exact.
+    return int(value.replace(".", ""))
+
+
+class _Candle:
+    """One bucket's aggregate over every outcome of a market (prices in outcome order)."""
+
+    __slots__ = ("close", "close_id", "cost", "high", "low", "open", "open_id", "shares", "trades")
+
+    def __init__(self, trade_id: int, prices: list[int], shares: int, cost: int) -> None:
+        self.open_id = self.close_id = trade_id
+        self.open, self.close = prices, prices
+        self.high, self.low = list(prices), list(prices)
+        self.shares, self.cost, self.trades = shares, cost, 1
+
+    def merge(self, other: _Candle) -> None:
+        if other.open_id < self.open_id:
+            self.open_id, self.open = other.open_id, other.open
+        if other.close_id > self.close_id:
+            self.close_id, self.close = other.close_id, other.close
+        self.high = [max(a, b) for a, b in zip(self.high, other.high, strict=True)]
+        self.low = [min(a, b) for a, b in zip(self.low, other.low, strict=True)]
+        self.shares += other.shares
+        self.cost += other.cost
+        self.trades += other.trades
+
+    def copy(self) -> _Candle:
+        twin = _Candle(self.open_id, self.open, self.shares, self.cost)
+        twin.close_id, twin.close = self.close_id, self.close
+        twin.high, twin.low, twin.trades = list(self.high), list(self.low), self.trades
+        return twin
+
+
+def _minutes(trades: Iterable[Row], inserted: Collection[int]) -> dict[tuple[str, datetime], _Candle]:
+    pending = set(inserted)
+    minutes: dict[tuple[str, datetime], _Candle] = {}
+    for row in trades:
+        trade_id = row["trade_id"]
+        if trade_id not in pending:
+            continue  # written before (a redelivered entry), or twice in this batch
+        pending.discard(trade_id)
+        candle = _Candle(trade_id, [_micro(row[c]) for c in _PRICE_COLUMNS], _micro(row["shares"]),
+                         _micro(row["cost"]))
+        key = (row["market_id"], bucket_start(row["created_at"], _MINUTE))
+        known = minutes.get(key)
+        if known is None:
+            minutes[key] = candle
+        else:
+            known.merge(candle)
+    return minutes
+
+
+def candle_rows(trades: Iterable[Row], inserted: Collection[int]) -> list[Row]:
+    """``candles`` rows (every interval and outcome) of the trades whose id is in ``inserted``.
+
+    ``trades`` are the persister's trade rows (``persister.events``). Rows come
+    sorted by the table's key, so concurrent writers lock shared rows in one order.
+    """
+    minutes = _minutes(trades, inserted)
+    rows: list[Row] = []
+    for interval_s in INTERVALS.values():
+        buckets: dict[tuple[str, datetime], _Candle] = {}
+        for (market_id, minute), candle in minutes.items():
+            key = (market_id, bucket_start(minute, interval_s))
+            known = buckets.get(key)
+            if known is None:
+                buckets[key] = candle.copy()
+            else:
+                known.merge(candle)
+        for (market_id, start), c in buckets.items():
+            for i, label in enumerate(_LABELS):
+                rows.append({
+                    "market_id": market_id, "outcome": label, "interval_s": interval_s, "start": start,
+                    "open": format_micro(c.open[i]), "high": format_micro(c.high[i]),
+                    "low": format_micro(c.low[i]), "close": format_micro(c.close[i]),
+                    "open_trade_id": c.open_id, "close_trade_id": c.close_id,
+                    "volume_shares": format_micro(c.shares), "volume_cost": format_micro(c.cost),
+                    "trades": c.trades,
+                })
+    rows.sort(key=lambda r: (r["market_id"], r["outcome"], r["interval_s"], r["start"]))
+    return rows
