@@ -17,7 +17,7 @@ from predmarket.api.durable import CommittedWatcher
 from predmarket.api.graceful import on_stop_signal
 from predmarket.api.middleware import RequestMiddleware
 from predmarket.api.responses import JSONResponse
-from predmarket.api.routes import candles, events, markets, ops, trades, users
+from predmarket.api.routes import api_keys, candles, events, markets, ops, trades, users
 from predmarket.api.stream_hub import READ_BLOCK_MS, StreamHub
 from predmarket.engine.connection import UNREACHABLE, connect
 from predmarket.engine.errors import Unavailable
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.loader = PgLoader(pg, engine.scripts, engine.keys)  # the hot set: reload on demand
         app.state.engine = engine
         app.state.auth = Authenticator(engine, settings.admin_token, settings.rate_limit_per_s)
+        app.state.auth.start()  # flushes the API keys' last use every few seconds
         app.state.stream_redis = stream_redis
         app.state.hub = hub
         app.state.pg = pg
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await pg.dispose()
             await stream_reader.aclose()
             await stream_redis.aclose()
+            await app.state.auth.close()
             await engine.close()
 
     app = FastAPI(
@@ -95,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     openapi.install(app)
-    for module in (users, markets, candles, trades, events, ops):
+    for module in (users, markets, candles, trades, events, ops, api_keys):
         app.include_router(module.router)
     # The trade route served without FastAPI's dependency machinery (it dominated the
     # profile under load); the FastAPI route of the same path still documents it.

@@ -1,14 +1,25 @@
 """Bearer-token authentication, the authorisation rules, and the per-user rate limit.
 
 The admin token comes from ``PM_ADMIN_TOKEN`` and is compared in constant
-time. A user's API key is stored only as its SHA-256; the hash is looked up in
-one Redis round trip and remembered briefly, so a hot client costs no lookup.
+time. A user's API key is stored only as its SHA-256, and Redis's key directory
+decides every request: with the rate limit on, one script checks that the key
+still names the user and takes a token from the user's bucket (one round trip);
+with it off, one HGET. So a revoked key is refused by the next request on every
+replica. What a replica remembers per key (the user it named) only picks the
+bucket to ask about, never the answer.
+
+The last use of each key is remembered in memory and flushed to Redis every
+``LAST_USED_FLUSH_S`` seconds (no write per request): ``last_used_at`` is exact
+to that period.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
 import math
 import secrets
 import time
@@ -19,12 +30,16 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from predmarket.api.errors import ApiError, forbidden, unauthenticated
-from predmarket.engine.connection import unavailable_on_disconnect
+from predmarket.engine.api_keys import KeyUse
+from predmarket.engine.connection import UNREACHABLE, unavailable_on_disconnect
+from predmarket.engine.errors import EngineError
 from predmarket.engine.market_engine import MarketEngine
 
-KEY_CACHE_SIZE = 10_000
-KEY_CACHE_TTL_S = 30.0
-UNKNOWN_KEY_TTL_S = 2.0
+#: Keys whose user a replica remembers (to name the rate-limit bucket in the same round trip).
+KEY_HINTS_SIZE = 10_000
+#: How often a replica writes the last use of the keys it authenticated: last_used_at's precision.
+LAST_USED_FLUSH_S = 5.0
+log = logging.getLogger("predmarket.api")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,15 +67,22 @@ def hash_key(key: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, engine: MarketEngine, admin_token: str, rate_per_s: float) -> None:
+    def __init__(self, engine: MarketEngine, admin_token: str, rate_per_s: float,
+                 flush_every_s: float = LAST_USED_FLUSH_S) -> None:
         self._engine = engine
+        self._keys = engine.accounts.api_keys
         self._admin = admin_token.encode()
         self._rate = rate_per_s
-        self._cache: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
         self._limit = engine.scripts.rate_limit
+        #: key hash -> the user it named when last checked (a hint: Redis decides every request)
+        self._hints: OrderedDict[str, str] = OrderedDict()
+        #: key hash -> its latest use since the last flush
+        self._used: dict[str, KeyUse] = {}
+        self._flush_every_s = flush_every_s
+        self._flusher: asyncio.Task[None] | None = None
 
     async def principal(self, request: Request) -> Principal:
-        """The caller named by the Authorization header; 401 if absent or unknown."""
+        """The caller named by the Authorization header; 401 if absent, unknown or revoked."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
@@ -68,36 +90,72 @@ class Authenticator:
             raise unauthenticated()
         if hmac.compare_digest(token.encode(), self._admin):
             return ADMIN
-        user_id = await self._user_for(hash_key(token))
-        if user_id is None:
-            raise unauthenticated()
-        await self._rate_limit(user_id)
+        key_hash = hash_key(token)
+        user_id = await self._user_for(key_hash)
+        self._used[key_hash] = KeyUse(key_hash, user_id, int(time.time() * 1000))
         return Principal(user_id)
 
-    async def _user_for(self, key_hash: str) -> str | None:
-        now = time.monotonic()
-        cached = self._cache.get(key_hash)
-        if cached and cached[1] > now:
-            return cached[0]
-        user_id = await self._engine.accounts.user_for_key(key_hash)
-        # Unknown keys are remembered briefly too: each miss may cost a PostgreSQL lookup
-        # (the user may have been evicted), and a flood of bad tokens must not become one.
-        self._cache[key_hash] = (user_id, now + (KEY_CACHE_TTL_S if user_id else UNKNOWN_KEY_TTL_S))
-        self._cache.move_to_end(key_hash)
-        while len(self._cache) > KEY_CACHE_SIZE:
-            self._cache.popitem(last=False)
+    async def _user_for(self, key_hash: str) -> str:
+        """The user the key names now (401 if none), its rate limit taken."""
+        user_id = self._hints.get(key_hash)
+        if user_id is None or self._rate <= 0:
+            user_id = await self._keys.owner(key_hash)
+            if user_id is None:
+                self._hints.pop(key_hash, None)
+                raise unauthenticated()
+            self._hints[key_hash] = user_id
+            self._hints.move_to_end(key_hash)
+            while len(self._hints) > KEY_HINTS_SIZE:
+                self._hints.popitem(last=False)
+            if self._rate <= 0:
+                return user_id
+        await self._rate_limit(key_hash, user_id)
         return user_id
 
-    async def _rate_limit(self, user_id: str) -> None:
-        if self._rate <= 0:
-            return
+    async def _rate_limit(self, key_hash: str, user_id: str) -> None:
+        k = self._engine.keys
         with unavailable_on_disconnect():
-            allowed, retry_ms = await self._limit([self._engine.keys.rate_bucket(user_id)],
-                                                  [self._rate, 2 * self._rate])
+            allowed, retry_ms, live = await self._limit([k.rate_bucket(user_id), k.apikeys],
+                                                        [self._rate, 2 * self._rate, key_hash, user_id])
+        if not int(live):  # revoked since this replica last saw it
+            self._hints.pop(key_hash, None)
+            raise unauthenticated()
         if not int(allowed):
             retry_s = max(1, math.ceil(int(retry_ms) / 1000))
             raise ApiError(429, "RATE_LIMITED", f"more than {self._rate:g} requests per second",
                            {"Retry-After": str(retry_s)})
+
+    # ------------------------------------------------------------------ last use
+
+    def start(self) -> None:
+        """Flush the keys' last use every ``flush_every_s`` seconds from now on (call inside the loop)."""
+        self._flusher = asyncio.create_task(self._flush_forever(), name="api-key-last-use")
+
+    async def close(self) -> None:
+        """Stop flushing; write what is pending once more (best effort: Redis may be gone)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self.flush_last_use()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_every_s)
+            await self.flush_last_use()
+
+    async def flush_last_use(self) -> None:
+        """Write the uses remembered since the last flush; on failure keep them for the next one."""
+        uses, self._used = self._used, {}
+        if not uses:
+            return
+        try:
+            await self._keys.touch(uses.values())
+        except (EngineError, *UNREACHABLE) as exc:
+            for key_hash, use in uses.items():
+                self._used.setdefault(key_hash, use)  # a newer use made meanwhile wins
+            log.warning("could not record the last use of %d API keys: %s", len(uses), exc)
 
 
 def _auth(request: Request) -> Authenticator:

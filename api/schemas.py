@@ -44,6 +44,28 @@ class CreatedUser(Account):
     api_key: str
 
 
+class ApiKey(TypedDict):
+    key_id: str
+    created_at: Timestamp
+    #: null until first used; exact to a few seconds (each replica flushes its uses periodically)
+    last_used_at: Timestamp | None
+    #: the key's last 4 characters (null for a key made before they were kept)
+    last4: str | None
+
+
+class ApiKeyList(TypedDict):
+    """The user's live keys, oldest first."""
+
+    api_keys: list[ApiKey]
+
+
+class CreatedApiKey(TypedDict):
+    key_id: str
+    #: shown once; only its hash is stored
+    api_key: str
+    created_at: Timestamp
+
+
 class Market(TypedDict):
     market_id: str
     name: str

@@ -1,11 +1,11 @@
-"""PositionStore operations: accounts, deposits, withdrawals, API keys."""
+"""PositionStore operations: accounts, deposits, withdrawals; API keys in ``self.api_keys`` (engine.api_keys)."""
 
 from __future__ import annotations
 
 import contextlib
 import secrets
-from typing import cast
 
+from predmarket.engine.api_keys import ApiKeys, key_id_for
 from predmarket.engine.connection import unavailable_on_disconnect
 from predmarket.engine.errors import AlreadyExists, NotFound
 from predmarket.engine.hotset import HotSet, reloading
@@ -39,9 +39,12 @@ class Accounts:
         self._scripts = scripts
         self._keys = keys
         self._hotset = hotset
+        self.api_keys = ApiKeys(redis, scripts, keys, hotset)
 
-    async def create(self, username: str, user_id: str | None = None, key_hash: str = "") -> Account:
-        """Register a user with zero balance; ``key_hash`` is sha256 of its API key."""
+    async def create(self, username: str, user_id: str | None = None, key_hash: str = "",
+                     last4: str = "") -> Account:
+        """Register a user with zero balance; ``key_hash`` is sha256 of its first API key (listed among
+        its keys, with ``last4``, the key's last 4 characters)."""
         check_username(username)
         user_id = check_id(user_id, "user_id") if user_id is not None else new_id("u")
         k = self._keys
@@ -49,8 +52,8 @@ class Accounts:
         # evicted ones included), atomically: no PostgreSQL read, so it works through an outage.
         with unavailable_on_disconnect():
             (created_ms,) = await self._scripts.create_user(
-                [k.user(user_id), k.usernames, k.apikeys, k.events, k.user_ids],
-                [user_id, username, key_hash],
+                [k.user(user_id), k.usernames, k.apikeys, k.events, k.user_ids, k.user_api_keys(user_id)],
+                [user_id, username, key_hash, key_id_for(key_hash) if key_hash else "", last4],
             )
         return Account(user_id, username, 0, 0, int(created_ms), [])
 
@@ -92,6 +95,5 @@ class Accounts:
         return account_from(user_id, fields, positions)
 
     async def user_for_key(self, key_hash: str) -> str | None:
-        """The user owning the API key with this hash: one round trip (evicted users' keys stay too)."""
-        with unavailable_on_disconnect():
-            return cast(str | None, await self._redis.hget(self._keys.apikeys, key_hash))
+        """The user owning the live API key with this hash: one round trip (evicted users' keys stay too)."""
+        return await self.api_keys.owner(key_hash)

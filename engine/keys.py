@@ -19,8 +19,14 @@ key                             contents
                                 uniqueness without PostgreSQL)
 ``<p>:user_ids``                set: every user id ever (never evicted: uniqueness and
                                 existence of an evicted user without PostgreSQL)
-``<p>:apikeys``                 hash: sha256(api key) -> user id, every user (never evicted:
-                                an unknown key is 401 without PostgreSQL)
+``<p>:apikeys``                 hash: sha256(api key) -> user id, every live key of every
+                                user (never evicted: an unknown or revoked key is 401 without
+                                PostgreSQL; the authenticator reads it on every request)
+``<p>:apikeys:used``            hash: key id -> last use (ms) of every live key used so far,
+                                flushed by each API replica every few seconds (never evicted)
+``<p>:ukeys:<user>``            hash: key id -> ``<sha256>|<created_ms>|<last4>`` of each live
+                                key of the user (engine/api_keys.py); evicted and reloaded
+                                with the user. Not under ``u:``: scans of ``<p>:u:*`` find users
 ``<p>:{m:<market>}``            hash: name, status, outcome ('' until resolved), b
                                 (liquidity), q_yes, q_no, pool, version (bumped by
                                 every change), created_ms, updated_ms, last_event,
@@ -86,9 +92,16 @@ class Keys:
     def usernames(self) -> str:
         return f"{self.prefix}:usernames"
 
+    def user_api_keys(self, user_id: str) -> str:
+        return f"{self.prefix}:ukeys:{user_id}"
+
     @property
     def apikeys(self) -> str:
         return f"{self.prefix}:apikeys"
+
+    @property
+    def apikeys_used(self) -> str:
+        return f"{self.prefix}:apikeys:used"
 
     @property
     def user_ids(self) -> str:

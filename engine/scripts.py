@@ -117,6 +117,7 @@ class _Registry(Generic[S]):
 
     archive_market: S
     clear_dirty: S
+    create_api_key: S
     create_market: S
     create_user: S
     deposit: S
@@ -127,8 +128,10 @@ class _Registry(Generic[S]):
     publish_committed: S
     rate_limit: S
     resolve_market: S
+    revoke_api_key: S
     settle_batch: S
     settle_finish: S
+    touch_api_keys: S
     trade: S
     trim_events: S
     unarchive_market: S

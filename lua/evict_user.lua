@@ -2,7 +2,7 @@
 -- evict_user: drop an idle user from Redis once PostgreSQL holds every byte of its state.
 --
 -- KEYS[1] user hash <p>:u:<user>, KEYS[2] its positions <p>:u:<user>:pos,
--- KEYS[3] evicted users hash <p>:evicted
+-- KEYS[3] evicted users hash <p>:evicted, KEYS[4] its API keys <p>:ukeys:<user>
 -- ARGV[1] user id, ARGV[2] the user's last_event as the janitor read it,
 -- ARGV[3] the persister's committed mark (every entry up to it is in PostgreSQL)
 -- Returns 1 if evicted, 0 if the user changed, holds positions, is house, or its last
@@ -12,8 +12,9 @@
 -- market's settlement walks them, so they are never taken out of Redis piecemeal.
 -- Every operation that changes a user needs its hash, so once it is gone nothing
 -- can change the user until a loader installs it again from PostgreSQL. Its id, username
--- and key hash stay (the directory, see engine/keys.py): they stay taken, and its key
--- still names it, without asking PostgreSQL. Its last event stays too: a load installs
+-- and live key hashes stay (the directory, see engine/keys.py): they stay taken, and its
+-- keys still name it, without asking PostgreSQL; the keys' records go (the loader puts the
+-- live ones back from api_keys). Its last event stays too: a load installs
 -- only a PostgreSQL row that includes it (install_user.lua).
 
 if ARGV[1] == 'house' then return 0 end
@@ -22,6 +23,6 @@ if not user[2] then return 0 end
 local last = user[1] or '0-0'
 if last ~= ARGV[2] or id_less(ARGV[3], last) then return 0 end
 if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
 redis.call('HSET', KEYS[3], ARGV[1], last)
 return 1

@@ -134,6 +134,9 @@ class Batch:
     market_status: dict[str, Row] = field(default_factory=dict)
     #: market_id -> its MarketSettled: every holding of it becomes zero
     settled: dict[str, Row] = field(default_factory=dict)
+    #: key_id -> newest lifecycle row (ApiKeyCreated/ApiKeyRevoked); key_id -> latest use (ApiKeyUsed)
+    api_keys: dict[str, Row] = field(default_factory=dict)
+    keys_used: dict[str, Row] = field(default_factory=dict)
     entries: int = 0
 
     def add(self, entry_id: str, fields: dict[str, str]) -> None:
@@ -271,6 +274,42 @@ def _market_settled(batch: Batch, f: _Fields, order: int, when: datetime) -> Non
     batch._newest(batch.settled, market_id, {"market_id": market_id, "event_order": order, "when": when})
 
 
+def _api_key(batch: Batch, f: _Fields, order: int, created: datetime, revoked: datetime | None) -> None:
+    """The whole api_keys row: either event may be committed first (several persisters)."""
+    key_id, user_id, key_hash = f.ident("key_id"), f.ident("user_id"), f.text("key_hash", 64)
+    last4 = f.fields.get("last4", "")
+    if not _HEX64.fullmatch(key_hash) or not isinstance(last4, str) or len(last4) > 4:
+        raise MalformedEvent("key_hash or last4 invalid")
+    batch._newest(batch.api_keys, key_id, {
+        "key_id": key_id, "user_id": user_id, "key_hash": key_hash, "last4": last4 or None,
+        "created_at": created, "revoked_at": revoked, "event_order": order,
+    })
+
+
+def _api_key_created(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
+    _api_key(batch, f, order, when, None)
+
+
+def _api_key_revoked(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
+    try:
+        created = timestamp(f.integer("created_ms"))
+    except OverflowError:
+        raise MalformedEvent("field 'created_ms' out of range") from None
+    _api_key(batch, f, order, created, when)
+
+
+def _api_key_used(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
+    key_id, used_ms = f.ident("key_id"), f.integer("used_ms")
+    f.ident("user_id")
+    try:
+        used = timestamp(used_ms)
+    except OverflowError:
+        raise MalformedEvent("field 'used_ms' out of range") from None
+    held = batch.keys_used.get(key_id)
+    if held is None or held["last_used_at"] < used:
+        batch.keys_used[key_id] = {"key_id": key_id, "last_used_at": used}
+
+
 _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {
     "UserCreated": _user_created,
     "Deposit": _deposit,
@@ -282,4 +321,7 @@ _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {
     "PriceUpdated": _price_updated,
     "Payout": _payout,
     "MarketSettled": _market_settled,
+    "ApiKeyCreated": _api_key_created,
+    "ApiKeyRevoked": _api_key_revoked,
+    "ApiKeyUsed": _api_key_used,
 }

@@ -100,7 +100,8 @@ class Janitor:
                 continue
             k = self.keys
             evicted = self._scripts.evict_user(
-                [k.user(user_id), k.user_positions(user_id), k.evicted], [user_id, last, committed])
+                [k.user(user_id), k.user_positions(user_id), k.evicted, k.user_api_keys(user_id)],
+                [user_id, last, committed])
             self.stats.users_evicted += int(cast(int, evicted))
 
     def _markets(self, committed: str, now_ms: int) -> None:

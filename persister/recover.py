@@ -1,7 +1,7 @@
 """``predmarket recover``: rebuild all Redis state of a deployment from PostgreSQL.
 
-Users, key hashes, balances and positions are current in PostgreSQL (written
-per event). Markets start from their latest idle-flush snapshot and are
+Users, API keys (live ones: records, directory, last use), balances and
+positions are current in PostgreSQL (written per event). Markets start from their latest idle-flush snapshot and are
 replayed forward with the trades and pool movements recorded after it, so a
 stale snapshot costs nothing but replay. Idempotency keys younger than the
 TTL are restored, so a client retrying an acknowledged trade still gets its
@@ -26,7 +26,7 @@ from predmarket.engine.keys import Keys
 from predmarket.engine.models import Outcome, Side
 from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.engine.wire import StoredReply
-from predmarket.record.loader import epoch_ms, market_fields, user_fields
+from predmarket.record.loader import LIVE_CREATION_KEY, epoch_ms, key_record, market_fields, user_fields
 from sqlalchemy import Connection, Engine, text
 
 PIPELINE = 2_000
@@ -40,6 +40,7 @@ class RecoveryRefused(RuntimeError):
 @dataclass
 class RecoveryReport:
     users: int = 0
+    api_keys: int = 0
     positions: int = 0
     markets: int = 0
     trades_replayed: int = 0
@@ -113,6 +114,7 @@ def recover(pg: Engine, client: redis.Redis, keys: Keys, *, force: bool = False,
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         report.users = _users(conn, write, keys, say)
         report.positions = _positions(conn, write, keys, say)
+        report.api_keys = _api_keys(conn, write, keys, say)
         report.markets, report.trades_replayed = _markets(conn, write, keys, say)
         report.trade_seq = _counters(conn, write, keys)
         report.idempotency_keys = _idempotency(conn, write, keys, idempotency_ttl_s, say)
@@ -126,9 +128,9 @@ def _users(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
     n = 0
     # loaded_ms: the hot set counts a recovered user as active from now, not from its creation.
     loaded_ms = int(time.time() * 1000)
-    for r in _rows(conn, "SELECT u.user_id, u.username, u.api_key_hash, u.created_at, "
+    for r in _rows(conn, "SELECT u.user_id, u.username, k.key_hash AS api_key_hash, u.created_at, "
                          "COALESCE(b.available, 0) AS available, COALESCE(b.locked, 0) AS locked "
-                         "FROM users u LEFT JOIN balances b USING (user_id)"):
+                         f"FROM users u LEFT JOIN balances b USING (user_id) {LIVE_CREATION_KEY}"):
         write("hset", keys.user(r.user_id), mapping=user_fields(r, loaded_ms))
         write("hset", keys.usernames, r.username, r.user_id)
         write("sadd", keys.user_ids, r.user_id)  # the directory (see engine.keys)
@@ -138,6 +140,20 @@ def _users(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
         if n % 10_000 == 0:
             say("users", n)
     say("users", n)
+    return n
+
+
+def _api_keys(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
+    """Every live key: its record, its directory entry, its last use (revoked keys stay out)."""
+    n = 0
+    for r in _rows(conn, "SELECT key_id, user_id, key_hash, last4, created_at, last_used_at FROM api_keys "
+                         "WHERE revoked_at IS NULL"):
+        write("hset", keys.user_api_keys(r.user_id), r.key_id, key_record(r))
+        write("hset", keys.apikeys, r.key_hash, r.user_id)
+        if r.last_used_at is not None:
+            write("hset", keys.apikeys_used, r.key_id, epoch_ms(r.last_used_at))
+        n += 1
+    say("API keys", n)
     return n
 
 
@@ -296,12 +312,12 @@ def rebuild_directory(pg: Engine, client: redis.Redis, keys: Keys) -> DirectoryR
     report = DirectoryReport()
     write = _Writer(client)
     with pg.connect() as conn:
-        for r in _rows(conn, "SELECT user_id, username, api_key_hash FROM users"):
+        for r in _rows(conn, "SELECT user_id, username FROM users"):
             write("sadd", keys.user_ids, r.user_id)
             write("hsetnx", keys.usernames, r.username, r.user_id)
-            if r.api_key_hash:
-                write("hsetnx", keys.apikeys, r.api_key_hash, r.user_id)
             report.users_added += 1
+        for r in _rows(conn, "SELECT user_id, key_hash FROM api_keys WHERE revoked_at IS NULL"):
+            write("hsetnx", keys.apikeys, r.key_hash, r.user_id)
         write.flush()
         for r in _rows(conn, "SELECT * FROM markets WHERE status = 'SETTLED'"):
             if client.exists(keys.market(r.market_id)):

@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from predmarket.engine.api_keys import KeyRecord
 from predmarket.engine.errors import Unavailable
 from predmarket.engine.keys import Keys
 from predmarket.engine.scripts import Scripts
@@ -64,11 +65,23 @@ def market_fields(row: Row[Any]) -> dict[str, str | int]:
     }
 
 
+#: ``api_key_hash``: the key the user was created with while it is live (Redis's ``key_hash`` field),
+#: else NULL; every live key comes from api_keys (KEYS_SQL).
+LIVE_CREATION_KEY = ("LEFT JOIN api_keys k ON k.key_hash = u.api_key_hash AND k.revoked_at IS NULL")
 _USER_SQL = text(
-    "SELECT u.user_id, u.username, u.api_key_hash, u.created_at, COALESCE(b.available, 0) AS available, "
-    "COALESCE(b.locked, 0) AS locked, COALESCE(b.event_order, 0) AS event_order "
-    "FROM users u LEFT JOIN balances b USING (user_id) WHERE u.user_id = :id"
+    "SELECT u.user_id, u.username, k.key_hash AS api_key_hash, u.created_at, "
+    "COALESCE(b.available, 0) AS available, COALESCE(b.locked, 0) AS locked, "
+    "GREATEST(COALESCE(b.event_order, 0), "
+    "(SELECT COALESCE(MAX(a.event_order), 0) FROM api_keys a WHERE a.user_id = u.user_id)) AS event_order "
+    f"FROM users u LEFT JOIN balances b USING (user_id) {LIVE_CREATION_KEY} WHERE u.user_id = :id"
 )
+#: The user's live keys; their records as ``<p>:ukeys:<user>`` holds them (engine.api_keys.KeyRecord).
+_KEYS_SQL = text("SELECT key_id, key_hash, last4, created_at FROM api_keys WHERE user_id = :id AND revoked_at IS NULL")
+
+
+def key_record(row: Row[Any]) -> str:
+    """An ``api_keys`` row as the record in ``<p>:ukeys:<user>``."""
+    return KeyRecord(row.key_hash, epoch_ms(row.created_at), row.last4 or "").encode()
 
 
 #: install_user's refusals
@@ -84,9 +97,13 @@ class PgLoader:
         self._keys = keys
 
     async def _one(self, query: Executable, **params: object) -> Row[Any] | None:
+        rows = await self._all(query, **params)
+        return rows[0] if rows else None
+
+    async def _all(self, query: Executable, **params: object) -> list[Row[Any]]:
         try:
             async with self._pg.connect() as conn:
-                return (await conn.execute(query, params)).first()
+                return list(await conn.execute(query, params))
         except (OperationalError, DBAPIError, OSError) as exc:
             raise pg_unavailable(exc) from exc
 
@@ -101,12 +118,16 @@ class PgLoader:
             if row is None:
                 return False
             holds = await self._one(text("SELECT 1 FROM positions WHERE user_id = :id LIMIT 1"), id=user_id)
+            # Keys change only while the user is resident, so keys changed since the row was read make
+            # the install refuse (the user is resident, or evicted again with a newer mark).
+            live_keys = [(r.key_id, r.key_hash, key_record(r)) for r in await self._all(_KEYS_SQL, id=user_id)]
             k = self._keys
             fields = user_fields(row, int(time.time() * MS_PER_S))
             installed = int(await self._scripts.install_user(
-                [k.user(user_id), k.usernames, k.apikeys, k.evicted], [
+                [k.user(user_id), k.usernames, k.apikeys, k.evicted, k.user_api_keys(user_id)], [
                     user_id, fields["username"], fields["available"], fields["locked"], fields["key_hash"],
                     fields["created_ms"], fields["loaded_ms"], 1 if holds else 0, entry_id(row.event_order),
+                    *(part for key in live_keys for part in key),
                 ]))
             if installed == _STALE:
                 continue  # read before another load, trades and an eviction: read it again

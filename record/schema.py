@@ -54,6 +54,23 @@ users = Table(
     Index("ix_users_api_key_hash", "api_key_hash", unique=True, postgresql_where=text("api_key_hash IS NOT NULL")),
 )
 
+#: Every API key ever made (engine/api_keys.py), from ApiKeyCreated/ApiKeyRevoked (lifecycle, guarded by
+#: event_order) and ApiKeyUsed (last_used_at, only moved forward). Live: revoked_at IS NULL.
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("user_id", String(64), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    #: the key's last 4 characters; NULL for keys made before they were kept (migrated)
+    Column("last4", String(4), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("event_order", BigInteger, nullable=False),
+    # A user's keys: the loader and recovery read them by user.
+    Index("ix_api_keys_user", "user_id"),
+)
+
 balances = Table(
     "balances", metadata,
     Column("user_id", String(64), primary_key=True),

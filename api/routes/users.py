@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["accounts"], responses=ERRORS)
 async def create_user(
     request: Request, _: Admin, body: CreateUserBody) -> Response:
     key, key_hash = new_api_key()
-    account = await engine_of(request).accounts.create(body.username, body.user_id, key_hash)
+    account = await engine_of(request).accounts.create(body.username, body.user_id, key_hash, key[-4:])
     return JSONResponse(schemas.CreatedUser(**account_json(account), api_key=key), status_code=201)
 
 
