@@ -85,6 +85,8 @@ class Demo:
         self.log: IO[bytes] | None = None
         #: Kept up to date while trading, so a summary can be printed however the run ends.
         self.stats = HttpStats()
+        #: A simulated user's key, shown so a person can paste it into the web page and trade too.
+        self.page_key = ""
 
     # ------------------------------------------------------------------ setup and teardown
 
@@ -115,6 +117,7 @@ class Demo:
         self._spawn(["persister"], self.log)
         self._wait_ready()
         self.console.print(f"ready: API replicas at {' '.join(self.urls)}")
+        self.console.print(f"web page: {self.urls[0]}/  (open it in a browser)")
 
     def _spawn(self, args: list[str], log: IO[bytes] | None) -> None:
         self.processes.append(subprocess.Popen([sys.executable, "-m", "predmarket.cli", *args], env=self.env,
@@ -178,6 +181,7 @@ class Demo:
         markets, users = await setup_http(self.urls[0], self.admin_token, opts.markets, opts.users,
                                           names=MARKET_NAMES)
         stats, stop, view = self.stats, asyncio.Event(), View()
+        self.page_key = users[0].api_key if users else ""
         trading = asyncio.create_task(trade_forever(
             self.urls, markets, users, opts.concurrency, stats, stop, rate_per_s=opts.rate_per_s))
         deadline = time.monotonic() + opts.duration_s if opts.duration_s else None
@@ -207,6 +211,7 @@ class Demo:
 
     def _render(self, stats: HttpStats, view: View) -> Group:
         header = Panel.fit(
+            f"web page: {self.urls[0]}/\nAPI key to paste there (a simulated trader's): {self.page_key or '-'}\n"
             f"API replicas: {'  '.join(self.urls)}\nadmin token: {self.admin_token}\n"
             f"key prefix: {self.prefix}   log: {self.log_path}\n"
             f"try: curl -s {self.urls[0]}/v1/markets | python3 -m json.tool\n"
