@@ -38,6 +38,22 @@ class _Candle:
         self.high, self.low = list(prices), list(prices)
         self.shares, self.cost, self.trades = shares, cost, 1
 
+    def add(self, trade_id: int, prices: list[int], shares: int, cost: int) -> None:
+        """Fold in one trade (the per-trade path: no object per trade)."""
+        if trade_id < self.open_id:
+            self.open_id, self.open = trade_id, prices
+        if trade_id > self.close_id:
+            self.close_id, self.close = trade_id, prices
+        high, low = self.high, self.low
+        for i, price in enumerate(prices):
+            if price > high[i]:
+                high[i] = price
+            if price < low[i]:
+                low[i] = price
+        self.shares += shares
+        self.cost += cost
+        self.trades += 1
+
     def merge(self, other: _Candle) -> None:
         if other.open_id < self.open_id:
             self.open_id, self.open = other.open_id, other.open
@@ -59,19 +75,22 @@ class _Candle:
 def _minutes(trades: Iterable[Row], inserted: Collection[int]) -> dict[tuple[str, datetime], _Candle]:
     pending = set(inserted)
     minutes: dict[tuple[str, datetime], _Candle] = {}
+    minute_of: dict[datetime, datetime] = {}  # a batch's trades share a few timestamps
     for row in trades:
         trade_id = row["trade_id"]
         if trade_id not in pending:
             continue  # written before (a redelivered entry), or twice in this batch
         pending.discard(trade_id)
-        candle = _Candle(trade_id, [_micro(row[c]) for c in _PRICE_COLUMNS], _micro(row["shares"]),
-                         _micro(row["cost"]))
-        key = (row["market_id"], bucket_start(row["created_at"], _MINUTE))
-        known = minutes.get(key)
+        when = row["created_at"]
+        minute = minute_of.get(when)
+        if minute is None:
+            minute = minute_of[when] = bucket_start(when, _MINUTE)
+        prices = [_micro(row[c]) for c in _PRICE_COLUMNS]
+        known = minutes.get((row["market_id"], minute))
         if known is None:
-            minutes[key] = candle
+            minutes[(row["market_id"], minute)] = _Candle(trade_id, prices, _micro(row["shares"]), _micro(row["cost"]))
         else:
-            known.merge(candle)
+            known.add(trade_id, prices, _micro(row["shares"]), _micro(row["cost"]))
     return minutes
 
 
