@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +37,9 @@ from redis.exceptions import AskError, ClusterError, MovedError, NoScriptError, 
 
 #: MOVED replies one call follows before it fails as unavailable (a slot moving again and again).
 MAX_REDIRECTS = 5
+#: At most one warning this often about calls the replicas did not confirm in time.
+SHORTFALL_LOG_EVERY_S = 10.0
+log = logging.getLogger("predmarket.engine")
 
 
 def _closed_by_peer(conn: AbstractConnection) -> bool:
@@ -74,8 +79,17 @@ async def owner_of(cluster: RedisCluster, key: str, refresh: bool = False) -> Cl
 class OrderedScript:
     """EVALSHA of one script over a dedicated connection, many calls in flight."""
 
-    def __init__(self, redis: Redis, source: str) -> None:
+    def __init__(self, redis: Redis, source: str, replicas: int = 0, replica_wait_ms: int = 100) -> None:
+        """``replicas``: each call is answered once that many replicas have its writes (``WAIT``
+        right behind it on the connection; see engine.replication), or after ``replica_wait_ms``
+        without them: the call ran, so its reply stands, and :attr:`replica_shortfalls` counts it."""
         self._redis = redis
+        wait: Any = ("WAIT", replicas, replica_wait_ms)  # hiredis's stub types the argument as a 1-tuple
+        self._wait = hiredis.pack_command(wait) if replicas else b""
+        self._replicas = replicas
+        #: calls answered without the replicas' confirmation (``WAIT`` timed out short)
+        self.replica_shortfalls = 0
+        self._shortfall_logged = 0.0
         self._cluster = cluster_of(redis)
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
@@ -129,7 +143,7 @@ class OrderedScript:
                 # a hand-written Python encoder and about 20 µs for redis-py's general one. (Its
                 # stub types the argument as a 1-tuple, hence Any.)
                 command: Any = ("EVALSHA", self._sha, len(keys), *keys, *args)
-                await conn.send_packed_command(hiredis.pack_command(command), check_health=idle)
+                await conn.send_packed_command(hiredis.pack_command(command) + self._wait, check_health=idle)
             except BaseException as exc:
                 self._broken(exc)
                 raise
@@ -185,20 +199,36 @@ class OrderedScript:
     async def _read(self, conn: AbstractConnection) -> None:
         """Hand replies to the waiting callers in the order their calls were sent."""
         while self._waiting:
+            reply: Any
             try:
-                reply = await conn.read_response(disconnect_on_error=True)
-            except ResponseError as exc:
-                # One call's error reply (NOSCRIPT, MOVED, OOM, ...): the connection is still good.
-                future = self._waiting.popleft()
-                if not future.done():
-                    future.set_exception(exc)
-                continue
+                try:
+                    reply = await conn.read_response(disconnect_on_error=True)
+                except ResponseError as exc:
+                    # One call's error reply (NOSCRIPT, MOVED, OOM, ...): the connection is still good.
+                    reply = exc
+                if self._wait:
+                    self._confirmed(await conn.read_response(disconnect_on_error=True))
             except (*UNREACHABLE, asyncio.CancelledError) as exc:
                 self._broken(exc)
                 return
             future = self._waiting.popleft()
-            if not future.done():
+            if future.done():
+                continue
+            if isinstance(reply, ResponseError):
+                future.set_exception(reply)
+            else:
                 future.set_result(reply)
+
+    def _confirmed(self, replicas: int) -> None:
+        """WAIT's answer for the call just read: fewer replicas than wanted is counted and logged."""
+        if replicas >= self._replicas:
+            return
+        self.replica_shortfalls += 1
+        now = time.monotonic()
+        if now - self._shortfall_logged >= SHORTFALL_LOG_EVERY_S:
+            self._shortfall_logged = now
+            log.warning("a trade call was confirmed by %d of %d replicas in time (%d such calls so far): "
+                        "a failover now could lose it", replicas, self._replicas, self.replica_shortfalls)
 
     def _broken(self, exc: BaseException) -> None:
         """The connection failed: every call on it has an unknown outcome; start afresh."""

@@ -56,6 +56,8 @@ key                             contents
                                 the channel of the same name)
 ``<p>:persister:stats``         hash: the persister group's lag: lag_entries,
                                 oldest_age_ms, committed, updated_ms
+``<p>:persister:fence``         counter: INCRed before a WAIT for replicas (PM_REPLICA_ACKS),
+                                so the WAIT covers every write read before it
 ==============================  =============================================
 """
 
@@ -146,6 +148,10 @@ class Keys:
     @property
     def persister_stats(self) -> str:
         return f"{self.prefix}:persister:stats"
+
+    @property
+    def replication_fence(self) -> str:
+        return f"{self.prefix}:persister:fence"
 
     @property
     def pattern(self) -> str:

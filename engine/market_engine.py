@@ -33,6 +33,7 @@ class MarketEngine:
             max_conflicts=settings.max_conflict_retries, idempotency_ttl_s=settings.idempotency_ttl_s,
             pipeline_depth=settings.pipeline_depth,
             split_from=settings.split_from,
+            replicas=settings.replica_acks, replica_wait_ms=settings.replica_wait_ms,
         )
 
     @property

@@ -31,7 +31,7 @@ HASH_TAG = re.compile(r"\{[^}]+\}")
 #: ``PM_*`` names that are not settings but read by the test suite and CI (tests/support/services.py,
 #: tests/support/api.py, the Makefile); they are passed on to the processes the tests start.
 TEST_ONLY_NAMES = frozenset({"PM_TEST_REDIS_URL", "PM_TEST_PG_URL", "PM_REQUIRE_REAL_SERVICES",
-                             "PM_TEST_AGGRESSIVE_EVICTION"})
+                             "PM_TEST_AGGRESSIVE_EVICTION", "PM_TEST_LAYOUT"})
 
 
 class Settings(BaseSettings):
@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(default=86_400, ge=86_400)
     #: Redis socket timeout: a call that gets no answer in this time fails as UNAVAILABLE.
     redis_timeout_s: float = Field(default=2.0, gt=0)
+    #: Replicas that must have a write before it counts (WAIT): a trade is answered, and the persister
+    #: copies entries to PostgreSQL, only once this many replicas of the master have them (0: off).
+    #: A failover then promotes a replica that has every acknowledged trade (docs/SCALING.md).
+    replica_acks: int = Field(default=0, ge=0, le=16)
+    #: How long one WAIT may take. A trade whose replicas do not confirm in time is answered all
+    #: the same (it executed; the shortfall is logged and counted); the persister waits and retries.
+    replica_wait_ms: int = Field(default=100, ge=1, le=10_000)
 
     # API
     rate_limit_per_s: float = Field(default=100.0, ge=0)

@@ -89,12 +89,14 @@ class Trader:
     """Every market's sequencing for one engine: books, the send loop, reply handling."""
 
     def __init__(self, redis: Redis, keys: Keys, trade: Script, *, max_batch: int, max_conflicts: int,
-                 idempotency_ttl_s: int, pipeline_depth: int = 2, split_from: int = 8) -> None:
+                 idempotency_ttl_s: int, pipeline_depth: int = 2, split_from: int = 8, replicas: int = 0,
+                 replica_wait_ms: int = 100) -> None:
         self.redis = redis
         self.keys = keys
         self.stats = SequencerStats()
         self.books: dict[str, MarketBook] = {}
-        self._trade = OrderedScript(redis, trade.source)  # pipelined in order: see engine.channel
+        # Pipelined in order (see engine.channel); answered once ``replicas`` replicas have each call.
+        self._trade = OrderedScript(redis, trade.source, replicas, replica_wait_ms)
         self._head_keys = [keys.events, keys.trade_seq, keys.dirty]
         self._head_args: list[str | int] = [idempotency_ttl_s]
         self._max_batch = max_batch
@@ -240,6 +242,7 @@ class Trader:
             for part, reply in zip(parts, replies, strict=True):
                 self._finish(part, reply, None)
         finally:
+            self.stats.replica_shortfalls = self._trade.replica_shortfalls
             self._calls_in_flight -= 1
             self._slots.release()
 

@@ -26,6 +26,7 @@ from typing import cast
 import redis
 from predmarket.engine.connection import UNREACHABLE, connect_sync
 from predmarket.engine.keys import Keys
+from predmarket.engine.replication import ReplicasBehind, fence
 from predmarket.engine.settings import Settings
 from predmarket.persister.events import Batch, MalformedEvent
 from predmarket.persister.flush import IdleFlusher
@@ -158,7 +159,7 @@ class Persister:
     def _pipelined_round(self) -> None:
         self.counters.rounds += 1
         self._ensure_group()
-        entries = self._next_entries()
+        entries = self._replicated(self._next_entries())
         work = self._prepare(entries) if entries else None
         try:
             self._complete_in_flight()
@@ -215,7 +216,7 @@ class Persister:
         """
         self.counters.rounds += 1
         self.stream.ensure_group()
-        entries = self._next_entries()
+        entries = self._replicated(self._next_entries())
         if entries:
             try:
                 self.process(entries)
@@ -246,6 +247,25 @@ class Persister:
                 log.info("claimed %d entries left pending by another consumer", len(claimed))
                 return claimed
         return self.stream.read_new(batch, self.cadence.block_ms)
+
+    def _replicated(self, entries: list[Entry]) -> list[Entry]:
+        """``entries`` once ``PM_REPLICA_ACKS`` replicas have them (ReplicasBehind otherwise).
+
+        PostgreSQL must never hold an entry a failover can take back from Redis: the
+        trades after it would reuse its trade ids, and the record would keep the lost
+        one instead of theirs. Unconfirmed entries stay pending under this consumer and
+        are read again after the backoff.
+        """
+        wanted = self.settings.replica_acks
+        if not entries or wanted == 0:
+            return entries
+        confirmed = fence(self.stream.redis, self.stream.keys.replication_fence, wanted,
+                          self.settings.replica_wait_ms)
+        if confirmed < wanted:
+            self._own_pending_done = False
+            raise ReplicasBehind(f"{confirmed} of {wanted} replicas confirmed the entries read within "
+                                 f"{self.settings.replica_wait_ms} ms; not copying them to PostgreSQL yet")
+        return entries
 
     # ------------------------------------------------------------------ batches
 

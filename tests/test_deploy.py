@@ -303,6 +303,8 @@ def test_every_predmarket_service_runs_on_the_cluster(name: str) -> None:
     url = env["PM_REDIS_URL"]
     assert url.startswith("redis+cluster://")
     assert sorted(seed.split(":")[0] for seed in url.removeprefix("redis+cluster://").split(",")) == CLUSTER_NODES
-    Settings(redis_url=url, key_prefix=env["PM_KEY_PREFIX"])  # the settings' own check: a tagged prefix
+    # The settings' own checks (a tagged prefix on a cluster), and a replica's confirmation asked for.
+    settings = Settings(**{name.removeprefix("PM_").lower(): value for name, value in env.items()})
+    assert settings.replica_acks == 1
     if name != "migrate":
         assert service["depends_on"]["redis-cluster-init"]["condition"] == "service_completed_successfully"
