@@ -17,7 +17,7 @@ from predmarket.api.durable import CommittedWatcher
 from predmarket.api.graceful import on_stop_signal
 from predmarket.api.middleware import RequestMiddleware
 from predmarket.api.responses import JSONResponse
-from predmarket.api.routes import api_keys, candles, events, markets, ops, trades, users, web
+from predmarket.api.routes import api_keys, candles, events, markets, me, ops, trades, users, web
 from predmarket.api.stream_hub import READ_BLOCK_MS, StreamHub
 from predmarket.engine.connection import UNREACHABLE, connect
 from predmarket.engine.errors import Unavailable
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     openapi.install(app)
-    for module in (users, markets, candles, trades, events, ops, web, api_keys):
+    for module in (users, markets, candles, trades, events, ops, web, api_keys, me):
         app.include_router(module.router)
     # The trade route served without FastAPI's dependency machinery (it dominated the
     # profile under load); the FastAPI route of the same path still documents it.

@@ -1,45 +1,110 @@
-"""Trade history, served from PostgreSQL (the durable record), newest first."""
+"""Trade history, served from PostgreSQL (the durable record), newest first, a page at a time.
+
+A page is ``WHERE <owner> AND trade_id < <cursor> ORDER BY trade_id DESC LIMIT n + 1``:
+keyset pagination, so each page is one backward range scan of an index that starts
+with the owner's columns and ends with ``trade_id`` (``ix_trades_market_trade``,
+``ix_trades_user_trade``, ``ix_trades_user_market_trade``: record/schema.py), however
+deep the page. The one row past ``n`` only says whether another page follows.
+
+The planner estimates ``user_id = u AND market_id = m`` as if the two were independent
+(a few rows), while a user trades few markets, so a pair may hold thousands of rows;
+on that estimate it prefers a bitmap scan of every row of the pair and a sort. Each
+page is therefore read with sorts priced out (``enable_sort = off`` for its
+transaction only): the index order is then the only cheap plan, however a pair's rows
+are estimated. tests/test_api_pages.py checks the plans; docs/PERFORMANCE.md shows them.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from predmarket.api import schemas
+from predmarket.api.pages import trade_cursor
 from predmarket.engine.units import format_micro, micro_from_decimal
 from predmarket.record.revision import SchemaStatus, current_revision_async, pg_unavailable
 from predmarket.record.schema import trades
-from sqlalchemy import select
+from sqlalchemy import Row, Select, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+#: Run before a page query in its transaction (see the module's docstring).
+IN_INDEX_ORDER = text("SET LOCAL enable_sort = off")
+_COLUMNS = (trades.c.trade_id, trades.c.market_id, trades.c.user_id, trades.c.side, trades.c.outcome,
+            trades.c.shares, trades.c.cost, trades.c.price, trades.c.price_yes, trades.c.price_no,
+            trades.c.created_at)
 
 
 def _dec(value: Decimal) -> str:
     return format_micro(micro_from_decimal(value))
 
 
-async def recent_trades(pg: AsyncEngine, market_id: str, limit: int) -> list[schemas.Trade]:
-    query = (
-        select(trades.c.trade_id, trades.c.market_id, trades.c.user_id, trades.c.side, trades.c.outcome,
-               trades.c.shares, trades.c.cost, trades.c.price, trades.c.price_yes, trades.c.price_no,
-               trades.c.created_at)
-        .where(trades.c.market_id == market_id)
-        .order_by(trades.c.trade_id.desc())
-        .limit(limit)
-    )
+def _timestamp(value: datetime) -> str:
+    # The session's time zone is the server's setting: convert, so "Z" is always true.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def trade_page_query(limit: int, *, market_id: str | None = None, user_id: str | None = None,
+                     before: int | None = None) -> Select[Any]:
+    """One page of a market's or a user's trades (or a user's in one market): ids below
+    ``before``, newest first, ``limit + 1`` rows at most."""
+    if market_id is None and user_id is None:
+        raise ValueError("a trade page belongs to a market, a user or both")
+    query = select(*_COLUMNS)
+    if user_id is not None:
+        query = query.where(trades.c.user_id == user_id)
+    if market_id is not None:
+        query = query.where(trades.c.market_id == market_id)
+    if before is not None:
+        query = query.where(trades.c.trade_id < before)
+    return query.order_by(trades.c.trade_id.desc()).limit(limit + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class TradeRows:
+    """A page of rows of ``trades``, newest first, and the cursor of the next page (None at the end)."""
+
+    rows: list[Row[Any]]
+    next_cursor: str | None
+
+
+async def trade_page(pg: AsyncEngine, limit: int, *, market_id: str | None = None, user_id: str | None = None,
+                     before: int | None = None) -> TradeRows:
+    """See :func:`trade_page_query`; PostgreSQL unreachable or behind is ``503 UNAVAILABLE``."""
+    query = trade_page_query(limit, market_id=market_id, user_id=user_id, before=before)
     try:
-        async with pg.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        async with pg.begin() as conn:
+            await conn.execute(IN_INDEX_ORDER)
+            rows = list((await conn.execute(query)).all())
     except (OperationalError, DBAPIError, OSError) as exc:
         raise pg_unavailable(exc) from exc
-    return [
-        schemas.Trade(
-            trade_id=r.trade_id, market_id=r.market_id, user_id=r.user_id, side=r.side,
-            outcome=r.outcome, shares=_dec(r.shares), cost=_dec(r.cost), avg_price=_dec(r.price),
-            price_yes=_dec(r.price_yes), price_no=_dec(r.price_no),
-            created_at=r.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        )
-        for r in rows
-    ]
+    if len(rows) <= limit:
+        return TradeRows(rows, None)
+    rows = rows[:limit]
+    return TradeRows(rows, trade_cursor(rows[-1].trade_id))
+
+
+def trade_json(r: Row[Any]) -> schemas.Trade:
+    """A row as the contract's trade object (as ``POST .../trades`` answered it)."""
+    return schemas.Trade(
+        trade_id=r.trade_id, market_id=r.market_id, user_id=r.user_id, side=r.side,
+        outcome=r.outcome, shares=_dec(r.shares), cost=_dec(r.cost), avg_price=_dec(r.price),
+        price_yes=_dec(r.price_yes), price_no=_dec(r.price_no), created_at=_timestamp(r.created_at),
+    )
+
+
+def market_trade_json(r: Row[Any], with_user: bool) -> schemas.MarketTrade:
+    """A row for a market's public list: ``user_id`` only when ``with_user`` (the admin)."""
+    trade = schemas.MarketTrade(
+        trade_id=r.trade_id, market_id=r.market_id, side=r.side,
+        outcome=r.outcome, shares=_dec(r.shares), cost=_dec(r.cost), avg_price=_dec(r.price),
+        price_yes=_dec(r.price_yes), price_no=_dec(r.price_no), created_at=_timestamp(r.created_at),
+    )
+    if with_user:
+        trade["user_id"] = r.user_id
+    return trade
 
 
 async def schema_status(pg: AsyncEngine) -> SchemaStatus:

@@ -10,7 +10,7 @@ pays nothing, and the document cannot drift from what the code sends:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NotRequired
 
 from pydantic import Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
@@ -84,6 +84,9 @@ class Market(TypedDict):
 
 class MarketList(TypedDict):
     markets: list[Market]
+    #: only when the request asked for a page (``limit`` or ``cursor``): where the next page
+    #: starts, null after the last; without either every match comes at once, as before
+    next_cursor: NotRequired[str | None]
 
 
 class Settlement(TypedDict):
@@ -114,7 +117,27 @@ class Trade(Quote):
 
 
 class TradeList(TypedDict):
+    """A user's trades, newest first; follow ``next_cursor`` (null after the last page)."""
+
     trades: list[Trade]
+    next_cursor: str | None
+
+
+class MarketTrade(Quote):
+    """A trade in a market's public list: who traded is shown only to the admin."""
+
+    trade_id: int
+    market_id: str
+    #: only with the admin token
+    user_id: NotRequired[str]
+    created_at: Timestamp
+
+
+class MarketTradeList(TypedDict):
+    """A market's trades, newest first; follow ``next_cursor`` (null after the last page)."""
+
+    trades: list[MarketTrade]
+    next_cursor: str | None
 
 
 class Candle(TypedDict):

@@ -170,6 +170,9 @@ trades = Table(
     Column("idempotency_key", String(255), nullable=True),
     Column("request_hash", String(64), nullable=True),
     Index("ix_trades_market_trade", "market_id", "trade_id"),
+    # A user's trade pages, over every market and in one (migration 0003; api/history.py).
+    Index("ix_trades_user_trade", "user_id", "trade_id"),
+    Index("ix_trades_user_market_trade", "user_id", "market_id", "trade_id"),
 )
 
 #: Price candles (record/candles.py), kept by the persister in each batch's transaction (migration 0004).

@@ -387,7 +387,7 @@ def test_history_newest_first_with_limit_and_every_trade(api: Api) -> None:
     assert api.history(market_id, limit=1, replica=1) == history[:1]
     assert api.history(market_id, limit=1000) == history
     r = api.request("GET", f"/v1/markets/{market_id}/trades")
-    assert r.status_code == 200 and set(r.json()) == {"trades"}
+    assert r.status_code == 200 and set(r.json()) == {"trades", "next_cursor"}
 
 
 def test_history_of_a_market_without_trades_is_empty(api: Api) -> None:

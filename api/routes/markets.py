@@ -6,8 +6,9 @@ from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from predmarket.api import schemas
-from predmarket.api.auth import Admin
-from predmarket.api.history import recent_trades
+from predmarket.api.auth import Admin, any_caller
+from predmarket.api.history import market_trade_json, trade_page
+from predmarket.api.pages import market_after, market_page, page_limit, trade_after
 from predmarket.api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, body_doc
 from predmarket.api.responses import JSONResponse, market_json, quote_json
 from predmarket.api.routes.common import ERRORS, path_id
@@ -31,16 +32,27 @@ async def create_market(
     return JSONResponse(market_json(market), status_code=201)
 
 
-@router.get("/markets", response_model=schemas.MarketList, summary="Every market, optionally of one status")
-async def list_markets(request: Request, status: OptionalQuery = None) -> Response:
+@router.get("/markets", response_model=schemas.MarketList,
+            summary="Every market (oldest first), optionally of one status or whose name contains q; "
+                    "with limit or cursor a page at a time")
+async def list_markets(request: Request, status: OptionalQuery = None, q: OptionalQuery = None,
+                       cursor: OptionalQuery = None, limit: OptionalQuery = None) -> Response:
     wanted = None
     if status is not None:
         try:
             wanted = MarketStatus(status)
         except ValueError:
             raise ValidationError("status must be one of CREATED, OPEN, RESOLVED, SETTLED") from None
-    markets = await engine_of(request).markets.list_all(wanted)
-    return JSONResponse(schemas.MarketList(markets=[market_json(m) for m in markets]))
+    n = page_limit(limit) if limit is not None else None
+    after = market_after(cursor)
+    # Redis alone lists every market, resident or archived, persisted or not (and answers while
+    # PostgreSQL is down); a page is cut from that one merged list by the immutable key
+    # (created_ms, market_id), so pages neither skip nor repeat a market (api/pages.py).
+    page = market_page(await engine_of(request).markets.list_all(wanted), q, after, n)
+    answer = schemas.MarketList(markets=[market_json(m) for m in page.markets])
+    if n is not None or cursor is not None:
+        answer["next_cursor"] = page.next_cursor
+    return JSONResponse(answer)
 
 
 @router.get("/markets/{market_id}", response_model=schemas.Market, summary="One market")
@@ -109,16 +121,19 @@ async def quote(
     return JSONResponse(quote_json(result))
 
 
-@router.get("/markets/{market_id}/trades", response_model=schemas.TradeList,
-            summary="Executed trades, newest first (from PostgreSQL)")
-async def market_trades(request: Request, market_id: str, limit: OptionalQuery = None) -> Response:
-    n = 100
-    if limit is not None:
-        if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= 1000:
-            raise ValidationError("limit must be an integer from 1 to 1000")
-        n = int(limit)
+@router.get("/markets/{market_id}/trades", response_model=schemas.MarketTradeList,
+            summary="Executed trades, newest first, a page at a time (from PostgreSQL); "
+                    "user_id only with the admin token")
+async def market_trades(request: Request, market_id: str, cursor: OptionalQuery = None,
+                        limit: OptionalQuery = None) -> Response:
+    # Anyone may read; a token, when sent, must be valid (as on /v1/events), and only the
+    # admin's shows who traded: the public list omits user_id.
+    principal = await any_caller(request) if "authorization" in request.headers else None
+    n, before = page_limit(limit), trade_after(cursor)
     market_id = path_id(market_id, "market")
-    rows = await recent_trades(pg_of(request), market_id, n)
-    if not rows:
+    page = await trade_page(pg_of(request), n, market_id=market_id, before=before)
+    if not page.rows:
         await engine_of(request).markets.get(market_id)  # resident or archived, else 404
-    return JSONResponse(schemas.TradeList(trades=rows))
+    with_user = principal is not None and principal.is_admin
+    return JSONResponse(schemas.MarketTradeList(
+        trades=[market_trade_json(r, with_user) for r in page.rows], next_cursor=page.next_cursor))

@@ -366,8 +366,9 @@ class Api:
         return self.request("GET", f"/v1/markets/{market_id}/quote", params=params)
 
     def history(self, market_id: str, limit: int | None = None, replica: int = 0) -> list[dict[str, Any]]:
+        """The market's newest trades as the admin reads them (whole: the public list omits user_id)."""
         params = {"limit": str(limit)} if limit is not None else None
-        r = self.request("GET", f"/v1/markets/{market_id}/trades", params=params, replica=replica)
+        r = self.admin("GET", f"/v1/markets/{market_id}/trades", params=params, replica=replica)
         assert r.status_code == 200, r.text
         return list(r.json()["trades"])
 
