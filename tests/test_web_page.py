@@ -400,6 +400,52 @@ def _check_network(browser: Browser, stack: Stack, user: User) -> None:
     assert sum("/v1/me/positions" in m for m in severe) <= 1, severe
 
 
+def test_the_pages_arithmetic_is_exact_and_reads_markets_with_more_outcomes(
+        web_stack: Stack, browser_factory: Callable[..., Browser]) -> None:
+    """The page's own modules, imported as served: BigInt micro-units agree with Decimal to the last
+    digit (slippage limits round toward the user's protection), and a market with more outcomes
+    (the contract's `outcomes` and PriceUpdated's `prices` JSON) is read like a YES/NO one."""
+    browser = browser_factory()
+    with on_failure_saved(browser, "modules"):
+        browser.driver.get(f"{web_stack.url}/")
+        version = browser.wait(lambda: browser.js(
+            "const s = document.querySelector('script[type=module]'); return s && s.src.split('/')[4]"), "the page")
+        result = browser.driver.execute_async_script("""
+            const [done, base] = [arguments[arguments.length - 1], arguments[0]];
+            Promise.all([import(base + '/units.js'), import(base + '/store.js')]).then(([u, s]) => {
+              const big = '9223372036854.775807';
+              const market = { market_id: 'm', outcomes: [
+                { outcome: 'RED', price: '0.333334', shares: '0.000000' },
+                { outcome: 'GREEN', price: '0.333333', shares: '0.000000' },
+                { outcome: 'BLUE', price: '0.333333', shares: '0.000000' }] };
+              s.applyPrices(market, { market_id: 'm', prices: '{"RED":"0.500000","GREEN":"0.250000","BLUE":"0.250000"}',
+                shares: '{"RED":"10.000000","GREEN":"0.000000","BLUE":"0.000000"}' });
+              done({
+                roundTrip: u.fromMicro(u.toMicro(big)), negative: u.fromMicro(u.toMicro('-0.5')),
+                ceil: u.fromMicro(u.mulDivCeil(u.toMicro('5.124947'), 101000000n, 100000000n)),
+                floor: u.fromMicro(u.mulDivFloor(u.toMicro('2.079952'), 99000000n, 100000000n)),
+                average: u.averagePrice('5.124947', '10.000000'), percent: u.percent('0.512345'),
+                short: u.short('-0.004999'), requestOk: ['1', '0.000001', '10.5'].map(u.isRequestNumber),
+                requestBad: ['1e3', '-1', '0.0000001', '1.', ' 1', '１'].map(u.isRequestNumber),
+                outcomes: s.outcomesOf(market).map((o) => [o.outcome, o.price, o.shares]),
+                binary: s.outcomesOf({ price_yes: '0.6', price_no: '0.4', yes_shares: '1', no_shares: '0' })
+                  .map((o) => o.outcome),
+                blue: s.priceOf(market, 'BLUE'),
+              });
+            }, (error) => done({ error: String(error) }));
+            """, f"/web/{version}")
+    assert result == {
+        "roundTrip": "9223372036854.775807", "negative": "-0.500000",
+        "ceil": "5.176197",  # 5.124947 * 1.01 = 5.17619647, up
+        "floor": "2.059152",  # 2.079952 * 0.99 = 2.05915248, down
+        "average": "0.512495", "percent": "51.23%", "short": "0.00",
+        "requestOk": [True, True, True], "requestBad": [False] * 6,
+        "outcomes": [["RED", "0.500000", "10.000000"], ["GREEN", "0.250000", "0.000000"],
+                     ["BLUE", "0.250000", "0.000000"]],
+        "binary": ["YES", "NO"], "blue": "0.250000",
+    }, result
+
+
 def test_the_page_fits_a_phone(web_api: Api, web_stack: Stack, browser_factory: Callable[..., Browser]) -> None:
     market = web_api.create_market(b="20", market_id=unique("phone"), name="A long market name " * 4)
     browser = browser_factory(390, 844)

@@ -2,7 +2,7 @@
 // only as the Authorization header; balance and positions follow /v1/me/events live.
 
 import { get } from './api.js';
-import { $, debounce, el, say, setText } from './dom.js';
+import { $, el, say, setText, throttle } from './dom.js';
 import { privateStream } from './sse.js';
 import { emit, on, priceOf, state } from './store.js';
 import { fromMicro, percent, short, toMicro } from './units.js';
@@ -117,7 +117,7 @@ async function refreshValues() {
   if (key === state.key) renderPositions();
 }
 
-const refreshSoon = debounce(refreshValues, VALUE_DELAY_MS);
+const refreshSoon = throttle(refreshValues, VALUE_DELAY_MS);
 
 async function reloadAccount() {
   try {

@@ -2,6 +2,8 @@
 // this module by a deferred classic script). Prices are drawn as floats: display only.
 
 const HEIGHT = 240;
+/** A long session keeps the newest points only. */
+const MAX_POINTS = 5000;
 const COLOURS = ['#16a34a', '#dc2626', '#2563eb', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#4b5563'];
 
 export class PriceChart {
@@ -11,6 +13,7 @@ export class PriceChart {
     this.ys = [];
     this.label = '';
     this.plot = null;
+    this.drawing = false;
     new ResizeObserver(() => this.plot?.setSize(this.size())).observe(container);
   }
 
@@ -51,8 +54,18 @@ export class PriceChart {
     const last = this.xs.length ? this.xs[this.xs.length - 1] : seconds;
     this.xs.push(Math.max(seconds, last));
     this.ys.push(price);
-    this.plot?.setData([this.xs, this.ys]);
+    if (this.xs.length > MAX_POINTS) {
+      this.xs.splice(0, this.xs.length - MAX_POINTS);
+      this.ys.splice(0, this.ys.length - MAX_POINTS);
+    }
     this.container.dataset.points = String(this.xs.length);
-    this.container.dataset.last = String(price);
+    // One redraw per frame however many trades arrive in it.
+    if (!this.drawing) {
+      this.drawing = true;
+      requestAnimationFrame(() => {
+        this.drawing = false;
+        this.plot?.setData([this.xs, this.ys]);
+      });
+    }
   }
 }

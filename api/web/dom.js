@@ -46,3 +46,19 @@ export function debounce(fn, ms) {
     timer = setTimeout(() => fn(...args), ms);
   };
 }
+
+/** Calls `fn` at most once per `ms` while calls keep coming (the last call is never lost). */
+export function throttle(fn, ms) {
+  let timer = null;
+  let queued = null;
+  return (...args) => {
+    queued = args;
+    if (timer !== null) return;
+    timer = setTimeout(() => {
+      timer = null;
+      const latest = queued;
+      queued = null;
+      fn(...latest);
+    }, ms);
+  };
+}

@@ -36,17 +36,31 @@ function ordered() {
     || a.name.localeCompare(b.name) || a.market_id.localeCompare(b.market_id));
 }
 
-export function renderList() {
+function shown(market) {
   const filter = $('market-filter').value.trim().toLowerCase();
-  const rows = ordered().filter((m) => !filter || m.name.toLowerCase().includes(filter)).map(marketRow);
+  return !filter || market.name.toLowerCase().includes(filter);
+}
+
+export function renderList() {
+  const rows = ordered().filter(shown).map(marketRow);
   $('market-list').replaceChildren(...rows);
   say('markets-message', state.markets.size === 0 ? 'No markets yet.' : '');
 }
 
+/** Update one market's row in place (a row being clicked is never replaced under the pointer). */
 function renderRow(market) {
-  const old = $('market-list').querySelector(`li[data-market-id="${CSS.escape(market.market_id)}"]`);
-  if (old) old.replaceWith(marketRow(market));
-  else renderList();
+  const row = $('market-list').querySelector(`li[data-market-id="${CSS.escape(market.market_id)}"]`);
+  if (!row) {
+    if (shown(market)) renderList(); // a new market
+    return;
+  }
+  const badge = row.querySelector('.badge');
+  if (badge.textContent !== market.status) {
+    badge.textContent = market.status;
+    badge.className = `badge badge-${market.status.toLowerCase()}`;
+  }
+  row.querySelector('.market-title').textContent = market.name;
+  row.querySelector('.chips').replaceChildren(...priceChips(market));
 }
 
 export async function loadMarkets() {

@@ -1,7 +1,7 @@
 // The trade ticket: buy or sell, by shares or by amount, a live quote, a slippage limit from that quote.
 
 import { get, post, randomKey } from './api.js';
-import { $, debounce, el, say, setText } from './dom.js';
+import { $, debounce, el, say, setText, throttle } from './dom.js';
 import { chartFollows } from './markets.js';
 import { on, outcomesOf, state } from './store.js';
 import { fromMicro, isRequestNumber, mulDivCeil, mulDivFloor, percent, toMicro } from './units.js';
@@ -89,7 +89,8 @@ async function requote() {
   }
 }
 
-const requoteSoon = debounce(requote, QUOTE_DELAY_MS);
+const requoteSoon = debounce(requote, QUOTE_DELAY_MS); // typing: once the user pauses
+const requoteOften = throttle(requote, QUOTE_DELAY_MS); // prices moving: however busy the market
 
 function syncControls() {
   const fields = $('ticket').elements;
@@ -174,7 +175,7 @@ export function initTicket() {
   on('market', (changed) => {
     if (changed.market_id !== state.selected) return;
     syncControls();
-    requoteSoon(); // the price moved: the quote follows
+    requoteOften(); // the price moved: the quote follows
   });
   on('key', syncControls);
   syncControls();
