@@ -287,6 +287,7 @@ def test_a_person_trades_on_the_live_page(web_api: Api, web_stack: Stack,
         # The list, the hostile name as text: no <img> made of it, no alert run.
         browser.wait(lambda: browser.count(market_row(market)) and browser.count(market_row(hostile)), "both markets")
         assert browser.text(f"{market_row(hostile)} .market-title") == HOSTILE
+        assert browser.driver.find_element(By.CSS_SELECTOR, f"{market_row(hostile)} .market-title").text == HOSTILE
         assert browser.text(f"{market_row(market)} .chips") == "YES 50.00%NO 50.00%"
         assert browser.count("img") == 0 and no_alert(browser)
 
@@ -365,6 +366,7 @@ def test_a_person_trades_on_the_live_page(web_api: Api, web_stack: Stack,
         # The hostile market on show: its name as text, everywhere.
         browser.click(f"{market_row(hostile)} button")
         browser.wait_text("#market-name", HOSTILE)
+        assert browser.driver.find_element(By.ID, "market-name").text == HOSTILE  # visible, as typed
         assert browser.count("img") == 0 and no_alert(browser)
 
         # Back to the first market for the picture, then what went over the network.
