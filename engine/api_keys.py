@@ -146,5 +146,5 @@ class ApiKeys:
             for use in pending[start:start + TOUCH_CHUNK]:
                 args += [use.key_hash, use.user_id, key_id_for(use.key_hash), use.used_ms]
             with unavailable_on_disconnect():
-                newer += int(await self._scripts.touch_api_keys([k.apikeys, k.apikeys_used, k.events], args))
+                newer += int(await self._scripts.touch_api_keys([k.apikeys, k.apikeys_used, k.apikeys_unsaved], args))
         return newer

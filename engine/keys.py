@@ -24,6 +24,8 @@ key                             contents
                                 PostgreSQL; the authenticator reads it on every request)
 ``<p>:apikeys:used``            hash: key id -> last use (ms) of every live key used so far,
                                 flushed by each API replica every few seconds (never evicted)
+``<p>:apikeys:unsaved``         hash: key id -> last use (ms) not yet in PostgreSQL (the
+                                persister copies and removes them every few seconds)
 ``<p>:ukeys:<user>``            hash: key id -> ``<sha256>|<created_ms>|<last4>`` of each live
                                 key of the user (engine/api_keys.py); evicted and reloaded
                                 with the user. Not under ``u:``: scans of ``<p>:u:*`` find users
@@ -104,6 +106,10 @@ class Keys:
     @property
     def apikeys_used(self) -> str:
         return f"{self.prefix}:apikeys:used"
+
+    @property
+    def apikeys_unsaved(self) -> str:
+        return f"{self.prefix}:apikeys:unsaved"
 
     @property
     def user_ids(self) -> str:

@@ -122,6 +122,7 @@ class _Registry(Generic[S]):
     create_user: S
     deposit: S
     evict_user: S
+    forget_saved_uses: S
     install_market: S
     install_user: S
     open_market: S

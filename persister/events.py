@@ -134,9 +134,8 @@ class Batch:
     market_status: dict[str, Row] = field(default_factory=dict)
     #: market_id -> its MarketSettled: every holding of it becomes zero
     settled: dict[str, Row] = field(default_factory=dict)
-    #: key_id -> newest lifecycle row (ApiKeyCreated/ApiKeyRevoked); key_id -> latest use (ApiKeyUsed)
+    #: key_id -> newest lifecycle row (ApiKeyCreated/ApiKeyRevoked); last uses come apart (key_uses.py)
     api_keys: dict[str, Row] = field(default_factory=dict)
-    keys_used: dict[str, Row] = field(default_factory=dict)
     entries: int = 0
 
     def add(self, entry_id: str, fields: dict[str, str]) -> None:
@@ -298,18 +297,6 @@ def _api_key_revoked(batch: Batch, f: _Fields, order: int, when: datetime) -> No
     _api_key(batch, f, order, created, when)
 
 
-def _api_key_used(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
-    key_id, used_ms = f.ident("key_id"), f.integer("used_ms")
-    f.ident("user_id")
-    try:
-        used = timestamp(used_ms)
-    except OverflowError:
-        raise MalformedEvent("field 'used_ms' out of range") from None
-    held = batch.keys_used.get(key_id)
-    if held is None or held["last_used_at"] < used:
-        batch.keys_used[key_id] = {"key_id": key_id, "last_used_at": used}
-
-
 _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {
     "UserCreated": _user_created,
     "Deposit": _deposit,
@@ -323,5 +310,4 @@ _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {
     "MarketSettled": _market_settled,
     "ApiKeyCreated": _api_key_created,
     "ApiKeyRevoked": _api_key_revoked,
-    "ApiKeyUsed": _api_key_used,
 }

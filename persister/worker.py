@@ -31,6 +31,7 @@ from predmarket.engine.settings import Settings
 from predmarket.persister.events import Batch, MalformedEvent
 from predmarket.persister.flush import IdleFlusher
 from predmarket.persister.janitor import Janitor
+from predmarket.persister.key_uses import save_key_uses
 from predmarket.persister.stream import Entry, EventStream
 from predmarket.persister.writer import write_batch
 from predmarket.record.database import make_engine
@@ -53,6 +54,7 @@ class Cadence:
     stats_every_s: float = 5.0
     max_backoff_s: float = 5.0
     janitor_every_s: float = 1.0
+    key_uses_every_s: float = 5.0
     heartbeat_every_s: float = 1.0
 
 
@@ -330,10 +332,16 @@ class Persister:
                 self.stream.trim(committed, settings.stream_keep)
         if self._every("stats", cadence.stats_every_s):
             self.report()
+        if self._every("key_uses", cadence.key_uses_every_s):
+            self.save_key_uses()
         if self.janitor.enabled and self._every("janitor", cadence.janitor_every_s):
             self.janitor.round(self.stream.committed())
         if settings.heartbeat_file and self._every("heartbeat", cadence.heartbeat_every_s):
             Path(settings.heartbeat_file).touch()
+
+    def save_key_uses(self) -> int:
+        """Copy a page of API keys' last uses to PostgreSQL (persister.key_uses); how many."""
+        return save_key_uses(self.stream.redis, self.pg, self.stream.keys, self.stream.scripts)
 
     def report(self) -> None:
         """Publish the group's lag in Redis (for the API's /metrics); log it when there was work.

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from predmarket.persister.candles import candle_rows
-from predmarket.persister.events import Batch
+from predmarket.persister.events import Batch, Row
 from predmarket.record.schema import api_keys, balances, candles, ledger, markets, position_state, trades, users
 from sqlalchemy import Connection, Table, bindparam, func, text, update
 from sqlalchemy.dialects import postgresql
@@ -173,18 +173,25 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
         conn.execute(ZERO_SETTLED, {"ids": sorted({m for (_, m, _) in batch.positions})})
     # A key's row: created, then maybe revoked (the newer event wins); its last use only moves forward.
     _upsert_newer(conn, api_keys, [batch.api_keys[k] for k in sorted(batch.api_keys)], ["key_id"], ["revoked_at"])
-    if batch.keys_used:
-        # A use committed before its key's ApiKeyCreated (another persister) finds no row and is
-        # dropped: the key's next use writes it again.
-        rows = [batch.keys_used[k] for k in sorted(batch.keys_used)]
-        columns, params = _columns(rows)
-        conn.exec_driver_sql(
-            f"UPDATE api_keys SET last_used_at = GREATEST(api_keys.last_used_at, v.last_used_at) "
-            f"FROM ({_unnest(api_keys, columns)}) v WHERE api_keys.key_id = v.key_id",
-            params,
-        )
     # Last, so a hot market's candle rows stay locked only until the commit that follows.
     _add_candles(conn, candle_rows(batch.trades, new_trades))
+
+
+def write_key_uses(conn: Connection, rows: list[Row]) -> set[str]:
+    """Keys' last uses (``key_id``, ``last_used_at``), only ever moved forward; the key ids written.
+
+    A key whose row is not written yet (its ApiKeyCreated still in the stream) is left out
+    of the answer: its use is kept for a later round.
+    """
+    if not rows:
+        return set()
+    columns, params = _columns(sorted(rows, key=lambda row: str(row["key_id"])))
+    written = conn.exec_driver_sql(
+        f"UPDATE api_keys SET last_used_at = GREATEST(api_keys.last_used_at, v.last_used_at) "
+        f"FROM ({_unnest(api_keys, columns)}) v WHERE api_keys.key_id = v.key_id RETURNING api_keys.key_id",
+        params,
+    )
+    return {str(key_id) for (key_id,) in written}
 
 
 ZERO_SETTLED = text(

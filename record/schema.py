@@ -55,7 +55,8 @@ users = Table(
 )
 
 #: Every API key ever made (engine/api_keys.py), from ApiKeyCreated/ApiKeyRevoked (lifecycle, guarded by
-#: event_order) and ApiKeyUsed (last_used_at, only moved forward). Live: revoked_at IS NULL.
+#: event_order); last_used_at copied from Redis apart from the stream (persister/key_uses.py, only moved
+#: forward). Live: revoked_at IS NULL.
 api_keys = Table(
     "api_keys", metadata,
     Column("key_id", String(64), primary_key=True),

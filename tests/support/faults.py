@@ -69,7 +69,7 @@ def cli(stack: Stack, *args: str, timeout_s: float = CLI_TIMEOUT_S, **env: str) 
 #: one), dead letters, the idle-flush queue, the persister's mark and stats, rate-limit buckets, the
 #: evicted users' last events (a load's freshness check), the replication fence (PM_REPLICA_ACKS).
 OPERATIONAL = frozenset({"events", "events:dead", "dirty", "persister:committed", "persister:stats", "persister:fence",
-                         "evicted"})
+                         "evicted", "apikeys:unsaved"})
 #: Market hash fields that are cursors, not state: ``version`` is a compare-and-set token (recovery only
 #: moves it on), ``last_event`` points into the old stream.
 MARKET_CURSORS = ("version", "last_event")

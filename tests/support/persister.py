@@ -35,7 +35,7 @@ BUY, SELL = Side.BUY, Side.SELL
 #: the first step's round -- after that only when a test calls them.
 QUIET: dict[str, float | int] = {
     "idle_flush_s": 0, "block_ms": 20, "claim_idle_s": 600.0, "flush_every_s": 3600.0,
-    "trim_every_s": 3600.0, "stats_every_s": 3600.0,
+    "trim_every_s": 3600.0, "stats_every_s": 3600.0, "key_uses_every_s": 3600.0,
 }
 CADENCE_NAMES = frozenset(f.name for f in dataclasses.fields(Cadence))
 
