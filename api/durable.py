@@ -95,6 +95,11 @@ class CommittedWatcher:
         self._refresh = False
         return self._cluster.pubsub(node=node)
 
+    @property
+    def mark(self) -> tuple[int, int] | None:
+        """The newest committed mark heard of (never ahead of the persisters), or None before the first."""
+        return self._mark if self._mark != (0, 0) else None
+
     async def wait(self, event_id: str, timeout_s: float) -> bool:
         """True once the persister has committed ``event_id``; False after ``timeout_s``."""
         target = _id(event_id)

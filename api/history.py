@@ -12,6 +12,14 @@ on that estimate it prefers a bitmap scan of every row of the pair and a sort. E
 page is therefore read with sorts priced out (``enable_sort = off`` for its
 transaction only): the index order is then the only cheap plan, however a pair's rows
 are estimated. tests/test_api_pages.py checks the plans; docs/PERFORMANCE.md shows them.
+
+A walk's first page holds only trades the persister group has committed up to its
+mark (``<p>:persister:committed``: every entry up to it is in PostgreSQL). Several
+persisters commit batches out of order: trade 8 may be written before trade 7; a
+first page showing 8 would send the walk below it, and 7, written a moment later,
+would never be seen. Every trade below a trade at or under the mark is written
+already, so the pages after the first need no bound. The bound is a filter on the
+first rows the backward scan meets (the few not yet committed), not another plan.
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ from predmarket.api.pages import trade_cursor
 from predmarket.engine.units import format_micro, micro_from_decimal
 from predmarket.record.revision import SchemaStatus, current_revision_async, pg_unavailable
 from predmarket.record.schema import trades
-from sqlalchemy import Row, Select, select, text
+from sqlalchemy import BigInteger, Row, Select, func, literal, select, text, tuple_
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+BIGINT_MAX = 2**63 - 1
 #: Run before a page query in its transaction (see the module's docstring).
 IN_INDEX_ORDER = text("SET LOCAL enable_sort = off")
 _COLUMNS = (trades.c.trade_id, trades.c.market_id, trades.c.user_id, trades.c.side, trades.c.outcome,
@@ -47,12 +56,19 @@ def _timestamp(value: datetime) -> str:
 
 
 def trade_page_query(limit: int, *, market_id: str | None = None, user_id: str | None = None,
-                     before: int | None = None) -> Select[Any]:
+                     before: int | None = None, committed: tuple[int, int] | None = None) -> Select[Any]:
     """One page of a market's or a user's trades (or a user's in one market): ids below
-    ``before``, newest first, ``limit + 1`` rows at most."""
+    ``before``, newest first, ``limit + 1`` rows at most; on a first page (no ``before``),
+    only trades whose event is at or before the ``committed`` mark (see the module's docstring)."""
     if market_id is None and user_id is None:
         raise ValueError("a trade page belongs to a market, a user or both")
     query = select(*_COLUMNS)
+    if before is None and committed is not None:
+        # Stream ids compare as (milliseconds, sequence) numbers, not as text. A mark just below
+        # a pending entry "ms-0" reads "ms-1 - 2^64-1"; no sequence comes near 2^63, so clamp it.
+        parts = (func.split_part(trades.c.event_id, "-", n).cast(BigInteger) for n in (1, 2))
+        mark = (committed[0], min(committed[1], BIGINT_MAX))
+        query = query.where(tuple_(*parts) <= tuple_(*(literal(v, BigInteger) for v in mark)))
     if user_id is not None:
         query = query.where(trades.c.user_id == user_id)
     if market_id is not None:
@@ -71,9 +87,9 @@ class TradeRows:
 
 
 async def trade_page(pg: AsyncEngine, limit: int, *, market_id: str | None = None, user_id: str | None = None,
-                     before: int | None = None) -> TradeRows:
+                     before: int | None = None, committed: tuple[int, int] | None = None) -> TradeRows:
     """See :func:`trade_page_query`; PostgreSQL unreachable or behind is ``503 UNAVAILABLE``."""
-    query = trade_page_query(limit, market_id=market_id, user_id=user_id, before=before)
+    query = trade_page_query(limit, market_id=market_id, user_id=user_id, before=before, committed=committed)
     try:
         async with pg.begin() as conn:
             await conn.execute(IN_INDEX_ORDER)

@@ -9,6 +9,7 @@ answer at all is an outage, which a replica rides out (see the contract's
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from functools import cache
 
@@ -82,7 +83,12 @@ def not_migrated_message(url: str) -> str | None:
 
 
 def pg_unavailable(exc: BaseException) -> Unavailable:
-    """The 503 a request gets when PostgreSQL fails it: an outage, or a schema this code does not know."""
+    """The 503 a request gets when PostgreSQL fails it: an outage, or a schema this code does not know.
+
+    The cause is logged (first line only): the client's answer names no internals, the operator's log must.
+    """
+    logging.getLogger("predmarket.api").warning("PostgreSQL failed a request: %s: %s", exc.__class__.__name__,
+                                                 str(exc).splitlines()[0][:300] if str(exc) else "")
     if isinstance(exc, ProgrammingError):  # undefined table or column: the schema is behind
         return Unavailable("the PostgreSQL schema is not migrated: run `predmarket migrate`")
     return Unavailable("PostgreSQL is unreachable")

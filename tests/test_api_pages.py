@@ -354,6 +354,10 @@ def test_every_trade_page_is_one_index_range_scan(database_url: str) -> None:
                     assert lines[0].startswith("Limit"), plan
                     assert f"Index Scan Backward using {index} on trades" in lines[1], plan
                     assert "Filter" not in plan and "Sort" not in plan, plan
+            # A first page bounded by the committed mark: the same scan, filtering the rows it meets.
+            plan = explain(conn, market_id="m42", committed=(150_000, 0))
+            assert "Index Scan Backward using ix_trades_market_trade on trades" in plan.splitlines()[1], plan
+            assert "Sort" not in plan, plan
     finally:
         pg.dispose()
 
@@ -379,6 +383,39 @@ def test_pages_read_the_record_through_the_same_query(database_url: str) -> None
             assert ids(100, user_id="u1") == list(range(29, 0, -2))
             with pytest.raises(ValueError):
                 trade_page_query(3)
+    finally:
+        pg.dispose()
+
+
+def test_a_first_page_holds_only_committed_trades(database_url: str) -> None:
+    """Two persisters: trade 8 written, trade 7 not yet (the group's mark is before 7's event). A first
+    page showing 8 would send the walk below it and 7 would never be seen; bounded by the mark it
+    starts at 6, and once 7 is in and the mark passes 8 a first page shows both."""
+    pg = create_engine(database_url)
+    try:
+        with pg.begin() as conn:
+            conn.execute(text("""
+                INSERT INTO trades (trade_id, event_id, user_id, market_id, side, outcome, shares, price, cost,
+                                    price_yes, price_no, yes_shares, no_shares, pool, created_at)
+                SELECT i, (1000 + i) || '-' || (i % 3), 'u', 'm', 'BUY', 'YES', 1, 0.5, 0.5, 0.5, 0.5, 1, 1, 1, now()
+                FROM generate_series(1, 10) AS i WHERE i <> 7"""))
+        with pg.connect() as conn:
+            def ids(**page: Any) -> list[int]:
+                return [r.trade_id for r in conn.execute(trade_page_query(100, market_id="m", **page))]
+
+            assert ids() == [10, 9, 8, 6, 5, 4, 3, 2, 1]  # unbounded: the gap a walk would step over
+            assert ids(committed=(1006, 2)) == [6, 5, 4, 3, 2, 1]  # 7's event is 1007-1: not committed
+            assert ids(committed=(1005, 1)) == [4, 3, 2, 1]  # 5 is 1005-2: (ms, seq) compared as numbers
+            assert ids(before=6, committed=(1006, 2)) == [5, 4, 3, 2, 1]  # later pages: no bound
+            conn.execute(text("""
+                INSERT INTO trades (trade_id, event_id, user_id, market_id, side, outcome, shares, price, cost,
+                                    price_yes, price_no, yes_shares, no_shares, pool, created_at)
+                VALUES (7, '1007-1', 'u', 'm', 'BUY', 'YES', 1, 0.5, 0.5, 0.5, 0.5, 1, 1, 1, now())"""))
+            conn.commit()
+            assert ids(committed=(1008, 2)) == [8, 7, 6, 5, 4, 3, 2, 1]
+            assert ids(committed=(99999, 0)) == [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+            # A mark just below a pending entry 1009-0, as the persister computes it:
+            assert ids(committed=(1008, 2**64 - 1)) == [8, 7, 6, 5, 4, 3, 2, 1]
     finally:
         pg.dispose()
 

@@ -11,7 +11,7 @@ from predmarket.api.history import trade_json, trade_page
 from predmarket.api.pages import page_limit, trade_after
 from predmarket.api.responses import JSONResponse
 from predmarket.api.routes.common import ERRORS
-from predmarket.api.state import engine_of, pg_of
+from predmarket.api.state import committed_of, engine_of, pg_of
 from predmarket.engine.errors import ValidationError
 from predmarket.engine.models import ID_PATTERN
 from starlette.responses import Response
@@ -29,7 +29,8 @@ async def my_trades(request: Request, principal: User, market_id: OptionalQuery 
     # A query parameter is part of the request's shape: a bad id is 422, not the path's 404.
     if market_id is not None and not ID_PATTERN.fullmatch(market_id):
         raise ValidationError("market_id must match ^[A-Za-z0-9_-]{1,64}$")
-    page = await trade_page(pg_of(request), n, user_id=principal.user_id, market_id=market_id, before=before)
+    page = await trade_page(pg_of(request), n, user_id=principal.user_id, market_id=market_id, before=before,
+                            committed=committed_of(request).mark)
     if not page.rows and market_id is not None:
         await engine_of(request).markets.get(market_id)  # resident or archived, else 404
     return JSONResponse(schemas.TradeList(trades=[trade_json(r) for r in page.rows],
