@@ -151,15 +151,26 @@ class Markets:
         """Every market (optionally of one status), oldest first: resident and archived, from Redis alone."""
         k = self._keys
         with unavailable_on_disconnect():
-            ids = cast(list[str], await self._redis.zrange(k.markets, 0, -1))
-            async with self._redis.pipeline(transaction=False) as pipe:
+            # One instant's membership: a market is resident or archived, never neither (the
+            # scripts move it atomically). Read apart, one moved in between was in neither.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zrange(k.markets, 0, -1)
+                pipe.hgetall(k.archived)  # every archived market is SETTLED
+                ids, kept = cast(tuple[list[str], dict[str, str]], await pipe.execute())
+            # Each market resident then is, at one later instant, resident or archived: ask both.
+            async with self._redis.pipeline(transaction=True) as pipe:
                 for market_id in ids:
                     pipe.hgetall(k.market(market_id))
-                pipe.hgetall(k.archived)  # every archived market is SETTLED
-                *rows, kept = await pipe.execute()
-        markets = {mid: market_from(mid, f) for mid, f in zip(ids, rows, strict=True) if f}
+                    pipe.hget(k.archived, market_id)
+                replies = await pipe.execute()
+        markets: dict[str, Market] = {}
+        for market_id, fields, text in zip(ids, replies[::2], replies[1::2], strict=True):
+            if fields:
+                markets[market_id] = market_from(market_id, fields)
+            elif text:
+                kept[market_id] = text
         if status in (None, MarketStatus.SETTLED):
-            for market_id, text in cast(dict[str, str], kept).items():
+            for market_id, text in kept.items():
                 markets.setdefault(market_id, market_from(market_id, json.loads(text)))
         chosen = [m for m in markets.values() if status is None or m.status is status]
         return sorted(chosen, key=lambda m: (m.created_ms, m.market_id))

@@ -192,6 +192,35 @@ async def test_an_archived_market_is_listed_read_and_closed(hot: MarketEngine, p
         await hot.markets.create("again", 100 * MICRO, market)
 
 
+async def test_a_market_moving_in_and_out_of_the_archive_is_always_listed(
+    hot: MarketEngine, persister: PersisterFactory
+) -> None:
+    """Two parties taking turns: the hot set putting a settled market back and the janitor archiving it
+    again, while the list is read; every answer lists it (once it was in neither between two reads)."""
+    market = await open_market(hot, "m-churn")
+    await hot.markets.resolve(market, Outcome.YES)
+    await hot.markets.settle(market)
+    p = persister()
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    assert not await exists(hot, hot.keys.market(market))
+
+    async def churn() -> None:
+        for _ in range(150):
+            assert await hot.hotset.unarchive(market)
+            await asyncio.to_thread(p.janitor.round, p.stream.committed())
+        assert p.janitor.stats.markets_archived >= 150
+
+    moving = asyncio.create_task(churn())
+    answers = missing = 0
+    while not moving.done():
+        listed = [m.market_id for m in await hot.markets.list_all()]
+        answers += 1
+        missing += listed.count(market) != 1
+    await moving
+    assert answers > 50 and missing == 0, f"{missing} of {answers} answers did not list the market once"
+
+
 async def test_unknown_still_means_not_found_and_names_stay_taken(
     hot: MarketEngine, persister: PersisterFactory
 ) -> None:
