@@ -25,7 +25,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -79,16 +79,19 @@ async def owner_of(cluster: RedisCluster, key: str, refresh: bool = False) -> Cl
 class OrderedScript:
     """EVALSHA of one script over a dedicated connection, many calls in flight."""
 
-    def __init__(self, redis: Redis, source: str, replicas: int = 0, replica_wait_ms: int = 100) -> None:
+    def __init__(self, redis: Redis, source: str, replicas: int = 0, replica_wait_ms: int = 100,
+                 on_shortfall: Callable[[], None] | None = None) -> None:
         """``replicas``: each call is answered once that many replicas have its writes (``WAIT``
         right behind it on the connection; see engine.replication), or after ``replica_wait_ms``
-        without them: the call ran, so its reply stands, and :attr:`replica_shortfalls` counts it."""
+        without them: the call ran, so its reply stands; :attr:`replica_shortfalls` counts it and
+        ``on_shortfall`` is told."""
         self._redis = redis
         wait: Any = ("WAIT", replicas, replica_wait_ms)  # hiredis's stub types the argument as a 1-tuple
         self._wait = hiredis.pack_command(wait) if replicas else b""
         self._replicas = replicas
         #: calls answered without the replicas' confirmation (``WAIT`` timed out short)
         self.replica_shortfalls = 0
+        self._on_shortfall = on_shortfall
         self._shortfall_logged = 0.0
         self._cluster = cluster_of(redis)
         self._source = source
@@ -224,6 +227,8 @@ class OrderedScript:
         if replicas >= self._replicas:
             return
         self.replica_shortfalls += 1
+        if self._on_shortfall is not None:
+            self._on_shortfall()
         now = time.monotonic()
         if now - self._shortfall_logged >= SHORTFALL_LOG_EVERY_S:
             self._shortfall_logged = now

@@ -96,7 +96,7 @@ class Trader:
         self.stats = SequencerStats()
         self.books: dict[str, MarketBook] = {}
         # Pipelined in order (see engine.channel); answered once ``replicas`` replicas have each call.
-        self._trade = OrderedScript(redis, trade.source, replicas, replica_wait_ms)
+        self._trade = OrderedScript(redis, trade.source, replicas, replica_wait_ms, on_shortfall=self._shortfall)
         self._head_keys = [keys.events, keys.trade_seq, keys.dirty]
         self._head_args: list[str | int] = [idempotency_ttl_s]
         self._max_batch = max_batch
@@ -223,6 +223,9 @@ class Trader:
                 ready.append(book)
         return parts
 
+    def _shortfall(self) -> None:
+        self.stats.replica_shortfalls += 1
+
     async def _send(self, parts: list[_Part]) -> None:
         keys = list(self._head_keys)
         args = list(self._head_args)
@@ -242,7 +245,6 @@ class Trader:
             for part, reply in zip(parts, replies, strict=True):
                 self._finish(part, reply, None)
         finally:
-            self.stats.replica_shortfalls = self._trade.replica_shortfalls
             self._calls_in_flight -= 1
             self._slots.release()
 
