@@ -3,7 +3,7 @@
 The Redis stream carries every field for trusted services. HTTP clients get:
 
 * the **public** form: market events, and ``TradeExecuted`` without the trader's
-  ``user_id``, ``available`` and ``position``; deposits, withdrawals, payouts,
+  ``user_id``, ``available``, ``position`` and ``net_cost``; deposits, withdrawals, payouts,
   refunds and new users are not public at all;
 * the **whole** form (the admin; a user for their own events): every field.
 
@@ -22,7 +22,7 @@ PUBLIC_TYPES = frozenset({
 #: A user's own events, delivered whole on ``/v1/me/events``.
 OWN_TYPES = frozenset({"TradeExecuted", "Deposit", "Withdrawal", "Payout", "Refund"})
 #: Fields about one user's money or holdings: never in the public form.
-PERSONAL_FIELDS = frozenset({"user_id", "available", "position"})
+PERSONAL_FIELDS = frozenset({"user_id", "available", "position", "net_cost"})
 #: Stream fields kept for the persister and recovery only.
 INTERNAL_FIELDS = frozenset({"idempotency_key", "request_hash"})
 _NOT_PUBLIC = PERSONAL_FIELDS | INTERNAL_FIELDS

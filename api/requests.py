@@ -37,6 +37,20 @@ def _micro(value: object) -> int:
 #: A request amount: decimal string or JSON number, parsed to micro-units (int).
 Micro = Annotated[int, PlainValidator(_micro), WithJsonSchema(DECIMAL_JSON_SCHEMA)]
 
+#: ``"shares": "all"``: sell the whole position (SELL only, checked with the order's shape).
+ALL = "all"
+
+
+def _shares(value: object) -> int | str:
+    return ALL if value == ALL else _micro(value)
+
+
+#: A trade's shares: a quantity as :data:`Micro`, or the string "all".
+Shares = Annotated[int | str, PlainValidator(_shares), WithJsonSchema({
+    "anyOf": [*DECIMAL_JSON_SCHEMA["anyOf"], {"type": "string", "enum": [ALL]}],
+    "description": 'decimal string or JSON number, at most 6 decimals; or "all" (SELL only: the whole position)',
+})]
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -64,7 +78,7 @@ class Resolve(Body):
 class TradeBody(Body):
     side: Literal["BUY", "SELL"]
     outcome: Literal["YES", "NO"]
-    shares: Micro | None = None
+    shares: Shares | None = None
     amount: Micro | None = None
     max_cost: Micro | None = None
     min_proceeds: Micro | None = None

@@ -35,7 +35,8 @@ def account_json(a: Account) -> schemas.Account:
         "user_id": a.user_id, "username": a.username, "available": format_micro(a.available),
         "locked": format_micro(a.locked),
         "positions": [
-            schemas.Position(market_id=p.market_id, outcome=p.outcome.value, shares=format_micro(p.shares))
+            schemas.Position(market_id=p.market_id, outcome=p.outcome.value, shares=format_micro(p.shares),
+                             net_cost=format_micro(p.net_cost))
             for p in a.positions if p.shares > 0
         ],
     }

@@ -28,6 +28,8 @@ class Position(TypedDict):
     market_id: str
     outcome: Outcome
     shares: Decimal6
+    #: buys minus sells in this position (negative after a profitable exit)
+    net_cost: Decimal6
 
 
 class Account(TypedDict):

@@ -16,7 +16,7 @@ from predmarket.engine.keys import Keys
 from predmarket.engine.models import Outcome, Side
 from predmarket.engine.orders import fill
 from predmarket.engine.scripts import Scripts
-from predmarket.engine.wire import OrderLine, order_keys
+from predmarket.engine.wire import OrderLine, market_keys, order_keys
 from redis.asyncio import Redis
 
 #: A trade still conflicting after this many re-reads is given up (counted as UNAVAILABLE).
@@ -34,8 +34,7 @@ class NaiveCas:
     async def trade(self, user_id: str, market_id: str, side: Side, outcome: Outcome, shares: int) -> int:
         """Execute one trade; returns the retries it took."""
         market_key = self._keys.market(market_id)
-        keys = [*self._head_keys, market_key, self._keys.market_positions(market_id),
-                *order_keys(self._keys, user_id, "")]
+        keys = [*self._head_keys, *market_keys(self._keys, market_id), *order_keys(self._keys, user_id, "")]
         for retries in range(MAX_RETRIES + 1):
             fields: list[Any] = await self._redis.hmget(market_key, ["version", "q_yes", "q_no", "b"])
             if fields[0] is None:

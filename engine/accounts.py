@@ -21,11 +21,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(8)}"
 
 
-def account_from(user_id: str, fields: dict[str, str], positions: dict[str, str]) -> Account:
+def account_from(user_id: str, fields: dict[str, str], positions: dict[str, str],
+                 net_costs: dict[str, str] | None = None) -> Account:
+    """``positions`` and ``net_costs``: the user's hashes (``<market>:<outcome>`` -> micro-units)."""
+    costs = net_costs or {}
     held = []
     for name, shares in positions.items():
         market_id, _, outcome = name.rpartition(":")
-        held.append(Position(market_id, Outcome(outcome), int(shares)))
+        held.append(Position(market_id, Outcome(outcome), int(shares), int(costs.get(name, 0))))
     held.sort(key=lambda p: (p.market_id, p.outcome.value))
     return Account(
         user_id=user_id, username=fields["username"], available=int(fields["available"]),
@@ -86,13 +89,15 @@ class Accounts:
     async def _get(self, user_id: str) -> Account:
         k = self._keys
         with unavailable_on_disconnect():
-            async with self._redis.pipeline(transaction=False) as pipe:
+            # One transaction: a trade between the reads would pair a holding with another net cost.
+            async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(k.user(user_id))
                 pipe.hgetall(k.user_positions(user_id))
-                fields, positions = await pipe.execute()
+                pipe.hgetall(k.user_costs(user_id))
+                fields, positions, net_costs = await pipe.execute()
         if not fields:
             raise NotFound(f"no user {user_id}")
-        return account_from(user_id, fields, positions)
+        return account_from(user_id, fields, positions, net_costs)
 
     async def user_for_key(self, key_hash: str) -> str | None:
         """The user owning the live API key with this hash: one round trip (evicted users' keys stay too)."""

@@ -15,6 +15,11 @@ key                             contents
                                 none), created_ms, last_event; loaded_ms once put back
                                 from PostgreSQL (the hot set)
 ``<p>:u:<user>:pos``            hash: ``<market>:<YES|NO>`` -> micro-shares
+``<p>:u:<user>:cost``           hash: ``<market>:<YES|NO>`` -> net cost (signed micro-units: buys
+                                minus sells) of each position the user traded, zero-share ones
+                                too; mirrors the market's ``:cost`` hash (lua/trade.lua writes
+                                both). Dropped with the user on eviction; a load puts back the
+                                rows of markets not SETTLED (record/loader.py)
 ``<p>:usernames``               hash: username -> user id, every user ever (never evicted:
                                 uniqueness without PostgreSQL)
 ``<p>:user_ids``                set: every user id ever (never evicted: uniqueness and
@@ -35,6 +40,10 @@ key                             contents
                                 last_trade_id (once traded), settled_yes, settled_no,
                                 payouts_total, holders_paid
 ``<p>:{m:<market>}:pos``        hash: ``<user>:<YES|NO>`` -> micro-shares
+``<p>:{m:<market>}:cost``       hash: ``<user>:<YES|NO>`` -> net cost (signed micro-units) of every
+                                position ever traded in the market, kept when its shares are
+                                sold or settled to zero (CANCEL refunds and P&L need it); dropped
+                                when the market is archived (PostgreSQL's position_state keeps it)
 ``<p>:markets``                 sorted set: ids of the markets resident in Redis, scored by
                                 created_ms
 ``<p>:archived``                hash: market id -> JSON of its final (SETTLED) market hash, for
@@ -85,6 +94,18 @@ class Keys:
 
     def market_positions(self, market_id: str) -> str:
         return f"{self.prefix}:{{m:{market_id}}}:pos"
+
+    def user_costs(self, user_id: str) -> str:
+        """Net cost per position, user side: beside ``user_positions`` (same tag once users get one)."""
+        return f"{self.prefix}:u:{user_id}:cost"
+
+    def market_costs(self, market_id: str) -> str:
+        """Net cost per position, market side: in the market's slot, beside its positions."""
+        return f"{self.prefix}:{{m:{market_id}}}:cost"
+
+    def is_user_key(self, key: str) -> bool:
+        """A user's hash ``<p>:u:<id>`` rather than one of its side hashes (``:pos``, ``:cost``): ids hold no colon."""
+        return key.startswith(self.user("")) and ":" not in key[len(self.user("")):]
 
     def idempotency(self, user_id: str, key: str) -> str:
         return f"{self.prefix}:idem:{user_id}:{key}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from predmarket.engine.accounts import Accounts
-from predmarket.engine.connection import connect
+from predmarket.engine.connection import connect, unavailable_on_disconnect
 from predmarket.engine.errors import NotFound
 from predmarket.engine.hotset import HotSet, Loader
 from predmarket.engine.keys import Keys
@@ -64,6 +66,8 @@ class MarketEngine:
     async def execute_trade(self, order: Order) -> Trade:
         """Execute ``order`` through its market's sequencer; raises an ``EngineError`` if rejected."""
         check_order(order)
+        if order.sell_all and order.shares is None:
+            order = await self._with_holding(order)
         # reloading() inlined: this is the hot path, and the retry is the rare case.
         try:
             return await self._trader.submit(order)
@@ -71,3 +75,11 @@ class MarketEngine:
             if not await self.hotset.reload(user_id=order.user_id, market_id=order.market_id):
                 raise
         return await self._trader.submit(order)
+
+    async def _with_holding(self, order: Order) -> Order:
+        """A SELL of "all" priced for the holding now: a first guess only, the script has the last word
+        (lua/trade.lua answers HELD with the holding if it changed, and the order is priced again)."""
+        field = f"{order.user_id}:{order.outcome.value}"
+        with unavailable_on_disconnect():
+            held = await self.redis.hget(self.keys.market_positions(order.market_id), field)
+        return replace(order, shares=int(held or 0))

@@ -40,7 +40,9 @@ class Order:
     """A trade request. Exactly one of ``shares`` / ``amount`` is set; ``amount`` only for BUY.
 
     ``fingerprint`` identifies the request for idempotency (empty when the
-    client sent no Idempotency-Key); ``idempotency_key`` is that key.
+    client sent no Idempotency-Key); ``idempotency_key`` is that key. ``sell_all``: a SELL of
+    ``"shares": "all"``; ``shares`` is then the holding it is priced for, filled in by the engine
+    and corrected by the trade script if the holding changed meanwhile (``engine.sequencer``).
     """
 
     user_id: str
@@ -53,6 +55,7 @@ class Order:
     min_proceeds: int | None = None
     idempotency_key: str = ""
     fingerprint: str = ""
+    sell_all: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,8 @@ class Position:
     market_id: str
     outcome: Outcome
     shares: int
+    #: buys minus sells in this position, micro-units (negative after a profitable exit)
+    net_cost: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from predmarket.engine.errors import EngineError, rejection
+from predmarket.engine.errors import EngineError, InsufficientShares, rejection
 from predmarket.engine.keys import Keys
 from predmarket.engine.models import MarketStatus, Order, Side, Trade
 from predmarket.engine.orders import Fill, check_slippage, fill
@@ -84,9 +84,9 @@ class MarketBook:
         "state",
     )
 
-    def __init__(self, market_id: str, keys: tuple[str, str]) -> None:
+    def __init__(self, market_id: str, keys: tuple[str, str, str]) -> None:
         self.market_id = market_id
-        self.keys = keys  # market hash, market positions hash
+        self.keys = keys  # market hash, market positions hash, market net costs hash (wire.market_keys)
         self.b: int | None = None
         #: the state the last reply returned; None: unknown, load it before pricing
         self.state: MarketState | None = None
@@ -173,6 +173,9 @@ def price(book: MarketBook, batch: list[Pending], state: MarketState) -> list[Pr
             priced.append(Priced(p, None, None))  # the script answers MARKET_NOT_OPEN or replays
             continue
         try:
+            if order.sell_all and not order.shares:
+                # As every rejection here, final only once the script finds the user holds none.
+                raise InsufficientShares(f"no {order.outcome.value} shares are held")
             result = fill(q_yes, q_no, b, order.side, order.outcome, order.shares, order.amount)
             check_slippage(order, result)
         except EngineError as exc:
@@ -186,7 +189,9 @@ def price(book: MarketBook, batch: list[Pending], state: MarketState) -> list[Pr
 def encode(book: MarketBook, priced: list[Priced], state: MarketState,
            keys: Keys) -> tuple[list[str], list[str | int]]:
     """This market's part of a ``trade`` script call (see lua/trade.lua): its KEYS (market hash,
-    market positions, then each order's three keys) and its ARGV (id, expected state, order lines)."""
+    market positions, market net costs, then each order's four keys) and its ARGV (id, expected state,
+    order lines). A sell_all order states the holding it was priced for even when rejected (the
+    script checks it: engine.wire.OrderLine)."""
     # The script compares q_yes and q_no too: a version number alone can come back
     # with other contents after a data loss (restart without AOF, recover), and the
     # costs below are exact only for these q.
@@ -197,11 +202,13 @@ def encode(book: MarketBook, priced: list[Priced], state: MarketState,
         fingerprint = request_hash(order.fingerprint)
         if f is None:
             reason = f"{item.rejection.code} {item.rejection.message}" if item.rejection else ""
-            line = OrderLine(order.user_id, order.side, order.outcome, 0, 0, None, None, None,
-                             fingerprint, reason, order.idempotency_key)
+            held = (order.shares or 0) if order.sell_all else 0
+            line = OrderLine(order.user_id, order.side, order.outcome, held, 0, None, None, None,
+                             fingerprint, reason, order.idempotency_key, order.sell_all)
         else:
             line = OrderLine(order.user_id, order.side, order.outcome, f.shares, f.cost,
-                             f.price_yes, f.price_no, f.avg_price, fingerprint, "", order.idempotency_key)
+                             f.price_yes, f.price_no, f.avg_price, fingerprint, "", order.idempotency_key,
+                             order.sell_all)
         part_keys += order_keys(keys, order.user_id, order.idempotency_key)
         args.append(line.encode())
     return part_keys, args
@@ -209,7 +216,11 @@ def encode(book: MarketBook, priced: list[Priced], state: MarketState,
 
 def hand_out_results(book: MarketBook, priced: list[Priced], results: list[list[str]], ts_ms: int,
             stats: SequencerStats) -> list[Pending]:
-    """Hand each order its result; return the orders to re-price (SKIPPED)."""
+    """Hand each order its result; return the orders to re-price (SKIPPED, HELD).
+
+    HELD: a sell_all order found the user holding another amount than it was priced for (another
+    process traded it since): it is re-priced for the holding the script saw, counted as a conflict.
+    """
     again: list[Pending] = []
     market_id = book.market_id
     for item, result in zip(priced, results, strict=True):
@@ -220,7 +231,11 @@ def hand_out_results(book: MarketBook, priced: list[Priced], results: list[list[
         if pending.future.done():
             continue
         order = pending.order
-        if kind == "OK":
+        if kind == "HELD":
+            pending.order = replace(order, shares=int(result[1]))
+            pending.conflicts += 1
+            again.append(pending)
+        elif kind == "OK":
             f = item.fill
             assert f is not None
             stats.trades += 1

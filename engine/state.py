@@ -44,6 +44,12 @@ class State:
     positions: dict[PositionKey, int] = field(default_factory=dict)
     deposits: int = 0
     withdrawals: int = 0
+    #: net cost (buys - sells) of every position ever traded, zero-share ones too: in Redis the
+    #: market-side hashes of resident markets, and the user-side entries of markets not resident
+    net_costs: dict[PositionKey, int] = field(default_factory=dict)
+    #: Redis only: the user-side copies (``<p>:u:<user>:cost``) of resident users, for the mirror check
+    #: (left out of comparisons: PostgreSQL keeps one copy)
+    user_net_costs: dict[PositionKey, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,7 @@ async def read_redis_state(redis: Redis, keys: Keys, batch: int = 1000) -> State
     user_ids = [
         key[len(user_prefix):]
         async for key in redis.scan_iter(match=f"{user_prefix}*", count=batch)
-        if not key.endswith(":pos")
+        if keys.is_user_key(key)
     ]
     for start in range(0, len(user_ids), batch):
         chunk = user_ids[start:start + batch]
@@ -74,15 +80,19 @@ async def read_redis_state(redis: Redis, keys: Keys, batch: int = 1000) -> State
             for user_id in chunk:
                 pipe.hmget(keys.user(user_id), ["username", "available", "locked"])
                 pipe.hgetall(keys.user_positions(user_id))
+                pipe.hgetall(keys.user_costs(user_id))
             replies = await pipe.execute()
         for i, user_id in enumerate(chunk):
-            username, available, locked = replies[2 * i]
+            username, available, locked = replies[3 * i]
             if username is None:
                 continue
             state.users[user_id] = UserRecord(username, int(available), int(locked))
-            for name, shares in replies[2 * i + 1].items():
+            for name, shares in replies[3 * i + 1].items():
                 market_id, _, outcome = name.rpartition(":")
                 state.positions[(user_id, market_id, outcome)] = int(shares)
+            for name, net_cost in replies[3 * i + 2].items():
+                market_id, _, outcome = name.rpartition(":")
+                state.user_net_costs[(user_id, market_id, outcome)] = int(net_cost)
     market_ids = cast(list[str], await redis.zrange(keys.markets, 0, -1))
     fields = ["status", "outcome", "b", "q_yes", "q_no", "pool", "settled_yes", "settled_no"]
     for start in range(0, len(market_ids), batch):
@@ -95,6 +105,12 @@ async def read_redis_state(redis: Redis, keys: Keys, batch: int = 1000) -> State
             if row[0] is not None:
                 status, outcome, *numbers = row
                 state.markets[market_id] = MarketRecord(status, outcome or "", *map(int, numbers))
+    for market_id in state.markets:
+        async for name, net_cost in redis.hscan_iter(keys.market_costs(market_id), count=1000):
+            user_id, _, outcome = name.rpartition(":")
+            state.net_costs[(user_id, market_id, outcome)] = int(net_cost)
+    # An archived market's net costs left Redis with it; a resident user may still hold copies.
+    state.net_costs.update({key: v for key, v in state.user_net_costs.items() if key[1] not in state.markets})
     totals = await redis.hmget(keys.totals, ["deposits", "withdrawals"])
     state.deposits, state.withdrawals = int(totals[0] or 0), int(totals[1] or 0)
     return state

@@ -45,6 +45,7 @@ from predmarket.engine.sequencer import (
     same_state,
     state_from,
 )
+from predmarket.engine.wire import market_keys
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -123,8 +124,7 @@ class Trader:
             if len(self.books) >= MAX_IDLE_BOOKS:
                 self._drop_idle()
             market_id = order.market_id
-            book = self.books[market_id] = MarketBook(
-                market_id, (self.keys.market(market_id), self.keys.market_positions(market_id)))
+            book = self.books[market_id] = MarketBook(market_id, market_keys(self.keys, market_id))
         book.queue.append(Pending(order, future))
         self._mark_ready(book)
         return future
@@ -289,7 +289,11 @@ class Trader:
             return
         if not same_state(state, part.predicted):
             book.predicted = None  # a rejection or SKIPPED: what was priced ahead will conflict
-        book.retry.extend(hand_out_results(book, part.priced, reply[7], int(str(reply[6])), self.stats))
+        for pending in hand_out_results(book, part.priced, reply[7], int(str(reply[6])), self.stats):
+            if pending.conflicts > self._max_conflicts:  # a sell_all whose holding kept changing
+                _fail([pending], Unavailable(f"the position in market {book.market_id} kept changing; retry"))
+            else:
+                book.retry.append(pending)
 
     def _load(self, book: MarketBook) -> None:
         if not book.loading:

@@ -57,13 +57,20 @@ def check_order_shape(order: Order) -> Order:
     Separate from the id so the API can check the body (422) before the id in the
     URL, which names nothing when it cannot be valid (404), as the order of checks says.
     """
-    if (order.shares is None) == (order.amount is None):
+    if order.sell_all:
+        # "all" is resolved to the holding by the engine (it may exceed the single-quantity bound:
+        # that bound is on numbers a request states, and "all" states none).
+        if order.side is not Side.SELL:
+            raise ValidationError('shares "all" is only allowed with side SELL')
+        if order.amount is not None:
+            raise ValidationError("exactly one of shares and amount is required")
+    elif (order.shares is None) == (order.amount is None):
         raise ValidationError("exactly one of shares and amount is required")
     if order.amount is not None:
         if order.side is not Side.BUY:
             raise ValidationError("amount is only allowed with side BUY")
         check_quantity(order.amount, "amount")
-    if order.shares is not None:
+    if order.shares is not None and not order.sell_all:
         check_quantity(order.shares, "shares")
     if order.max_cost is not None:
         if order.side is not Side.BUY:

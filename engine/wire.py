@@ -38,11 +38,17 @@ def request_hash(fingerprint: str) -> str:
     return hashlib.sha256(fingerprint.encode()).hexdigest() if fingerprint else ""
 
 
-def order_keys(keys: Keys, user_id: str, idempotency_key: str) -> tuple[str, str, str]:
-    """One order's three KEYS of a ``trade`` call (lua/trade.lua's header): user hash, user positions,
-    idempotency key, or the user hash again for an order without a key (declared, never used as one)."""
+def market_keys(keys: Keys, market_id: str) -> tuple[str, str, str]:
+    """One market's three KEYS of a ``trade`` call (lua/trade.lua's header): its hash, positions, net costs."""
+    return keys.market(market_id), keys.market_positions(market_id), keys.market_costs(market_id)
+
+
+def order_keys(keys: Keys, user_id: str, idempotency_key: str) -> tuple[str, str, str, str]:
+    """One order's four KEYS of a ``trade`` call (lua/trade.lua's header): user hash, user positions, user
+    net costs, idempotency key, or the user hash again for an order without a key (declared, never used)."""
     user = keys.user(user_id)
-    return user, keys.user_positions(user_id), keys.idempotency(user_id, idempotency_key) if idempotency_key else user
+    return (user, keys.user_positions(user_id), keys.user_costs(user_id),
+            keys.idempotency(user_id, idempotency_key) if idempotency_key else user)
 
 
 def _blank_or_micro(text: str) -> int | None:
@@ -59,7 +65,9 @@ class OrderLine(NamedTuple):
     prices in micro-units, None on an order the engine did not price (rejected, or
     the market is not open). ``request_hash`` is :func:`request_hash` of the
     fingerprint ('' = no Idempotency-Key); ``rejection`` is '' (execute) or
-    ``"<CODE> <message>"`` decided by the engine.
+    ``"<CODE> <message>"`` decided by the engine. ``sell_all``: a SELL of ``"shares": "all"``,
+    ``shares`` being the holding it was priced for (the script executes or rejects it only while
+    the user holds exactly that, else answers HELD with the holding).
     """
 
     user_id: str
@@ -73,6 +81,7 @@ class OrderLine(NamedTuple):
     request_hash: str
     rejection: str
     idempotency_key: str
+    sell_all: bool = False
 
     def encode(self) -> str:
         # One f-string: this runs once per order on the trade path. A tab inside the
@@ -81,16 +90,18 @@ class OrderLine(NamedTuple):
         return (f"{self.user_id}\t{self.side.value}\t{self.outcome.value}\t{self.shares}\t{self.cost}\t"
                 f"{'' if py is None else format_micro(py)}\t{'' if pn is None else format_micro(pn)}\t"
                 f"{'' if avg is None else format_micro(avg)}\t{self.request_hash}\t"
-                f"{self.rejection.replace(ORDER_SEPARATOR, ' ')}\t{self.idempotency_key}")
+                f"{self.rejection.replace(ORDER_SEPARATOR, ' ')}\t{self.idempotency_key}\t"
+                f"{'1' if self.sell_all else ''}")
 
     @classmethod
     def decode(cls, line: str) -> OrderLine:
         fields = line.split(ORDER_SEPARATOR)
-        if len(fields) != 11:
-            raise WireError(f"an order line has 11 fields, got {len(fields)}")
-        user_id, side, outcome, shares, cost, py, pn, avg, fp, rejection, key = fields
+        if len(fields) != 12:
+            raise WireError(f"an order line has 12 fields, got {len(fields)}")
+        user_id, side, outcome, shares, cost, py, pn, avg, fp, rejection, key, sell_all = fields
         return cls(user_id, Side(side), Outcome(outcome), int(shares), int(cost),
-                   _blank_or_micro(py), _blank_or_micro(pn), _blank_or_micro(avg), fp, rejection, key)
+                   _blank_or_micro(py), _blank_or_micro(pn), _blank_or_micro(avg), fp, rejection, key,
+                   sell_all == "1")
 
 
 @dataclass(frozen=True, slots=True)

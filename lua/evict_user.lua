@@ -2,7 +2,8 @@
 -- evict_user: drop an idle user from Redis once PostgreSQL holds every byte of its state.
 --
 -- KEYS[1] user hash <p>:u:<user>, KEYS[2] its positions <p>:u:<user>:pos,
--- KEYS[3] evicted users hash <p>:evicted, KEYS[4] its API keys <p>:ukeys:<user>
+-- KEYS[3] evicted users hash <p>:evicted, KEYS[4] its API keys <p>:ukeys:<user>,
+-- KEYS[5] its net costs <p>:u:<user>:cost
 -- ARGV[1] user id, ARGV[2] the user's last_event as the janitor read it,
 -- ARGV[3] the persister's committed mark (every entry up to it is in PostgreSQL)
 -- Returns 1 if evicted, 0 if the user changed, holds positions, is house, or its last
@@ -14,7 +15,8 @@
 -- can change the user until a loader installs it again from PostgreSQL. Its id, username
 -- and live key hashes stay (the directory, see engine/keys.py): they stay taken, and its
 -- keys still name it, without asking PostgreSQL; the keys' records go (the loader puts the
--- live ones back from api_keys). Its last event stays too: a load installs
+-- live ones back from api_keys), and so do its net costs (position_state holds them, the
+-- market's copies stay: a market's net costs live as long as the market). Its last event stays too: a load installs
 -- only a PostgreSQL row that includes it (install_user.lua).
 
 if ARGV[1] == 'house' then return 0 end
@@ -23,6 +25,6 @@ if not user[2] then return 0 end
 local last = user[1] or '0-0'
 if last ~= ARGV[2] or id_less(ARGV[3], last) then return 0 end
 if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[3], ARGV[1], last)
 return 1

@@ -3,12 +3,14 @@
 --
 -- KEYS[1] user hash, KEYS[2] usernames hash, KEYS[3] API key hash,
 -- KEYS[4] evicted users hash <p>:evicted (user id -> its last event when evicted),
--- KEYS[5] the user's API keys <p>:ukeys:<user>
+-- KEYS[5] the user's API keys <p>:ukeys:<user>, KEYS[6] the user's net costs <p>:u:<user>:cost
 -- ARGV[1] user id, ARGV[2] username, ARGV[3] available, ARGV[4] locked (micro-units),
 -- ARGV[5] key hash ('' for none), ARGV[6] created_ms, ARGV[7] loaded_ms,
 -- ARGV[8] '1' if PostgreSQL records positions of the user, '0' if not,
 -- ARGV[9] the stream id of the newest event the PostgreSQL rows include (balance and keys),
--- ARGV[10..] groups of three for each live key in api_keys: key id, key hash, its record
+-- ARGV[10] n, the number of net costs that follow, ARGV[11..10+2n] pairs "<market>:<outcome>",
+-- net cost (micro-units) of the user's positions in markets not SETTLED (position_state),
+-- then groups of three for each live key in api_keys: key id, key hash, its record
 -- (engine/api_keys.py's KeyRecord)
 -- Returns 1 if installed; 0 if the user was already there (another loader or the live
 -- state won: nothing is overwritten, so two loads or a load racing a trade lose nothing);
@@ -30,7 +32,11 @@ redis.call('HSET', KEYS[1], 'username', ARGV[2], 'available', ARGV[3], 'locked',
   'key_hash', ARGV[5], 'created_ms', ARGV[6], 'loaded_ms', ARGV[7], 'last_event', ARGV[9])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end
-for i = 10, #ARGV, 3 do
+local n_costs = tonumber(ARGV[10])
+for i = 11, 10 + 2 * n_costs, 2 do
+  redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1])
+end
+for i = 11 + 2 * n_costs, #ARGV, 3 do
   redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 2])
   redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[1])
 end

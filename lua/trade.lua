@@ -2,18 +2,20 @@
 -- trade: apply batches of priced orders to one or more markets, each compare-and-set on its state.
 --
 -- KEYS[1] events stream, KEYS[2] trade id counter <p>:trade_seq, KEYS[3] dirty set, then per
---   market, in ARGV's order: its hash <p>:{m:<id>}, its positions hash <p>:{m:<id>}:pos, then
---   per order of it, in order: the user's hash <p>:u:<user>, the user's positions hash
---   <p>:u:<user>:pos, the idempotency key <p>:idem:<user>:<key> (for an order without an
+--   market, in ARGV's order: its hash <p>:{m:<id>}, its positions hash <p>:{m:<id>}:pos, its
+--   net costs hash <p>:{m:<id>}:cost, then per order of it, in order: the user's hash
+--   <p>:u:<user>, the user's positions hash <p>:u:<user>:pos, the user's net costs hash
+--   <p>:u:<user>:cost, the idempotency key <p>:idem:<user>:<key> (for an order without an
 --   Idempotency-Key, the user's hash again: a declared key never used as one). So a market of
---   n orders takes 2 + 3n keys.
+--   n orders takes 3 + 4n keys (engine/wire.py's market_keys and order_keys).
 -- ARGV[1] idempotency TTL (seconds), then per market:
 --   market id, expected "<version>:<q_yes>:<q_no>", n (orders), then n order lines, each
 --   engine/wire.py's OrderLine: the TAB-joined fields user id, side BUY|SELL, outcome YES|NO,
 --   shares, cost (micro-units; cost is paid on BUY, received on SELL), price_yes, price_no,
 --   avg_price (6-decimal strings, after the order; '' when not priced), request hash
 --   ('' = no Idempotency-Key), rejection ('' = execute, else "<CODE> <message>" decided by the
---   engine), the Idempotency-Key itself.
+--   engine), the Idempotency-Key itself, sell_all ('1' = a SELL of "shares": "all": shares is
+--   the holding the engine priced, executed or rejected only while the user holds exactly that).
 -- Returns one reply per market, in order:
 --   {'NOT_FOUND'}                                          no such market
 --   {'CONFLICT', version, status, q_yes, q_no, pool}       state differs: nothing applied
@@ -26,10 +28,16 @@
 --     {'SKIPPED'}                              not attempted: an earlier order the engine
 --                                              priced as executing did not execute, so
 --                                              this one's price is stale; re-price and resend
+--     {'HELD', shares}                         a sell_all order whose user now holds `shares`,
+--                                              not what it was priced for: nothing changed;
+--                                              re-price for `shares` and resend
 -- Per-order codes: MARKET_NOT_OPEN, NOT_FOUND, INSUFFICIENT_FUNDS, INSUFFICIENT_SHARES,
 -- VALIDATION_ERROR, IDEMPOTENCY_KEY_REUSED.
--- Emits TradeExecuted then PriceUpdated per applied order (+ position, avg_price in TradeExecuted,
--- and idempotency_key, request_hash when the order carried a key).
+-- Emits TradeExecuted then PriceUpdated per applied order (+ position, net_cost, avg_price in
+-- TradeExecuted, and idempotency_key, request_hash when the order carried a key).
+--
+-- Net cost: each position's buys minus sells (signed micro-units), kept in both net cost hashes
+-- (the same value) even once the shares are gone; the market's copy is the one added to.
 --
 -- The engine computed every cost from the state it expects; the state check makes those
 -- costs exact, and the per-order checks keep each order's funds, shares and limits atomic
@@ -60,12 +68,21 @@ local function order_line(s)
   local f = split_tabs(s)
   return {user_id = f[1], side = f[2], outcome = f[3], shares = f[4], cost = f[5],
     price_yes = f[6], price_no = f[7], avg_price = f[8], request_hash = f[9], rejection = f[10],
-    idempotency_key = f[11]}
+    idempotency_key = f[11], sell_all = f[12] == '1'}
 end
 
--- Apply one order to market m (a table of its keys and running state); user_key, user_pos and
--- idem_key are the order's keys (see the header). Returns its result.
-local function apply(m, o, user_key, user_pos, idem_key, ms)
+-- A position's net cost after adding `delta` (a canonical integer string, '-' for a sale), exactly:
+-- HINCRBY works in int64 (a net cost stays within +-(2^63 - 1): it is money a user paid or got
+-- from the pools); its reply reaches Lua as a double, exact below 2^53, else read back as a string.
+local function add_net_cost(m, field, delta)
+  local v = redis.call('HINCRBY', m.cost, field, delta)
+  if v > -9007199254740992 and v < 9007199254740992 then return string.format('%d', v) end
+  return redis.call('HGET', m.cost, field)
+end
+
+-- Apply one order to market m (a table of its keys and running state); user_key, user_pos,
+-- user_cost and idem_key are the order's keys (see the header). Returns its result.
+local function apply(m, o, user_key, user_pos, user_cost, idem_key, ms)
   local user_id, side, outcome, shares, cost = o.user_id, o.side, o.outcome, o.shares, o.cost
   local available = redis.call('HGET', user_key, 'available')
   if not available then return {'NOT_FOUND', 'no user ' .. user_id} end
@@ -99,6 +116,11 @@ local function apply(m, o, user_key, user_pos, idem_key, ms)
   local position = int_str(held)
   set_or_drop(m.pos, field, position)
   set_or_drop(user_pos, m.id .. ':' .. outcome, position)
+  -- Net cost: kept at zero shares too (never dropped), the user's copy set to the market's.
+  local delta = cost
+  if side == 'SELL' and cost ~= '0' then delta = '-' .. cost end
+  local net_cost = add_net_cost(m, field, delta)
+  redis.call('HSET', user_cost, m.id .. ':' .. outcome, net_cost)
   last_id = last_id + 1
   local trade_id = int_str(last_id)
   local yes, no = fmt6(m.q.YES), fmt6(m.q.NO)
@@ -107,7 +129,7 @@ local function apply(m, o, user_key, user_pos, idem_key, ms)
     'market_id', m.id, 'user_id', user_id, 'side', side, 'outcome', outcome,
     'shares', fmt6(shares), 'cost', fmt6(cost), 'price_yes', py, 'price_no', pn,
     'yes_shares', yes, 'no_shares', no, 'pool', fmt6(m.pool),
-    'available', fmt6(available), 'position', fmt6(position), 'avg_price', avg}
+    'available', fmt6(available), 'position', fmt6(position), 'net_cost', fmt6(net_cost), 'avg_price', avg}
   if fp ~= '' then
     fields[#fields + 1] = 'idempotency_key'
     fields[#fields + 1] = idem
@@ -131,7 +153,7 @@ end
 -- One market's batch: check its state once, then each order in turn. Its keys start at KEYS[k],
 -- its arguments at ARGV[a].
 local function market_batch(k, a, ms)
-  local m = {key = KEYS[k], pos = KEYS[k + 1], id = ARGV[a]}
+  local m = {key = KEYS[k], pos = KEYS[k + 1], cost = KEYS[k + 2], id = ARGV[a]}
   local expected, n = ARGV[a + 1], tonumber(ARGV[a + 2])
   local st = redis.call('HMGET', m.key, 'status', 'version', 'q_yes', 'q_no', 'pool')
   if not st[1] then return {'NOT_FOUND'}, n end
@@ -144,8 +166,8 @@ local function market_batch(k, a, ms)
   for i = 1, n do
     local o = order_line(ARGV[a + 2 + i])
     local fp, rejection = o.request_hash, o.rejection
-    local ok = k + 3 * i - 1  -- this order's first key
-    local user_key, user_pos, idem_key = KEYS[ok], KEYS[ok + 1], KEYS[ok + 2]
+    local ok = k + 4 * i - 1  -- this order's first key
+    local user_key, user_pos, user_cost, idem_key = KEYS[ok], KEYS[ok + 1], KEYS[ok + 2], KEYS[ok + 3]
     local r
     if broken then
       r = {'SKIPPED'}
@@ -161,13 +183,18 @@ local function market_batch(k, a, ms)
         end
       end
       if not r then
+        local held = o.sell_all and (redis.call('HGET', m.pos, o.user_id .. ':' .. o.outcome) or '0')
         if not open then
           r = {'MARKET_NOT_OPEN', 'market is ' .. st[1]}
+        elseif held and held ~= o.shares then
+          -- "all" is the holding now, whatever the engine last saw: its price and any rejection
+          -- of it (none held, slippage) hold only for the amount it was priced for.
+          r = {'HELD', held}
         elseif rejection ~= '' then
           local sp = string.find(rejection, ' ', 1, true) or (#rejection + 1)
           r = {string.sub(rejection, 1, sp - 1), string.sub(rejection, sp + 1)}
         else
-          r = apply(m, o, user_key, user_pos, idem_key, ms)
+          r = apply(m, o, user_key, user_pos, user_cost, idem_key, ms)
         end
       end
       -- Later orders were priced as if this one executed: if it did not, stop.
@@ -194,7 +221,7 @@ while a <= #ARGV do
   local reply, n = market_batch(k, a, ms)
   replies[#replies + 1] = reply
   a = a + 3 + n
-  k = k + 2 + 3 * n
+  k = k + 3 + 4 * n
 end
 if last_id ~= first_id then redis.call('SET', seq, int_str(last_id)) end
 return replies

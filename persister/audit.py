@@ -1,13 +1,16 @@
 """``predmarket audit``: check every invariant of the contract in Redis and in PostgreSQL.
 
 1. Redis: conservation, no negatives, shares held = shares outstanding,
-   solvency; the market-side and user-side position hashes agree.
+   solvency; the market-side and user-side position hashes agree, and so do
+   the two copies of each position's net cost (markets not SETTLED).
 2. PostgreSQL, replayed from scratch (invariant 6): every trade's cost is
    recomputed with the PricingEngine from the state before it; the replay's
-   balances (ledger sums), positions, q and pools must equal the tables; every
-   ledger movement sums to zero; the replayed state satisfies invariants 1-4.
-3. Redis and PostgreSQL agree on every user, position and market, and every
-   trade Redis counted is in PostgreSQL (once the persister has caught up).
+   balances (ledger sums), positions, net costs (buys - sells of the trades
+   per position), q and pools must equal the tables; every ledger movement
+   sums to zero; the replayed state satisfies invariants 1-4.
+3. Redis and PostgreSQL agree on every user, position, net cost and market,
+   and every trade Redis counted is in PostgreSQL (once the persister has
+   caught up).
 
 Each breach names what broke, where, and the numbers that disagree.
 """
@@ -84,6 +87,7 @@ def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: f
         report.add(Breach("persister caught up", "event stream", "0 entries unacknowledged", f"{lag}"))
     hot, market_side = asyncio.run(_read_redis(redis_url, keys))
     _compare_positions("redis: market-side vs user-side positions", hot.positions, market_side, report)
+    _compare_net_cost_copies(hot, report)
     with pg.connect() as conn:
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         replayed = _replay(conn, report)
@@ -128,8 +132,12 @@ def exact_range_breaches(state: State) -> list[Breach]:
             ("settled_yes", m.settled_yes), ("settled_no", m.settled_no))]
     values += [(f"position {' '.join(key)}", shares) for key, shares in state.positions.items()]
     values += [("total deposits", state.deposits), ("total withdrawals", state.withdrawals)]
-    return [Breach("exact range", subject, f"0 .. {format_micro(MAX_EXACT)}", format_micro(value))
-            for subject, value in values if not 0 <= value <= MAX_EXACT]
+    breaches = [Breach("exact range", subject, f"0 .. {format_micro(MAX_EXACT)}", format_micro(value))
+                for subject, value in values if not 0 <= value <= MAX_EXACT]
+    # A net cost is signed (negative after a profitable exit), within HINCRBY's int64 like a balance.
+    return breaches + [
+        Breach("exact range", f"net cost {' '.join(key)}", f"+-{format_micro(MAX_EXACT)}", format_micro(value))
+        for key, value in state.net_costs.items() if not -MAX_EXACT <= value <= MAX_EXACT]
 
 
 def _with_evicted(hot: State, record: State, report: AuditReport) -> State:
@@ -138,7 +146,8 @@ def _with_evicted(hot: State, record: State, report: AuditReport) -> State:
     Only a user without positions and a SETTLED market may be missing from Redis;
     anything else missing is reported (Redis lost data: run ``predmarket recover``).
     """
-    state = State(dict(hot.users), dict(hot.markets), dict(hot.positions), hot.deposits, hot.withdrawals)
+    state = State(dict(hot.users), dict(hot.markets), dict(hot.positions), hot.deposits, hot.withdrawals,
+                  dict(hot.net_costs))
     holders = {user_id for (user_id, _, _) in record.positions}
     for user_id, user in record.users.items():
         if user_id not in state.users:
@@ -152,7 +161,31 @@ def _with_evicted(hot: State, record: State, report: AuditReport) -> State:
             if market.status != "SETTLED":
                 _limited(report, "redis: missing", Breach("redis: missing", f"market {market_id}",
                                                           f"in Redis (it is {market.status})", "absent"))
+    # A SETTLED market's net costs leave Redis when it is archived (and do not come back with it).
+    for key, net_cost in record.net_costs.items():
+        kept = state.markets.get(key[1])
+        if key not in state.net_costs and kept is not None and kept.status == "SETTLED":
+            state.net_costs[key] = net_cost
     return state
+
+
+def _compare_net_cost_copies(hot: State, report: AuditReport) -> None:
+    """Each resident user's copy of a net cost equals the market's, for every market not SETTLED.
+
+    A load puts back only those (a settled market's may be there or not, and then equal).
+    """
+    kind = "redis: market-side vs user-side net costs"
+    live = {m for m, market in hot.markets.items() if market.status != "SETTLED"}
+    keys = {k for k in hot.net_costs if k[0] in hot.users and k[1] in live}
+    keys |= {k for k in hot.user_net_costs if k[1] in live or (k[1] in hot.markets and k in hot.net_costs)}
+    for key in sorted(keys):
+        a, b = hot.net_costs.get(key), hot.user_net_costs.get(key)
+        if a != b:
+            _limited(report, kind, Breach(kind, f"net cost {' '.join(key)}", _signed(a), _signed(b)))
+
+
+def _signed(value: int | None) -> str:
+    return "absent" if value is None else format_micro(value)
 
 
 async def _read_redis(url: str, keys: Keys) -> tuple[State, dict[PositionKey, int]]:
@@ -190,6 +223,7 @@ def _replay(conn: Connection, report: AuditReport) -> State:
     markets = {r.market_id: r for r in conn.execute(text(
         "SELECT market_id, status, outcome, liquidity_b FROM markets"))}
     q: dict[str, dict[str, int]] = defaultdict(lambda: {"YES": 0, "NO": 0})
+    net_costs: dict[PositionKey, int] = defaultdict(int)
     #: market_id -> (user_id, outcome) -> shares
     held: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
     trades = 0
@@ -204,7 +238,10 @@ def _replay(conn: Connection, report: AuditReport) -> State:
                 "postgres: references", f"trade {t.trade_id}", f"market {t.market_id} recorded", "missing"))
             continue
         _replay_trade(t, micro(market.liquidity_b), q[t.market_id], held[t.market_id], report)
+        cost = micro(t.cost)
+        net_costs[(t.user_id, t.market_id, t.outcome)] += cost if t.side == "BUY" else -cost
     report.counts["trades replayed"] = trades
+    state.net_costs = dict(net_costs)
     for market_id, m in markets.items():
         qm, holdings = q[market_id], held[market_id]
         settled = m.status in ("RESOLVED", "SETTLED")
@@ -271,6 +308,10 @@ def _compare(kind: str, left: State, right: State, report: AuditReport, *, marke
         if a != b:
             _limited(report, kind, Breach(kind, f"user {user_id}", _user(a), _user(b)))
     _compare_positions(kind, left.positions, right.positions, report)
+    for key in sorted(set(left.net_costs) | set(right.net_costs)):
+        a_c, b_c = left.net_costs.get(key), right.net_costs.get(key)
+        if a_c != b_c:
+            _limited(report, kind, Breach(kind, f"net cost {' '.join(key)}", _signed(a_c), _signed(b_c)))
     if markets:
         for market_id in sorted(set(left.markets) | set(right.markets)):
             a_m, b_m = left.markets.get(market_id), right.markets.get(market_id)

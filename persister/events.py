@@ -18,6 +18,7 @@ from typing import Any
 from predmarket.engine.models import ID_PATTERN
 
 _DEC6 = re.compile(r"^[0-9]{1,14}\.[0-9]{6}$")  # NUMERIC(20,6): at most 14 digits before the point
+_SIGNED_DEC6 = re.compile(r"^-?[0-9]{1,14}\.[0-9]{6}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _STREAM_ID = re.compile(r"^([0-9]{1,15})-([0-9]{1,19})$")
 SEQ_BITS = 20  # entries per millisecond below 2**20: far beyond what one Redis can append
@@ -83,6 +84,13 @@ class _Fields:
             raise MalformedEvent(f"field {name!r} is not a 6-decimal number")
         return value
 
+    def signed_dec(self, name: str) -> Dec:
+        """A 6-decimal number that may be negative (a net cost)."""
+        value = self.text(name, 31)
+        if not _SIGNED_DEC6.fullmatch(value):
+            raise MalformedEvent(f"field {name!r} is not a signed 6-decimal number")
+        return value
+
     def integer(self, name: str) -> int:
         value = self.text(name, 18)  # below 2**63: a BIGINT
         if not (value.isascii() and value.isdigit()):
@@ -127,9 +135,12 @@ class Batch:
     new_markets: list[Row] = field(default_factory=list)
     trades: list[Row] = field(default_factory=list)
     ledger: list[Row] = field(default_factory=list)
-    #: user_id -> newest balance row; (user, market, outcome) -> newest holding
+    #: user_id -> newest balance row; (user, market, outcome) -> newest holding and newest net cost
     balances: dict[str, Row] = field(default_factory=dict)
     positions: dict[tuple[str, str, str], Row] = field(default_factory=dict)
+    #: position -> order of a TradeExecuted without net_cost (written before the field existed):
+    #: the writer computes those net costs from the trades table
+    net_costs_unknown: dict[tuple[str, str, str], int] = field(default_factory=dict)
     #: market_id -> newest lifecycle change (status, outcome)
     market_status: dict[str, Row] = field(default_factory=dict)
     #: market_id -> its MarketSettled: every holding of it becomes zero
@@ -162,11 +173,26 @@ class Batch:
         })
 
     def position(self, user_id: str, market_id: str, outcome: str, shares: Dec, order: int,
-                 when: datetime) -> None:
-        self._newest(self.positions, (user_id, market_id, outcome), {
+                 when: datetime, net_cost: Dec | None = None) -> None:
+        """A holding after event ``order``; ``net_cost``: the position's net cost after it, if the
+        event sets one (a trade). Shares and net cost are each kept from the newest event that set
+        them: a payout after a trade zeroes the shares and keeps the trade's net cost."""
+        row = {
             "user_id": user_id, "market_id": market_id, "outcome": outcome, "shares": shares,
-            "updated_at": when, "event_order": order,
-        })
+            "updated_at": when, "event_order": order, "net_cost": net_cost if net_cost is not None else ZERO,
+            "net_cost_order": order if net_cost is not None else 0,
+        }
+        key = (user_id, market_id, outcome)
+        held = self.positions.get(key)
+        if held is None:
+            self.positions[key] = row
+            return
+        merged = dict(held)
+        if held["event_order"] < order:
+            merged.update(shares=shares, updated_at=when, event_order=order)
+        if held["net_cost_order"] < row["net_cost_order"]:
+            merged.update(net_cost=row["net_cost"], net_cost_order=row["net_cost_order"])
+        self.positions[key] = merged
 
     def movement(self, f: _Fields, kind: str, debit: str, credit: str, amount: Dec, when: datetime,
                  market_id: str | None = None, trade_id: int | None = None) -> None:
@@ -235,13 +261,17 @@ def _trade_executed(batch: Batch, f: _Fields, order: int, when: datetime) -> Non
         "created_at": when,
     }
     available, position = f.dec("available"), f.dec("position")
+    net_cost = f.signed_dec("net_cost") if "net_cost" in f.fields else None
     row["idempotency_key"], row["request_hash"] = f.idempotency()
     batch.trades.append(row)
+    if net_cost is None:
+        key = (user_id, market_id, outcome)
+        batch.net_costs_unknown[key] = max(order, batch.net_costs_unknown.get(key, 0))
     user, pool = f"user:{user_id}", f"pool:{market_id}"
     debit, credit = (user, pool) if side == "BUY" else (pool, user)
     batch.movement(f, "trade", debit, credit, cost, when, market_id=market_id, trade_id=trade_id)
     batch.balance(user_id, available, order, when)
-    batch.position(user_id, market_id, outcome, position, order, when)
+    batch.position(user_id, market_id, outcome, position, order, when, net_cost)
 
 
 def _price_updated(batch: Batch, f: _Fields, order: int, when: datetime) -> None:

@@ -81,7 +81,7 @@ class Janitor:
 
     def _users(self, committed: str, now_ms: int) -> None:
         prefix = self.keys.user("")
-        user_ids = [k[len(prefix):] for k in self._scan.page() if not k.endswith(":pos")]
+        user_ids = [k[len(prefix):] for k in self._scan.page() if self.keys.is_user_key(k)]
         self._seen += len(user_ids)
         if self._scan.at_start:
             self.stats.hot_users, self._seen = self._seen, 0
@@ -100,7 +100,8 @@ class Janitor:
                 continue
             k = self.keys
             evicted = self._scripts.evict_user(
-                [k.user(user_id), k.user_positions(user_id), k.evicted, k.user_api_keys(user_id)],
+                [k.user(user_id), k.user_positions(user_id), k.evicted, k.user_api_keys(user_id),
+                 k.user_costs(user_id)],
                 [user_id, last, committed])
             self.stats.users_evicted += int(cast(int, evicted))
 
@@ -116,6 +117,7 @@ class Janitor:
             if status != "SETTLED" or now_ms - int(updated_ms or 0) < self.market_after_ms:
                 continue
             archived = self._scripts.archive_market(
-                [k.market(market_id), k.market_positions(market_id), k.markets, k.dirty, k.archived],
+                [k.market(market_id), k.market_positions(market_id), k.markets, k.dirty, k.archived,
+                 k.market_costs(market_id)],
                 [market_id, committed])
             self.stats.markets_archived += int(cast(int, archived))

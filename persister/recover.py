@@ -1,11 +1,12 @@
 """``predmarket recover``: rebuild all Redis state of a deployment from PostgreSQL.
 
-Users, API keys (live ones: records, directory, last use), balances and
-positions are current in PostgreSQL (written per event). Markets start from their latest idle-flush snapshot and are
-replayed forward with the trades and pool movements recorded after it, so a
-stale snapshot costs nothing but replay. Idempotency keys younger than the
-TTL are restored, so a client retrying an acknowledged trade still gets its
-first answer. The trade id counter continues after the highest recorded id.
+Users, API keys (live ones: records, directory, last use), balances,
+positions and their net costs are current in PostgreSQL (written per event).
+Markets start from their latest idle-flush snapshot and are replayed forward
+with the trades and pool movements recorded after it, so a stale snapshot
+costs nothing but replay. Idempotency keys younger than the TTL are restored,
+so a client retrying an acknowledged trade still gets its first answer. The
+trade id counter continues after the highest recorded id.
 
 Everything is read in one REPEATABLE READ transaction (one consistent view)
 and written with pipelined commands. The Redis side must be empty (or
@@ -42,6 +43,7 @@ class RecoveryReport:
     users: int = 0
     api_keys: int = 0
     positions: int = 0
+    net_costs: int = 0
     markets: int = 0
     trades_replayed: int = 0
     idempotency_keys: int = 0
@@ -114,6 +116,7 @@ def recover(pg: Engine, client: redis.Redis, keys: Keys, *, force: bool = False,
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
         report.users = _users(conn, write, keys, say)
         report.positions = _positions(conn, write, keys, say)
+        report.net_costs = _net_costs(conn, write, keys, say)
         report.api_keys = _api_keys(conn, write, keys, say)
         report.markets, report.trades_replayed = _markets(conn, write, keys, say)
         report.trade_seq = _counters(conn, write, keys)
@@ -167,6 +170,21 @@ def _positions(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> i
         if n % 50_000 == 0:
             say("positions", n)
     say("positions", n)
+    return n
+
+
+def _net_costs(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
+    """Every position's net cost, zero-share ones too, in both copies: every user and market comes back
+    resident, as if none had been evicted or archived (the hot set drops them again later)."""
+    n = 0
+    for r in _rows(conn, "SELECT user_id, market_id, outcome, net_cost FROM position_state"):
+        net_cost = micro(r.net_cost)
+        write("hset", keys.market_costs(r.market_id), f"{r.user_id}:{r.outcome}", net_cost)
+        write("hset", keys.user_costs(r.user_id), f"{r.market_id}:{r.outcome}", net_cost)
+        n += 1
+        if n % 50_000 == 0:
+            say("net costs", n)
+    say("net costs", n)
     return n
 
 

@@ -125,6 +125,29 @@ def _upsert_newer(conn: Connection, table: Table, rows: list[dict[str, Any]], ke
     )
 
 
+def _upsert_positions(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """position_state rows: shares and net cost each overwritten only by a newer event that set it.
+
+    Two guards, as a payout (or settlement) changes the shares and not the net cost: a trade
+    committed after its market's payout (several persisters) still brings its net cost.
+    """
+    if not rows:
+        return
+    columns, params = _columns(rows)
+    newer, net_newer = "p.event_order < EXCLUDED.event_order", "p.net_cost_order < EXCLUDED.net_cost_order"
+    conn.exec_driver_sql(
+        f"INSERT INTO position_state AS p ({', '.join(columns)}) {_unnest(position_state, columns)} "
+        "ON CONFLICT (user_id, market_id, outcome) DO UPDATE SET "
+        f"shares = CASE WHEN {newer} THEN EXCLUDED.shares ELSE p.shares END, "
+        f"updated_at = CASE WHEN {newer} THEN EXCLUDED.updated_at ELSE p.updated_at END, "
+        "event_order = GREATEST(p.event_order, EXCLUDED.event_order), "
+        f"net_cost = CASE WHEN {net_newer} THEN EXCLUDED.net_cost ELSE p.net_cost END, "
+        "net_cost_order = GREATEST(p.net_cost_order, EXCLUDED.net_cost_order) "
+        f"WHERE {newer} OR {net_newer}",
+        params,
+    )
+
+
 def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | None]) -> None:
     """Apply ``batch`` inside the caller's transaction. ``key_hashes``: user_id -> API key hash."""
     for row in batch.users:
@@ -156,8 +179,10 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
     # order, instead of deadlocking on them.
     _upsert_newer(conn, balances, [batch.balances[k] for k in sorted(batch.balances)], ["user_id"],
                   ["available", "locked", "updated_at"])
-    _upsert_newer(conn, position_state, [batch.positions[k] for k in sorted(batch.positions)],
-                  ["user_id", "market_id", "outcome"], ["shares", "updated_at"])
+    _upsert_positions(conn, [batch.positions[k] for k in sorted(batch.positions)])
+    if batch.net_costs_unknown:
+        conn.execute(NET_COST_FROM_TRADES, [
+            {"u": u, "m": m, "o": o, "order": order} for (u, m, o), order in sorted(batch.net_costs_unknown.items())])
     if batch.settled:
         # Settlement zeroes every holding of the market, winners' and losers' alike.
         conn.execute(
@@ -193,6 +218,15 @@ def write_key_uses(conn: Connection, rows: list[Row]) -> set[str]:
     )
     return {str(key_id) for (key_id,) in written}
 
+
+#: A trade event without net_cost (made before the field existed): the position's net cost from every
+#: trade of it recorded so far (this batch's included), unless a newer event set it already.
+NET_COST_FROM_TRADES = text(
+    "UPDATE position_state p SET net_cost_order = :order, net_cost = COALESCE((SELECT "
+    "SUM(CASE WHEN t.side = 'BUY' THEN t.cost ELSE -t.cost END) FROM trades t "
+    "WHERE t.user_id = p.user_id AND t.market_id = p.market_id AND t.outcome = p.outcome), 0) "
+    "WHERE p.user_id = :u AND p.market_id = :m AND p.outcome = :o AND p.net_cost_order < :order"
+)
 
 ZERO_SETTLED = text(
     "UPDATE position_state p SET shares = 0, event_order = m.status_order "

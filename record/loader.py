@@ -75,6 +75,11 @@ _USER_SQL = text(
     "(SELECT COALESCE(MAX(a.event_order), 0) FROM api_keys a WHERE a.user_id = u.user_id)) AS event_order "
     f"FROM users u LEFT JOIN balances b USING (user_id) {LIVE_CREATION_KEY} WHERE u.user_id = :id"
 )
+#: The user's net costs in markets not SETTLED (``<p>:u:<user>:cost``; a settled market's stay in PostgreSQL).
+NET_COSTS_SQL = text(
+    "SELECT p.market_id, p.outcome, p.net_cost FROM position_state p JOIN markets m USING (market_id) "
+    "WHERE p.user_id = :id AND m.status <> 'SETTLED'"
+)
 #: The user's live keys; their records as ``<p>:ukeys:<user>`` holds them (engine.api_keys.KeyRecord).
 _KEYS_SQL = text("SELECT key_id, key_hash, last4, created_at FROM api_keys WHERE user_id = :id AND revoked_at IS NULL")
 
@@ -121,12 +126,17 @@ class PgLoader:
             # Keys change only while the user is resident, so keys changed since the row was read make
             # the install refuse (the user is resident, or evicted again with a newer mark).
             live_keys = [(r.key_id, r.key_hash, key_record(r)) for r in await self._all(_KEYS_SQL, id=user_id)]
+            # Net costs change only by the user's trades, so only while it is resident (as keys).
+            net_costs = [(f"{r.market_id}:{r.outcome}", micro(r.net_cost))
+                         for r in await self._all(NET_COSTS_SQL, id=user_id)]
             k = self._keys
             fields = user_fields(row, int(time.time() * MS_PER_S))
             installed = int(await self._scripts.install_user(
-                [k.user(user_id), k.usernames, k.apikeys, k.evicted, k.user_api_keys(user_id)], [
+                [k.user(user_id), k.usernames, k.apikeys, k.evicted, k.user_api_keys(user_id),
+                 k.user_costs(user_id)], [
                     user_id, fields["username"], fields["available"], fields["locked"], fields["key_hash"],
                     fields["created_ms"], fields["loaded_ms"], 1 if holds else 0, entry_id(row.event_order),
+                    len(net_costs), *(part for cost in net_costs for part in cost),
                     *(part for key in live_keys for part in key),
                 ]))
             if installed == _STALE:

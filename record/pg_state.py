@@ -8,7 +8,8 @@ from sqlalchemy import Connection, text
 
 
 def read_pg_state(conn: Connection) -> State:
-    """Users with balances, positions (> 0), markets as last flushed, and deposit/withdrawal totals."""
+    """Users with balances, positions (> 0), every position's net cost, markets as last flushed, and
+    deposit/withdrawal totals."""
     state = State()
     for user_id, username, available, locked in conn.execute(text(
         "SELECT u.user_id, u.username, COALESCE(b.available, 0), COALESCE(b.locked, 0) "
@@ -19,6 +20,10 @@ def read_pg_state(conn: Connection) -> State:
         "SELECT user_id, market_id, outcome, shares FROM positions"
     )):
         state.positions[(user_id, market_id, outcome)] = micro(shares)
+    for user_id, market_id, outcome, net_cost in conn.execute(text(
+        "SELECT user_id, market_id, outcome, net_cost FROM position_state"
+    )):
+        state.net_costs[(user_id, market_id, outcome)] = micro(net_cost)
     for row in conn.execute(text(
         "SELECT market_id, status, outcome, liquidity_b, yes_shares, no_shares, pool, settled_yes, settled_no "
         "FROM markets"

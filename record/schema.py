@@ -135,7 +135,8 @@ market_snapshots = Table(
     UniqueConstraint("market_id", "version", name="uq_market_snapshots_version"),
 )
 
-#: Holdings including zeroes (the guard needs the row); the ``positions`` view shows shares > 0.
+#: Holdings including zeroes (the guard needs the row, net_cost outlives the shares); the ``positions``
+#: view shows shares > 0.
 position_state = Table(
     "position_state", metadata,
     Column("user_id", String(64), primary_key=True),
@@ -144,6 +145,10 @@ position_state = Table(
     money("shares"),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("event_order", BigInteger, nullable=False),
+    #: buys minus sells of the position (signed), kept at zero shares: CANCEL refunds and P&L (migration 0006)
+    money("net_cost"),
+    #: stream position of the trade that set net_cost: a payout or settlement moves event_order, not it
+    Column("net_cost_order", BigInteger, nullable=False),
     CheckConstraint("shares >= 0", name="ck_position_state_non_negative"),
     Index("ix_position_state_market", "market_id"),
     postgresql_with={"fillfactor": 70},

@@ -27,7 +27,7 @@ ALL_LUA = sorted(SCRIPT_DIR.glob("*.lua"))
 ALLOWED_FLAGS = {"allow-oom"}
 
 #: Fragments of key names (engine/keys.py) that must not appear in a Lua string literal.
-KEY_FRAGMENTS = (":u:", ":idem:", ":pos", "{m:", ":rl:", ":usernames", ":apikeys", ":user_ids", ":markets",
+KEY_FRAGMENTS = (":u:", ":idem:", ":pos", ":cost", "{m:", ":rl:", ":usernames", ":apikeys", ":user_ids", ":markets",
                  ":archived", ":evicted", ":events", ":trade_seq", ":dirty", ":totals", ":persister:")
 _STRING = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 

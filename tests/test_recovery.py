@@ -297,13 +297,47 @@ async def test_audit_names_a_trade_whose_recorded_cost_is_off_by_one_micro_unit(
     audited: tuple[list[str], list[Trade]], pg_settings: Settings,
 ) -> None:
     _, done = audited
-    victim = done[len(done) // 2].trade_id
+    trade = done[len(done) // 2]
+    victim = trade.trade_id
     url = pg_settings.database_url
     execute(url, "UPDATE trades SET cost = cost + 0.000001 WHERE trade_id = :t", t=victim)
     out = assert_breach(pg_settings, "postgres: trade cost", f"[trade {victim} market ")
-    assert out.count("BREACH") == 1, out  # that trade and nothing else
+    # That trade, and the net cost of its position (buys - sells of the recorded trades): nothing else.
+    position = f"[net cost {trade.user_id} {trade.market_id} {trade.outcome.value}]"
+    assert out.count("BREACH") == 3, out
+    assert f"postgres: tables vs replay {position}" in out and f"redis vs postgres {position}" in out, out
     assert re.search(r"expected ([0-9.]+), found ([0-9.]+)", out), out
     execute(url, "UPDATE trades SET cost = cost - 0.000001 WHERE trade_id = :t", t=victim)
+    assert_audit_passes(pg_settings)
+
+
+async def test_audit_names_a_net_cost_wrong_in_postgres_or_in_either_copy_in_redis(
+    audited: tuple[list[str], list[Trade]], pg_settings: Settings, redis_client: sync_redis.Redis,
+) -> None:
+    _, done = audited
+    trade = done[7]
+    user, market, outcome = trade.user_id, trade.market_id, trade.outcome.value
+    position = f"[net cost {user} {market} {outcome}]"
+    url = pg_settings.database_url
+    where = "WHERE user_id = :u AND market_id = :m AND outcome = :o"
+    execute(url, f"UPDATE position_state SET net_cost = net_cost + 0.000001 {where}", u=user, m=market, o=outcome)
+    out = assert_breach(pg_settings, f"postgres: tables vs replay {position}")
+    assert out.count("BREACH") == 1, out
+    execute(url, f"UPDATE position_state SET net_cost = net_cost - 0.000001 {where}", u=user, m=market, o=outcome)
+    assert_audit_passes(pg_settings)
+
+    keys = Keys(pg_settings.key_prefix)
+    redis_client.hincrby(keys.market_costs(market), f"{user}:{outcome}", 1)
+    out = assert_breach(pg_settings, f"redis: market-side vs user-side net costs {position}",
+                        f"redis vs postgres {position}")
+    redis_client.hincrby(keys.market_costs(market), f"{user}:{outcome}", -1)
+    redis_client.hincrby(keys.user_costs(user), f"{market}:{outcome}", -1)
+    out = assert_breach(pg_settings, f"redis: market-side vs user-side net costs {position}")
+    assert out.count("BREACH") == 1, out
+    redis_client.hdel(keys.user_costs(user), f"{market}:{outcome}")
+    assert_breach(pg_settings, f"redis: market-side vs user-side net costs {position}: expected")
+    redis_client.hset(keys.user_costs(user), f"{market}:{outcome}",
+                      redis_client.hget(keys.market_costs(market), f"{user}:{outcome}") or "")
     assert_audit_passes(pg_settings)
 
 

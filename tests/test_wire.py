@@ -25,9 +25,11 @@ def test_an_order_line_round_trips_every_field() -> None:
     priced = OrderLine("u-1", SELL, NO, 2_500_000, 1_234_567, 412_345, 587_655, 493_827,
                        "ab" * 32, "", "key with spaces")
     assert OrderLine.decode(priced.encode()) == priced
+    sell_all = priced._replace(sell_all=True)
+    assert OrderLine.decode(sell_all.encode()) == sell_all
     rejected = OrderLine("u-2", BUY, YES, 0, 0, None, None, None, "", "SLIPPAGE_EXCEEDED cost\t1 > 0", "")
     line = rejected.encode()
-    assert line.count("\t") == 10  # the tab in the free-text rejection cannot shift a field
+    assert line.count("\t") == 11  # the tab in the free-text rejection cannot shift a field
     decoded = OrderLine.decode(line)
     assert decoded.rejection == "SLIPPAGE_EXCEEDED cost 1 > 0"
     assert (decoded.price_yes, decoded.price_no, decoded.avg_price) == (None, None, None)
@@ -39,7 +41,7 @@ def test_a_stored_reply_round_trips_every_field() -> None:
     assert StoredReply.decode(reply.encode()) == reply
 
 
-@pytest.mark.parametrize("text", ["a\tb", "u\tBUY\tYES\t1\t1\t\t\t\t\t\t\t"])
+@pytest.mark.parametrize("text", ["a\tb", "u\tBUY\tYES\t1\t1\t\t\t\t\t\t\t\t"])
 def test_an_order_line_of_the_wrong_length_is_refused(text: str) -> None:
     with pytest.raises(WireError):
         OrderLine.decode(text)

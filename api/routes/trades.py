@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Request
 from predmarket.api import schemas
 from predmarket.api.auth import Principal, User, user_only
 from predmarket.api.metrics import TRADES, observe_conflicts
-from predmarket.api.requests import TradeBody, TradeJson, body_doc, body_of
+from predmarket.api.requests import ALL, TradeBody, TradeJson, body_doc, body_of
 from predmarket.api.responses import JSONResponse, trade_json
 from predmarket.api.routes.common import ERRORS, path_id
 from predmarket.api.state import committed_of, engine_of
@@ -77,10 +77,12 @@ async def _submit(request: Request, market_id: str, principal: Principal, body: 
                   idempotency_key: str | None, prefer: str | None) -> Response:
     assert principal.user_id is not None
     key = _idempotency_key(idempotency_key)
+    shares = body.shares
     order = Order(
         user_id=principal.user_id, market_id=market_id, side=Side(body.side), outcome=Outcome(body.outcome),
-        shares=body.shares, amount=body.amount, max_cost=body.max_cost, min_proceeds=body.min_proceeds,
-        idempotency_key=key, fingerprint=fingerprint(market_id, body) if key else "",
+        shares=shares if isinstance(shares, int) else None, amount=body.amount, max_cost=body.max_cost,
+        min_proceeds=body.min_proceeds, idempotency_key=key, fingerprint=fingerprint(market_id, body) if key else "",
+        sell_all=shares == ALL,
     )
     # Order of checks: the request's shape (422) before existence, and an id in the URL that
     # cannot be valid is an existence verdict (404), exactly like a well-formed unknown id.

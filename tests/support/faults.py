@@ -111,7 +111,7 @@ def full_snapshot(client: sync_redis.Redis, prefix: str) -> dict[str, Any]:
 
 
 def _normalised_hash(name: str, value: dict[str, str]) -> dict[str, str]:
-    if name.endswith(":pos"):
+    if name.endswith((":pos", ":cost")):
         return value
     if name.startswith("{m:"):
         for cursor in MARKET_CURSORS:

@@ -9,11 +9,12 @@ position and market in Redis.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from predmarket.engine import pricing
 from predmarket.engine.keys import Keys
 from predmarket.engine.state import check_invariants, read_redis_state
-from predmarket.engine.units import parse_micro
+from predmarket.engine.units import micro_from_decimal, parse_micro
 from redis.asyncio import Redis
 
 
@@ -32,6 +33,8 @@ class Replay:
     available: dict[str, int] = field(default_factory=dict)
     positions: dict[tuple[str, str, str], int] = field(default_factory=dict)
     markets: dict[str, ReplayedMarket] = field(default_factory=dict)
+    #: buys minus sells per position, zero-share ones too
+    net_costs: dict[tuple[str, str, str], int] = field(default_factory=dict)
     #: TradeExecuted events in stream order
     trades: list[dict[str, str]] = field(default_factory=list)
 
@@ -96,6 +99,8 @@ def _replay_trade(replay: Replay, e: dict[str, str]) -> None:
     else:
         m.q_no += delta_shares
     replay.positions[slot] = replay.positions.get(slot, 0) + delta_shares
+    replay.net_costs[slot] = replay.net_costs.get(slot, 0) - delta_cash
+    assert micro_from_decimal(Decimal(e["net_cost"])) == replay.net_costs[slot], f"trade {e['trade_id']} net_cost"
     assert replay.positions[slot] >= 0, f"trade {e['trade_id']} sells shares {user} does not hold"
     assert (parse_micro(e["yes_shares"]), parse_micro(e["no_shares"])) == (m.q_yes, m.q_no)
     assert parse_micro(e["pool"]) == m.pool
@@ -110,6 +115,7 @@ async def assert_replay_matches(redis: Redis, keys: Keys) -> Replay:
     assert check_invariants(state) == []
     assert {u: r.available for u, r in state.users.items()} == replay.available
     assert state.positions == {k: v for k, v in replay.positions.items() if v}
+    assert state.net_costs == replay.net_costs
     for market_id, m in state.markets.items():
         r = replay.markets[market_id]
         assert (m.q_yes, m.q_no, m.pool, m.b) == (r.q_yes, r.q_no, r.pool, r.b), market_id
