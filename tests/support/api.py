@@ -431,9 +431,10 @@ def assert_account(obj: Any, user_id: str | None = None) -> None:
     dec(obj["locked"])
     assert isinstance(obj["positions"], list)
     for p in obj["positions"]:
-        assert set(p) == {"market_id", "outcome", "shares"}, p
+        assert set(p) == {"market_id", "outcome", "shares", "net_cost"}, p
         assert p["outcome"] in ("YES", "NO")
         assert dec(p["shares"]) > 0, "positions with zero shares are left out"
+        assert re.fullmatch(r"-?[0-9]+\.[0-9]{6}", p["net_cost"]), p  # negative after a profitable exit
 
 
 def assert_market(obj: Any) -> None:
