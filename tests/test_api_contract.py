@@ -169,7 +169,7 @@ def test_positions_with_zero_shares_are_left_out(api: Api) -> None:
     user = api.create_user("100")
     market_id = api.create_market()
     api.buy(user, market_id, "YES", "3")
-    api.buy(user, market_id, "NO", "2")
+    no_cost = api.buy(user, market_id, "NO", "2")["cost"]
     positions = api.me(user)["positions"]
     assert sorted((p["market_id"], p["outcome"], p["shares"]) for p in positions) == [
         (market_id, "NO", "2.000000"), (market_id, "YES", "3.000000")]
@@ -177,7 +177,8 @@ def test_positions_with_zero_shares_are_left_out(api: Api) -> None:
     assert r.status_code == 201, r.text
     account = api.me(user)
     assert_account(account)
-    assert account["positions"] == [{"market_id": market_id, "outcome": "NO", "shares": "2.000000"}]
+    assert account["positions"] == [{"market_id": market_id, "outcome": "NO", "shares": "2.000000",
+                                     "net_cost": no_cost}]
 
 
 # --------------------------------------------------------------------------- markets
