@@ -18,8 +18,8 @@ from tests.support.api import STREAM_ID, Stack, User, bearer, stream_id
 WAIT_S = 10.0
 TRADE_EXECUTED_FIELDS = {"type", "ts", "trade_id", "market_id", "user_id", "side", "outcome", "shares", "cost",
                          "price_yes", "price_no", "yes_shares", "no_shares", "pool", "available"}
-#: What the public streams leave out of a TradeExecuted: whose trade it was and their money and holding.
-PERSONAL = {"user_id", "available", "position"}
+#: What the public streams leave out of a TradeExecuted: whose trade it was, their money, holding and net cost.
+PERSONAL = {"user_id", "available", "position", "net_cost"}
 PUBLIC_TYPES = {"MarketCreated", "MarketOpened", "MarketClosed", "MarketResolved", "MarketSettled", "PriceUpdated",
                 "TradeExecuted"}
 INTERNAL = {"idempotency_key", "request_hash"}
