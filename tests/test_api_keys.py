@@ -10,6 +10,7 @@ a persister and ``predmarket recover`` on a throwaway database.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -211,6 +212,34 @@ def test_the_keys_a_user_may_hold_are_capped(limited: Api) -> None:
 
 
 # --------------------------------------------------------------------------- in process: engine, persister, recover
+
+async def test_concurrent_lookups_share_round_trips_and_see_revocations(engine: MarketEngine) -> None:
+    """Lookups made while one is in flight are answered together by the next HMGET, each from a read
+    sent after it was asked: a revocation done before a lookup is always seen."""
+    keys = engine.accounts.api_keys
+    user = (await engine.accounts.create("batched")).user_id
+    hashes = [new_api_key()[1] for _ in range(3)]
+    for key_hash in hashes:
+        await keys.create(user, key_hash, "abcd")
+    sent = 0
+    hmget = engine.redis.hmget
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal sent
+        sent += 1
+        return await hmget(*args, **kwargs)
+
+    engine.redis.hmget = counting  # type: ignore[method-assign]
+    try:
+        asked = [*hashes * 20, "0" * 64]
+        owners = await asyncio.gather(*(keys.owner(h) for h in asked))
+        assert owners == [user] * 60 + [None]
+        assert sent <= 2, sent  # the first lookup, then everything asked while it was in flight
+        await keys.revoke(user, key_id_for(hashes[0]))
+        assert await asyncio.gather(*(keys.owner(h) for h in hashes)) == [None, user, user]
+    finally:
+        engine.redis.hmget = hmget  # type: ignore[method-assign]
+
 
 async def test_touch_skips_revoked_keys_and_never_moves_back(engine: MarketEngine) -> None:
     keys = engine.accounts.api_keys
