@@ -41,6 +41,42 @@ class Account(TypedDict):
     positions: list[Position]
 
 
+class ValuedPosition(TypedDict):
+    market_id: str
+    outcome: Outcome
+    #: the market's status: OPEN, RESOLVED or SETTLED
+    status: MarketStatus
+    shares: Decimal6
+    #: buys minus sells in this position (negative after a profitable exit)
+    net_cost: Decimal6
+    #: the outcome's price now (1 or 0 once resolved)
+    price: Decimal6
+    #: what selling the whole position now would return (exact LMSR, floored); once resolved, what
+    #: settlement pays (or paid) for it
+    value: Decimal6
+    #: value - net_cost
+    pnl: Decimal6
+    #: the final pnl of a SETTLED market's position, else null
+    realized_pnl: Decimal6 | None
+
+
+class PositionTotals(TypedDict):
+    #: sums over the positions of markets not yet SETTLED
+    value: Decimal6
+    net_cost: Decimal6
+    pnl: Decimal6
+    #: the sum over SETTLED markets' positions
+    realized_pnl: Decimal6
+
+
+class Positions(TypedDict):
+    #: the balance read in the same instant as the live positions
+    available: Decimal6
+    locked: Decimal6
+    positions: list[ValuedPosition]
+    totals: PositionTotals
+
+
 class CreatedUser(Account):
     #: shown once; only its hash is stored
     api_key: str

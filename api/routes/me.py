@@ -1,4 +1,4 @@
-"""The calling user's own views: their trades, a page at a time (from PostgreSQL)."""
+"""The calling user's own views: their trades, a page at a time (from PostgreSQL), and their positions valued now."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from predmarket.api import schemas
 from predmarket.api.auth import User
 from predmarket.api.history import trade_json, trade_page
 from predmarket.api.pages import page_limit, trade_after
+from predmarket.api.positions import positions_answer
 from predmarket.api.responses import JSONResponse
 from predmarket.api.routes.common import ERRORS
 from predmarket.api.state import committed_of, engine_of, pg_of
@@ -35,3 +36,14 @@ async def my_trades(request: Request, principal: User, market_id: OptionalQuery 
         await engine_of(request).markets.get(market_id)  # resident or archived, else 404
     return JSONResponse(schemas.TradeList(trades=[trade_json(r) for r in page.rows],
                                           next_cursor=page.next_cursor))
+
+
+@router.get("/me/positions", response_model=schemas.Positions,
+            summary="The caller's positions valued now (exact LMSR proceeds of selling each), "
+                    "profit and loss, realized profit of settled markets, totals")
+async def my_positions(request: Request, principal: User) -> Response:
+    assert principal.user_id is not None
+    engine = engine_of(request)
+    return JSONResponse(await positions_answer(engine.redis, engine.keys, engine.hotset, pg_of(request),
+                                               principal.user_id))
+

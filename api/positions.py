@@ -1,0 +1,90 @@
+"""``GET /v1/me/positions``: every position valued now, with its profit or loss, and totals.
+
+Live positions (markets not yet SETTLED) come from Redis with the balance, in one
+transaction (engine.positions): ``value`` is the floored LMSR proceeds of selling
+the whole position now (what settlement will pay once RESOLVED), ``pnl = value -
+net_cost``. Positions of SETTLED markets come from the record: ``value`` is what
+settlement paid for that outcome (the user's payout rows in the ledger), and
+``realized_pnl`` (= ``pnl``) is final. A settlement shows here once the persister
+has written it (normally within a second); until then its positions are in
+neither part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from predmarket.api import schemas
+from predmarket.engine.hotset import HotSet, reloading
+from predmarket.engine.keys import Keys
+from predmarket.engine.models import MarketStatus, Outcome
+from predmarket.engine.positions import LiveBook, live_positions
+from predmarket.engine.units import MICRO, format_micro, micro_from_decimal
+from predmarket.record.revision import pg_unavailable
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+#: The user's positions in SETTLED markets and what each outcome was paid: one index range scan of
+#: position_state (user first in its key) and of ix_ledger_user_payouts.
+SETTLED_POSITIONS = text("""
+    SELECT p.market_id, p.outcome, p.net_cost, m.outcome AS won,
+           COALESCE((SELECT sum(l.amount) FROM ledger l
+                     WHERE l.user_id = :user_id AND l.market_id = p.market_id AND l.kind = 'payout'), 0) AS paid
+    FROM position_state p JOIN markets m ON m.market_id = p.market_id
+    WHERE p.user_id = :user_id AND m.status = 'SETTLED' AND (p.net_cost <> 0 OR m.outcome = p.outcome)
+    ORDER BY p.market_id, p.outcome
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class Realized:
+    market_id: str
+    outcome: str
+    net_cost: int
+    #: the market was resolved to this outcome
+    won: bool
+    #: what settlement paid for this outcome (the market's payout to the user if it won, else 0)
+    value: int
+
+
+async def settled_positions(pg: AsyncEngine, user_id: str) -> list[Realized]:
+    try:
+        async with pg.connect() as conn:
+            rows = (await conn.execute(SETTLED_POSITIONS, {"user_id": user_id})).all()
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise pg_unavailable(exc) from exc
+    return [
+        Realized(r.market_id, r.outcome, micro_from_decimal(r.net_cost), r.won == r.outcome,
+                 micro_from_decimal(r.paid) if r.won == r.outcome else 0)
+        for r in rows
+    ]
+
+
+async def positions_answer(redis: Redis, keys: Keys, hotset: HotSet, pg: AsyncEngine,
+                           user_id: str) -> schemas.Positions:
+    live: LiveBook = await reloading(lambda: live_positions(redis, keys, user_id), hotset, user_id=user_id)
+    settled = await settled_positions(pg, user_id)
+    entries: list[schemas.ValuedPosition] = []
+    for p in live.positions:
+        entries.append(schemas.ValuedPosition(
+            market_id=p.market.market_id, outcome=p.outcome.value, status=p.market.status.value,
+            shares=format_micro(p.shares), net_cost=format_micro(p.net_cost), price=format_micro(p.price),
+            value=format_micro(p.value), pnl=format_micro(p.pnl), realized_pnl=None))
+    for r in settled:
+        entries.append(schemas.ValuedPosition(
+            market_id=r.market_id, outcome=Outcome(r.outcome).value, status=MarketStatus.SETTLED.value,
+            shares=format_micro(0), net_cost=format_micro(r.net_cost), price=format_micro(MICRO if r.won else 0),
+            value=format_micro(r.value), pnl=format_micro(r.value - r.net_cost),
+            realized_pnl=format_micro(r.value - r.net_cost)))
+    entries.sort(key=lambda e: (e["market_id"], e["outcome"]))
+    unrealized = [p.pnl for p in live.positions]
+    return schemas.Positions(
+        available=format_micro(live.available), locked=format_micro(live.locked), positions=entries,
+        totals=schemas.PositionTotals(
+            value=format_micro(sum(p.value for p in live.positions)),
+            net_cost=format_micro(sum(p.net_cost for p in live.positions)),
+            pnl=format_micro(sum(unrealized)),
+            realized_pnl=format_micro(sum(r.value - r.net_cost for r in settled)),
+        ))
