@@ -161,7 +161,8 @@ def _run(settings: Settings, sizes: Sizes, say: Callable[[str], None]) -> Hotset
     janitor.janitor.sweep(janitor.stream.committed(), now_ms=created_ms)
     janitor.close()
     with_eviction = _used_mb(client)
-    in_redis = sum(1 for k in client.scan_iter(match=Keys("hot").user("*"), count=5000) if not k.endswith(":pos"))
+    keys = Keys(settings.key_prefix)
+    in_redis = sum(1 for k in client.scan_iter(match=keys.user("*"), count=5000) if keys.is_user_key(k))
     say(f"hot set: Redis {without:,.1f} MiB before eviction, {with_eviction:,.1f} MiB after; "
         f"{in_redis:,} users left in Redis")
 
