@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from tests.support.network import free_port
+from tests.support.processes import die_with_parent
 from tests.support.waiting import wait_for, wait_until
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -77,21 +76,11 @@ def async_cluster_nodes_from_url(url: str) -> list[AsyncClusterNode]:
 # --------------------------------------------------------------------------- one node
 
 
-#: libc's prctl, looked up before any fork (the child only calls it)
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-_PR_SET_PDEATHSIG = 1
-
-
 def _die_with_parent() -> None:
     """In the child before exec: its own process group (so a kill takes a replication fork along), and
-    SIGKILL when the test process dies, so a pytest run killed outright leaves no server behind.
-
-    PR_SET_PDEATHSIG fires when the *thread* that started the node ends: start clusters from the main
-    thread (fixtures are).
-    """
-    os.setpgid(0, 0)
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    SIGKILL when the test process dies (see processes.die_with_parent): start clusters from the main
+    thread (fixtures are)."""
+    die_with_parent(signal.SIGKILL)
 
 
 def _port_free(port: int) -> bool:

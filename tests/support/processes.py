@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +51,13 @@ class Process:
 
     def start(self) -> None:
         self._log = self.log_path.open("ab")
+        # Started from the main thread (fixtures, tests): SIGTERM when the test process dies, so a
+        # pytest run killed outright leaves no server or persister running on. (The signal follows
+        # the starting *thread*: from another one, only a process group of its own.)
+        on_main = threading.current_thread() is threading.main_thread()
         self.popen = subprocess.Popen(self.args, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, start_new_session=not on_main,
+                                      preexec_fn=_terminate_with_parent if on_main else None)
 
     @property
     def pid(self) -> int:
@@ -113,3 +120,21 @@ def stop_all(processes: list[Process], grace_s: float = 1.5) -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.popen.wait(max(0.0, deadline - time.monotonic()))
         process.stop(signal.SIGKILL)
+
+
+#: libc's prctl, looked up before any fork (the child only calls it)
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int) -> None:
+    """In a child before exec: a process group of its own (kills reach what it forks), and ``sig``
+    when the thread that started it ends (PR_SET_PDEATHSIG: Linux only)."""
+    os.setpgid(0, 0)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, sig)
+
+
+def _terminate_with_parent() -> None:
+    die_with_parent(signal.SIGTERM)
+
