@@ -210,7 +210,11 @@ class OrderedScript:
                     # One call's error reply (NOSCRIPT, MOVED, OOM, ...): the connection is still good.
                     reply = exc
                 if self._wait:
-                    self._confirmed(await conn.read_response(disconnect_on_error=True))
+                    try:
+                        confirmed = await conn.read_response(disconnect_on_error=True)
+                    except ResponseError:  # e.g. WAIT refused by a node that is no longer a master
+                        confirmed = 0
+                    self._confirmed(int(confirmed))
             except (*UNREACHABLE, asyncio.CancelledError) as exc:
                 self._broken(exc)
                 return
