@@ -161,30 +161,30 @@ def _api_keys(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> in
 
 
 def _positions(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
-    n = 0
-    for r in _rows(conn, "SELECT user_id, market_id, outcome, shares FROM positions"):
-        shares = micro(r.shares)
-        write("hset", keys.user_positions(r.user_id), f"{r.market_id}:{r.outcome}", shares)
-        write("hset", keys.market_positions(r.market_id), f"{r.user_id}:{r.outcome}", shares)
-        n += 1
-        if n % 50_000 == 0:
-            say("positions", n)
-    say("positions", n)
-    return n
+    return _both_copies(conn, write, say, "positions", "SELECT user_id, market_id, outcome, shares FROM positions",
+                        keys.user_positions, keys.market_positions)
 
 
 def _net_costs(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
     """Every position's net cost, zero-share ones too, in both copies: every user and market comes back
     resident, as if none had been evicted or archived (the hot set drops them again later)."""
+    return _both_copies(conn, write, say, "net costs",
+                        "SELECT user_id, market_id, outcome, net_cost FROM position_state",
+                        keys.user_costs, keys.market_costs)
+
+
+def _both_copies(conn: Connection, write: _Writer, say: Progress, what: str, sql: str,
+                 user_hash: Callable[[str], str], market_hash: Callable[[str], str]) -> int:
+    """Rows of (user_id, market_id, outcome, amount) written to the user's and the market's hash alike."""
     n = 0
-    for r in _rows(conn, "SELECT user_id, market_id, outcome, net_cost FROM position_state"):
-        net_cost = micro(r.net_cost)
-        write("hset", keys.market_costs(r.market_id), f"{r.user_id}:{r.outcome}", net_cost)
-        write("hset", keys.user_costs(r.user_id), f"{r.market_id}:{r.outcome}", net_cost)
+    for user_id, market_id, outcome, amount in _rows(conn, sql):
+        value = micro(amount)
+        write("hset", user_hash(user_id), f"{market_id}:{outcome}", value)
+        write("hset", market_hash(market_id), f"{user_id}:{outcome}", value)
         n += 1
         if n % 50_000 == 0:
-            say("net costs", n)
-    say("net costs", n)
+            say(what, n)
+    say(what, n)
     return n
 
 

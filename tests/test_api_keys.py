@@ -26,18 +26,16 @@ from predmarket.engine.errors import NotFound
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.settings import Settings
-from predmarket.persister.janitor import Janitor
 from predmarket.record.database import alembic_config, drop_database, ensure_database
 from sqlalchemy import create_engine, text
 
 from tests.support.api import RFC3339_UTC, Api, Stack, StackFactory, User, assert_error, unique
-from tests.support.faults import diff, full_snapshot
+from tests.support.faults import diff, evict_idle_users, full_snapshot
 from tests.support.persister import catch_up, persister, persister_env
 from tests.support.processes import run_predmarket
 from tests.support.services import REAL_REDIS, pg_url
 from tests.support.waiting import wait_for
 
-FAR_FUTURE_MS = 10**14  # the janitor's "now" at which every idle user without positions qualifies
 KEY_ID = r"^k_[0-9a-f]{20}$"
 
 
@@ -177,7 +175,7 @@ def test_an_evicted_user_reloads_its_live_keys(limited: Api) -> None:
     assert limited.request("DELETE", f"/v1/me/api-keys/{revoked['key_id']}", token=user.api_key).status_code == 204
     listed = keys_of(limited, user.api_key)
     keys = Keys(stack.prefix)
-    evict(stack, user.user_id)
+    evict_idle_users(stack, user.user_id)
     with stack.redis() as client:
         assert not client.exists(keys.user_api_keys(user.user_id))
         assert client.hget(keys.apikeys, hash_key(kept["api_key"])) == user.user_id  # the directory stays
@@ -187,20 +185,12 @@ def test_an_evicted_user_reloads_its_live_keys(limited: Api) -> None:
     assert status(limited, revoked["api_key"], 0) == 401 and status(limited, revoked["api_key"], 1) == 401
 
     # Listing alone reloads too, and revoking a key of an evicted user works at once.
-    evict(stack, user.user_id)
+    evict_idle_users(stack, user.user_id)
     r = limited.admin("DELETE", f"/v1/users/{user.user_id}/api-keys/{kept['key_id']}", replica=1)
     assert r.status_code == 204
     assert status(limited, kept["api_key"], 0) == 401
     assert [k["key_id"] for k in keys_of(limited, user.api_key)] == [listed[0]["key_id"]]
 
-
-def evict(stack: Stack, user_id: str) -> None:
-    """Evict the idle users without positions, as the janitor does once PostgreSQL holds them."""
-    stack.wait_persisted()
-    with stack.redis() as client:
-        janitor = Janitor(client, Keys(stack.prefix), user_idle_ttl_s=0.001, market_archive_after_s=0)
-        janitor.sweep(stack.committed(), now_ms=FAR_FUTURE_MS)
-        assert not client.exists(Keys(stack.prefix).user(user_id)), "the user was not evicted"
 
 
 def test_the_keys_a_user_may_hold_are_capped(limited: Api) -> None:

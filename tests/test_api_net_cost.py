@@ -25,19 +25,16 @@ from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import Order, Outcome, Side
 from predmarket.engine.settings import Settings
 from predmarket.engine.units import MICRO, micro_from_decimal
-from predmarket.persister.janitor import Janitor
 from predmarket.record.database import alembic_config
 from sqlalchemy import text
 
 from tests.support.api import Api, Stack, User, assert_error, dec
 from tests.support.factories import MarketFactory, UserFactory
-from tests.support.faults import deployment
+from tests.support.faults import deployment, evict_idle_users
 from tests.support.persister import catch_up, generate_trades, persister, persister_env, pg_connection
 from tests.support.processes import run_predmarket
 from tests.support.redis_data import delete_prefix
 from tests.support.services import REAL_REDIS, REDIS_URL
-
-FAR_FUTURE_MS = 10**14  # the janitor's "now": every user without positions is idle
 
 
 def position(account: dict[str, Any], market_id: str, outcome: str = "YES") -> dict[str, Any] | None:
@@ -235,11 +232,8 @@ def test_net_cost_survives_eviction_and_reload_and_trading_goes_on(database_url:
             assert r.status_code == 201, r.text
             paid -= dec(r.json()["cost"])
             keys = Keys(stack.prefix)
-            stack.wait_persisted()
+            evict_idle_users(stack, user.user_id)  # it holds no shares any more
             with stack.redis() as client:
-                Janitor(client, keys, user_idle_ttl_s=0.001, market_archive_after_s=0).sweep(
-                    stack.committed(), now_ms=FAR_FUTURE_MS)
-                assert not client.exists(keys.user(user.user_id)), "the user (no shares left) was not evicted"
                 assert not client.exists(keys.user_costs(user.user_id))
                 # The market's copy stays with the market.
                 assert client.hget(keys.market_costs(market_id), f"{user.user_id}:YES") == str(micro_from_decimal(paid))

@@ -311,6 +311,14 @@ def test_pages_match_the_published_document(api: Api) -> None:
 
 # --------------------------------------------------------------------------- the plans
 
+def insert_trades(conn: Any, rows_sql: str) -> None:
+    """Trades made in SQL for the plan and query tests: ``rows_sql`` (a SELECT or VALUES) gives, in order,
+    trade_id, event_id, user_id, market_id, side, outcome, shares, price, cost, price_yes, price_no,
+    yes_shares, no_shares, pool, created_at."""
+    conn.execute(text("INSERT INTO trades (trade_id, event_id, user_id, market_id, side, outcome, shares, price, "
+                      "cost, price_yes, price_no, yes_shares, no_shares, pool, created_at) " + rows_sql))
+
+
 def explain(conn: Any, **page: Any) -> str:
     """The plan of a page as the API reads it (in a transaction with its setting)."""
     query = trade_page_query(100, **page).compile(dialect=postgresql.dialect(),
@@ -328,14 +336,12 @@ def test_every_trade_page_is_one_index_range_scan(database_url: str) -> None:
     pg = create_engine(database_url)
     try:
         with pg.begin() as conn:
-            conn.execute(text("""
-                INSERT INTO trades (trade_id, event_id, user_id, market_id, side, outcome, shares, price,
-                                    cost, price_yes, price_no, yes_shares, no_shares, pool, created_at)
+            insert_trades(conn, """
                 SELECT i, i || '-0',
                        CASE WHEN i % 200 = 0 THEN 'w' ELSE 'u' || (i % 200) END,
                        CASE WHEN i % 200 = 0 THEN 'm' || (7 + i / 200 % 2) ELSE 'm' || (i % 500) END,
                        'BUY', 'YES', 1, 0.5, 0.5, 0.5, 0.5, 1, 1, 1, now()
-                FROM generate_series(1, 200000) AS i"""))
+                FROM generate_series(1, 200000) AS i""")
             conn.execute(text("ANALYZE trades"))
         with pg.connect() as conn:
             cases = {
@@ -367,12 +373,10 @@ def test_pages_read_the_record_through_the_same_query(database_url: str) -> None
     pg = create_engine(database_url)
     try:
         with pg.begin() as conn:
-            conn.execute(text("""
-                INSERT INTO trades (trade_id, event_id, user_id, market_id, side, outcome, shares, price, cost,
-                                    price_yes, price_no, yes_shares, no_shares, pool, created_at)
+            insert_trades(conn, """
                 SELECT i, i || '-0', 'u' || (i % 2), 'm' || (i % 3), 'BUY', 'YES', 1, 0.5, 0.5,
                        0.5, 0.5, 1, 1, 1, now()
-                FROM generate_series(1, 30) AS i"""))
+                FROM generate_series(1, 30) AS i""")
         with pg.connect() as conn:
             def ids(limit: int, **page: Any) -> list[int]:
                 return [r.trade_id for r in conn.execute(trade_page_query(limit, **page))]
@@ -394,11 +398,9 @@ def test_a_first_page_holds_only_committed_trades(database_url: str) -> None:
     pg = create_engine(database_url)
     try:
         with pg.begin() as conn:
-            conn.execute(text("""
-                INSERT INTO trades (trade_id, event_id, user_id, market_id, side, outcome, shares, price, cost,
-                                    price_yes, price_no, yes_shares, no_shares, pool, created_at)
+            insert_trades(conn, """
                 SELECT i, (1000 + i) || '-' || (i % 3), 'u', 'm', 'BUY', 'YES', 1, 0.5, 0.5, 0.5, 0.5, 1, 1, 1, now()
-                FROM generate_series(1, 10) AS i WHERE i <> 7"""))
+                FROM generate_series(1, 10) AS i WHERE i <> 7""")
         with pg.connect() as conn:
             def ids(**page: Any) -> list[int]:
                 return [r.trade_id for r in conn.execute(trade_page_query(100, market_id="m", **page))]
@@ -407,10 +409,8 @@ def test_a_first_page_holds_only_committed_trades(database_url: str) -> None:
             assert ids(committed=(1006, 2)) == [6, 5, 4, 3, 2, 1]  # 7's event is 1007-1: not committed
             assert ids(committed=(1005, 1)) == [4, 3, 2, 1]  # 5 is 1005-2: (ms, seq) compared as numbers
             assert ids(before=6, committed=(1006, 2)) == [5, 4, 3, 2, 1]  # later pages: no bound
-            conn.execute(text("""
-                INSERT INTO trades (trade_id, event_id, user_id, market_id, side, outcome, shares, price, cost,
-                                    price_yes, price_no, yes_shares, no_shares, pool, created_at)
-                VALUES (7, '1007-1', 'u', 'm', 'BUY', 'YES', 1, 0.5, 0.5, 0.5, 0.5, 1, 1, 1, now())"""))
+            insert_trades(conn, """
+                VALUES (7, '1007-1', 'u', 'm', 'BUY', 'YES', 1, 0.5, 0.5, 0.5, 0.5, 1, 1, 1, now())""")
             conn.commit()
             assert ids(committed=(1008, 2)) == [8, 7, 6, 5, 4, 3, 2, 1]
             assert ids(committed=(99999, 0)) == [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]

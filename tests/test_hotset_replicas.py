@@ -25,7 +25,7 @@ from predmarket.engine.keys import Keys
 from predmarket.persister.janitor import Janitor
 
 from tests.support.api import HTTP_TIMEOUT_S, Api, Stack, User, bearer
-from tests.support.faults import deployment
+from tests.support.faults import FAR_FUTURE_MS, deployment, evict_idle_users
 from tests.support.redis_data import delete_prefix
 from tests.support.services import REDIS_URL
 from tests.support.waiting import wait_for
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.slow
 
 ROUNDS = 12
 COPIES = 2  # of each request, on each replica, per round
-FAR_FUTURE_MS = 10**14  # idle "now" for the test's janitor: every user without positions qualifies
 
 
 @pytest.fixture
@@ -46,14 +45,6 @@ def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
         finally:
             delete_prefix(stack.prefix)
 
-
-def evict(stack: Stack, user_id: str) -> None:
-    """Evict every idle user without positions, as the janitor does once PostgreSQL has them."""
-    stack.wait_persisted()
-    with stack.redis() as client:
-        janitor = Janitor(client, Keys(stack.prefix), user_idle_ttl_s=0.001, market_archive_after_s=0)
-        janitor.sweep(stack.committed(), now_ms=FAR_FUTURE_MS)
-        assert not client.exists(Keys(stack.prefix).user(user_id)), "the user was not evicted"
 
 
 def first_requests(stack: Stack, user: User, market_id: str, rng: random.Random) -> list[tuple[str, int, str]]:
@@ -104,7 +95,7 @@ def test_evicted_users_answer_every_concurrent_first_request_on_both_replicas(ap
     trades: dict[str, list[dict[str, Any]]] = {}
     for _ in range(ROUNDS):
         user = api.create_user("100")
-        evict(stack, user.user_id)
+        evict_idle_users(stack, user.user_id)
         answers = first_requests(stack, user, market, rng)
         for what, status, body in answers:
             expected = 201 if what.startswith("trade") else 200

@@ -27,6 +27,7 @@ import httpx
 import redis as sync_redis
 from predmarket.engine.keys import Keys
 from predmarket.engine.units import micro_from_decimal
+from predmarket.persister.janitor import Janitor
 from sqlalchemy import create_engine, text
 
 from tests.support.api import Api, Stack, User
@@ -61,6 +62,20 @@ def deployment(name: str, database_url: str, redis_url: str, workdir: Path, *, r
 def cli(stack: Stack, *args: str, timeout_s: float = CLI_TIMEOUT_S, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``predmarket <args>`` with the stack's environment; output captured."""
     return run_predmarket(*args, env={**stack.env, **env}, timeout_s=timeout_s)
+
+
+#: The janitor's "now" at which every idle user without positions qualifies for eviction.
+FAR_FUTURE_MS = 10**14
+
+
+def evict_idle_users(stack: Stack, user_id: str) -> None:
+    """Evict every idle user without positions, as the janitor does once PostgreSQL holds them;
+    ``user_id`` must be among them."""
+    stack.wait_persisted()
+    with stack.redis() as client:
+        janitor = Janitor(client, Keys(stack.prefix), user_idle_ttl_s=0.001, market_archive_after_s=0)
+        janitor.sweep(stack.committed(), now_ms=FAR_FUTURE_MS)
+        assert not client.exists(Keys(stack.prefix).user(user_id)), "the user was not evicted"
 
 
 # --------------------------------------------------------------------------- full snapshots
