@@ -31,6 +31,8 @@ class Outcome(StrEnum):
 class MarketStatus(StrEnum):
     CREATED = "CREATED"
     OPEN = "OPEN"
+    #: trading stopped (close time reached or closed by the admin), not resolved yet
+    CLOSED = "CLOSED"
     RESOLVED = "RESOLVED"
     SETTLED = "SETTLED"
 
@@ -115,6 +117,10 @@ class Market:
     settled_no: int = 0
     payouts_total: int = 0
     holders_paid: int = 0
+    #: when trading stops (ms, Redis' clock), if the market was created with a close time
+    close_ms: int | None = None
+    #: when the market became CLOSED (its MarketClosed event), if it did
+    closed_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

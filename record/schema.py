@@ -89,7 +89,8 @@ markets = Table(
     Column("market_id", String(64), primary_key=True),
     Column("name", Text, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("outcome", String(3), nullable=True),
+    #: the resolution: a label, CANCEL or PROB (null until resolved)
+    Column("outcome", String(32), nullable=True),
     money("liquidity_b"),
     money("yes_shares"),
     money("no_shares"),
@@ -100,6 +101,11 @@ markets = Table(
     money("settled_no"),
     money("payouts_total"),
     Column("holders_paid", Integer, nullable=False),
+    #: when trading stops (null: until resolved); closed_at: when the MarketClosed event was written
+    Column("close_time", DateTime(timezone=True), nullable=True),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+    #: a PROB resolution's {label: "0.250000", ...} as JSON text
+    Column("probabilities", Text, nullable=True),
     Column("version", BigInteger, nullable=False),
     Column("last_trade_id", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -117,7 +123,7 @@ market_snapshots = Table(
     Column("market_id", String(64), nullable=False, index=True),
     Column("version", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("outcome", String(3), nullable=True),
+    Column("outcome", String(32), nullable=True),
     money("yes_shares"),
     money("no_shares"),
     money("price_yes"),
@@ -127,6 +133,11 @@ market_snapshots = Table(
     money("settled_no"),
     money("payouts_total"),
     Column("holders_paid", Integer, nullable=False),
+    #: when trading stops (null: until resolved); closed_at: when the MarketClosed event was written
+    Column("close_time", DateTime(timezone=True), nullable=True),
+    Column("closed_at", DateTime(timezone=True), nullable=True),
+    #: a PROB resolution's {label: "0.250000", ...} as JSON text
+    Column("probabilities", Text, nullable=True),
     #: every trade of the market up to this id is included in the snapshot
     Column("last_trade_id", BigInteger, nullable=False),
     Column("last_event", String(40), nullable=False),
