@@ -8,7 +8,9 @@ Unknown fields, wrong types, non-JSON content and bad numbers are all
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -69,6 +71,10 @@ class CreateMarket(Body):
     name: str
     liquidity_b: Micro
     market_id: str | None = None
+    #: the outcome labels; only the default ``["YES", "NO"]`` is served by this release
+    outcomes: list[str] | None = None
+    #: when trading stops, RFC 3339 with a zone (``2027-01-01T00:00:00Z``); must lie in the future
+    close_time: str | None = None
 
 
 class Resolve(Body):
@@ -130,3 +136,41 @@ AmountJson = Annotated[AmountBody, Depends(body_of(AmountBody))]
 CreateMarketBody = Annotated[CreateMarket, Depends(body_of(CreateMarket))]
 ResolveBody = Annotated[Resolve, Depends(body_of(Resolve))]
 TradeJson = Annotated[TradeBody, Depends(body_of(TradeBody))]
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$")
+_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+BINARY_OUTCOMES = ["YES", "NO"]
+
+
+def close_time_ms(text: str) -> int:
+    """An RFC 3339 time with its zone as milliseconds since the epoch, rounded up: a close time is
+    never moved earlier (``2027-01-01T00:00:00.0004Z`` closes at .001)."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValidationError("close_time must be an RFC 3339 time with a zone, e.g. 2027-01-01T00:00:00Z")
+    date, clock, fraction, zone = match.groups()
+    try:
+        moment = datetime.fromisoformat(f"{date}T{clock}{'+00:00' if zone in 'Zz' else zone}")
+    except ValueError:
+        raise ValidationError("close_time is not a valid date and time") from None
+    digits = (fraction or "").ljust(3, "0")
+    extra_ms = int(digits[:3]) + (1 if digits[3:].strip("0") else 0)
+    return int(moment.timestamp()) * 1000 + extra_ms
+
+
+def check_outcomes(labels: list[str] | None) -> None:
+    """The contract's rules for outcome labels, then this release's limit: YES/NO markets only."""
+    if labels is None:
+        return
+    if not 2 <= len(labels) <= 16:
+        raise ValidationError("outcomes must list 2 to 16 labels")
+    for label in labels:
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            raise ValidationError("each outcome label must match ^[A-Za-z0-9_-]{1,32}$")
+        if label in ("CANCEL", "PROB"):
+            raise ValidationError(f"{label} is reserved and cannot be an outcome label")
+    if len(set(labels)) != len(labels):
+        raise ValidationError("outcome labels must be unique")
+    if labels != BINARY_OUTCOMES:
+        raise ValidationError('this release serves YES/NO markets only: outcomes must be ["YES", "NO"]')

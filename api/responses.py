@@ -49,6 +49,11 @@ def market_json(m: Market) -> schemas.Market:
         "yes_shares": format_micro(m.yes_shares), "no_shares": format_micro(m.no_shares),
         "price_yes": format_micro(m.price_yes), "price_no": format_micro(m.price_no),
         "pool": format_micro(m.pool), "created_at": rfc3339(m.created_ms), "last_updated": rfc3339(m.updated_ms),
+        "outcomes": [
+            {"outcome": "YES", "shares": format_micro(m.yes_shares), "price": format_micro(m.price_yes)},
+            {"outcome": "NO", "shares": format_micro(m.no_shares), "price": format_micro(m.price_no)},
+        ],
+        "close_time": rfc3339(m.close_ms) if m.close_ms is not None else None,
     }
 
 

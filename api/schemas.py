@@ -21,7 +21,7 @@ Decimal6 = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{6}$", examples=["12.5
 Timestamp = Annotated[str, Field(examples=["2026-12-05T14:02:41.123000Z"])]
 Side = Literal["BUY", "SELL"]
 Outcome = Literal["YES", "NO"]
-MarketStatus = Literal["CREATED", "OPEN", "RESOLVED", "SETTLED"]
+MarketStatus = Literal["CREATED", "OPEN", "CLOSED", "RESOLVED", "SETTLED"]
 
 
 class Position(TypedDict):
@@ -104,6 +104,12 @@ class CreatedApiKey(TypedDict):
     created_at: Timestamp
 
 
+class OutcomeState(TypedDict):
+    outcome: str
+    shares: Decimal6
+    price: Decimal6
+
+
 class Market(TypedDict):
     market_id: str
     name: str
@@ -118,6 +124,10 @@ class Market(TypedDict):
     pool: Decimal6
     created_at: Timestamp
     last_updated: Timestamp
+    #: every outcome in creation order, with its outstanding shares and price
+    outcomes: list[OutcomeState]
+    #: when trading stops (null: until resolved)
+    close_time: Timestamp | None
 
 
 class MarketList(TypedDict):

@@ -38,7 +38,8 @@ key                             contents
                                 (liquidity), q_yes, q_no, pool, version (bumped by
                                 every change), created_ms, updated_ms, last_event,
                                 last_trade_id (once traded), settled_yes, settled_no,
-                                payouts_total, holders_paid
+                                payouts_total, holders_paid, close_ms (a close time, if any),
+                                closed_ms (once CLOSED)
 ``<p>:{m:<market>}:pos``        hash: ``<user>:<YES|NO>`` -> micro-shares
 ``<p>:{m:<market>}:cost``       hash: ``<user>:<YES|NO>`` -> net cost (signed micro-units) of every
                                 position ever traded in the market, kept when its shares are
@@ -57,6 +58,8 @@ key                             contents
 ``<p>:idem:<user>:<key>``       string with TTL (PM_IDEMPOTENCY_TTL_S): the first response to
                                 an Idempotency-Key, ``|``-separated (lua/trade.lua)
 ``<p>:dirty``                   sorted set: market ids scored by their last change (idle flush)
+``<p>:closing``                 sorted set: ids of OPEN or CREATED markets with a close time, scored
+                                by it (ms); the janitor closes those due (lua/close_market.lua)
 ``<p>:totals``                  hash: deposits, withdrawals (conservation)
 ``<p>:rl:<user>``               hash: the user's rate-limit token bucket: tokens, ts_ms
                                 (expires once full again)
@@ -159,6 +162,10 @@ class Keys:
     @property
     def dirty(self) -> str:
         return f"{self.prefix}:dirty"
+
+    @property
+    def closing(self) -> str:
+        return f"{self.prefix}:closing"
 
     @property
     def totals(self) -> str:

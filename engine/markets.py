@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import cast
 
 from predmarket.engine import pricing
@@ -18,6 +19,8 @@ from predmarket.engine.validation import check_id, check_liquidity, check_market
 from redis.asyncio import Redis
 
 SETTLE_BATCH = 500
+#: 9999-12-31T23:59:59.999Z: the latest close time RFC 3339 can write
+MAX_CLOSE_MS = 253_402_300_799_999
 
 
 def market_from(market_id: str, f: dict[str, str]) -> Market:
@@ -31,7 +34,15 @@ def market_from(market_id: str, f: dict[str, str]) -> Market:
         updated_ms=int(f["updated_ms"]), settled_yes=int(f.get("settled_yes", 0)),
         settled_no=int(f.get("settled_no", 0)), payouts_total=int(f.get("payouts_total", 0)),
         holders_paid=int(f.get("holders_paid", 0)),
+        close_ms=int(f["close_ms"]) if f.get("close_ms") else None,
+        closed_ms=int(f["closed_ms"]) if f.get("closed_ms") else None,
     )
+
+
+def past_close_time(market: Market) -> bool:
+    """An OPEN market whose close time this process's clock says has come: Redis' clock decides (the
+    script asks it), this only spares every read of every other market the question."""
+    return market.status is MarketStatus.OPEN and market.close_ms is not None and time.time() * 1000 >= market.close_ms
 
 
 def check_quote(side: Side, shares: int | None, amount: int | None) -> None:
@@ -53,17 +64,21 @@ class Markets:
         self._keys = keys
         self._hotset = hotset
 
-    async def create(self, name: str, liquidity_b: int, market_id: str | None = None) -> Market:
-        """Register a CREATED market; its pool is ``ceil(b ln 2)`` taken from ``house``."""
+    async def create(self, name: str, liquidity_b: int, market_id: str | None = None,
+                     close_ms: int | None = None) -> Market:
+        """Register a CREATED market; its pool is ``ceil(b ln 2)`` taken from ``house``. ``close_ms``:
+        when trading stops (ms since the epoch), which must lie ahead of Redis' clock."""
         check_market_name(name)
         check_liquidity(liquidity_b)
         market_id = check_id(market_id, "market_id") if market_id is not None else new_id("m")
+        if close_ms is not None and not 0 < close_ms <= MAX_CLOSE_MS:
+            raise ValidationError("close_time must lie between 1970 and 9999")
         k = self._keys
         # Resident or archived, every market is in Redis: the script alone decides uniqueness.
         with unavailable_on_disconnect():
             await self._scripts.create_market(
                 [k.market(market_id), k.markets, k.user(HOUSE), k.events, k.dirty, k.archived],
-                [market_id, name, liquidity_b, pricing.subsidy(liquidity_b)],
+                [market_id, name, liquidity_b, pricing.subsidy(liquidity_b), "" if close_ms is None else close_ms],
             )
         return await self.get(market_id)
 
@@ -74,7 +89,19 @@ class Markets:
         k = self._keys
         with unavailable_on_disconnect():
             await self._scripts.open_market(
-                [k.market(market_id), k.events, k.dirty], [market_id]
+                [k.market(market_id), k.events, k.dirty, k.closing], [market_id]
+            )
+        return await self._get(market_id)
+
+    async def close(self, market_id: str) -> Market:
+        """OPEN -> CLOSED now (the admin's early close): trading and quotes stop, resolution may follow."""
+        return await reloading(lambda: self._close(market_id, "admin"), self._hotset, market_id=market_id)
+
+    async def _close(self, market_id: str, mode: str) -> Market:
+        k = self._keys
+        with unavailable_on_disconnect():
+            await self._scripts.close_market(
+                [k.market(market_id), k.events, k.dirty, k.closing], [market_id, mode]
             )
         return await self._get(market_id)
 
@@ -138,7 +165,11 @@ class Markets:
                     fields = json.loads(kept)
         if not fields:
             raise NotFound(f"no market {market_id}")
-        return market_from(market_id, fields)
+        market = market_from(market_id, fields)
+        if past_close_time(market):
+            # Nobody traded it since its close time, and the janitor has not come by yet: ask Redis' clock.
+            market = await self._close(market_id, "due")
+        return market
 
     async def _get(self, market_id: str) -> Market:
         with unavailable_on_disconnect():
@@ -172,6 +203,9 @@ class Markets:
         if status in (None, MarketStatus.SETTLED):
             for market_id, text in kept.items():
                 markets.setdefault(market_id, market_from(market_id, json.loads(text)))
+        for market_id, market in markets.items():
+            if past_close_time(market):  # as in get(): a listing never shows a market open past its close time
+                markets[market_id] = await self._close(market_id, "due")
         chosen = [m for m in markets.values() if status is None or m.status is status]
         return sorted(chosen, key=lambda m: (m.created_ms, m.market_id))
 

@@ -117,6 +117,7 @@ class _Registry(Generic[S]):
 
     archive_market: S
     clear_dirty: S
+    close_market: S
     create_api_key: S
     create_market: S
     create_user: S

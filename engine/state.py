@@ -182,7 +182,7 @@ def _markets(state: State) -> list[Breach]:
                     "shares", f"market {market_id} {outcome}",
                     f"{format_micro(expected)} outstanding", f"{format_micro(found)} held by users",
                 ))
-        if m.status in ("OPEN", "RESOLVED") and m.pool < max(live.values()):
+        if m.status in ("OPEN", "CLOSED", "RESOLVED") and m.pool < max(live.values()):
             breaches.append(Breach(
                 "solvency", f"market {market_id}", f"pool >= {format_micro(max(live.values()))}",
                 format_micro(m.pool),

@@ -139,3 +139,22 @@ local function id_less(a, b)
   local bm, bs = parse_id(b)
   return am < bm or (am == bm and as < bs)
 end
+
+-- Close an OPEN market now (its close time reached, or the admin asked): status CLOSED and one
+-- MarketClosed event naming the last trade before the close, so the record and any replay agree
+-- on where trading stopped. `reason` is 'close_time' or 'admin'. Returns the event id.
+local function close_market_now(mkey, events, dirty, market_id, ms, reason)
+  local last_trade = redis.call('HGET', mkey, 'last_trade_id') or '0'
+  redis.call('HSET', mkey, 'status', 'CLOSED', 'closed_ms', ms)
+  local event = redis.call('XADD', events, '*', 'type', 'MarketClosed', 'ts', ms, 'market_id', market_id,
+    'last_trade_id', last_trade, 'reason', reason)
+  touch_market(mkey, dirty, market_id, ms, event, 1)
+  return event
+end
+
+-- Whether an OPEN market's close time (the hash's close_ms, '' or absent when none) has come at `ms`.
+-- (HMGET's missing field reaches Lua as false.)
+local function close_due(close_ms, ms)
+  if not close_ms or close_ms == '' then return false end
+  return tonumber(ms) >= tonumber(close_ms)
+end

@@ -34,7 +34,9 @@
 -- Per-order codes: MARKET_NOT_OPEN, NOT_FOUND, INSUFFICIENT_FUNDS, INSUFFICIENT_SHARES,
 -- VALIDATION_ERROR, IDEMPOTENCY_KEY_REUSED.
 -- Emits TradeExecuted then PriceUpdated per applied order (+ position, net_cost, avg_price in
--- TradeExecuted, and idempotency_key, request_hash when the order carried a key).
+-- TradeExecuted, and idempotency_key, request_hash when the order carried a key); MarketClosed
+-- (and no trade) for an OPEN market whose close time this call's clock has reached: its orders
+-- answer MARKET_NOT_OPEN.
 --
 -- Net cost: each position's buys minus sells (signed micro-units), kept in both net cost hashes
 -- (the same value) even once the shares are gone; the market's copy is the one added to.
@@ -155,9 +157,16 @@ end
 local function market_batch(k, a, ms)
   local m = {key = KEYS[k], pos = KEYS[k + 1], cost = KEYS[k + 2], id = ARGV[a]}
   local expected, n = ARGV[a + 1], tonumber(ARGV[a + 2])
-  local st = redis.call('HMGET', m.key, 'status', 'version', 'q_yes', 'q_no', 'pool')
+  local st = redis.call('HMGET', m.key, 'status', 'version', 'q_yes', 'q_no', 'pool', 'close_ms')
   if not st[1] then return {'NOT_FOUND'}, n end
-  if st[2] .. ':' .. st[3] .. ':' .. st[4] ~= expected then
+  -- The close time is checked against this call's clock before anything else: every order of
+  -- this call runs at `ms`, so none executes at or after the close time, whenever it was queued.
+  -- No order can execute then, so the state check below has nothing left to protect.
+  local closed_now = st[1] == 'OPEN' and close_due(st[6], ms)
+  if closed_now then
+    close_market_now(m.key, events, dirty, m.id, ms, 'close_time')
+    st[1], st[2] = 'CLOSED', redis.call('HGET', m.key, 'version')
+  elseif st[2] .. ':' .. st[3] .. ':' .. st[4] ~= expected then
     return {'CONFLICT', st[2], st[1], st[3], st[4], st[5]}, n
   end
   local open = st[1] == 'OPEN'

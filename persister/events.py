@@ -235,18 +235,31 @@ def _market_created(batch: Batch, f: _Fields, order: int, when: datetime) -> Non
         "yes_shares": ZERO, "no_shares": ZERO, "price_yes": half, "price_no": half, "pool": pool,
         "settled_yes": ZERO, "settled_no": ZERO, "payouts_total": ZERO, "holders_paid": 0, "version": 1,
         "last_trade_id": 0, "created_at": when, "last_updated": when, "event_id": f.entry_id,
-        "status_order": order,
+        "status_order": order, "close_time": _close_time(f), "closed_at": None, "probabilities": None,
     })
     batch.movement(f, "subsidy", "user:house", f"pool:{market_id}", pool, when, market_id=market_id)
     batch.balance("house", house, order, when)
+
+
+def _close_time(f: _Fields) -> datetime | None:
+    """A MarketCreated's close time (``close_ms``), if the market has one."""
+    if "close_ms" not in f.fields:
+        return None
+    try:
+        return timestamp(f.integer("close_ms"))
+    except OverflowError:
+        raise MalformedEvent("field 'close_ms' out of range") from None
 
 
 def _lifecycle(status: str) -> Callable[[Batch, _Fields, int, datetime], None]:
     def handle(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
         market_id = f.ident("market_id")
         outcome = f.choice("outcome", _OUTCOMES) if status == "RESOLVED" else None
+        if status == "CLOSED":
+            f.integer("last_trade_id")  # checked: the record's word on where trading stopped is in the stream
         batch._newest(batch.market_status, market_id,
-                      {"status": status, "outcome": outcome, "event_order": order, "when": when})
+                      {"status": status, "outcome": outcome, "event_order": order, "when": when,
+                       "closed_at": when if status == "CLOSED" else None})
     return handle
 
 
@@ -333,6 +346,7 @@ _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {
     "Withdrawal": _withdrawal,
     "MarketCreated": _market_created,
     "MarketOpened": _lifecycle("OPEN"),
+    "MarketClosed": _lifecycle("CLOSED"),
     "MarketResolved": _lifecycle("RESOLVED"),
     "TradeExecuted": _trade_executed,
     "PriceUpdated": _price_updated,

@@ -223,6 +223,7 @@ WITH snap AS (
     SELECT market_id, SUM(amount) AS pool FROM ledger WHERE kind = 'subsidy' AND leg = 1 GROUP BY market_id
 )
 SELECT m.market_id, m.name, m.status, m.outcome, m.liquidity_b, m.created_at, m.last_updated AS row_updated,
+       m.close_time, m.closed_at,
        s.version AS snap_version, s.status AS snap_status, s.yes_shares AS snap_yes, s.no_shares AS snap_no,
        s.pool AS snap_pool, s.last_trade_id AS snap_last_trade, s.last_updated AS snap_updated,
        COALESCE(sub.pool, 0) AS subsidy,
@@ -253,7 +254,9 @@ def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tup
         # Any change after the snapshot moves it on (payouts too), so the idle flush can write it.
         version = (r.snap_version if snapshot else 1) + r.n_after + r.n_out + (r.status != r.snap_status)
         updated = max(t for t in (r.row_updated, r.snap_updated, r.last_at, r.out_at) if t is not None)
-        write("hset", keys.market(r.market_id), mapping={
+        # closed_ms exists once the market closed (lua/lib.lua's close_market_now), as in Redis.
+        closed = {"closed_ms": epoch_ms(r.closed_at)} if r.closed_at is not None else {}
+        write("hset", keys.market(r.market_id), mapping={**closed,
             "name": r.name, "status": r.status, "outcome": r.outcome or "", "b": micro(r.liquidity_b),
             "q_yes": q_yes, "q_no": q_no, "pool": pool, "version": version,
             "created_ms": epoch_ms(r.created_at), "updated_ms": epoch_ms(updated),
@@ -261,8 +264,11 @@ def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tup
             "settled_no": q_no - micro(r.held_no) if settled else 0,
             "payouts_total": micro(r.payouts_total), "holders_paid": r.holders_paid,
             "last_trade_id": r.last_trade_id or (r.snap_last_trade if snapshot else 0), "last_event": "0-0",
+            "close_ms": epoch_ms(r.close_time) if r.close_time is not None else "",
         })
         write("zadd", keys.markets, {r.market_id: epoch_ms(r.created_at)})
+        if r.status == "OPEN" and r.close_time is not None:
+            write("zadd", keys.closing, {r.market_id: epoch_ms(r.close_time)})
         if version != r.snap_version:
             # Replayed past its snapshot: PostgreSQL's markets row is behind too. Dirty, the idle
             # flush rewrites it (else it stayed stale, and the hot set would archive a SETTLED

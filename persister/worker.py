@@ -28,6 +28,7 @@ from predmarket.engine.connection import UNREACHABLE, connect_sync
 from predmarket.engine.keys import Keys
 from predmarket.engine.replication import ReplicasBehind, fence
 from predmarket.engine.settings import Settings
+from predmarket.persister.closer import close_due_markets
 from predmarket.persister.events import Batch, MalformedEvent
 from predmarket.persister.flush import IdleFlusher
 from predmarket.persister.janitor import Janitor
@@ -54,6 +55,8 @@ class Cadence:
     stats_every_s: float = 5.0
     max_backoff_s: float = 5.0
     janitor_every_s: float = 1.0
+    #: how late an idle market's MarketClosed may come after its close time, at most (trades close on time)
+    close_every_s: float = 0.25
     key_uses_every_s: float = 5.0
     heartbeat_every_s: float = 1.0
 
@@ -334,6 +337,8 @@ class Persister:
             self.report()
         if self._every("key_uses", cadence.key_uses_every_s):
             self.save_key_uses()
+        if self._every("close", cadence.close_every_s):
+            close_due_markets(self.stream.redis, self.stream.scripts, self.stream.keys)
         if self.janitor.enabled and self._every("janitor", cadence.janitor_every_s):
             self.janitor.round(self.stream.committed())
         if settings.heartbeat_file and self._every("heartbeat", cadence.heartbeat_every_s):

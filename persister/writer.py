@@ -168,9 +168,12 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
                 outcome=func.coalesce(bindparam("m_outcome", type_=markets.c.outcome.type), markets.c.outcome),
                 status_order=bindparam("m_order"),
                 last_updated=func.greatest(markets.c.last_updated, bindparam("m_when")),
+                # Only MarketClosed names it; later changes keep it.
+                closed_at=func.coalesce(bindparam("m_closed_at", type_=markets.c.closed_at.type),
+                                        markets.c.closed_at),
             ),
             [{"m_id": market_id, "m_order": row["event_order"], "m_status": row["status"],
-              "m_outcome": row["outcome"], "m_when": row["when"]}
+              "m_outcome": row["outcome"], "m_when": row["when"], "m_closed_at": row.get("closed_at")}
              for market_id, row in sorted(batch.market_status.items())],
         )
     new_trades = _insert_new(conn, trades, batch.trades, returning="trade_id")

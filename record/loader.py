@@ -55,13 +55,17 @@ def user_fields(row: Row[Any], loaded_ms: int) -> dict[str, str | int]:
 
 def market_fields(row: Row[Any]) -> dict[str, str | int]:
     """The Redis market hash for a (settled, fully flushed) ``markets`` row (kept as its archived state)."""
+    # closed_ms exists once the market closed (lua/lib.lua's close_market_now), as in Redis.
+    closed = {"closed_ms": epoch_ms(row.closed_at)} if row.closed_at is not None else {}
     return {
+        **closed,
         "name": row.name, "status": row.status, "outcome": row.outcome or "", "b": micro(row.liquidity_b),
         "q_yes": micro(row.yes_shares), "q_no": micro(row.no_shares), "pool": micro(row.pool),
         "version": row.version, "created_ms": epoch_ms(row.created_at), "updated_ms": epoch_ms(row.last_updated),
         "settled_yes": micro(row.settled_yes), "settled_no": micro(row.settled_no),
         "payouts_total": micro(row.payouts_total), "holders_paid": row.holders_paid,
         "last_trade_id": row.last_trade_id, "last_event": "0-0",
+        "close_ms": epoch_ms(row.close_time) if row.close_time is not None else "",
     }
 
 

@@ -9,7 +9,15 @@ from predmarket.api import schemas
 from predmarket.api.auth import Admin, any_caller
 from predmarket.api.history import market_trade_json, trade_page
 from predmarket.api.pages import market_after, market_page, page_limit, trade_after
-from predmarket.api.requests import CreateMarket, CreateMarketBody, Resolve, ResolveBody, body_doc
+from predmarket.api.requests import (
+    CreateMarket,
+    CreateMarketBody,
+    Resolve,
+    ResolveBody,
+    body_doc,
+    check_outcomes,
+    close_time_ms,
+)
 from predmarket.api.responses import JSONResponse, market_json, quote_json
 from predmarket.api.routes.common import ERRORS, path_id
 from predmarket.api.state import committed_of, engine_of, pg_of
@@ -28,7 +36,9 @@ OptionalQuery = Annotated[str | None, Query()]
              summary="Create a market (admin); its subsidy ceil(b ln 2) comes from house")
 async def create_market(
     request: Request, _: Admin, body: CreateMarketBody) -> Response:
-    market = await engine_of(request).markets.create(body.name, body.liquidity_b, body.market_id)
+    check_outcomes(body.outcomes)
+    close_ms = close_time_ms(body.close_time) if body.close_time is not None else None
+    market = await engine_of(request).markets.create(body.name, body.liquidity_b, body.market_id, close_ms)
     return JSONResponse(market_json(market), status_code=201)
 
 
@@ -42,7 +52,7 @@ async def list_markets(request: Request, status: OptionalQuery = None, q: Option
         try:
             wanted = MarketStatus(status)
         except ValueError:
-            raise ValidationError("status must be one of CREATED, OPEN, RESOLVED, SETTLED") from None
+            raise ValidationError("status must be one of CREATED, OPEN, CLOSED, RESOLVED, SETTLED") from None
     n = page_limit(limit) if limit is not None else None
     after = market_after(cursor)
     # Redis alone lists every market, resident or archived, persisted or not (and answers while
@@ -64,6 +74,13 @@ async def get_market(request: Request, market_id: str) -> Response:
 @router.post("/markets/{market_id}/open", response_model=schemas.Market, summary="CREATED -> OPEN (admin)")
 async def open_market(request: Request, market_id: str, _: Admin) -> Response:
     market = await engine_of(request).markets.open(path_id(market_id, "market"))
+    return JSONResponse(market_json(market))
+
+
+@router.post("/markets/{market_id}/close", response_model=schemas.Market,
+             summary="OPEN -> CLOSED now (admin): trading and quotes stop; resolve may follow")
+async def close_market(request: Request, market_id: str, _: Admin) -> Response:
+    market = await engine_of(request).markets.close(path_id(market_id, "market"))
     return JSONResponse(market_json(market))
 
 

@@ -46,7 +46,7 @@ MICRO = Decimal("0.000001")
 
 ACCOUNT_KEYS = {"user_id", "username", "available", "locked", "positions"}
 MARKET_KEYS = {"market_id", "name", "status", "outcome", "liquidity_b", "yes_shares", "no_shares", "price_yes",
-               "price_no", "pool", "created_at", "last_updated"}
+               "price_no", "pool", "created_at", "last_updated", "outcomes", "close_time"}
 TRADE_KEYS = {"trade_id", "market_id", "user_id", "side", "outcome", "shares", "cost", "avg_price", "price_yes",
               "price_no", "created_at"}
 QUOTE_KEYS = {"side", "outcome", "shares", "cost", "avg_price", "price_yes", "price_no"}
@@ -440,13 +440,20 @@ def assert_account(obj: Any, user_id: str | None = None) -> None:
 def assert_market(obj: Any) -> None:
     assert isinstance(obj, dict) and set(obj) == MARKET_KEYS, obj
     assert ID_RE.fullmatch(obj["market_id"]) and isinstance(obj["name"], str)
-    assert obj["status"] in ("CREATED", "OPEN", "RESOLVED", "SETTLED")
+    assert obj["status"] in ("CREATED", "OPEN", "CLOSED", "RESOLVED", "SETTLED")
     assert obj["outcome"] in (None, "YES", "NO")
-    assert (obj["outcome"] is None) == (obj["status"] in ("CREATED", "OPEN")), obj
+    assert (obj["outcome"] is None) == (obj["status"] in ("CREATED", "OPEN", "CLOSED")), obj
     for key in ("liquidity_b", "yes_shares", "no_shares", "pool"):
         dec(obj[key])
     assert_prices(obj)
     assert assert_timestamp(obj["created_at"]) <= assert_timestamp(obj["last_updated"])
+    # A YES/NO market lists both outcomes, in that order, with the same figures as its own fields.
+    assert obj["outcomes"] == [
+        {"outcome": "YES", "shares": obj["yes_shares"], "price": obj["price_yes"]},
+        {"outcome": "NO", "shares": obj["no_shares"], "price": obj["price_no"]},
+    ], obj
+    if obj["close_time"] is not None:
+        assert_timestamp(obj["close_time"])
 
 
 def assert_avg_price(obj: dict[str, Any]) -> None:
