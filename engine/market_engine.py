@@ -11,6 +11,7 @@ from predmarket.engine.hotset import HotSet, Loader
 from predmarket.engine.keys import Keys
 from predmarket.engine.markets import Markets
 from predmarket.engine.models import Order, Trade
+from predmarket.engine.replication import ReplicaFence
 from predmarket.engine.scripts import Scripts
 from predmarket.engine.sequencer import SequencerStats
 from predmarket.engine.settings import Settings
@@ -26,7 +27,9 @@ class MarketEngine:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self.scripts = Scripts(redis)
+        self.replica_fence = ReplicaFence(redis, self.keys.replication_fence, settings.replica_acks,
+                                          settings.replica_wait_ms, on_shortfall=self._admin_shortfall)
+        self.scripts = Scripts(redis, after_write=self.replica_fence)
         self.hotset = HotSet(redis, self.scripts, self.keys)
         self.accounts = Accounts(redis, self.scripts, self.keys, self.hotset)
         self.markets = Markets(redis, self.scripts, self.keys, self.hotset)
@@ -54,6 +57,10 @@ class MarketEngine:
     @property
     def stats(self) -> SequencerStats:
         return self._trader.stats
+
+    def _admin_shortfall(self) -> None:
+        # One count for every write answered short of PM_REPLICA_ACKS, trades and admin writes alike.
+        self._trader.stats.replica_shortfalls += 1
 
     async def start(self) -> None:
         """Make sure the deployment's ``house`` account exists."""

@@ -15,7 +15,7 @@ An error reply becomes an exception in one place, :func:`script_error`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from typing import Any, Generic, TypeVar
 
@@ -75,21 +75,37 @@ def script_error(name: str, exc: ResponseError) -> EngineError:
     return rejection(code, message, source=name)
 
 
+#: The scripts whose answers are acknowledgements of an admin's or a user's write (money moved,
+#: a market made, closed, resolved or settled, a key made or revoked): with ``PM_REPLICA_ACKS``
+#: each is answered once replicas have it (engine.replication.ReplicaFence). Settlement's last
+#: step covers its batches. Trades wait on their own channel (engine.channel).
+ACKNOWLEDGED = frozenset({
+    "create_user", "deposit", "withdraw", "create_market", "open_market", "close_market", "resolve_market",
+    "settle_finish", "create_api_key", "revoke_api_key",
+})
+
+
 class Script:
     """One script bound to an asyncio client: ``await script(keys, args)``."""
 
-    def __init__(self, client: Redis, name: str, source: str) -> None:
+    def __init__(self, client: Redis, name: str, source: str,
+                 after_write: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``after_write``: awaited after each successful call before it answers (the replica fence)."""
         self.name = name
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
         self._script = client.register_script(source)
+        self._after_write = after_write
 
     async def __call__(self, keys: Sequence[str], args: Sequence[str | int | float]) -> Any:
         """Run the script; raise the error its rejection names (see :func:`script_error`)."""
         try:
-            return await self._script(keys=list(keys), args=list(args))
+            reply = await self._script(keys=list(keys), args=list(args))
         except ResponseError as exc:
             raise script_error(self.name, exc) from None
+        if self._after_write is not None:
+            await self._after_write()
+        return reply
 
 
 class SyncScript:
@@ -133,6 +149,7 @@ class _Registry(Generic[S]):
     revoke_api_key: S
     settle_batch: S
     settle_finish: S
+    settle_users: S
     touch_api_keys: S
     trade: S
     trim_events: S
@@ -159,8 +176,10 @@ class _Registry(Generic[S]):
 class Scripts(_Registry[Script]):
     """The scripts bound to one asyncio client (create one per client)."""
 
-    def __init__(self, client: Redis) -> None:
-        super().__init__(lambda name, source: Script(client, name, source))
+    def __init__(self, client: Redis, after_write: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``after_write``: awaited after each call of an :data:`ACKNOWLEDGED` script (the replica fence)."""
+        super().__init__(lambda name, source: Script(client, name, source,
+                                                     after_write if name in ACKNOWLEDGED else None))
         self._client = client
 
     async def ensure_loaded(self) -> None:

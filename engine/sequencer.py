@@ -47,7 +47,7 @@ class SequencerStats:
     conflicts: int = 0
     trades: int = 0
     rejected: int = 0
-    #: trade calls answered before PM_REPLICA_ACKS replicas confirmed them (WAIT timed out short)
+    #: trade calls and admin writes answered before PM_REPLICA_ACKS replicas confirmed them (WAIT timed out short)
     replica_shortfalls: int = 0
 
 

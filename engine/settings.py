@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(default=86_400, ge=86_400)
     #: Redis socket timeout: a call that gets no answer in this time fails as UNAVAILABLE.
     redis_timeout_s: float = Field(default=2.0, gt=0)
-    #: Replicas that must have a write before it counts (WAIT): a trade is answered, and the persister
+    #: Replicas that must have a write before it counts (WAIT): a trade or an admin write is answered, and the persister
     #: copies entries to PostgreSQL, only once this many replicas of the master have them (0: off).
     #: A failover then promotes a replica that has every acknowledged trade (docs/SCALING.md).
     replica_acks: int = Field(default=0, ge=0, le=16)

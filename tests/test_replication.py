@@ -100,6 +100,54 @@ async def test_an_answered_trade_is_on_the_replica_and_a_stopped_replica_is_coun
         delete_prefix(settings.key_prefix, settings.redis_url)
 
 
+async def test_admin_writes_are_answered_once_the_replica_has_them(
+    redis_cluster_with_replicas: PrivateCluster, database_url: str,
+) -> None:
+    """Deposits, withdrawals, market creation, lifecycle and settlement: each answered write is on the
+    replica already; with the replica stopped each is still answered (it ran) and counted."""
+    cluster = redis_cluster_with_replicas
+    settings = _settings(cluster, database_url, acks=1)
+    keys = Keys(settings.key_prefix)
+    engine, user_id, market_id = await _engine_with_a_market(settings)
+    replica = _replica_of_deployment(cluster, keys)
+    try:
+        with replica.client() as on_replica:
+            on_replica.execute_command("READONLY")
+
+            def on_the_replica(key: str, field: str) -> str | None:
+                return on_replica.hget(key, field)  # type: ignore[no-any-return]  # decoded by the client
+
+            account = await engine.accounts.deposit(user_id, 5 * MICRO)
+            assert on_the_replica(keys.user(user_id), "available") == str(account.available)
+            account = await engine.accounts.withdraw(user_id, 2 * MICRO)
+            assert on_the_replica(keys.user(user_id), "available") == str(account.available)
+            await engine.execute_trade(_buy(user_id, market_id))
+            for step, status in ((engine.markets.close, "CLOSED"),
+                                 (lambda m: engine.markets.resolve(m, Outcome.YES), "RESOLVED"),
+                                 (engine.markets.settle, "SETTLED")):
+                await step(market_id)
+                assert on_the_replica(keys.market(market_id), "status") == status
+            await engine.accounts.deposit(HOUSE, 100 * MICRO)
+            created = await engine.markets.create("another", 100 * MICRO)
+            assert on_the_replica(keys.market(created.market_id), "status") == "CREATED"
+            assert engine.stats.replica_shortfalls == 0
+
+            with _stopped(replica):
+                await engine.accounts.deposit(user_id, MICRO)  # it ran: answered all the same
+                await engine.markets.open(created.market_id)
+            assert engine.stats.replica_shortfalls == 2
+            assert engine.replica_fence.shortfalls == 2
+    finally:
+        await engine.close()
+        delete_prefix(settings.key_prefix, settings.redis_url)
+
+
+async def test_without_the_setting_no_admin_write_waits(engine: MarketEngine) -> None:
+    """The default (PM_REPLICA_ACKS=0) sends no fence: the counter it would bump never appears."""
+    await engine.accounts.deposit(HOUSE, 5 * MICRO)
+    assert await engine.redis.exists(engine.keys.replication_fence) == 0
+
+
 @pytest.mark.parametrize("acks", [1, 0])
 async def test_the_persister_copies_only_what_a_replica_has(
     redis_cluster_with_replicas: PrivateCluster, database_url: str, acks: int,
