@@ -45,6 +45,8 @@ key                             contents
                                 position ever traded in the market, kept when its shares are
                                 sold or settled to zero (CANCEL refunds and P&L need it); dropped
                                 when the market is archived (PostgreSQL's position_state keeps it)
+``<p>:{m:<market>}:refunded``   set: users a CANCEL settlement has refunded so far (so a resumed
+                                settlement refunds nobody twice); deleted once SETTLED
 ``<p>:markets``                 sorted set: ids of the markets resident in Redis, scored by
                                 created_ms
 ``<p>:archived``                hash: market id -> JSON of its final (SETTLED) market hash, for
@@ -105,6 +107,10 @@ class Keys:
     def market_costs(self, market_id: str) -> str:
         """Net cost per position, market side: in the market's slot, beside its positions."""
         return f"{self.prefix}:{{m:{market_id}}}:cost"
+
+    def market_refunded(self, market_id: str) -> str:
+        """Users a CANCEL settlement refunded so far: in the market's slot, beside its net costs."""
+        return f"{self.prefix}:{{m:{market_id}}}:refunded"
 
     def is_user_key(self, key: str) -> bool:
         """A user's hash ``<p>:u:<id>`` rather than one of its side hashes (``:pos``, ``:cost``): ids hold no colon."""

@@ -14,7 +14,9 @@ from predmarket.engine.hotset import HotSet, reloading
 from predmarket.engine.keys import Keys
 from predmarket.engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
 from predmarket.engine.orders import fill
+from predmarket.engine.resolutions import CANCEL, PROB, Resolution, market_labels, parse_probabilities_text
 from predmarket.engine.scripts import Scripts
+from predmarket.engine.settlement import UserSettler
 from predmarket.engine.validation import check_id, check_liquidity, check_market_name, check_quantity
 from redis.asyncio import Redis
 
@@ -28,7 +30,7 @@ def market_from(market_id: str, f: dict[str, str]) -> Market:
     price_yes, price_no = pricing.prices(q_yes, q_no, b)
     return Market(
         market_id=market_id, name=f["name"], status=MarketStatus(f["status"]),
-        outcome=Outcome(f["outcome"]) if f.get("outcome") else None, liquidity_b=b,
+        outcome=outcome_of(f.get("outcome")), liquidity_b=b,
         yes_shares=q_yes, no_shares=q_no, price_yes=price_yes, price_no=price_no,
         pool=int(f["pool"]), version=int(f["version"]), created_ms=int(f["created_ms"]),
         updated_ms=int(f["updated_ms"]), settled_yes=int(f.get("settled_yes", 0)),
@@ -36,7 +38,16 @@ def market_from(market_id: str, f: dict[str, str]) -> Market:
         holders_paid=int(f.get("holders_paid", 0)),
         close_ms=int(f["close_ms"]) if f.get("close_ms") else None,
         closed_ms=int(f["closed_ms"]) if f.get("closed_ms") else None,
+        probabilities=parse_probabilities_text(f["probabilities"]) if f.get("probabilities") else None,
     )
+
+
+def outcome_of(value: str | None) -> str | None:
+    """A market hash's ``outcome``: None until resolved; YES and NO as the Outcome members the trade
+    path uses (so ``market.outcome is Outcome.YES`` holds), other labels, PROB and CANCEL as text."""
+    if not value:
+        return None
+    return Outcome(value) if value in Outcome.__members__ else value
 
 
 def past_close_time(market: Market) -> bool:
@@ -105,37 +116,51 @@ class Markets:
             )
         return await self._get(market_id)
 
-    async def resolve(self, market_id: str, outcome: Outcome) -> Market:
-        return await reloading(lambda: self._resolve(market_id, outcome), self._hotset, market_id=market_id)
+    async def resolve(self, market_id: str, resolution: Resolution | str) -> Market:
+        """OPEN or CLOSED -> RESOLVED: ``resolution`` is a winning label (an Outcome), or a PROB or
+        CANCEL :class:`~engine.resolutions.Resolution`; checked against the market's labels."""
+        if not isinstance(resolution, Resolution):
+            resolution = Resolution.of_outcome(resolution)
+        return await reloading(lambda: self._resolve(market_id, resolution), self._hotset, market_id=market_id)
 
-    async def _resolve(self, market_id: str, outcome: Outcome) -> Market:
+    async def _resolve(self, market_id: str, resolution: Resolution) -> Market:
         k = self._keys
         with unavailable_on_disconnect():
+            fields = cast(dict[str, str], await self._redis.hgetall(k.market(market_id)))
+            if not fields:
+                raise NotFound(f"no market {market_id}")
+            checked = resolution.check(market_labels(fields))
             await self._scripts.resolve_market(
-                [k.market(market_id), k.events, k.dirty], [market_id, outcome.value]
+                [k.market(market_id), k.events, k.dirty],
+                [market_id, checked.outcome, checked.probabilities_text()],
             )
         return await self._get(market_id)
 
     async def settle(self, market_id: str, batch: int = SETTLE_BATCH) -> Settlement:
-        """Pay every winning holder, then close the market; safe to run again if interrupted."""
+        """Pay every winning holder (PROB: every holder; CANCEL: every refund, engine/settlement.py), then
+        close the market; safe to run again if interrupted."""
         return await reloading(lambda: self._settle(market_id, batch), self._hotset, market_id=market_id)
 
     async def _settle(self, market_id: str, batch: int) -> Settlement:
         k = self._keys
         positions = k.market_positions(market_id)
         with unavailable_on_disconnect():
+            state = cast(dict[str, str], await self._redis.hgetall(k.market(market_id)))
+            by_user = state.get("outcome") in (PROB, CANCEL) and state.get("status") == MarketStatus.RESOLVED
             while True:
+                if by_user:
+                    await UserSettler(self._redis, self._scripts, k, self._hotset, market_id, state, batch).pay_all()
                 # HSCAN from the start each round: settled fields are deleted by
                 # the script, so what is left is exactly what remains to pay.
                 cursor = 0
-                while True:
+                while not by_user:
                     cursor, fields = await self._redis.hscan(positions, cursor, count=batch)
                     if fields:
                         await self._settle_fields(market_id, cast(list[str], list(fields)))
                     if cursor == 0:
                         break
                 reply = await self._scripts.settle_finish(
-                    [k.market(market_id), positions, k.user(HOUSE), k.events, k.dirty],
+                    [k.market(market_id), positions, k.user(HOUSE), k.events, k.dirty, k.market_refunded(market_id)],
                     [market_id],
                 )
                 if reply[0] == "SETTLED":

@@ -103,7 +103,8 @@ class Market:
     market_id: str
     name: str
     status: MarketStatus
-    outcome: Outcome | None
+    #: once resolved: the winning label, ``PROB`` or ``CANCEL`` (engine/resolutions.py); else None
+    outcome: str | None
     liquidity_b: int
     yes_shares: int
     no_shares: int
@@ -121,6 +122,8 @@ class Market:
     close_ms: int | None = None
     #: when the market became CLOSED (its MarketClosed event), if it did
     closed_ms: int | None = None
+    #: a PROB resolution's probability of each label (micro-units, summing to 1,000,000), in label order
+    probabilities: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,9 @@ class LiveBook:
 def value_of(market: Market, outcome: Outcome, shares: int) -> tuple[int, int]:
     """(price now, value now) of ``shares`` of ``outcome`` in ``market``."""
     if market.status is MarketStatus.RESOLVED or market.status is MarketStatus.SETTLED:
+        if market.probabilities is not None:  # PROB: each share pays its label's probability
+            price = dict(market.probabilities).get(outcome.value, 0)
+            return price, price * shares // MICRO
         price = MICRO if market.outcome is outcome else 0
         return price, shares if market.outcome is outcome else 0
     mine, other = ((market.yes_shares, market.no_shares) if outcome is Outcome.YES

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from predmarket.engine.keys import Keys
-from predmarket.engine.units import format_micro
+from predmarket.engine.resolutions import CANCEL, PROB, parse_probabilities_text, refund_due, scaled_refunds
+from predmarket.engine.units import MICRO, format_micro
 from redis.asyncio import Redis
 
 PositionKey = tuple[str, str, str]  # (user_id, market_id, outcome)
@@ -34,6 +35,10 @@ class MarketRecord:
     pool: int
     settled_yes: int = 0
     settled_no: int = 0
+    #: money settlement paid users so far (payouts or refunds): with ``pool``, the pool at resolution
+    paid: int = field(default=0, compare=False)
+    #: a PROB resolution's probabilities text (engine/resolutions.py), else ''
+    probabilities: str = field(default="", compare=False)
 
 
 @dataclass
@@ -50,6 +55,9 @@ class State:
     #: Redis only: the user-side copies (``<p>:u:<user>:cost``) of resident users, for the mirror check
     #: (left out of comparisons: PostgreSQL keeps one copy)
     user_net_costs: dict[PositionKey, int] = field(default_factory=dict, compare=False)
+    #: (market_id, user_id) of every refund a CANCEL settlement under way has paid (for its solvency;
+    #: left out of comparisons: PostgreSQL keeps refunds in the ledger)
+    refunded: set[tuple[str, str]] = field(default_factory=set, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +102,8 @@ async def read_redis_state(redis: Redis, keys: Keys, batch: int = 1000) -> State
                 market_id, _, outcome = name.rpartition(":")
                 state.user_net_costs[(user_id, market_id, outcome)] = int(net_cost)
     market_ids = cast(list[str], await redis.zrange(keys.markets, 0, -1))
-    fields = ["status", "outcome", "b", "q_yes", "q_no", "pool", "settled_yes", "settled_no"]
+    fields = ["status", "outcome", "b", "q_yes", "q_no", "pool", "settled_yes", "settled_no", "payouts_total",
+              "probabilities"]
     for start in range(0, len(market_ids), batch):
         chunk = market_ids[start:start + batch]
         async with redis.pipeline(transaction=False) as pipe:
@@ -103,8 +112,10 @@ async def read_redis_state(redis: Redis, keys: Keys, batch: int = 1000) -> State
             replies = await pipe.execute()
         for market_id, row in zip(chunk, replies, strict=True):
             if row[0] is not None:
-                status, outcome, *numbers = row
-                state.markets[market_id] = MarketRecord(status, outcome or "", *map(int, numbers))
+                status, outcome, *numbers, paid, probabilities = row
+                state.markets[market_id] = MarketRecord(status, outcome or "", *map(int, numbers),
+                                                        paid=int(paid or 0), probabilities=probabilities or "")
+    await _read_refunded(redis, keys, state)
     for market_id in state.markets:
         async for name, net_cost in redis.hscan_iter(keys.market_costs(market_id), count=1000):
             user_id, _, outcome = name.rpartition(":")
@@ -114,6 +125,14 @@ async def read_redis_state(redis: Redis, keys: Keys, batch: int = 1000) -> State
     totals = await redis.hmget(keys.totals, ["deposits", "withdrawals"])
     state.deposits, state.withdrawals = int(totals[0] or 0), int(totals[1] or 0)
     return state
+
+
+async def _read_refunded(redis: Redis, keys: Keys, state: State) -> None:
+    """The users each CANCEL settlement under way has refunded (lua/settle_users.lua's sets)."""
+    for market_id, m in state.markets.items():
+        if m.status == "RESOLVED" and m.outcome == CANCEL:
+            refunded = cast(set[str], await redis.smembers(keys.market_refunded(market_id)))
+            state.refunded |= {(market_id, user_id) for user_id in refunded}
 
 
 async def market_position_sums(redis: Redis, keys: Keys, market_ids: list[str]) -> dict[PositionKey, int]:
@@ -182,9 +201,37 @@ def _markets(state: State) -> list[Breach]:
                     "shares", f"market {market_id} {outcome}",
                     f"{format_micro(expected)} outstanding", f"{format_micro(found)} held by users",
                 ))
-        if m.status in ("OPEN", "CLOSED", "RESOLVED") and m.pool < max(live.values()):
-            breaches.append(Breach(
-                "solvency", f"market {market_id}", f"pool >= {format_micro(max(live.values()))}",
-                format_micro(m.pool),
-            ))
+        owed = _owed(state, market_id, m, live)
+        if owed is not None and m.pool < owed:
+            breaches.append(Breach("solvency", f"market {market_id}", f"pool >= {format_micro(owed)}",
+                                   format_micro(m.pool)))
     return breaches
+
+
+def _owed(state: State, market_id: str, m: MarketRecord, live: dict[str, int]) -> int | None:
+    """What the pool must cover (None: nothing, once SETTLED or before OPEN).
+
+    While trading, and once resolved until settlement starts, every outcome's outstanding shares:
+    ``max_i q_i``. A settlement under way pays some users before others, so then what is still owed:
+    OUTCOME the winning label's shares still held; PROB ``floor(sum_i p_i * live_i)``, which bounds
+    the sum of the holders' floored payouts; CANCEL the refunds not yet paid, as settlement scales
+    them (engine/resolutions.py) to the pool at resolution (``pool + paid``).
+    """
+    if m.status in ("OPEN", "CLOSED"):
+        return max(live.values())
+    if m.status != "RESOLVED":
+        return None
+    started = m.settled_yes or m.settled_no or m.paid or any(key[0] == market_id for key in state.refunded)
+    if not started:
+        return max(live.values())
+    if m.outcome == PROB:
+        given = dict(parse_probabilities_text(m.probabilities))
+        return sum(given.get(label, 0) * shares for label, shares in live.items()) // MICRO
+    if m.outcome == CANCEL:
+        due: dict[str, list[int]] = {}
+        for (user_id, mid, _), net_cost in state.net_costs.items():
+            if mid == market_id:
+                due.setdefault(user_id, []).append(net_cost)
+        refunds = scaled_refunds({u: refund_due(costs) for u, costs in due.items()}, m.pool + m.paid)
+        return sum(amount for user_id, amount in refunds.items() if (market_id, user_id) not in state.refunded)
+    return live.get(m.outcome, 0)

@@ -5,7 +5,7 @@
 -- KEYS[4] dirty set, then per position field i: KEYS[3+2i] user hash, KEYS[4+2i] user positions
 -- ARGV[1] market id, ARGV[1+i] position field "<user>:<YES|NO>" (as read by HSCAN)
 -- Returns {fields_settled}.
--- Errors: NOT_FOUND, INVALID_STATE (market not RESOLVED).
+-- Errors: NOT_FOUND, INVALID_STATE (market not RESOLVED, or resolved PROB or CANCEL).
 -- Emits Payout {market_id, user_id, shares, amount} (+ available, pool after, outcome) per winning holder.
 --
 -- Each field is paid and deleted in the same call, so a field already gone was
@@ -19,6 +19,10 @@ if m[1] ~= 'RESOLVED' then
   return reject('INVALID_STATE', 'market is ' .. m[1] .. ', only a RESOLVED market can be settled')
 end
 local winner = m[2]
+if winner == 'PROB' or winner == 'CANCEL' then
+  -- Paid per user over all its outcomes, not per position: settle_users.lua.
+  return reject('INVALID_STATE', 'market is resolved ' .. winner .. ', settled by settle_users')
+end
 local ms = now_ms()
 local paid, settled_yes, settled_no, holders, done = 0, 0, 0, 0, 0
 local last_event = redis.call('HGET', KEYS[1], 'last_event')

@@ -2,7 +2,8 @@
 -- settle_finish: RESOLVED -> SETTLED once every position is paid; the rest of the pool goes to house.
 --
 -- KEYS[1] market hash, KEYS[2] market positions, KEYS[3] house user hash,
--- KEYS[4] events stream, KEYS[5] dirty set
+-- KEYS[4] events stream, KEYS[5] dirty set, KEYS[6] the market's refunded users (CANCEL's
+-- bookkeeping, settle_users.lua: no longer needed once SETTLED)
 -- ARGV[1] market id
 -- Returns {'MORE'} while positions remain (run settle_batch again), else
 -- {'SETTLED', payouts_total, holders_paid, house_return}.
@@ -21,6 +22,7 @@ local rest = m[2]
 if tonumber(rest) > 0 then redis.call('HINCRBY', KEYS[3], 'available', rest) end
 local house = redis.call('HGET', KEYS[3], 'available')
 redis.call('HSET', KEYS[1], 'status', 'SETTLED', 'pool', '0')
+redis.call('DEL', KEYS[6])
 local event = redis.call('XADD', KEYS[4], '*', 'type', 'MarketSettled', 'ts', ms, 'market_id', ARGV[1],
   'payouts_total', fmt6(m[3]), 'house_return', fmt6(rest), 'available', fmt6(house))
 touch_market(KEYS[1], KEYS[5], ARGV[1], ms, event, 1)

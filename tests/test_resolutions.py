@@ -1,0 +1,364 @@
+"""PROB and CANCEL resolutions in the engine: what each user is paid, to the micro-unit, and that
+settlement stays resumable and pays nobody twice.
+
+Every book has holders of both outcomes (one of both at once), a user who exited at a loss and one
+who exited at a profit. Expected amounts are computed here from the positions and net costs read
+before resolution, with plain integer arithmetic written out in each test (not the engine's own
+helpers): PROB ``floor(sum_i p_i * s_i / 10^6)``, CANCEL ``max(0, sum of net costs)``, scaled by
+``pool / total`` and floored when the refunds exceed the pool.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+from predmarket.engine.errors import InvalidState, Unavailable, ValidationError
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Market, MarketStatus, Order, Outcome, Side
+from predmarket.engine.resolutions import Resolution
+from predmarket.engine.settlement import UserSettler
+from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.units import MICRO, format_micro
+
+from tests.support.factories import MarketFactory, UserFactory
+from tests.support.redis_data import snapshot
+
+YES, NO = Outcome.YES, Outcome.NO
+BUY, SELL = Side.BUY, Side.SELL
+
+
+@dataclass
+class Book:
+    """A traded market: who holds what, each user's net costs and balance before resolution."""
+
+    market: Market
+    users: dict[str, str]  # role -> user id
+    held: dict[str, dict[str, int]]  # user id -> label -> shares (non-zero only)
+    net: dict[str, dict[str, int]]  # user id -> label -> net cost (every position ever traded)
+    available: dict[str, int]
+
+
+async def trade(engine: MarketEngine, user_id: str, market_id: str, side: Side, outcome: Outcome,
+                shares: int) -> None:
+    await engine.execute_trade(Order(user_id, market_id, side, outcome, shares=shares))
+
+
+async def read_book(engine: MarketEngine, market_id: str, users: dict[str, str]) -> Book:
+    held: dict[str, dict[str, int]] = {u: {} for u in users.values()}
+    for field, shares in (await engine.redis.hgetall(engine.keys.market_positions(market_id))).items():
+        user_id, _, label = field.rpartition(":")
+        held[user_id][label] = int(shares)
+    net: dict[str, dict[str, int]] = {u: {} for u in users.values()}
+    for field, cost in (await engine.redis.hgetall(engine.keys.market_costs(market_id))).items():
+        user_id, _, label = field.rpartition(":")
+        net[user_id][label] = int(cost)
+    available = {u: (await engine.accounts.get(u)).available for u in users.values()}
+    return Book(await engine.markets.get(market_id), users, held, net, available)
+
+
+async def build_book(engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory,
+                     b_units: int = 20, cycles: int = 1) -> Book:
+    """Holders of YES, of NO and of both; ``loss`` bought NO and sold it after YES rose (a loss);
+    ``profit`` bought YES cheap and sold it dear ``cycles`` times, while ``whale`` pushed YES up and back
+    down each time (so the whale's net cost is the profit's other side)."""
+    market = await make_market(b_units)
+    mid = market.market_id
+    roles = ("yes", "no", "both", "loss", "profit", "whale")
+    users = {role: (await make_user(100_000)).user_id for role in roles}
+    await trade(engine, users["loss"], mid, BUY, NO, 15 * MICRO)
+    for _ in range(cycles):
+        await trade(engine, users["profit"], mid, BUY, YES, 12 * MICRO)
+        await trade(engine, users["whale"], mid, BUY, YES, 40 * MICRO)
+        await trade(engine, users["profit"], mid, SELL, YES, 12 * MICRO)
+        await trade(engine, users["whale"], mid, SELL, YES, 40 * MICRO)
+    await trade(engine, users["yes"], mid, BUY, YES, 30 * MICRO)
+    await trade(engine, users["both"], mid, BUY, YES, 10 * MICRO + 123_457)
+    await trade(engine, users["both"], mid, BUY, NO, 7 * MICRO + 1)
+    await trade(engine, users["loss"], mid, SELL, NO, 15 * MICRO)
+    await trade(engine, users["no"], mid, BUY, NO, 25 * MICRO + 333_333)
+    book = await read_book(engine, mid, users)
+    assert book.held[users["loss"]] == {} and book.net[users["loss"]]["NO"] > 0  # exited at a loss
+    assert book.held[users["profit"]] == {} and book.net[users["profit"]]["YES"] < 0  # at a profit
+    assert set(book.held[users["both"]]) == {"YES", "NO"}
+    return book
+
+
+async def events(engine: MarketEngine, kind: str, market_id: str) -> list[dict[str, str]]:
+    return [f for _, f in await engine.redis.xrange(engine.keys.events)
+            if f["type"] == kind and f.get("market_id") == market_id]
+
+
+async def assert_invariants(engine: MarketEngine) -> None:
+    assert check_invariants(await read_redis_state(engine.redis, engine.keys)) == []
+
+
+async def assert_settled(engine: MarketEngine, book: Book, paid: dict[str, int], kind: str) -> None:
+    """Every user got exactly ``paid`` (one event each for non-zero amounts), no position of the market
+    is left anywhere, house got the rest of the pool, every invariant holds."""
+    mid = book.market.market_id
+    for user_id in book.users.values():
+        account = await engine.accounts.get(user_id)
+        assert account.available == book.available[user_id] + paid.get(user_id, 0), user_id
+        assert [p for p in account.positions if p.market_id == mid] == []
+    assert await engine.redis.exists(engine.keys.market_positions(mid), engine.keys.market_refunded(mid)) == 0
+    got = await events(engine, kind, mid)
+    assert Counter(e["user_id"] for e in got) == Counter({u: 1 for u, a in paid.items() if a > 0})
+    for e in got:
+        assert e["amount"] == format_micro(paid[e["user_id"]])
+    market = await engine.markets.get(mid)
+    total = sum(paid.values())
+    [settled] = await events(engine, "MarketSettled", mid)
+    assert (market.status, market.pool, market.payouts_total) == (MarketStatus.SETTLED, 0, total)
+    assert market.holders_paid == sum(1 for a in paid.values() if a > 0)
+    assert settled["payouts_total"] == format_micro(total)
+    assert settled["house_return"] == format_micro(book.market.pool - total)
+    assert (market.settled_yes, market.settled_no) == (market.yes_shares, market.no_shares)
+    # Net costs are kept through settlement (P&L and the record need them).
+    costs = await engine.redis.hgetall(engine.keys.market_costs(mid))
+    assert {f: int(v) for f, v in costs.items()} == {
+        f"{u}:{label}": c for u, by_label in book.net.items() for label, c in by_label.items()}
+    await assert_invariants(engine)
+
+
+def prob_expected(book: Book, p_yes: int) -> dict[str, int]:
+    p = {"YES": p_yes, "NO": MICRO - p_yes}
+    return {u: sum(p[label] * s for label, s in held.items()) // MICRO for u, held in book.held.items() if held}
+
+
+def cancel_expected(book: Book) -> tuple[dict[str, int], bool]:
+    due = {u: max(0, sum(by_label.values())) for u, by_label in book.net.items() if by_label}
+    total, pool = sum(due.values()), book.market.pool
+    if total <= pool:
+        return due, False
+    return {u: r * pool // total for u, r in due.items()}, True
+
+
+# --------------------------------------------------------------------------- PROB
+
+@pytest.mark.parametrize("p_yes", [250_000, 333_333, MICRO, 0])
+async def test_prob_pays_each_holder_the_floor_of_its_weighted_shares_once(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory, p_yes: int,
+) -> None:
+    book = await build_book(engine, make_market, make_user)
+    mid = book.market.market_id
+    house = (await engine.accounts.get(HOUSE)).available
+    resolution = Resolution.prob([("YES", p_yes), ("NO", MICRO - p_yes)])
+    resolved = await engine.markets.resolve(mid, resolution)
+    assert (resolved.status, resolved.outcome) == (MarketStatus.RESOLVED, "PROB")
+    assert resolved.probabilities == (("YES", p_yes), ("NO", MICRO - p_yes))
+    [event] = await events(engine, "MarketResolved", mid)
+    assert event["outcome"] == "PROB"
+    assert event["probabilities"] == (
+        f'{{"YES":"{format_micro(p_yes)}","NO":"{format_micro(MICRO - p_yes)}"}}')
+    await assert_invariants(engine)
+
+    settlement = await engine.markets.settle(mid, batch=2)
+
+    paid = prob_expected(book, p_yes)
+    assert settlement.payouts_total == sum(paid.values())
+    assert settlement.house_return == book.market.pool - sum(paid.values())
+    assert (await engine.accounts.get(HOUSE)).available == house + settlement.house_return
+    both = book.users["both"]
+    [payout] = [e for e in await events(engine, "Payout", mid) if e["user_id"] == both] or [None]
+    if paid[both]:
+        assert payout is not None
+        assert payout["shares"] == format_micro(sum(book.held[both].values()))  # all of its shares, one payout
+        assert (payout["outcome"], payout["outcomes"]) == ("PROB", "YES,NO")
+    await assert_settled(engine, book, paid, "Payout")
+
+
+# --------------------------------------------------------------------------- CANCEL
+
+async def test_cancel_refunds_net_costs_also_to_users_who_sold_out(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory,
+) -> None:
+    book = await build_book(engine, make_market, make_user)
+    mid = book.market.market_id
+    refunds, pro_rata = cancel_expected(book)
+    assert not pro_rata, "the pool covers every refund in this book"
+    assert refunds[book.users["profit"]] == 0
+    assert refunds[book.users["loss"]] == book.net[book.users["loss"]]["NO"] > 0  # no shares, still refunded
+    resolved = await engine.markets.resolve(mid, Resolution.cancel())
+    assert (resolved.outcome, resolved.probabilities) == ("CANCEL", None)
+    [event] = await events(engine, "MarketResolved", mid)
+    assert event["outcome"] == "CANCEL" and "probabilities" not in event
+
+    settlement = await engine.markets.settle(mid)
+
+    assert settlement.payouts_total == sum(refunds.values())
+    assert settlement.holders_paid == sum(1 for a in refunds.values() if a > 0)
+    for e in await events(engine, "Refund", mid):
+        held = book.held[e["user_id"]]
+        assert e["outcomes"] == ",".join(label for label in ("YES", "NO") if label in held)
+    assert await events(engine, "Payout", mid) == []
+    await assert_settled(engine, book, refunds, "Refund")
+
+
+async def test_cancel_scales_refunds_to_the_pool_when_profitable_exits_left_it_short(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory,
+) -> None:
+    book = await build_book(engine, make_market, make_user, b_units=10, cycles=4)
+    mid = book.market.market_id
+    refunds, pro_rata = cancel_expected(book)
+    due = sum(max(0, sum(c.values())) for c in book.net.values())
+    assert pro_rata and due > book.market.pool, (format_micro(due), format_micro(book.market.pool))
+    await engine.markets.resolve(mid, Resolution.cancel())
+
+    settlement = await engine.markets.settle(mid, batch=1)
+
+    assert settlement.payouts_total == sum(refunds.values()) <= book.market.pool
+    assert settlement.house_return == book.market.pool - sum(refunds.values())
+    assert settlement.house_return < len(refunds)  # only the floors' remainders are left
+    await assert_settled(engine, book, refunds, "Refund")
+
+
+async def test_a_closed_market_resolves_and_settles(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory,
+) -> None:
+    book = await build_book(engine, make_market, make_user)
+    mid = book.market.market_id
+    assert (await engine.markets.close(mid)).status is MarketStatus.CLOSED
+    await engine.markets.resolve(mid, Resolution.cancel())
+    await engine.markets.settle(mid)
+    await assert_settled(engine, book, cancel_expected(book)[0], "Refund")
+
+
+# --------------------------------------------------------------------------- refusals
+
+@pytest.mark.parametrize("resolution", [
+    Resolution.prob([("YES", 500_000), ("NO", 499_999)]),
+    Resolution.prob([("YES", 500_000), ("NO", 500_001)]),
+    Resolution.prob([("YES", MICRO)]),
+    Resolution.prob([("YES", 500_000), ("NO", 250_000), ("MAYBE", 250_000)]),
+    Resolution.prob([("YES", 500_000), ("YES", 500_000)]),
+    Resolution.prob([("YES", MICRO + 1), ("NO", -1)]),
+    Resolution.of_outcome("MAYBE"),
+    Resolution.of_outcome("PROB"),
+], ids=["sum-low", "sum-high", "label-missing", "label-unknown", "label-twice", "out-of-range", "no-such-label",
+        "prob-as-label"])
+async def test_an_invalid_resolution_changes_nothing(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory, resolution: Resolution,
+) -> None:
+    book = await build_book(engine, make_market, make_user)
+    before = await snapshot(engine.redis, engine.keys.prefix)
+    with pytest.raises(ValidationError):
+        await engine.markets.resolve(book.market.market_id, resolution)
+    assert await snapshot(engine.redis, engine.keys.prefix) == before
+
+
+@pytest.mark.parametrize("status", [MarketStatus.CREATED, MarketStatus.RESOLVED, MarketStatus.SETTLED])
+async def test_only_an_open_or_closed_market_resolves(
+    engine: MarketEngine, make_market: MarketFactory, status: MarketStatus,
+) -> None:
+    market = await make_market(10, open=status is not MarketStatus.CREATED)
+    if status is not MarketStatus.CREATED:
+        await engine.markets.resolve(market.market_id, Resolution.cancel())
+    if status is MarketStatus.SETTLED:
+        await engine.markets.settle(market.market_id)
+    before = await snapshot(engine.redis, engine.keys.prefix)
+    with pytest.raises(InvalidState):
+        await engine.markets.resolve(market.market_id, Resolution.prob([("YES", MICRO), ("NO", 0)]))
+    assert await snapshot(engine.redis, engine.keys.prefix) == before
+
+
+async def test_the_per_position_settlement_refuses_prob_and_cancel_markets(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory,
+) -> None:
+    """settle_batch pays a label's holders; sent a PROB or CANCEL market's fields it would zero them unpaid."""
+    book = await build_book(engine, make_market, make_user)
+    mid = book.market.market_id
+    await engine.markets.resolve(mid, Resolution.prob([("YES", 400_000), ("NO", 600_000)]))
+    fields = await engine.redis.hkeys(engine.keys.market_positions(mid))
+    before = await snapshot(engine.redis, engine.keys.prefix)
+    with pytest.raises(InvalidState):
+        await engine.markets._settle_fields(mid, fields)
+    assert await snapshot(engine.redis, engine.keys.prefix) == before
+
+
+# --------------------------------------------------------------------------- interrupted settlements
+
+async def settler(engine: MarketEngine, market_id: str) -> UserSettler:
+    fields = await engine.redis.hgetall(engine.keys.market(market_id))
+    return UserSettler(engine.redis, engine.scripts, engine.keys, engine.hotset, market_id, fields, 100)
+
+
+async def test_an_interrupted_cancel_settlement_resumes_and_refunds_nobody_twice(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory,
+) -> None:
+    book = await build_book(engine, make_market, make_user, b_units=10, cycles=4)  # pro-rata: scaling too
+    mid = book.market.market_id
+    refunds, pro_rata = cancel_expected(book)
+    assert pro_rata
+    await engine.markets.resolve(mid, Resolution.cancel())
+    u = book.users
+    first = [u["loss"], u["both"], u["profit"]]  # no shares, both outcomes, a zero refund
+
+    # A run that stopped after its first call: run the same call again (its answer lost), then resume.
+    s = await settler(engine, mid)
+    sent: list[tuple[str, list[object]]] = []
+    real_call = s._call
+
+    async def first_only(mode: str, head: list[object], chunk: list[tuple[str, list[object]]]) -> list[str]:
+        chosen = [g for g in chunk if g[0] in first]
+        sent.extend(chosen)
+        return await real_call(mode, head, chosen)
+
+    s._call = first_only  # type: ignore[method-assign]
+    await s.pay_all()
+    await s.pay_all()
+    assert sorted(g[0] for g in sent) == sorted(first * 2)
+    partial = await engine.markets.get(mid)
+    paid_first = sum(refunds[x] for x in first)
+    assert partial.status is MarketStatus.RESOLVED
+    assert (partial.payouts_total, partial.pool) == (paid_first, book.market.pool - paid_first)
+    assert await engine.redis.smembers(engine.keys.market_refunded(mid)) == {x for x in first if refunds[x]}
+    for x in first:
+        assert (await engine.accounts.get(x)).available == book.available[x] + refunds[x]
+    await assert_invariants(engine)  # conservation and solvency (the refunds still owed) half-way
+
+    await engine.markets.settle(mid, batch=2)
+    await assert_settled(engine, book, refunds, "Refund")
+
+
+async def test_an_interrupted_prob_settlement_resumes_and_pays_nobody_twice(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory,
+) -> None:
+    book = await build_book(engine, make_market, make_user)
+    mid = book.market.market_id
+    await engine.markets.resolve(mid, Resolution.prob([("YES", 700_001), ("NO", 299_999)]))
+    paid = prob_expected(book, 700_001)
+    s = await settler(engine, mid)
+    real_call = s._call
+    both = book.users["both"]
+
+    async def both_only(mode: str, head: list[object], chunk: list[tuple[str, list[object]]]) -> list[str]:
+        return await real_call(mode, head, [g for g in chunk if g[0] == both])
+
+    s._call = both_only  # type: ignore[method-assign]
+    await s.pay_all()
+    await s.pay_all()
+    assert (await engine.markets.get(mid)).payouts_total == paid[both] > 0
+    await assert_invariants(engine)
+    await engine.markets.settle(mid)
+    await assert_settled(engine, book, paid, "Payout")
+
+
+async def test_a_refund_owed_to_a_user_out_of_redis_stops_the_settlement_until_it_is_back(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory,
+) -> None:
+    """A user who sold out may be evicted; with no record to load it from (this engine has none), the
+    settlement stops with the market still RESOLVED rather than close it without the refund."""
+    book = await build_book(engine, make_market, make_user)
+    mid, loss = book.market.market_id, book.users["loss"]
+    refunds, _ = cancel_expected(book)
+    await engine.markets.resolve(mid, Resolution.cancel())
+    kept = await engine.redis.hgetall(engine.keys.user(loss))
+    await engine.redis.delete(engine.keys.user(loss))
+    with pytest.raises(Unavailable):
+        await engine.markets.settle(mid)
+    assert (await engine.markets.get(mid)).status is MarketStatus.RESOLVED
+    await engine.redis.hset(engine.keys.user(loss), mapping=kept)
+    await engine.markets.settle(mid)
+    await assert_settled(engine, book, refunds, "Refund")
