@@ -7,7 +7,9 @@ from pathlib import Path
 
 from predmarket.engine.settings import Settings
 
-SECTIONS = ("engine", "policy", "http", "persister", "peers", "hotset", "streams")
+SECTIONS = ("engine", "policy", "http", "persister", "peers", "hotset", "streams", "views")
+#: What runs without --only: views generates a 10-million-trade record (~10 GB, many minutes the first time).
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "views")
 
 
 def _engine_trades() -> dict[int, int]:
@@ -56,6 +58,28 @@ class Sizes:
     stream_websockets: int = 100
     #: trades in the subscribers' market whose entries each subscriber must receive
     stream_markers: int = 20
+    #: the trader's views (issue 16): the generated record (bench/views_record.py) ...
+    views_trades: int = 10_000_000
+    views_markets: int = 1_000
+    views_users: int = 100_000
+    #: ... its concurrent HTTP readers of one replica, and how long they read alone
+    views_readers: int = 32
+    views_seconds: float = 20.0
+    views_warmup_s: float = 2.0
+    #: ... then the readers at fixed total rates (requests/s), each this long
+    views_paced_rates: tuple[float, ...] = (100.0, 200.0, 400.0)
+    views_paced_seconds: float = 10.0
+    #: the readers during ingest: closed loop, and at this total rate
+    views_ingest_rate: float = 200.0
+    #: each persister ingest run: a burst of this many trades over this many new markets
+    views_ingest_trades: int = 40_000
+    views_ingest_markets: int = 100
+    #: ingest runs without and with readers (alternated), and rollup off/on pairs
+    views_ingest_runs: int = 2
+    views_rollup_runs: int = 1
+    views_ingest_timeout_s: float = 300.0
+    #: check the invariants on the recovered record and after the ingest (reads all of Redis's state)
+    views_check_state: bool = True
 
     def trades_for(self, concurrency: int) -> int:
         if concurrency in self.engine_trades:
@@ -69,18 +93,23 @@ QUICK = Sizes(
     http_seconds=1.5, http_warmup_s=0.2, persister_trades=5_000, peer_concurrency=(32,), peer_seconds=0.5,
     hotset_users=2_000, hotset_markets=100, hotset_hot=100, hotset_trades=500,
     stream_sse=200, stream_websockets=20, stream_markers=5,
+    views_trades=20_000, views_markets=50, views_users=300, views_seconds=2.0, views_warmup_s=0.5,
+    views_paced_rates=(50.0,), views_paced_seconds=1.0, views_ingest_rate=50.0,
+    views_ingest_trades=2_000, views_ingest_markets=5, views_ingest_runs=1, views_rollup_runs=1,
 )
 
 
 @dataclass(frozen=True)
 class BenchOptions:
     settings: Settings
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
     sizes: Sizes = FULL
     #: where the JSON and the chart go; None writes nothing (tests)
     out: Path | None = None
     quick: bool = False
     seed: int | None = None
+    #: views: generate the record again even if a kept one matches
+    rebuild_views: bool = False
 
 
 def parse_sections(text: str) -> tuple[str, ...]:

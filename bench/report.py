@@ -7,6 +7,7 @@ from rich.table import Table
 
 from bench.results import ENGINE, HTTP, NAIVE_CAS, PEERS, PG_ONLY, BenchResults, Row
 from bench.targets import evaluate
+from bench.views_results import CLOSED_LOOP, INGEST_TARGET, P99_TARGET_MS
 
 ORDER = {ENGINE: 0, HTTP: 1, PG_ONLY: 2, NAIVE_CAS: 3}
 HEADLINE_TASKS = 32
@@ -109,6 +110,51 @@ def streams_table(results: BenchResults) -> Table | None:
     return table
 
 
+def views_tables(results: BenchResults) -> list[Table]:
+    """Issue 16: the record's tables, the views' latencies per route, the persister with and without readers."""
+    v = results.views
+    if v is None:
+        return []
+    r = v.record
+    sizes = Table(title=f"views record: {r.trades:,} trades, {r.markets:,} markets, {r.users:,} users, "
+                  f"{r.positions:,} positions; {r.database_bytes / 2**30:.2f} GiB; generated in "
+                  f"{r.generated_s:.0f} s ({'kept from an earlier run' if r.reused else 'this run'})")
+    for column in ("table", "total (with indexes)", "of which indexes"):
+        sizes.add_column(column, justify="left" if column == "table" else "right")
+    for table, (total, indexes) in r.sizes.items():
+        if total >= 1 << 20:
+            sizes.add_row(table, f"{total / 2**20:,.0f} MiB", f"{indexes / 2**20:,.0f} MiB")
+    latency = Table(title=f"views: {v.readers} concurrent readers of 1 replica, latency in ms (closed loop: each "
+                    "reader sends on its answer; n/s: the readers' total rate, latency from the scheduled send)")
+    for column in ("readers", "route", "answers", "p50", "p95", "p99", "max", "items", ""):
+        latency.add_column(column, justify="left" if column in ("readers", "route") else "right")
+    phases = [(f"alone, {CLOSED_LOOP}", v.alone), *((f"alone, {rate}", p) for rate, p in v.paced.items()),
+              *((f"during ingest, {mode}", p) for mode, p in v.during_ingest.items())]
+    for name, phase in phases:
+        for route, s in phase.routes.items():
+            met = "" if results.quick else ("[green]met[/green]" if s.p99_ms <= P99_TARGET_MS else "[red]missed[/red]")
+            latency.add_row(name, route, f"{s.requests:,}", f"{s.p50_ms:.2f}", f"{s.p95_ms:.2f}", f"{s.p99_ms:.2f}",
+                            f"{s.max_ms:.1f}", f"{s.items_per_answer:.0f}", met)
+        latency.add_row(name, "all", f"{phase.requests_per_s:,.0f}/s", "", "", "", "", "", "", end_section=True)
+    ingest = Table(title="views: the persister draining bursts into the record (events/s)")
+    for column in ("readers", "candle rollup", "trades", "events", "seconds", "events/s"):
+        ingest.add_column(column, justify="left" if column in ("readers", "candle rollup") else "right")
+    for run in v.ingest:
+        ingest.add_row(run.readers, "on" if run.rollup else "off", f"{run.trades:,}",
+                       f"{run.events:,}", f"{run.drain_s:.2f}", f"{run.events_per_s:,.0f}")
+    notes = []
+    for mode in v.reader_modes():
+        slowdown = v.ingest_slowdown(mode)
+        if slowdown is None:
+            continue
+        met = "" if results.quick else (" [green]met[/green]" if slowdown <= INGEST_TARGET else " [red]missed[/red]")
+        notes.append(f"readers {mode}: {-slowdown:+.1%} against none (target within {INGEST_TARGET:.0%}){met}")
+    if v.rollup_cost is not None:
+        notes.append(f"candle rollup costs {v.rollup_cost:+.1%} of the rate")
+    ingest.caption = "; ".join(notes)
+    return [sizes, latency, ingest]
+
+
 def policy_table(results: BenchResults) -> Table | None:
     if not results.policy:
         return None
@@ -170,6 +216,8 @@ def print_report(console: Console, results: BenchResults) -> None:
                   streams_table(results), ratios_table(results)):
         if table is not None:
             console.print(table)
+    for table in views_tables(results):
+        console.print(table)
     for line in headline(results):
         console.print(line, highlight=False)
     console.print(targets_table(results))

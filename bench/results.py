@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from bench.hotset_runs import HotsetResult
     from bench.policy_runs import PolicyRow
     from bench.stream_runs import StreamResult
+    from bench.views_results import ViewsResult
 
 
 @dataclass
@@ -93,6 +94,8 @@ class BenchResults:
     persister_pair: PersisterResult | None = None
     hotset: HotsetResult | None = None
     streams: StreamResult | None = None
+    #: the trader's views on a large record (issue 16)
+    views: ViewsResult | None = None
     policy: list[PolicyRow] = field(default_factory=list)
     section_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -123,6 +126,7 @@ class BenchResults:
             "persister_pair": self.persister_pair.to_dict() if self.persister_pair else None,
             "hotset": self.hotset.to_dict() if self.hotset else None,
             "streams": self.streams.to_dict() if self.streams else None,
+            "views": self.views.to_dict() if self.views else None,
             "policy": [p.to_dict() for p in self.policy],
             "ratios": [{**asdict(r), "factor": round(r.factor, 2)} for r in self.ratios()],
         }

@@ -46,6 +46,11 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> Benc
             results.hotset = hotset_section(settings, sizes, progress, seed)
         elif section == "streams":
             results.streams = streams_section(settings, sizes, progress, seed)
+        elif section == "views":
+            # Imported only when run: it brings the record generator and the readers.
+            from bench.views_runs import views_section
+
+            results.views = views_section(settings, sizes, progress, seed, rebuild=options.rebuild_views)
         elif section == "peers":
             # Needs psycopg_pool (the 'bench' extra); imported only when the peers run.
             from bench.peer_runs import peers_section
