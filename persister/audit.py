@@ -27,6 +27,7 @@ import redis
 from predmarket.engine import pricing
 from predmarket.engine.connection import connect
 from predmarket.engine.keys import Keys
+from predmarket.engine.resolutions import CANCEL, PROB
 from predmarket.engine.state import (
     Breach,
     MarketRecord,
@@ -147,7 +148,7 @@ def _with_evicted(hot: State, record: State, report: AuditReport) -> State:
     anything else missing is reported (Redis lost data: run ``predmarket recover``).
     """
     state = State(dict(hot.users), dict(hot.markets), dict(hot.positions), hot.deposits, hot.withdrawals,
-                  dict(hot.net_costs))
+                  dict(hot.net_costs), refunded=set(hot.refunded))
     holders = {user_id for (user_id, _, _) in record.positions}
     for user_id, user in record.users.items():
         if user_id not in state.users:
@@ -218,10 +219,16 @@ def _replay(conn: Connection, report: AuditReport) -> State:
     pools = {r.market_id: micro(r.total) for r in conn.execute(text(
         "SELECT market_id, SUM(amount) AS total FROM ledger WHERE account = 'pool:' || market_id "
         "GROUP BY market_id"))}
-    paid = {(r.user_id, r.market_id) for r in conn.execute(text(
-        "SELECT user_id, market_id FROM ledger WHERE kind = 'payout' AND leg = 1"))}
+    # Settlement's payments to users: OUTCOME's and PROB's payouts, CANCEL's refunds.
+    payments = list(conn.execute(text(
+        "SELECT user_id, market_id, kind, amount FROM ledger WHERE kind IN ('payout', 'refund') AND leg = 1")))
+    paid = {(r.user_id, r.market_id) for r in payments}
+    paid_total: dict[str, int] = defaultdict(int)
+    for r in payments:
+        paid_total[r.market_id] += micro(r.amount)
+    state.refunded = {(r.market_id, r.user_id) for r in payments if r.kind == "refund"}
     markets = {r.market_id: r for r in conn.execute(text(
-        "SELECT market_id, status, outcome, liquidity_b FROM markets"))}
+        "SELECT market_id, status, outcome, liquidity_b, probabilities FROM markets"))}
     q: dict[str, dict[str, int]] = defaultdict(lambda: {"YES": 0, "NO": 0})
     net_costs: dict[PositionKey, int] = defaultdict(int)
     #: market_id -> (user_id, outcome) -> shares
@@ -245,14 +252,18 @@ def _replay(conn: Connection, report: AuditReport) -> State:
     for market_id, m in markets.items():
         qm, holdings = q[market_id], held[market_id]
         settled = m.status in ("RESOLVED", "SETTLED")
-        # Settlement zeroes holdings: all of them once SETTLED, the paid winners' while RESOLVED.
+        # Settlement zeroes holdings: all of them once SETTLED, while RESOLVED the paid winners' (PROB and
+        # CANCEL: every holding of a user paid, as one payout or refund covers all of the user's outcomes).
+        by_user = m.outcome in (PROB, CANCEL)
         for (user_id, outcome) in list(holdings):
-            if m.status == "SETTLED" or (settled and outcome == m.outcome and (user_id, market_id) in paid):
+            if m.status == "SETTLED" or (settled and (by_user or outcome == m.outcome)
+                                         and (user_id, market_id) in paid):
                 holdings[(user_id, outcome)] = 0
         live = {o: sum(v for (_, out), v in holdings.items() if out == o) for o in ("YES", "NO")}
         state.markets[market_id] = MarketRecord(
             m.status, m.outcome or "", micro(m.liquidity_b), qm["YES"], qm["NO"], pools.get(market_id, 0),
             qm["YES"] - live["YES"] if settled else 0, qm["NO"] - live["NO"] if settled else 0,
+            paid=paid_total.get(market_id, 0), probabilities=m.probabilities or "",
         )
         state.positions.update({(u, market_id, o): v for (u, o), v in holdings.items() if v})
     deposits, withdrawals = conn.execute(text(

@@ -15,7 +15,10 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from predmarket.engine.errors import ValidationError
 from predmarket.engine.models import ID_PATTERN
+from predmarket.engine.resolutions import CANCEL, PROB, parse_probabilities_text
+from predmarket.engine.units import MICRO
 
 _DEC6 = re.compile(r"^[0-9]{1,14}\.[0-9]{6}$")  # NUMERIC(20,6): at most 14 digits before the point
 _SIGNED_DEC6 = re.compile(r"^-?[0-9]{1,14}\.[0-9]{6}$")
@@ -121,6 +124,33 @@ class _Fields:
 
 
 _SIDES, _OUTCOMES = ("BUY", "SELL"), ("YES", "NO")
+#: A resolution's outcome: a label of the market (this release's markets are YES/NO: _OUTCOMES is the
+#: one place that says so), or PROB or CANCEL.
+_RESOLUTIONS = (*_OUTCOMES, PROB, CANCEL)
+
+
+def _resolved_outcome(f: _Fields) -> tuple[str, str | None]:
+    """A MarketResolved's outcome (a label, PROB or CANCEL) and, for PROB, its probabilities text."""
+    outcome = f.choice("outcome", _RESOLUTIONS)
+    if outcome != PROB:
+        return outcome, None
+    text = f.text("probabilities", 2_000)
+    try:
+        parsed = parse_probabilities_text(text)
+    except (ValueError, ValidationError):
+        raise MalformedEvent("field 'probabilities' is not a JSON object of probabilities") from None
+    if sorted(label for label, _ in parsed) != sorted(_OUTCOMES) or sum(p for _, p in parsed) != MICRO:
+        raise MalformedEvent("field 'probabilities' does not sum to 1 over the outcomes")
+    return outcome, text
+
+
+def _labels_field(f: _Fields, name: str) -> list[str]:
+    """A comma-separated list of labels ('' for none): the positions a payout or refund zeroed."""
+    value = f.fields.get(name, "")
+    labels = value.split(",") if isinstance(value, str) and value else []
+    if not isinstance(value, str) or any(label not in _OUTCOMES for label in labels) or len(set(labels)) < len(labels):
+        raise MalformedEvent(f"field {name!r} is not a list of labels")
+    return labels
 
 
 @dataclass
@@ -254,12 +284,12 @@ def _close_time(f: _Fields) -> datetime | None:
 def _lifecycle(status: str) -> Callable[[Batch, _Fields, int, datetime], None]:
     def handle(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
         market_id = f.ident("market_id")
-        outcome = f.choice("outcome", _OUTCOMES) if status == "RESOLVED" else None
+        outcome, probabilities = _resolved_outcome(f) if status == "RESOLVED" else (None, None)
         if status == "CLOSED":
             f.integer("last_trade_id")  # checked: the record's word on where trading stopped is in the stream
         batch._newest(batch.market_status, market_id,
                       {"status": status, "outcome": outcome, "event_order": order, "when": when,
-                       "closed_at": when if status == "CLOSED" else None})
+                       "closed_at": when if status == "CLOSED" else None, "probabilities": probabilities})
     return handle
 
 
@@ -295,12 +325,26 @@ def _price_updated(batch: Batch, f: _Fields, order: int, when: datetime) -> None
 
 
 def _payout(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
+    """A winning position paid (``outcome`` its label), or a PROB holder paid over every position it
+    held (``outcome`` PROB, ``outcomes`` those labels): each named position is zero after it."""
     user_id, market_id, amount = f.ident("user_id"), f.ident("market_id"), f.dec("amount")
-    available, outcome = f.dec("available"), f.choice("outcome", _OUTCOMES)
+    available, outcome = f.dec("available"), f.choice("outcome", (*_OUTCOMES, PROB))
+    zeroed = _labels_field(f, "outcomes") if outcome == PROB else [outcome]
     f.dec("shares")
     batch.movement(f, "payout", f"pool:{market_id}", f"user:{user_id}", amount, when, market_id=market_id)
     batch.balance(user_id, available, order, when)
-    batch.position(user_id, market_id, outcome, ZERO, order, when)
+    for label in zeroed:
+        batch.position(user_id, market_id, label, ZERO, order, when)
+
+
+def _refund(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
+    """A CANCEL refund: money back from the pool, and every position the user still held zeroed."""
+    user_id, market_id, amount = f.ident("user_id"), f.ident("market_id"), f.dec("amount")
+    available, zeroed = f.dec("available"), _labels_field(f, "outcomes")
+    batch.movement(f, "refund", f"pool:{market_id}", f"user:{user_id}", amount, when, market_id=market_id)
+    batch.balance(user_id, available, order, when)
+    for label in zeroed:
+        batch.position(user_id, market_id, label, ZERO, order, when)
 
 
 def _market_settled(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
@@ -310,9 +354,12 @@ def _market_settled(batch: Batch, f: _Fields, order: int, when: datetime) -> Non
     batch.balance("house", house, order, when)
     # MarketSettled names no outcome: carry the one a MarketResolved earlier in this batch set (it is replaced here).
     resolved = batch.market_status.get(market_id)
-    outcome = resolved["outcome"] if resolved is not None and resolved["event_order"] < order else None
+    earlier = resolved is not None and resolved["event_order"] < order
+    outcome = resolved["outcome"] if resolved is not None and earlier else None
+    probabilities = resolved.get("probabilities") if resolved is not None and earlier else None
     batch._newest(batch.market_status, market_id,
-                  {"status": "SETTLED", "outcome": outcome, "event_order": order, "when": when})
+                  {"status": "SETTLED", "outcome": outcome, "event_order": order, "when": when,
+                   "probabilities": probabilities})
     batch._newest(batch.settled, market_id, {"market_id": market_id, "event_order": order, "when": when})
 
 
@@ -351,6 +398,7 @@ _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {
     "TradeExecuted": _trade_executed,
     "PriceUpdated": _price_updated,
     "Payout": _payout,
+    "Refund": _refund,
     "MarketSettled": _market_settled,
     "ApiKeyCreated": _api_key_created,
     "ApiKeyRevoked": _api_key_revoked,

@@ -43,13 +43,14 @@ def snapshot_row(market_id: str, h: dict[str, str], taken_at: datetime) -> dict[
         "last_updated": _when(h["updated_ms"]), "taken_at": taken_at,
         "close_time": _when(h["close_ms"]) if h.get("close_ms") else None,
         "closed_at": _when(h["closed_ms"]) if h.get("closed_ms") else None,
+        "probabilities": h.get("probabilities") or None,
     }
 
 
 _MARKET_COLUMNS = (
     "status", "outcome", "yes_shares", "no_shares", "price_yes", "price_no", "pool", "settled_yes",
     "settled_no", "payouts_total", "holders_paid", "version", "last_trade_id", "last_updated", "close_time",
-    "closed_at",
+    "closed_at", "probabilities",
 )
 
 

@@ -207,14 +207,14 @@ WITH snap AS (
 ), pool_out AS (
     SELECT l.market_id, SUM(l.amount) AS d_pool, MAX(l.created_at) AS last_at, COUNT(*) AS n
     FROM ledger l LEFT JOIN snap s USING (market_id)
-    WHERE l.kind IN ('payout', 'house_return') AND l.account = 'pool:' || l.market_id
+    WHERE l.kind IN ('payout', 'refund', 'house_return') AND l.account = 'pool:' || l.market_id
       AND (s.last_event IS NULL
            OR (split_part(l.event_id, '-', 1)::bigint, split_part(l.event_id, '-', 2)::numeric)
               > (split_part(s.last_event, '-', 1)::bigint, split_part(s.last_event, '-', 2)::numeric))
     GROUP BY l.market_id
 ), paid AS (
     SELECT market_id, SUM(amount) AS total, COUNT(*) AS holders
-    FROM ledger WHERE kind = 'payout' AND leg = 1 GROUP BY market_id
+    FROM ledger WHERE kind IN ('payout', 'refund') AND leg = 1 GROUP BY market_id
 ), held AS (
     SELECT market_id, SUM(shares) FILTER (WHERE outcome = 'YES') AS yes,
            SUM(shares) FILTER (WHERE outcome = 'NO') AS no
@@ -223,7 +223,7 @@ WITH snap AS (
     SELECT market_id, SUM(amount) AS pool FROM ledger WHERE kind = 'subsidy' AND leg = 1 GROUP BY market_id
 )
 SELECT m.market_id, m.name, m.status, m.outcome, m.liquidity_b, m.created_at, m.last_updated AS row_updated,
-       m.close_time, m.closed_at,
+       m.close_time, m.closed_at, m.probabilities,
        s.version AS snap_version, s.status AS snap_status, s.yes_shares AS snap_yes, s.no_shares AS snap_no,
        s.pool AS snap_pool, s.last_trade_id AS snap_last_trade, s.last_updated AS snap_updated,
        COALESCE(sub.pool, 0) AS subsidy,
@@ -256,7 +256,9 @@ def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tup
         updated = max(t for t in (r.row_updated, r.snap_updated, r.last_at, r.out_at) if t is not None)
         # closed_ms exists once the market closed (lua/lib.lua's close_market_now), as in Redis.
         closed = {"closed_ms": epoch_ms(r.closed_at)} if r.closed_at is not None else {}
-        write("hset", keys.market(r.market_id), mapping={**closed,
+        # Only a PROB resolution writes probabilities (lua/resolve_market.lua).
+        prob = {"probabilities": r.probabilities} if r.probabilities else {}
+        write("hset", keys.market(r.market_id), mapping={**closed, **prob,
             "name": r.name, "status": r.status, "outcome": r.outcome or "", "b": micro(r.liquidity_b),
             "q_yes": q_yes, "q_no": q_no, "pool": pool, "version": version,
             "created_ms": epoch_ms(r.created_at), "updated_ms": epoch_ms(updated),
@@ -276,8 +278,17 @@ def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tup
             write("zadd", keys.dirty, {r.market_id: epoch_ms(updated)})
         n += 1
         replayed += r.n_after
+    _refunded(conn, write, keys)
     say("markets", n)
     return n, replayed
+
+
+def _refunded(conn: Connection, write: _Writer, keys: Keys) -> None:
+    """The users a CANCEL settlement under way had refunded (lua/settle_users.lua's set), from their
+    refunds in the ledger: a settlement resumed after the recovery refunds only the others."""
+    for r in _rows(conn, "SELECT l.market_id, l.user_id FROM ledger l JOIN markets m USING (market_id) "
+                         "WHERE l.kind = 'refund' AND l.leg = 1 AND m.status = 'RESOLVED'"):
+        write("sadd", keys.market_refunded(r.market_id), r.user_id)
 
 
 def _counters(conn: Connection, write: _Writer, keys: Keys) -> int:

@@ -171,9 +171,13 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
                 # Only MarketClosed names it; later changes keep it.
                 closed_at=func.coalesce(bindparam("m_closed_at", type_=markets.c.closed_at.type),
                                         markets.c.closed_at),
+                # Only a PROB MarketResolved names them; MarketSettled keeps them.
+                probabilities=func.coalesce(bindparam("m_probabilities", type_=markets.c.probabilities.type),
+                                            markets.c.probabilities),
             ),
             [{"m_id": market_id, "m_order": row["event_order"], "m_status": row["status"],
-              "m_outcome": row["outcome"], "m_when": row["when"], "m_closed_at": row.get("closed_at")}
+              "m_outcome": row["outcome"], "m_when": row["when"], "m_closed_at": row.get("closed_at"),
+              "m_probabilities": row.get("probabilities")}
              for market_id, row in sorted(batch.market_status.items())],
         )
     new_trades = _insert_new(conn, trades, batch.trades, returning="trade_id")

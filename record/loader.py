@@ -66,6 +66,8 @@ def market_fields(row: Row[Any]) -> dict[str, str | int]:
         "payouts_total": micro(row.payouts_total), "holders_paid": row.holders_paid,
         "last_trade_id": row.last_trade_id, "last_event": "0-0",
         "close_ms": epoch_ms(row.close_time) if row.close_time is not None else "",
+        # As in Redis: only a PROB resolution writes the field (lua/resolve_market.lua).
+        **({"probabilities": row.probabilities} if row.probabilities else {}),
     }
 
 

@@ -10,20 +10,37 @@ helpers): PROB ``floor(sum_i p_i * s_i / 10^6)``, CANCEL ``max(0, sum of net cos
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from dataclasses import dataclass
 
 import pytest
+import redis as sync_redis
 from predmarket.engine.errors import InvalidState, Unavailable, ValidationError
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Market, MarketStatus, Order, Outcome, Side
 from predmarket.engine.resolutions import Resolution
+from predmarket.engine.settings import Settings
 from predmarket.engine.settlement import UserSettler
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, format_micro
+from sqlalchemy import text
 
 from tests.support.factories import MarketFactory, UserFactory
-from tests.support.redis_data import snapshot
+from tests.support.faults import diff, full_snapshot
+from tests.support.persister import (
+    catch_up,
+    ledger_breaches,
+    micro,
+    persister,
+    persister_env,
+    pg_connection,
+    pg_state,
+    redis_state,
+)
+from tests.support.processes import run_predmarket
+from tests.support.redis_data import delete_prefix_async, snapshot
+from tests.support.services import REAL_REDIS
 
 YES, NO = Outcome.YES, Outcome.NO
 BUY, SELL = Side.BUY, Side.SELL
@@ -94,9 +111,11 @@ async def assert_invariants(engine: MarketEngine) -> None:
     assert check_invariants(await read_redis_state(engine.redis, engine.keys)) == []
 
 
-async def assert_settled(engine: MarketEngine, book: Book, paid: dict[str, int], kind: str) -> None:
-    """Every user got exactly ``paid`` (one event each for non-zero amounts), no position of the market
-    is left anywhere, house got the rest of the pool, every invariant holds."""
+async def assert_settled(engine: MarketEngine, book: Book, paid: dict[str, int], kind: str,
+                         wiped: frozenset[str] = frozenset()) -> None:
+    """Every user got exactly ``paid`` (one event each for non-zero amounts; ``wiped``: users whose event
+    went with a deleted stream), no position of the market is left anywhere, house got the rest of the
+    pool, every invariant holds."""
     mid = book.market.market_id
     for user_id in book.users.values():
         account = await engine.accounts.get(user_id)
@@ -104,7 +123,7 @@ async def assert_settled(engine: MarketEngine, book: Book, paid: dict[str, int],
         assert [p for p in account.positions if p.market_id == mid] == []
     assert await engine.redis.exists(engine.keys.market_positions(mid), engine.keys.market_refunded(mid)) == 0
     got = await events(engine, kind, mid)
-    assert Counter(e["user_id"] for e in got) == Counter({u: 1 for u, a in paid.items() if a > 0})
+    assert Counter(e["user_id"] for e in got) == Counter({u: 1 for u, a in paid.items() if a > 0 and u not in wiped})
     for e in got:
         assert e["amount"] == format_micro(paid[e["user_id"]])
     market = await engine.markets.get(mid)
@@ -362,3 +381,94 @@ async def test_a_refund_owed_to_a_user_out_of_redis_stops_the_settlement_until_i
     await engine.redis.hset(engine.keys.user(loss), mapping=kept)
     await engine.markets.settle(mid)
     await assert_settled(engine, book, refunds, "Refund")
+
+
+# --------------------------------------------------------------------------- the record, recover and audit
+
+def audit_output(settings: Settings) -> subprocess.CompletedProcess[str]:
+    return run_predmarket("audit", "--wait", "5", env=persister_env(settings))
+
+
+def assert_audit_passes(settings: Settings) -> None:
+    done = audit_output(settings)
+    assert done.returncode == 0 and "audit passed" in done.stdout, done.stdout + done.stderr
+
+
+async def assert_stores_agree(engine: MarketEngine, url: str) -> None:
+    """PostgreSQL's picture equals Redis' (users, positions, net costs, markets, totals), both satisfy
+    the invariants and the ledger balances."""
+    pg, live = pg_state(url), await redis_state(engine)
+    assert pg == live
+    assert check_invariants(pg) == [] and check_invariants(live) == []
+    with pg_connection(url) as conn:
+        assert ledger_breaches(conn, pg) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_REDIS, reason="recover and audit run as subprocesses on a real Redis")
+async def test_the_record_follows_prob_and_cancel_and_recover_rebuilds_a_settlement_under_way(
+    engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory, pg_settings: Settings,
+    redis_client: sync_redis.Redis,
+) -> None:
+    url, prefix = pg_settings.database_url, pg_settings.key_prefix
+    prob = await build_book(engine, make_market, make_user)
+    cancel = await build_book(engine, make_market, make_user, b_units=10, cycles=4)  # pro-rata
+    partial = await build_book(engine, make_market, make_user)
+    pending = await build_book(engine, make_market, make_user)  # PROB, resolved, not settled
+    refunds, partial_refunds = cancel_expected(cancel)[0], cancel_expected(partial)[0]
+    paid = prob_expected(prob, 333_333)
+    with persister(pg_settings) as p:
+        await engine.markets.resolve(prob.market.market_id, Resolution.prob([("YES", 333_333), ("NO", 666_667)]))
+        await engine.markets.settle(prob.market.market_id)
+        await engine.markets.resolve(cancel.market.market_id, Resolution.cancel())
+        await engine.markets.settle(cancel.market.market_id)
+        await engine.markets.resolve(pending.market.market_id, Resolution.prob([("YES", 1), ("NO", 999_999)]))
+        # A CANCEL settlement interrupted after refunding a user without shares and one holding both sides.
+        mid = partial.market.market_id
+        await engine.markets.resolve(mid, Resolution.cancel())
+        first = [partial.users["loss"], partial.users["both"]]
+        s = await settler(engine, mid)
+        real_call = s._call
+
+        async def first_only(mode: str, head: list[object], chunk: list[tuple[str, list[object]]]) -> list[str]:
+            return await real_call(mode, head, [g for g in chunk if g[0] in first])
+
+        s._call = first_only  # type: ignore[method-assign]
+        await s.pay_all()
+        catch_up(p)
+        await assert_stores_agree(engine, url)
+        with pg_connection(url) as conn:
+            rows = {r.market_id: r for r in conn.execute(text("SELECT * FROM markets"))}
+            ledger = {(r.market_id, r.user_id, r.kind): micro(r.total) for r in conn.execute(text(
+                "SELECT market_id, user_id, kind, SUM(amount) AS total FROM ledger WHERE leg = 1 "
+                "AND kind IN ('payout', 'refund') GROUP BY market_id, user_id, kind"))}
+        assert (rows[prob.market.market_id].outcome, rows[prob.market.market_id].probabilities) == (
+            "PROB", '{"YES":"0.333333","NO":"0.666667"}')
+        assert (rows[cancel.market.market_id].outcome, rows[cancel.market.market_id].probabilities) == (
+            "CANCEL", None)
+        assert rows[pending.market.market_id].status == "RESOLVED"
+        assert rows[pending.market.market_id].probabilities == '{"YES":"0.000001","NO":"0.999999"}'
+        assert {(m, u): a for (m, u, kind), a in ledger.items() if kind == "payout"} == {
+            (prob.market.market_id, u): a for u, a in paid.items() if a}
+        assert {(m, u): a for (m, u, kind), a in ledger.items() if kind == "refund"} == {
+            **{(cancel.market.market_id, u): a for u, a in refunds.items() if a},
+            **{(mid, u): partial_refunds[u] for u in first}}
+        before = full_snapshot(redis_client, prefix)
+        assert sorted(before[f"{{m:{mid}}}:refunded"]) == sorted(first)
+        assert_audit_passes(pg_settings)
+
+        await delete_prefix_async(engine.redis, prefix)
+        done = run_predmarket("recover", env=persister_env(pg_settings))
+        assert done.returncode == 0, done.stdout + done.stderr
+        after = full_snapshot(redis_client, prefix)
+        assert after == before, diff(before, after)
+        assert_audit_passes(pg_settings)
+
+        # The interrupted settlement, resumed after the recovery, refunds only the others.
+        await engine.markets.settle(mid)
+        await assert_settled(engine, partial, partial_refunds, "Refund", wiped=frozenset(first))
+        await engine.markets.settle(pending.market.market_id)
+        await assert_settled(engine, pending, prob_expected(pending, 1), "Payout")
+        catch_up(p)
+    await assert_stores_agree(engine, url)
+    assert_audit_passes(pg_settings)
