@@ -17,6 +17,7 @@ import orjson
 import pydantic
 from fastapi import Depends, Request
 from predmarket.engine.errors import ValidationError
+from predmarket.engine.resolutions import Resolution, parse_probability
 from predmarket.engine.units import UnitError, parse_micro
 from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
 
@@ -77,8 +78,40 @@ class CreateMarket(Body):
     close_time: str | None = None
 
 
+def _probability(value: object) -> int:
+    try:
+        return parse_probability(value)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: A PROB resolution's probability: decimal string or JSON number, 0..1, at most 6 decimals (micro-units).
+Probability = Annotated[int, PlainValidator(_probability), WithJsonSchema({
+    **DECIMAL_JSON_SCHEMA, "description": "a probability between 0 and 1: decimal string or JSON number, "
+                                          "at most 6 decimals"})]
+
+
 class Resolve(Body):
-    outcome: Literal["YES", "NO"]
+    """Exactly one of: ``outcome`` (the winning label), ``probabilities`` (PROB: every label, summing to
+    exactly 1.000000) or ``cancel: true`` (CANCEL: net costs refunded). The labels are checked against
+    the market's by the engine."""
+
+    outcome: str | None = None
+    probabilities: dict[str, Probability] | None = None
+    cancel: Literal[True] | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one(self) -> Resolve:
+        if sum(v is not None for v in (self.outcome, self.probabilities, self.cancel)) != 1:
+            raise ValueError("exactly one of outcome, probabilities and cancel is required")
+        return self
+
+    def resolution(self) -> Resolution:
+        if self.outcome is not None:
+            return Resolution.of_outcome(self.outcome)
+        if self.probabilities is not None:
+            return Resolution.prob(self.probabilities.items())
+        return Resolution.cancel()
 
 
 class TradeBody(Body):

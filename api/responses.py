@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from predmarket.api import schemas
 from predmarket.engine.models import Account, Market, Quote, Trade
+from predmarket.engine.resolutions import CANCEL, PROB
 from predmarket.engine.units import format_micro
 from starlette.responses import JSONResponse as _StarletteJSON
 
@@ -45,7 +46,8 @@ def account_json(a: Account) -> schemas.Account:
 def market_json(m: Market) -> schemas.Market:
     return {
         "market_id": m.market_id, "name": m.name, "status": m.status.value,
-        "outcome": m.outcome.value if m.outcome else None, "liquidity_b": format_micro(m.liquidity_b),
+        "outcome": str(m.outcome) if m.outcome is not None else None, "resolution": resolution_json(m),
+        "liquidity_b": format_micro(m.liquidity_b),
         "yes_shares": format_micro(m.yes_shares), "no_shares": format_micro(m.no_shares),
         "price_yes": format_micro(m.price_yes), "price_no": format_micro(m.price_no),
         "pool": format_micro(m.pool), "created_at": rfc3339(m.created_ms), "last_updated": rfc3339(m.updated_ms),
@@ -55,6 +57,17 @@ def market_json(m: Market) -> schemas.Market:
         ],
         "close_time": rfc3339(m.close_ms) if m.close_ms is not None else None,
     }
+
+
+def resolution_json(m: Market) -> schemas.Resolution | None:
+    """The market object's ``resolution``: null until resolved (engine/resolutions.py's three kinds)."""
+    if m.outcome is None:
+        return None
+    if m.outcome == CANCEL:
+        return {"type": "CANCEL"}
+    if m.outcome == PROB:
+        return {"type": "PROB", "probabilities": {label: format_micro(p) for label, p in m.probabilities or ()}}
+    return {"type": "OUTCOME", "outcome": str(m.outcome)}
 
 
 def trade_json(t: Trade) -> schemas.Trade:

@@ -110,12 +110,22 @@ class OutcomeState(TypedDict):
     price: Decimal6
 
 
+class Resolution(TypedDict):
+    """How the market was resolved: OUTCOME names the winning label, PROB a probability per label."""
+
+    type: Literal["OUTCOME", "CANCEL", "PROB"]
+    outcome: NotRequired[str]
+    probabilities: NotRequired[dict[str, Decimal6]]
+
+
 class Market(TypedDict):
     market_id: str
     name: str
     status: MarketStatus
-    #: the winning outcome once resolved, else null
-    outcome: Outcome | None
+    #: once resolved the winning label, PROB or CANCEL; else null
+    outcome: str | None
+    #: once resolved how (null until then)
+    resolution: Resolution | None
     liquidity_b: Decimal6
     yes_shares: Decimal6
     no_shares: Decimal6

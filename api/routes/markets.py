@@ -85,10 +85,11 @@ async def close_market(request: Request, market_id: str, _: Admin) -> Response:
 
 
 @router.post("/markets/{market_id}/resolve", openapi_extra=body_doc(Resolve), response_model=schemas.Market,
-             summary="OPEN -> RESOLVED with the winning outcome (admin)")
+             summary="OPEN or CLOSED -> RESOLVED (admin): a winning outcome, probabilities (PROB) or cancel "
+                     "(CANCEL)")
 async def resolve_market(
     request: Request, market_id: str, _: Admin, body: ResolveBody) -> Response:
-    market = await engine_of(request).markets.resolve(path_id(market_id, "market"), Outcome(body.outcome))
+    market = await engine_of(request).markets.resolve(path_id(market_id, "market"), body.resolution())
     return JSONResponse(market_json(market))
 
 

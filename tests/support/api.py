@@ -46,7 +46,7 @@ MICRO = Decimal("0.000001")
 
 ACCOUNT_KEYS = {"user_id", "username", "available", "locked", "positions"}
 MARKET_KEYS = {"market_id", "name", "status", "outcome", "liquidity_b", "yes_shares", "no_shares", "price_yes",
-               "price_no", "pool", "created_at", "last_updated", "outcomes", "close_time"}
+               "price_no", "pool", "created_at", "last_updated", "outcomes", "close_time", "resolution"}
 TRADE_KEYS = {"trade_id", "market_id", "user_id", "side", "outcome", "shares", "cost", "avg_price", "price_yes",
               "price_no", "created_at"}
 QUOTE_KEYS = {"side", "outcome", "shares", "cost", "avg_price", "price_yes", "price_no"}
@@ -441,8 +441,9 @@ def assert_market(obj: Any) -> None:
     assert isinstance(obj, dict) and set(obj) == MARKET_KEYS, obj
     assert ID_RE.fullmatch(obj["market_id"]) and isinstance(obj["name"], str)
     assert obj["status"] in ("CREATED", "OPEN", "CLOSED", "RESOLVED", "SETTLED")
-    assert obj["outcome"] in (None, "YES", "NO")
+    assert obj["outcome"] in (None, "YES", "NO", "PROB", "CANCEL")
     assert (obj["outcome"] is None) == (obj["status"] in ("CREATED", "OPEN", "CLOSED")), obj
+    assert_resolution(obj)
     for key in ("liquidity_b", "yes_shares", "no_shares", "pool"):
         dec(obj[key])
     assert_prices(obj)
@@ -454,6 +455,21 @@ def assert_market(obj: Any) -> None:
     ], obj
     if obj["close_time"] is not None:
         assert_timestamp(obj["close_time"])
+
+
+def assert_resolution(obj: dict[str, Any]) -> None:
+    """``resolution`` says what ``outcome`` does: null until resolved, then its type and its terms."""
+    resolution, outcome = obj["resolution"], obj["outcome"]
+    if outcome is None:
+        assert resolution is None, obj
+    elif outcome == "CANCEL":
+        assert resolution == {"type": "CANCEL"}, obj
+    elif outcome == "PROB":
+        assert set(resolution) == {"type", "probabilities"} and resolution["type"] == "PROB", obj
+        assert list(resolution["probabilities"]) == [o["outcome"] for o in obj["outcomes"]], obj
+        assert sum(dec(p) for p in resolution["probabilities"].values()) == 1, obj
+    else:
+        assert resolution == {"type": "OUTCOME", "outcome": outcome}, obj
 
 
 def assert_avg_price(obj: dict[str, Any]) -> None:
