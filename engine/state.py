@@ -36,9 +36,9 @@ class MarketRecord:
     settled_yes: int = 0
     settled_no: int = 0
     #: money settlement paid users so far (payouts or refunds): with ``pool``, the pool at resolution
-    paid: int = field(default=0, compare=False)
+    paid: int = field(default=0, compare=False, kw_only=True)
     #: a PROB resolution's probabilities text (engine/resolutions.py), else ''
-    probabilities: str = field(default="", compare=False)
+    probabilities: str = field(default="", compare=False, kw_only=True)
 
 
 @dataclass
