@@ -67,10 +67,10 @@ class Sizes:
     views_seconds: float = 20.0
     views_warmup_s: float = 2.0
     #: ... then the readers at fixed total rates (requests/s), each this long
-    views_paced_rates: tuple[float, ...] = (100.0, 200.0, 400.0)
+    views_paced_rates: tuple[float, ...] = (50.0, 100.0, 200.0)
     views_paced_seconds: float = 10.0
     #: the readers during ingest: closed loop, and at this total rate
-    views_ingest_rate: float = 200.0
+    views_ingest_rate: float = 100.0
     #: each persister ingest run: a burst of this many trades over this many new markets
     views_ingest_trades: int = 40_000
     views_ingest_markets: int = 100
