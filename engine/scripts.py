@@ -149,6 +149,7 @@ class _Registry(Generic[S]):
     revoke_api_key: S
     settle_batch: S
     settle_finish: S
+    settle_users: S
     touch_api_keys: S
     trade: S
     trim_events: S
