@@ -94,6 +94,7 @@ def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: f
         replayed = _replay(conn, report)
         tables = read_pg_state(conn)
         _check_ledger(conn, report)
+        _check_closes(conn, report)
         last_trade = conn.execute(text("SELECT COALESCE(MAX(trade_id), 0) FROM trades")).scalar_one()
         conn.rollback()
     redis_state = _with_evicted(hot, replayed, report)
@@ -295,6 +296,19 @@ def _replay_trade(
             "postgres: outstanding after trade", f"trade {t.trade_id} market {t.market_id}",
             f"yes {format_micro(q['YES'])} no {format_micro(q['NO'])}",
             f"yes {format_micro(micro(t.yes_shares))} no {format_micro(micro(t.no_shares))}"))
+
+
+def _check_closes(conn: Connection, report: AuditReport) -> None:
+    """No trade at or after its market's close time, nor after its MarketClosed (an admin's close;
+    a trade in the same millisecond ran before it: the script refuses every later one)."""
+    for r in conn.execute(text(
+        "SELECT t.market_id, MIN(t.trade_id) AS first_late, COUNT(*) AS n "
+        "FROM trades t JOIN markets m USING (market_id) "
+        "WHERE t.created_at >= m.close_time OR t.created_at > m.closed_at GROUP BY t.market_id LIMIT 100"
+    )):
+        _limited(report, "postgres: trading after the close", Breach(
+            "postgres: trading after the close", f"market {r.market_id}", "no trade at or after its close",
+            f"{r.n} trades from trade {r.first_late}"))
 
 
 def _check_ledger(conn: Connection, report: AuditReport) -> None:

@@ -213,7 +213,7 @@ async def test_the_record_and_recover_keep_close_times_and_closes(
     engine: MarketEngine, make_user: UserFactory, pg_settings: Settings, database_url: str,
     redis_client: sync_redis.Redis,
 ) -> None:
-    from tests.test_recovery import assert_audit_passes, assert_recovered
+    from tests.test_recovery import assert_audit_passes, assert_breach, assert_recovered, execute
 
     user = await make_user(1_000)
     closed_id = await closing_market(engine, after_ms=300)
@@ -244,3 +244,8 @@ async def test_the_record_and_recover_keep_close_times_and_closes(
         with pytest.raises(MarketNotOpen):
             await engine.execute_trade(Order(user.user_id, closed_id, SELL, YES, shares=MICRO))
         drain(p)
+
+    # A record whose close time falls at or before a trade of the market is named by the audit.
+    execute(database_url, "UPDATE markets SET close_time = (SELECT created_at FROM trades WHERE market_id = :m) "
+            "WHERE market_id = :m", m=closed_id)
+    assert_breach(pg_settings, f"postgres: trading after the close [market {closed_id}]", "1 trades from trade")
