@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.api import Api, Stack, assert_error, assert_market, dec
 from tests.support.event_streams import Message, SseStream, atrade, sse
+from tests.support.faults import evict_idle_users
 
 
 def settle(api: Api, market_id: str) -> dict[str, Any]:
@@ -151,3 +152,24 @@ async def test_cancel_over_http_refunds_net_costs_and_each_refund_reaches_only_i
     resolved = [m.data for m in seen["public"] if m.event == "MarketResolved"]
     assert resolved == [{k: v for k, v in resolved[0].items() if k in {"type", "ts", "market_id", "outcome"}}]
     assert resolved[0]["outcome"] == "CANCEL"
+
+
+def test_a_refund_owed_to_an_evicted_user_loads_it_and_pays_it(api: Api, api_stack: Stack) -> None:
+    """A user who sold out holds nothing, so the hot set may evict it; CANCEL still owes it its net cost:
+    settlement loads it from PostgreSQL and refunds it (once: settling again is refused)."""
+    market_id = api.create_market("10")
+    out, holder = api.create_user("100"), api.create_user("100")
+    bought = api.buy(out, market_id, "YES", "4")
+    api.buy(holder, market_id, "NO", "6")  # YES falls: out sells at a loss
+    sold = api.trade(out, market_id, "SELL", "YES", shares="4")
+    assert sold.status_code == 201, sold.text
+    refund = dec(bought["cost"]) - dec(sold.json()["cost"])
+    assert refund > 0
+    before = available(api, out.user_id)
+    evict_idle_users(api_stack, out.user_id)
+    resolve(api, market_id, {"cancel": True})
+    settled = settle(api, market_id)
+    assert available(api, out.user_id) == before + refund
+    assert dec(settled["payouts_total"]) >= refund and settled["holders_paid"] == 2
+    assert_error(api.admin("POST", f"/v1/markets/{market_id}/settle"), 409, "INVALID_STATE")
+    assert available(api, out.user_id) == before + refund
