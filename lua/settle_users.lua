@@ -79,7 +79,7 @@ if mode == 'CANCEL' then
 end
 
 local ms = now_ms()
-local paid, holders, done = 0, 0, 0
+local paid, holders, done = '0', 0, 0
 local settled = {}
 local missing = {}
 local last_event = redis.call('HGET', KEYS[1], 'last_event')
@@ -143,7 +143,7 @@ for a = first, #ARGV, per_user do
         redis.call('SADD', KEYS[6], user_id)
       end
       redis.call('HSET', user_key, 'last_event', last_event)
-      paid = paid + amount
+      paid = add_int(paid, amount_str)  -- exact as a string: a batch's total is not bounded like one payout
       holders = holders + 1
     end
     for j = 1, n do
@@ -158,8 +158,8 @@ for a = first, #ARGV, per_user do
   end
 end
 if done > 0 then
-  if paid > 0 then
-    redis.call('HINCRBY', KEYS[1], 'payouts_total', int_str(paid))
+  if paid ~= '0' then
+    redis.call('HINCRBY', KEYS[1], 'payouts_total', paid)
     redis.call('HINCRBY', KEYS[1], 'holders_paid', holders)
   end
   for field, shares in pairs(settled) do

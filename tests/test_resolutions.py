@@ -472,3 +472,38 @@ async def test_the_record_follows_prob_and_cancel_and_recover_rebuilds_a_settlem
         catch_up(p)
     await assert_stores_agree(engine, url)
     assert_audit_passes(pg_settings)
+
+
+async def test_prob_payouts_are_exact_at_the_largest_positions(engine: MarketEngine) -> None:
+    """Positions near the 9e15 bound: the script's split sum stays exact in doubles (a plain double
+    product p * s would be past 2^53 and round)."""
+    k, mid = engine.keys, "m_big"
+    holdings = {"u_big1": {"YES": 8_999_999_999_123_457, "NO": 7_777_777_777_777_777},
+                "u_big2": {"YES": 1, "NO": 1_222_222_222_222_222}}
+    p = {"YES": 333_333, "NO": 666_667}
+    q = {label: sum(h[label] for h in holdings.values()) for label in p}
+    pool = 9_000_000_000_000_000  # the contract's bound on a pool, and above every outcome's total
+    await engine.redis.hset(k.market(mid), mapping={
+        "name": "big", "status": "RESOLVED", "outcome": "PROB", "b": 10**15, "q_yes": q["YES"], "q_no": q["NO"],
+        "pool": pool, "version": 1, "created_ms": 1, "updated_ms": 1, "last_event": "0-0",
+        "probabilities": '{"YES":"0.333333","NO":"0.666667"}'})
+    for user_id, held in holdings.items():
+        await engine.redis.hset(k.user(user_id), mapping={"username": user_id, "available": 0, "locked": 0})
+        for label, shares in held.items():
+            await engine.redis.hset(k.market_positions(mid), f"{user_id}:{label}", shares)
+            await engine.redis.hset(k.user_positions(user_id), f"{mid}:{label}", shares)
+    assert max(q.values()) <= pool
+    expected = {u: sum(p[label] * s for label, s in held.items()) // MICRO for u, held in holdings.items()}
+    assert any(p[label] * s > 2**53 for held in holdings.values() for label, s in held.items())
+
+    await (await settler(engine, mid)).pay_all()
+
+    for user_id, amount in expected.items():
+        assert int(await engine.redis.hget(k.user(user_id), "available")) == amount
+    market = await engine.redis.hgetall(k.market(mid))
+    assert int(market["pool"]) == pool - sum(expected.values())
+    assert int(market["payouts_total"]) == sum(expected.values())
+    assert (int(market["settled_yes"]), int(market["settled_no"])) == (q["YES"], q["NO"])
+    payouts = {e["user_id"]: e for e in await events(engine, "Payout", mid)}
+    assert {u: e["amount"] for u, e in payouts.items()} == {u: format_micro(a) for u, a in expected.items()}
+    assert payouts["u_big1"]["shares"] == format_micro(sum(holdings["u_big1"].values()))  # past 2^53, exact
