@@ -24,6 +24,7 @@ from predmarket.engine.settings import Settings
 from predmarket.engine.settlement import UserSettler
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, format_micro
+from predmarket.persister.events import Batch, MalformedEvent
 from sqlalchemy import text
 
 from tests.support.factories import MarketFactory, UserFactory
@@ -507,3 +508,43 @@ async def test_prob_payouts_are_exact_at_the_largest_positions(engine: MarketEng
     payouts = {e["user_id"]: e for e in await events(engine, "Payout", mid)}
     assert {u: e["amount"] for u, e in payouts.items()} == {u: format_micro(a) for u, a in expected.items()}
     assert payouts["u_big1"]["shares"] == format_micro(sum(holdings["u_big1"].values()))  # past 2^53, exact
+
+
+# --------------------------------------------------------------------------- the persister's reading of the events
+
+RESOLVED = {"type": "MarketResolved", "ts": "1796000000000", "market_id": "m1"}
+REFUND = {"type": "Refund", "ts": "1796000000000", "market_id": "m1", "user_id": "u1", "amount": "1.500000",
+          "available": "10.000000", "pool": "3.000000"}
+
+
+@pytest.mark.parametrize("fields", [
+    {**RESOLVED, "outcome": "PROB"},  # no probabilities
+    {**RESOLVED, "outcome": "PROB", "probabilities": '{"YES":"0.500000","NO":"0.400000"}'},
+    {**RESOLVED, "outcome": "PROB", "probabilities": '{"YES":"1.000000"}'},
+    {**RESOLVED, "outcome": "PROB", "probabilities": '{"YES":"1.5","NO":"-0.5"}'},
+    {**RESOLVED, "outcome": "PROB", "probabilities": "not json"},
+    {**RESOLVED, "outcome": "MAYBE"},
+    {**REFUND, "outcomes": "YES,MAYBE"},
+    {**REFUND, "outcomes": "YES,YES"},
+    {**REFUND, "amount": "-1.000000"},
+    {**{k: v for k, v in REFUND.items() if k != "available"}},
+    {"type": "Payout", "ts": "1796000000000", "market_id": "m1", "user_id": "u1", "shares": "2.000000",
+     "amount": "1.000000", "available": "1.000000", "outcome": "CANCEL"},
+], ids=lambda f: f"{f['type']}-{f.get('outcome', f.get('outcomes', ''))}-{len(f)}")
+def test_a_malformed_resolution_payout_or_refund_entry_adds_nothing(fields: dict[str, str]) -> None:
+    batch = Batch()
+    with pytest.raises(MalformedEvent):
+        batch.add("1796000000000-0", fields)
+    assert batch == Batch()
+
+
+def test_a_refund_moves_money_from_the_pool_and_zeroes_the_positions_it_names() -> None:
+    batch = Batch()
+    batch.add("1796000000000-0", {**RESOLVED, "outcome": "PROB", "probabilities": '{"YES":"0.250000","NO":"0.750000"}'})
+    batch.add("1796000000000-1", {**REFUND, "outcomes": "NO"})
+    batch.add("1796000000000-2", {**REFUND, "user_id": "u2", "outcomes": ""})
+    assert batch.market_status["m1"]["probabilities"] == '{"YES":"0.250000","NO":"0.750000"}'
+    legs = [(r["account"], r["amount"], r["kind"]) for r in batch.ledger if r["event_id"] == "1796000000000-1"]
+    assert legs == [("pool:m1", "-1.500000", "refund"), ("user:u1", "1.500000", "refund")]
+    assert set(batch.positions) == {("u1", "m1", "NO")} and batch.positions[("u1", "m1", "NO")]["shares"] == "0.000000"
+    assert batch.balances["u2"]["available"] == "10.000000"
