@@ -195,6 +195,19 @@ async def test_the_closer_writes_the_event_of_a_market_nobody_touches(
     assert len(await events(engine, "MarketClosed")) == 1
 
 
+async def test_resolving_an_open_market_past_its_close_time_closes_it_first(engine: MarketEngine) -> None:
+    market_id = await closing_market(engine, after_ms=150)
+    close_ms = (await engine.markets.get(market_id)).close_ms
+    assert close_ms is not None
+    await until_redis_reaches(engine, close_ms)
+    # Straight to the script, as if nobody had read the market since its close time.
+    await engine.scripts.resolve_market([engine.keys.market(market_id), engine.keys.events, engine.keys.dirty],
+                                        [market_id, "YES", ""])
+    kinds = [f["type"] for _, f in await engine.redis.xrange(engine.keys.events) if f.get("market_id") == market_id]
+    assert kinds == ["MarketCreated", "MarketOpened", "MarketClosed", "MarketResolved"]
+    assert (await engine.markets.get(market_id)).status is MarketStatus.RESOLVED
+
+
 async def test_a_market_opened_after_its_close_time_opens_closed(engine: MarketEngine) -> None:
     await engine.accounts.deposit(HOUSE, 100 * MICRO)
     market = await engine.markets.create("Opened late", 100 * MICRO, close_ms=await redis_ms(engine) + 150)
