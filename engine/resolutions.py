@@ -136,3 +136,20 @@ def scaled_refunds(due: Mapping[str, int], pool: int) -> dict[str, int]:
     if total <= pool:
         return dict(due)
     return {user_id: amount * pool // total for user_id, amount in due.items()}
+
+
+def split_exact(total: int, weights: Mapping[str, int]) -> dict[str, int]:
+    """``total`` shared out by ``weights`` (non-negative), floored, the micro-units the floors leave
+    given to the heaviest (the first of equals): the parts add up to ``total`` exactly. How a user's
+    one PROB payout or CANCEL refund is shown position by position (engine/positions.py,
+    api/positions.py); with no weight at all everything goes to the first key, if any."""
+    if not weights:
+        return {}
+    whole = sum(weights.values())
+    if whole == 0:
+        first = next(iter(weights))
+        return {key: total if key == first else 0 for key in weights}
+    parts = {key: total * weight // whole for key, weight in weights.items()}
+    heaviest = max(weights, key=lambda key: weights[key])  # max keeps the first of equals
+    parts[heaviest] += total - sum(parts.values())
+    return parts

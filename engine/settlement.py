@@ -23,6 +23,7 @@ cannot be loaded stops the settlement before the market is closed, so nobody los
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from predmarket.engine.errors import Unavailable
@@ -38,6 +39,34 @@ from predmarket.engine.resolutions import (
 )
 from predmarket.engine.scripts import Scripts
 from redis.asyncio import Redis
+
+
+@dataclass(frozen=True, slots=True)
+class CancelPlan:
+    """What a RESOLVED CANCEL market refunds: the same whenever it is read (nothing it depends on moves)."""
+
+    #: user -> label -> net cost (as Redis keeps it), every user who traded the market or holds shares of it
+    costs: dict[str, dict[str, str]]
+    #: user -> refund, scaled to the pool when the refunds exceed it
+    refunds: dict[str, int]
+    #: the pool at resolution (today's pool plus what was refunded since)
+    pool: int
+
+
+async def cancel_plan(redis: Redis, keys: Keys, market_id: str) -> CancelPlan:
+    """Every refund of a RESOLVED CANCEL market, computed from its net costs (also what a user's
+    positions are worth until it is settled: engine.positions)."""
+    costs: dict[str, dict[str, str]] = {}
+    async for name, value in redis.hscan_iter(keys.market_costs(market_id), count=1000):
+        user_id, _, label = cast(str, name).rpartition(":")
+        costs.setdefault(user_id, {})[label] = cast(str, value)
+    async for name, _ in redis.hscan_iter(keys.market_positions(market_id), count=1000):
+        costs.setdefault(cast(str, name).rpartition(":")[0], {})  # a holding without a net cost: refund 0
+    due = {user_id: refund_due(int(c) for c in held.values()) for user_id, held in costs.items()}
+    # Nothing but refunds moves a resolved market's pool, and payouts_total counts them.
+    pool, paid = await redis.hmget(keys.market(market_id), ["pool", "payouts_total"])
+    at_resolution = int(pool or 0) + int(paid or 0)
+    return CancelPlan(costs, scaled_refunds(due, at_resolution), at_resolution)
 
 
 class UserSettler:
@@ -74,25 +103,12 @@ class UserSettler:
     # ------------------------------------------------------------------ CANCEL
 
     async def _pay_cancel(self) -> None:
-        k, labels = self._keys, self._labels
-        costs: dict[str, dict[str, str]] = {}
-        async for name, value in self._redis.hscan_iter(k.market_costs(self._market_id), count=1000):
-            user_id, _, label = cast(str, name).rpartition(":")
-            costs.setdefault(user_id, {})[label] = cast(str, value)
-        for field in await self._hash_keys(k.market_positions(self._market_id)):
-            costs.setdefault(field.rpartition(":")[0], {})  # a holding without a net cost: refund 0
-        due = {user_id: refund_due(int(c) for c in held.values()) for user_id, held in costs.items()}
-        # Nothing but refunds moves a resolved market's pool, and payouts_total counts them.
-        pool = await self._pool_at_resolution()
-        refunds = scaled_refunds(due, pool)
-        head = [str(pool), len(labels), *labels]
-        groups = [(user_id, [user_id, refunds[user_id], *(costs[user_id].get(label, "") for label in labels)])
-                  for user_id in sorted(costs)]
+        labels = self._labels
+        plan = await cancel_plan(self._redis, self._keys, self._market_id)
+        head = [str(plan.pool), len(labels), *labels]
+        groups = [(user_id, [user_id, plan.refunds[user_id], *(plan.costs[user_id].get(label, "") for label in labels)])
+                  for user_id in sorted(plan.costs)]
         await self._send(CANCEL, head, groups)
-
-    async def _pool_at_resolution(self) -> int:
-        pool, paid = await self._redis.hmget(self._keys.market(self._market_id), ["pool", "payouts_total"])
-        return int(pool or 0) + int(paid or 0)
 
     # ------------------------------------------------------------------ both
 

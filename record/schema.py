@@ -229,5 +229,5 @@ ledger = Table(
     Column("amount", Numeric(20, 6), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     #: a user's payouts by market: realized profit of settled positions (migration 0007, api/positions.py)
-    Index("ix_ledger_user_payouts", "user_id", "market_id", postgresql_where=text("kind = 'payout'")),
+    Index("ix_ledger_user_payouts", "user_id", "market_id", postgresql_where=text("kind IN ('payout', 'refund')")),
 )

@@ -112,6 +112,75 @@ def test_resolved_then_settled_positions_show_the_payout_and_realized_pnl(api: A
         assert micro(answer["available"]) == 1000 * MICRO - yes_cost - no_cost + yes_held
 
 
+def split(total: int, weights: dict[str, int]) -> dict[str, int]:
+    """The contract leaves open how one per-user payment shows per position; the README's rule:
+    pro rata to the weights, floored, the rest to the heaviest (the first of equals)."""
+    whole = sum(weights.values())
+    parts = {k: total * w // whole for k, w in weights.items()} if whole else {k: 0 for k in weights}
+    if whole:
+        parts[max(weights, key=lambda k: weights[k])] += total - sum(parts.values())
+    return parts
+
+
+def settle_and_read(api: Api, user: User, market_id: str) -> dict[str, Any]:
+    r = api.admin("POST", f"/v1/markets/{market_id}/settle")
+    assert r.status_code == 200, r.text
+    api.stack.wait_persisted()
+    return positions(api, user, replica=1)
+
+
+def test_a_prob_resolution_values_positions_at_the_users_one_payout(api: Api) -> None:
+    user = api.create_user("1000")
+    market_id = api.create_market("100")
+    book: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    trade(api, user, market_id, "BUY", "YES", "10.333333", 0, book)
+    trade(api, user, market_id, "BUY", "NO", "7.777777", 1, book)
+    r = api.admin("POST", f"/v1/markets/{market_id}/resolve",
+                  json={"probabilities": {"YES": "0.333333", "NO": "0.666667"}})
+    assert r.status_code == 200, r.text
+    held = {o: book[(market_id, o)][0] for o in ("YES", "NO")}
+    cost = {o: book[(market_id, o)][1] for o in ("YES", "NO")}
+    p = {"YES": 333_333, "NO": 666_667}
+    payout = sum(p[o] * held[o] for o in p) // MICRO
+    values = split(payout, {o: p[o] * held[o] for o in p})
+
+    resolved = {q["outcome"]: q for q in positions(api, user)["positions"] if q["market_id"] == market_id}
+    assert {o: (q["status"], q["price"], micro(q["value"])) for o, q in resolved.items()} == {
+        "YES": ("RESOLVED", "0.333333", values["YES"]), "NO": ("RESOLVED", "0.666667", values["NO"])}
+
+    answer = settle_and_read(api, user, market_id)
+    settled = {q["outcome"]: q for q in answer["positions"] if q["market_id"] == market_id}
+    assert {o: (q["status"], micro(q["value"]), micro(q["realized_pnl"])) for o, q in settled.items()} == {
+        o: ("SETTLED", values[o], values[o] - cost[o]) for o in p}
+    assert micro(answer["available"]) == 1000 * MICRO - sum(cost.values()) + payout
+
+
+def test_a_cancel_resolution_values_positions_at_the_refund(api: Api) -> None:
+    user, whale = api.create_user("1000"), api.create_user("100000")
+    market_id = api.create_market("50")
+    book: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    trade(api, user, market_id, "BUY", "NO", "30", 0, book)
+    api.buy(whale, market_id, "NO", "200")  # the user's NO rises: selling part of it is a profit
+    trade(api, user, market_id, "SELL", "NO", "10", 1, book)
+    trade(api, user, market_id, "BUY", "YES", "5", 0, book)
+    r = api.admin("POST", f"/v1/markets/{market_id}/resolve", json={"cancel": True})
+    assert r.status_code == 200, r.text
+    cost = {o: book[(market_id, o)][1] for o in ("YES", "NO")}
+    refund = max(0, sum(cost.values()))  # no scaling: nobody exited at a profit beyond the pool
+    values = split(refund, {o: max(0, c) for o, c in cost.items()})
+
+    resolved = {q["outcome"]: q for q in positions(api, user)["positions"] if q["market_id"] == market_id}
+    assert {o: (q["status"], q["price"], micro(q["value"])) for o, q in resolved.items()} == {
+        o: ("RESOLVED", "0.000000", values[o]) for o in cost}
+    assert sum(micro(q["pnl"]) for q in resolved.values()) == refund - sum(cost.values())
+
+    answer = settle_and_read(api, user, market_id)
+    settled = {q["outcome"]: q for q in answer["positions"] if q["market_id"] == market_id}
+    assert {o: (q["status"], micro(q["value"]), micro(q["realized_pnl"])) for o, q in settled.items()} == {
+        o: ("SETTLED", values[o], values[o] - cost[o]) for o in cost}
+    assert micro(answer["available"]) == 1000 * MICRO - sum(cost.values()) + refund
+
+
 def test_positions_are_the_callers_own(api: Api) -> None:
     assert_error(api.admin("GET", "/v1/me/positions"), 403, "FORBIDDEN")
     assert_error(api.request("GET", "/v1/me/positions"), 401, "UNAUTHENTICATED")
