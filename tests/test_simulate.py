@@ -70,6 +70,30 @@ def test_simulate_command_runs_and_checks_invariants(cli_prefix: str) -> None:
     asyncio.run(check())
 
 
+def test_simulate_settle_resolves_every_kind_and_the_invariants_hold(cli_prefix: str) -> None:
+    result = run_cli(cli_prefix, "simulate", "--markets", "4", "--users", "10", "--trades", "400",
+                     "--concurrency", "4", "--seed", "3", "--settle")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all invariants hold" in result.stdout and "settlements" in result.stdout
+
+    async def check() -> None:
+        redis = new_redis()
+        try:
+            keys = Keys(cli_prefix)
+            resolved = [fields for _, fields in await redis.xrange(keys.events) if fields["type"] == "MarketResolved"]
+            assert sorted(f["outcome"] for f in resolved) == ["CANCEL", "NO", "PROB", "YES"]
+            closed = [fields for _, fields in await redis.xrange(keys.events) if fields["type"] == "MarketClosed"]
+            assert len(closed) == 2
+            statuses = {await redis.hget(keys.market(m), "status") for m in await redis.zrange(keys.markets, 0, -1)}
+            assert statuses == {"SETTLED"}
+            refunds = [fields for _, fields in await redis.xrange(keys.events) if fields["type"] == "Refund"]
+            assert refunds, "the CANCEL market refunded its traders"
+        finally:
+            await redis.aclose()
+
+    asyncio.run(check())
+
+
 def test_simulate_command_exits_1_on_a_breach(cli_prefix: str) -> None:
     async def corrupt() -> None:
         engine = MarketEngine(new_redis(), _settings(cli_prefix))

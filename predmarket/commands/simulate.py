@@ -22,6 +22,7 @@ from predmarket.engine.settings import Settings, get_settings
 from predmarket.engine.state import Breach, check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, format_micro
 from predmarket.http_simulate import HttpSummary, run_over_api
+from predmarket.sim_settle import resolve_and_settle
 from predmarket.simulate import Plan, Summary, live_deployment, run
 
 
@@ -41,6 +42,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--liquidity", type=int, default=1000, help="liquidity_b of each market, units")
     p.add_argument("--seed", type=int, default=None, help="random seed for a repeatable run")
+    p.add_argument("--settle", action="store_true",
+                   help="then resolve and settle every simulated market, each kind of resolution in turn (YES, NO, "
+                        "PROB, CANCEL; every other market closed first), and check the invariants again")
     p.add_argument("--api", action="append", metavar="URL", default=None,
                    help="trade through the running API at URL instead of the engine (repeat for several "
                    "replicas); uses PM_ADMIN_TOKEN to create the simulation's users and markets")
@@ -78,12 +82,31 @@ def main(args: argparse.Namespace) -> int:
         task = progress.add_task("trades", total=plan.trades)
         summary = run(settings, plan, on_progress=lambda done: progress.update(task, completed=done))
     breaches = asyncio.run(_final_check(settings, summary, console))
+    if not breaches and args.settle:
+        breaches = asyncio.run(_settle_all(settings, summary, args.seed, console))
     if breaches:
         for breach in breaches:
             console.print(f"[red]INVARIANT BREACH[/red] {breach}")
         return 1
     console.print("[green]all invariants hold[/green]")
     return 0
+
+
+async def _settle_all(settings: Settings, summary: Summary, seed: int | None, console: Console) -> list[Breach]:
+    engine = MarketEngine.from_settings(settings)
+    try:
+        settled = await resolve_and_settle(engine, summary.market_ids, seed)
+        state = await read_redis_state(engine.redis, engine.keys)
+    finally:
+        await engine.close()
+    table = Table(title="settlements")
+    for column in ("market", "resolution", "closed first", "paid to users", "users paid", "house return"):
+        table.add_column(column, justify="left" if column in ("market", "resolution") else "right")
+    for row in settled:
+        table.add_row(row.market_id, row.resolution, "yes" if row.closed_first else "no",
+                      format_micro(row.payouts_total), str(row.holders_paid), format_micro(row.house_return))
+    console.print(table)
+    return check_invariants(state)
 
 
 async def _final_check(settings: Settings, summary: Summary, console: Console) -> list[Breach]:
