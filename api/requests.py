@@ -104,6 +104,11 @@ class Resolve(Body):
     def _exactly_one(self) -> Resolve:
         if sum(v is not None for v in (self.outcome, self.probabilities, self.cancel)) != 1:
             raise ValueError("exactly one of outcome, probabilities and cancel is required")
+        # A label no market of this release can have is the request's own defect (422 before 404, as a
+        # trade's outcome is); whether a served label is the market's is the engine's to say.
+        for label in ([self.outcome] if self.outcome is not None else []) + list(self.probabilities or ()):
+            if label not in BINARY_OUTCOMES:
+                raise ValueError(f"unknown outcome {label!r}: this release serves YES/NO markets only")
         return self
 
     def resolution(self) -> Resolution:
