@@ -17,14 +17,14 @@ from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, UnitError, format_micro, parse_micro
 
 from tests.support.factories import UserFactory
-from tests.support.redis_data import snapshot
+from tests.support.redis_data import snapshot, stream_entries
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MONEY_RE = re.compile(r"^[0-9]+\.[0-9]{6}$")
 
 
 async def events(engine: MarketEngine, kind: str | None = None) -> list[dict[str, str]]:
-    entries = await engine.redis.xrange(engine.keys.events)
+    entries = await stream_entries(engine.redis, engine.keys.events)
     return [fields for _, fields in entries if kind is None or fields["type"] == kind]
 
 

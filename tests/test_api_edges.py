@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
@@ -68,6 +69,10 @@ def slow_clients(slow_header_stack: Stack) -> Iterator[list[socket.socket]]:
         sock.close()
 
 
+def _answered_200(sock: socket.socket) -> bool:
+    return b"200" in sock.recv(4096)
+
+
 def _closed_by_server(sock: socket.socket, deadline: float) -> bool:
     """True once the server closed ``sock`` (EOF or reset); False if it is still open at ``deadline``."""
     while (left := deadline - time.monotonic()) > 0:
@@ -94,7 +99,7 @@ def test_a_request_whose_headers_never_finish_is_closed(
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # headers begun, never ended
         elif i % 3 == 2:  # one complete request on a kept-alive connection, then a slow one
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            wait_for(lambda s=sock: b"200" in s.recv(4096), 5, "the first answer")
+            wait_for(partial(_answered_200, sock), 5, "the first answer")
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: ")
         # else: connected, sends nothing at all
     deadline = time.monotonic() + 15

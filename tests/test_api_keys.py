@@ -33,6 +33,7 @@ from tests.support.api import RFC3339_UTC, Api, Stack, StackFactory, User, asser
 from tests.support.faults import diff, evict_idle_users, full_snapshot
 from tests.support.persister import catch_up, persister, persister_env
 from tests.support.processes import run_predmarket
+from tests.support.redis_data import stream_entries
 from tests.support.services import REAL_REDIS, pg_url
 from tests.support.waiting import wait_for
 
@@ -166,7 +167,8 @@ def test_last_used_at_appears_within_the_flush_period(api: Api) -> None:
 
     def used() -> str | None:
         keys = api.admin("GET", f"/v1/users/{user.user_id}/api-keys").json()["api_keys"]
-        return next(k["last_used_at"] for k in keys if k["key_id"] == made["key_id"])
+        last_used: str | None = next(k["last_used_at"] for k in keys if k["key_id"] == made["key_id"])
+        return last_used
 
     when = wait_for(used, LAST_USED_FLUSH_S * 2 + 5, "the key's last use to be flushed", interval_s=0.2)
     assert RFC3339_UTC.fullmatch(when)
@@ -225,7 +227,7 @@ async def test_concurrent_lookups_share_round_trips_and_see_revocations(engine: 
         sent += 1
         return await hmget(*args, **kwargs)
 
-    engine.redis.hmget = counting  # type: ignore[method-assign]
+    engine.redis.hmget = counting  # type: ignore[method-assign]  # counts the HMGETs sent, then sends them
     try:
         asked = [*hashes * 20, "0" * 64]
         owners = await asyncio.gather(*(keys.owner(h) for h in asked))
@@ -234,7 +236,7 @@ async def test_concurrent_lookups_share_round_trips_and_see_revocations(engine: 
         await keys.revoke(user, key_id_for(hashes[0]))
         assert await asyncio.gather(*(keys.owner(h) for h in hashes)) == [None, user, user]
     finally:
-        engine.redis.hmget = hmget  # type: ignore[method-assign]
+        engine.redis.hmget = hmget  # type: ignore[method-assign]  # the client's own method back
 
 
 async def test_touch_skips_revoked_keys_and_never_moves_back(engine: MarketEngine) -> None:
@@ -250,7 +252,7 @@ async def test_touch_skips_revoked_keys_and_never_moves_back(engine: MarketEngin
     [listed] = await keys.of_user(user)
     assert (listed.key_id, listed.last_used_ms, listed.last4) == (key_id_for(live), 5_000, "abcd")
     # Not an event (a use changes no state a subscriber needs): held for the persister apart.
-    assert not [f for _, f in await engine.redis.xrange(engine.keys.events) if "Used" in f["type"]]
+    assert not [f for _, f in await stream_entries(engine.redis, engine.keys.events) if "Used" in f["type"]]
     assert await engine.redis.hgetall(engine.keys.apikeys_unsaved) == {key_id_for(live): "5000"}
     with pytest.raises(NotFound):
         await keys.revoke(user, key_id_for(gone))

@@ -321,8 +321,8 @@ def insert_trades(conn: Any, rows_sql: str) -> None:
 
 def explain(conn: Any, **page: Any) -> str:
     """The plan of a page as the API reads it (in a transaction with its setting)."""
-    query = trade_page_query(100, **page).compile(dialect=postgresql.dialect(),
-                                                  compile_kwargs={"literal_binds": True})
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves the dialect's __init__ bare
+    query = trade_page_query(100, **page).compile(dialect=dialect, compile_kwargs={"literal_binds": True})
     with conn.begin():
         conn.execute(IN_INDEX_ORDER)
         return "\n".join(row[0] for row in conn.execute(text(f"EXPLAIN {query}")))
@@ -344,7 +344,7 @@ def test_every_trade_page_is_one_index_range_scan(database_url: str) -> None:
                 FROM generate_series(1, 200000) AS i""")
             conn.execute(text("ANALYZE trades"))
         with pg.connect() as conn:
-            cases = {
+            cases: dict[str, list[dict[str, Any]]] = {
                 "ix_trades_market_trade": [{"market_id": "m42"}, {"market_id": "m42", "before": 100_000}],
                 "ix_trades_user_trade": [{"user_id": "u42"}, {"user_id": "u42", "before": 100_000},
                                          {"user_id": "w"}, {"user_id": "w", "before": 100_000}],

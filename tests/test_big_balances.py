@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import cast
 
 import pytest
 import redis as sync_redis
@@ -38,7 +39,7 @@ from predmarket.persister.recover import recover
 from predmarket.commands.stores import stores
 from tests.support.factories import MarketFactory, UserFactory
 from tests.support.persister import catch_up, persister
-from tests.support.redis_data import snapshot
+from tests.support.redis_data import snapshot, stream_entries
 from tests.support.services import REAL_REDIS, REDIS_URL
 
 pytestmark = pytest.mark.skipif(not REAL_REDIS, reason="exactness is Redis's own Lua and HINCRBY: real Redis only")
@@ -69,16 +70,17 @@ async def deposit_up_to(engine: MarketEngine, user_id: str, target: int) -> None
 
 
 async def stream(engine: MarketEngine, kind: str) -> list[dict[str, str]]:
-    return [fields for _, fields in await engine.redis.xrange(engine.keys.events) if fields["type"] == kind]
+    return [fields for _, fields in await stream_entries(engine.redis, engine.keys.events) if fields["type"] == kind]
 
 
 async def available_in_redis(engine: MarketEngine, user_id: str) -> int:
-    return int(await engine.redis.hget(engine.keys.user(user_id), "available"))
+    return int(cast(str, await engine.redis.hget(engine.keys.user(user_id), "available")))  # decoded: a str
 
 
 async def trade(engine: MarketEngine, user_id: str, market_id: str, side: Side, outcome: Outcome,
-                shares: int, **kw: str) -> Trade:
-    return await engine.execute_trade(Order(user_id, market_id, side, outcome, shares=shares, **kw))
+                shares: int, idempotency_key: str = "", fingerprint: str = "") -> Trade:
+    return await engine.execute_trade(Order(user_id, market_id, side, outcome, shares=shares,
+                                            idempotency_key=idempotency_key, fingerprint=fingerprint))
 
 
 async def shares_with_parity(engine: MarketEngine, market_id: str, side: Side, outcome: Outcome,
@@ -108,6 +110,7 @@ async def rich(engine: MarketEngine, make_market: MarketFactory, make_user: User
     await trade(engine, loser.user_id, paid.market_id, BUY, NO, 2 * WON)
     await trade(engine, holder.user_id, paid.market_id, BUY, YES, WON)
     held = (await trade(engine, holder.user_id, open_market.market_id, BUY, YES, 1_000 * MICRO)).position
+    assert held is not None  # a trade just executed (not a replay) knows the holding
     await deposit_up_to(engine, holder.user_id, MAX_TOTAL)
     await deposit_up_to(engine, HOUSE, MAX_TOTAL)
     await engine.markets.resolve(paid.market_id, YES)
@@ -279,7 +282,7 @@ async def test_total_deposits_stay_within_int64(engine: MarketEngine, make_user:
         await engine.accounts.deposit(user.user_id, 6)
     assert await snapshot(engine.redis, engine.keys.prefix) == before
     assert (await engine.accounts.deposit(user.user_id, 5)).available == 5
-    assert int(await engine.redis.hget(engine.keys.totals, "deposits")) == MAX_EXACT
+    assert int(cast(str, await engine.redis.hget(engine.keys.totals, "deposits"))) == MAX_EXACT  # decoded: a str
 
 
 # --------------------------------------------------------------------------- audit names what is out of range

@@ -13,6 +13,8 @@ from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MICRO, format_micro
 
 from tests.support.factories import MarketFactory, UserFactory
+from tests.support.orders import OrderFields
+from tests.support.redis_data import stream_entries
 
 YES, NO = Outcome.YES, Outcome.NO
 BUY, SELL = Side.BUY, Side.SELL
@@ -41,7 +43,7 @@ MONEY_FIELDS = {
 
 
 async def stream(engine: MarketEngine) -> list[dict[str, str]]:
-    return [fields for _, fields in await engine.redis.xrange(engine.keys.events)]
+    return [fields for _, fields in await stream_entries(engine.redis, engine.keys.events)]
 
 
 async def assert_invariants(engine: MarketEngine) -> None:
@@ -85,7 +87,7 @@ def contract_part(event: dict[str, str]) -> dict[str, str]:
 )
 async def test_trade_emits_trade_executed_then_price_updated(
     engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory,
-    side: Side, outcome: Outcome, fields: dict[str, int],
+    side: Side, outcome: Outcome, fields: OrderFields,
 ) -> None:
     market = await make_market(100)
     user = await make_user(1_000)

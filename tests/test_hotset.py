@@ -13,7 +13,7 @@ import pytest
 from predmarket.engine.errors import AlreadyExists, MarketNotOpen, NotFound
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
-from predmarket.engine.models import HOUSE, Order, Outcome, Side
+from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
 from predmarket.engine.scripts import Script
 from predmarket.engine.settings import Settings
 from predmarket.engine.state import check_invariants, read_redis_state
@@ -162,7 +162,7 @@ async def test_loads_racing_each_other_and_a_trade_lose_nothing(hot: MarketEngin
         loader.load_user(user),
     )
     trade = results[2]
-    assert not isinstance(trade, bool)
+    assert isinstance(trade, Trade)
     account = await hot.accounts.get(user)
     assert account.available == 1_000 * MICRO - trade.cost
     assert [p.shares for p in account.positions] == [7 * MICRO]
@@ -351,7 +351,7 @@ async def test_a_row_read_before_another_load_trades_and_an_eviction_is_read_aga
 
     scripts = copy.copy(hot.scripts)  # B's registry: its install_user lets A act first
     install = InterleavingInstall(hot.scripts.install_user, another_load_a_deposit_and_an_eviction)
-    scripts.install_user = install  # type: ignore[assignment]
+    scripts.install_user = install  # type: ignore[assignment]  # not a Script: wraps one, called alike
     late = PgLoader(pg, scripts, hot.keys)
     assert await late.load_user(user) is True  # B
     assert install.installs == [-2, 1]  # the stale row refused, the one read again installed

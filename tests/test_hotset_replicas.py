@@ -49,7 +49,7 @@ def api(database_url: str, tmp_path: Path) -> Iterator[Api]:
 
 def first_requests(stack: Stack, user: User, market_id: str, rng: random.Random) -> list[tuple[str, int, str]]:
     """Every request at once (a barrier releases them), shuffled over both replicas: (what, status, body)."""
-    requests: list[tuple[str, int, str, str, str, dict[str, Any] | None]] = []
+    requests: list[tuple[str, int, str, str, dict[str, Any] | None]] = []
     for replica in range(len(stack.urls)):
         for _ in range(COPIES):
             requests += [

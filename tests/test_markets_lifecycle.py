@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from typing import Unpack, cast
 
 import pytest
 from predmarket.engine import pricing
@@ -30,19 +31,20 @@ from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MICRO, MIN_LIQUIDITY
 
 from tests.support.factories import MarketFactory, UserFactory
-from tests.support.redis_data import snapshot
+from tests.support.orders import OrderFields
+from tests.support.redis_data import snapshot, stream_entries
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 YES, NO = Outcome.YES, Outcome.NO
 BUY, SELL = Side.BUY, Side.SELL
 
 
-def order(user: Account, market: Market, side: Side, outcome: Outcome = YES, **fields: int | str | None) -> Order:
+def order(user: Account, market: Market, side: Side, outcome: Outcome = YES, **fields: Unpack[OrderFields]) -> Order:
     return Order(user.user_id, market.market_id, side, outcome, **fields)
 
 
 async def events(engine: MarketEngine, kind: str | None = None) -> list[dict[str, str]]:
-    entries = await engine.redis.xrange(engine.keys.events)
+    entries = await stream_entries(engine.redis, engine.keys.events)
     return [fields for _, fields in entries if kind is None or fields["type"] == kind]
 
 
@@ -237,11 +239,12 @@ async def test_wrong_transition_is_invalid_state(
 ) -> None:
     market = await market_in(status, traded=traded)
     mid = market.market_id
-    step: Awaitable[object] = {
+    steps: dict[str, Callable[[], Awaitable[object]]] = {
         "open": lambda: engine.markets.open(mid),
         "resolve": lambda: engine.markets.resolve(mid, NO),
         "settle": lambda: engine.markets.settle(mid),
-    }[action]()
+    }
+    step = steps[action]()
     await assert_rejected(engine, InvalidState, step)
     assert (await engine.markets.get(mid)).status is status
 
@@ -430,8 +433,9 @@ async def test_max_cost(engine: MarketEngine, make_market: MarketFactory, make_u
     user = await make_user(100)
     cost = (await engine.markets.quote(market.market_id, BUY, YES, shares=10 * MICRO)).cost
     for max_cost in (0, 1, cost - 1):
-        for extra in ({}, {"idempotency_key": f"k{max_cost}", "fingerprint": f"f{max_cost}"}):
-            o = order(user, market, BUY, YES, shares=10 * MICRO, max_cost=max_cost, **extra)
+        for key, fingerprint in (("", ""), (f"k{max_cost}", f"f{max_cost}")):  # no Idempotency-Key (""), then one
+            o = order(user, market, BUY, YES, shares=10 * MICRO, max_cost=max_cost,
+                      idempotency_key=key, fingerprint=fingerprint)
             await assert_rejected(engine, SlippageExceeded, engine.execute_trade(o))
     amount_order = order(user, market, BUY, YES, amount=10 * MICRO, max_cost=0)
     await assert_rejected(engine, SlippageExceeded, engine.execute_trade(amount_order))
@@ -446,8 +450,9 @@ async def test_min_proceeds(engine: MarketEngine, make_market: MarketFactory, ma
     await engine.execute_trade(order(user, market, BUY, NO, shares=30 * MICRO))
     proceeds = (await engine.markets.quote(market.market_id, SELL, NO, shares=10 * MICRO)).cost
     for min_proceeds in (proceeds + 1, MAX_QUANTITY):
-        for extra in ({}, {"idempotency_key": f"k{min_proceeds}", "fingerprint": "f"}):
-            o = order(user, market, SELL, NO, shares=10 * MICRO, min_proceeds=min_proceeds, **extra)
+        for key, fingerprint in (("", ""), (f"k{min_proceeds}", "f")):  # no Idempotency-Key (""), then one
+            o = order(user, market, SELL, NO, shares=10 * MICRO, min_proceeds=min_proceeds,
+                      idempotency_key=key, fingerprint=fingerprint)
             await assert_rejected(engine, SlippageExceeded, engine.execute_trade(o))
     exact = await engine.execute_trade(order(user, market, SELL, NO, shares=10 * MICRO, min_proceeds=proceeds))
     assert exact.cost == proceeds
@@ -481,7 +486,9 @@ async def test_malformed_orders(
     user = await make_user(100)
     await engine.execute_trade(order(user, market, BUY, YES, shares=MICRO))
     side = fields.pop("side")
-    o = Order(user.user_id, market.market_id, side, YES, **fields)
+    assert isinstance(side, Side)
+    # The cases above hold nothing but Order's fields once the side is out.
+    o = Order(user.user_id, market.market_id, side, YES, **cast(OrderFields, fields))
     await assert_rejected(engine, ValidationError, engine.execute_trade(o))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -86,6 +87,10 @@ def json_lines(process: Process) -> list[dict[str, Any]]:
 
 def start_lines(entries: list[dict[str, Any]], what: str) -> list[dict[str, Any]]:
     return [e for e in entries if e.get("msg") == f"{what} starting"]
+
+
+def persister_start_lines(process: Process) -> list[dict[str, Any]]:
+    return start_lines(json_lines(process), "predmarket persister")
 
 
 def scrape(url: str) -> dict[str, Any]:
@@ -172,7 +177,8 @@ def test_an_idle_persister_logs_nothing_periodic(observed: Observed) -> None:
     def reported_everything() -> bool:
         # Its work is logged once, in its next report; wait for that report before watching.
         reports = [e for e in json_lines(observed.persister) if "written" in e]
-        return sum(e["written"] for e in reports) >= written
+        reported: int = sum(e["written"] for e in reports)
+        return reported >= written
 
     wait_for(reported_everything, 15, "the report of the work done")
     before = lines(observed.persister)
@@ -263,7 +269,7 @@ def test_several_persisters_can_share_a_host_without_a_metrics_port(stacks: Stac
     finally:
         api.close()
     for process in stack.persisters:
-        wait_for(lambda p=process: start_lines(json_lines(p), "predmarket persister"), 15, "the start line")
+        wait_for(partial(persister_start_lines, process), 15, "the start line")
         (start,) = start_lines(json_lines(process), "predmarket persister")
         assert start["metrics_port"] is None
     assert second.alive() and stack.persisters[0].alive()

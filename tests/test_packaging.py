@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-PRODUCT_FOLDERS = {"predmarket": "predmarket"} | {
+PRODUCT_FOLDERS: dict[str, str] = {"predmarket": "predmarket"} | {
     name: folder for name, folder in SETUPTOOLS["package-dir"].items() if name != "predmarket"}
 
 

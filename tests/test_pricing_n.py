@@ -40,7 +40,7 @@ from tests.support.pricing_cases import (
     states,
     trade_size,
 )
-from tests.support.reference import Exact
+from tests.support.reference import CTX, WIDE, Exact
 
 Market = tuple[list[int], int]  # (q, b)
 TradeN = tuple[list[int], int, int, int]  # (q, k, shares or amount, b)
@@ -72,7 +72,7 @@ def assert_ceil(engine: int, exact: Exact, what: str) -> None:
         assert engine == exact.ceil(), f"{what}: engine {engine} != ceil({exact.value()})"
     else:
         assert abs(Decimal(engine) - exact.value()) <= 1, f"{what}: engine {engine} vs exact {exact.value()}"
-        assert engine >= ref.WIDE.subtract(exact.value(), exact.err), f"{what}: {engine} rounds against the pool"
+        assert engine >= WIDE.subtract(exact.value(), exact.err), f"{what}: {engine} rounds against the pool"
 
 
 def assert_floor(engine: int, exact: Exact, what: str) -> None:
@@ -81,7 +81,7 @@ def assert_floor(engine: int, exact: Exact, what: str) -> None:
         assert engine == exact.floor(), f"{what}: engine {engine} != floor({exact.value()})"
     else:
         assert abs(Decimal(engine) - exact.value()) <= 1, f"{what}: engine {engine} vs exact {exact.value()}"
-        assert engine <= ref.WIDE.add(exact.value(), exact.err), f"{what}: {engine} rounds against the pool"
+        assert engine <= WIDE.add(exact.value(), exact.err), f"{what}: {engine} rounds against the pool"
 
 
 def count_decimal_paths(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
@@ -191,7 +191,7 @@ def test_reference_n_agrees_with_the_binary_reference(trade: tuple[int, int, int
     """Two independent derivations of the same number (log1p of the price against a difference of softplus)."""
     q_self, q_other, shares, b = trade
     mine, theirs = ref.buy_cost([q_self, q_other], 0, shares, b), ref2.buy_cost(q_self, q_other, shares, b)
-    gap = abs(ref.WIDE.subtract(mine.value(), theirs.value()))
+    gap = abs(WIDE.subtract(mine.value(), theirs.value()))
     # tests/reference.py rounds 1 + y to 50 digits before its ln, which costs up to ~5e-50 * b
     # absolutely, beyond its stated err when y is small (found by this test); hence the b * 1e-47.
     assert gap <= mine.err + theirs.err + b * Decimal("1e-47")
@@ -204,21 +204,21 @@ def test_reference_n_agrees_with_the_binary_reference(trade: tuple[int, int, int
 def test_reference_n_agrees_with_literal_cost_difference(trade: TradeN) -> None:
     exact = ref.buy_cost(*trade)
     naive = ref.naive_cost(*trade)
-    assert abs(ref.WIDE.subtract(naive, exact.value())) <= Decimal("1e-30")
+    assert abs(WIDE.subtract(naive, exact.value())) <= Decimal("1e-30")
 
 
 @pytest.mark.parametrize("n", [2, 3, 7, 16])
 def test_reference_n_known_values(n: int) -> None:
     """From equal totals one unit of shares costs b ln((e + n - 1) / n); the price is 1/n; b ln n is C(0)."""
     b = U
-    ctx = ref.CTX
+    ctx = CTX
     expected = ctx.multiply(Decimal(b), ctx.ln(ctx.divide(ctx.add(ctx.exp(Decimal(1)), n - 1), n)))
     assert abs(ref.buy_cost([5 * U] * n, 1, U, b).value() - expected) < Decimal("1e-40")
     assert abs(ctx.subtract(ref.price([0] * n, n - 1, b), ctx.divide(U, n))) < Decimal("1e-40")
     assert abs(ctx.subtract(ref.cost_function([0] * n, b)[1], ctx.multiply(b, ctx.ln(n)))) < Decimal("1e-40")
     # 0, d, 2d, ...: buying n d of the lowest shifts every total by d up to order, so it costs exactly d.
     exact = ref.buy_cost([j * 3 * U for j in range(n)], 0, n * 3 * U, b)
-    assert (exact.whole, exact.frac, exact.err) == (3 * U, 0, 0)
+    assert (exact.whole, exact.frac, exact.err) == (3 * U, Decimal(0), Decimal(0))
 
 
 # --------------------------------------------------------------------------- exact rounding
@@ -421,7 +421,7 @@ def test_float_error_stays_within_a_quarter_of_the_bound(trade: TradeN) -> None:
     view = pricing_n._Outcome(q, k, b)
     value, bound = pricing_n._delta_float(view.lead, shares, b, view.log_rho, view.several)
     exact = ref.buy_cost(q, k, shares, b).value()
-    error = abs(ref.WIDE.subtract(Decimal(value), exact))
+    error = abs(WIDE.subtract(Decimal(value), exact))
     assert error <= Decimal(bound) / 4, f"error {error} > bound/4 = {bound / 4} for {trade}"
 
 
@@ -430,7 +430,7 @@ def test_float_error_stays_within_a_quarter_of_the_bound(trade: TradeN) -> None:
 def test_float_price_error_stays_within_a_quarter_of_the_bound(market: Market) -> None:
     q, b = market
     for k, scaled in enumerate(pricing_n._scaled_prices_float(q, b)):
-        error = abs(ref.WIDE.subtract(Decimal(scaled), ref.price(q, k, b)))
+        error = abs(WIDE.subtract(Decimal(scaled), ref.price(q, k, b)))
         assert error <= Decimal(pricing_n._PRICE_BOUND) / 4
 
 
@@ -724,7 +724,7 @@ def test_the_reference_derivations_agree(trade: TradeN) -> None:
     after = list(q)
     after[k] += shares
     by_price, by_levels = ref._by_price(q, k, shares, b), ref._by_levels(q, after, b)
-    assert abs(ref.WIDE.subtract(by_price.value(), by_levels.value())) <= by_price.err + by_levels.err
+    assert abs(WIDE.subtract(by_price.value(), by_levels.value())) <= by_price.err + by_levels.err
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ def test_an_unknown_code_in_a_trade_result_is_an_internal_error_not_unavailable(
         order = Order("u1", "m1", Side.BUY, Outcome.YES, shares=1)
         future: asyncio.Future[Trade] = loop.create_future()
         pending = Pending(order, future)
-        book = MarketBook("m1", ("m", "p"))
+        book = MarketBook("m1", ("m", "p", "c"))  # the market's hash, positions, net costs: never read here
         with caplog.at_level(logging.ERROR, logger=ENGINE_LOG):
             again = hand_out_results(book, [Priced(pending, None, None)], [["NOT_A_CODE", "why"]], 0,
                                      SequencerStats())

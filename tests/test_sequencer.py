@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from predmarket.engine import pricing
@@ -312,14 +312,14 @@ async def test_bounded_conflict_retries_give_unavailable_and_apply_nothing(
 
     monkeypatch.setattr(trader, "_trade", always_behind)
     before = await snapshot(eng.redis, eng.keys.prefix)
-    version_before = int(await eng.redis.hget(market_key, "version"))
+    version_before = int(cast(str, await eng.redis.hget(market_key, "version")))  # decoded: a str
     with pytest.raises(Unavailable, match="contended"):
         await asyncio.wait_for(eng.execute_trade(buy(user, market, YES, 5)), timeout=10)
     assert calls == 2  # the first try and max_conflict_retries=1 retry
     assert eng.stats.conflicts == 2
     after = await snapshot(eng.redis, eng.keys.prefix)
-    assert int(await eng.redis.hget(market_key, "version")) == version_before + 2
-    after[market_key]["version"] = str(version_before)  # type: ignore[index]
+    assert int(cast(str, await eng.redis.hget(market_key, "version"))) == version_before + 2  # decoded: a str
+    after[market_key]["version"] = str(version_before)  # type: ignore[index]  # snapshot's values are object
     assert after == before  # nothing applied, no event
 
     monkeypatch.setattr(trader, "_trade", run)

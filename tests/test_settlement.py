@@ -14,13 +14,13 @@ from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, format_micro
 
 from tests.support.factories import MarketFactory, UserFactory
-from tests.support.redis_data import snapshot
+from tests.support.redis_data import hash_fields, snapshot, stream_entries
 
 YES, NO = Outcome.YES, Outcome.NO
 
 
 async def events(engine: MarketEngine, kind: str) -> list[dict[str, str]]:
-    return [fields for _, fields in await engine.redis.xrange(engine.keys.events) if fields["type"] == kind]
+    return [fields for _, fields in await stream_entries(engine.redis, engine.keys.events) if fields["type"] == kind]
 
 
 async def assert_invariants(engine: MarketEngine) -> None:
@@ -78,7 +78,7 @@ async def assert_fully_settled(engine: MarketEngine, book: Book, outcome: Outcom
         account = await engine.accounts.get(user.user_id)
         assert account.available == book.available[user.user_id] + won
         assert [p for p in account.positions if p.market_id == mid] == []
-        user_fields = await engine.redis.hkeys(engine.keys.user_positions(user.user_id))
+        user_fields = await hash_fields(engine.redis, engine.keys.user_positions(user.user_id))
         assert not any(f.startswith(f"{mid}:") for f in user_fields)
     assert await engine.redis.exists(engine.keys.market_positions(mid)) == 0
     payouts = Counter(e["user_id"] for e in await events(engine, "Payout") if e["market_id"] == mid)
@@ -187,7 +187,7 @@ async def test_settle_batch_refuses_a_market_that_is_not_resolved(
     engine: MarketEngine, make_market: MarketFactory, make_user: UserFactory
 ) -> None:
     book = await build_book(engine, make_market, make_user, HOLDINGS[:2])
-    fields = await engine.redis.hkeys(engine.keys.market_positions(book.market.market_id))
+    fields = await hash_fields(engine.redis, engine.keys.market_positions(book.market.market_id))
     before = await snapshot(engine.redis, engine.keys.prefix)
     with pytest.raises(InvalidState):
         await engine.markets._settle_fields(book.market.market_id, fields)
@@ -200,7 +200,7 @@ async def test_interrupted_settlement_resumes_and_pays_nobody_twice(
     book = await build_book(engine, make_market, make_user, HOLDINGS)
     mid = book.market.market_id
     resolved = await engine.markets.resolve(mid, YES)
-    fields = sorted(await engine.redis.hkeys(engine.keys.market_positions(mid)))
+    fields = sorted(await hash_fields(engine.redis, engine.keys.market_positions(mid)))
     # Half the winners and half the losers: user ids are random, so a plain slice of the
     # sorted fields could hold one side only.
     yes_fields = [f for f in fields if f.endswith(":YES")]

@@ -7,13 +7,13 @@ import asyncio
 import gc
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any, cast
 
 import predmarket.api.stream_hub as stream_hub
 import pytest
 from predmarket.api.stream_hub import Audience, Capacity, StreamHub, Subscriber
-from predmarket.api.streaming import Session
+from predmarket.api.streaming import Item, Session
 from predmarket.engine.keys import Keys
 
 from tests.support.redis_data import delete_prefix_async as delete_prefix
@@ -28,6 +28,11 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def items_of(session: Session) -> AsyncGenerator[Item, None]:
+    """``session.items()``: an async generator (annotated as an AsyncIterator), which a test closes."""
+    return cast(AsyncGenerator[Item, None], session.items())
 
 
 @pytest.fixture
@@ -61,7 +66,7 @@ def hub_prefix(hub: StreamHub) -> str:
 
 async def collect(session: Session, count: int) -> list[str]:
     got: list[str] = []
-    items = session.items()
+    items = items_of(session)
     while len(got) < count:
         item = await asyncio.wait_for(anext(items), WAIT_S)
         if item.kind == "entries":
@@ -84,7 +89,7 @@ async def test_a_subscriber_that_fell_off_the_ring_catches_up_from_redis_in_orde
         pages.append(after)
         return await page_after(after)
 
-    hub.page_after = spy  # type: ignore[method-assign]
+    hub.page_after = spy  # type: ignore[method-assign]  # a spy on the reader's page reads
     got = await collect(session, 40)
     session.close()
     assert got == expected  # every entry once, in stream order
@@ -96,7 +101,7 @@ async def test_an_idle_filtered_subscriber_skips_other_markets_without_reading_t
     session = Session(hub, Audience(frozenset({"quiet"})), websocket=False)
     await session.open(hub.side, Keys(hub_prefix(hub)), None)
     await until(hub.ready.is_set, "the reader to start")
-    items = session.items()
+    items = items_of(session)
     first = asyncio.ensure_future(anext(items))
     await until(lambda: session.subscriber.waiter is not None, "the subscriber to wait")
     await add(hub, "other", 40)  # far more than the ring holds, none of its business
@@ -108,7 +113,7 @@ async def test_an_idle_filtered_subscriber_skips_other_markets_without_reading_t
         pages.append(after)
         return await page_after(after)
 
-    hub.page_after = spy  # type: ignore[method-assign]
+    hub.page_after = spy  # type: ignore[method-assign]  # a spy on the reader's page reads
     (wanted,) = await add(hub, "quiet", 1)
     item = await asyncio.wait_for(first, WAIT_S)
     await items.aclose()
@@ -134,7 +139,7 @@ async def test_subscribers_of_one_audience_share_one_encoding_and_the_ring_is_no
     for session in sessions:
         await session.open(hub.side, Keys(hub_prefix(hub)), None)
     await until(hub.ready.is_set, "the reader to start")
-    streams = [session.items() for session in sessions]
+    streams = [items_of(session) for session in sessions]
     firsts = [asyncio.ensure_future(anext(items)) for items in streams]
     await until(lambda: all(s.subscriber.waiter is not None for s in sessions), "every subscriber to wait")
     # One XADD pipeline: the reader gets the four entries in one batch.

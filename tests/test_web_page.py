@@ -103,7 +103,9 @@ class Browser:
         return self.driver.execute_script(script, *args)
 
     def text(self, css: str) -> str | None:
-        return self.js("const n = document.querySelector(arguments[0]); return n ? n.textContent : null", css)
+        text: str | None = self.js("const n = document.querySelector(arguments[0]); return n ? n.textContent : null",
+                                   css)
+        return text
 
     def count(self, css: str) -> int:
         return int(self.js("return document.querySelectorAll(arguments[0]).length", css))
@@ -134,8 +136,8 @@ class Browser:
         field.send_keys(text)
 
     def drain_logs(self) -> None:
-        self.console += self.driver.get_log("browser")
-        for entry in self.driver.get_log("performance"):
+        self.console += self.driver.get_log("browser")  # type: ignore[no-untyped-call]  # untyped in selenium
+        for entry in self.driver.get_log("performance"):  # type: ignore[no-untyped-call]  # untyped in selenium
             message = json.loads(entry["message"])["message"]
             if message["method"] == "Network.requestWillBeSent":
                 self.network.append(message["params"]["request"])

@@ -9,6 +9,7 @@ compared byte for byte with the script's in tests/test_recovery.py (full snapsho
 from __future__ import annotations
 
 import hashlib
+from typing import cast
 
 import pytest
 from predmarket.engine.market_engine import MarketEngine
@@ -63,14 +64,15 @@ async def test_an_order_line_from_python_runs_in_lua_and_its_stored_reply_decode
     trade = await engine.execute_trade(order)
 
     stored = await engine.redis.get(engine.keys.idempotency(user, "wire key"))
-    assert stored is not None
+    assert isinstance(stored, str)  # the engine's client decodes
     reply = StoredReply.decode(stored)
     assert reply == StoredReply(
         request_hash(order.fingerprint), trade.trade_id, SELL, NO, trade.shares, trade.cost, trade.avg_price,
         trade.price_yes, trade.price_no, trade.created_ms, trade.event_id)
 
     # The script read every field of the line by name: the TradeExecuted event carries them back.
-    entries = await engine.redis.xrevrange(engine.keys.events, count=2)
+    # redis-py types the reply for either decoding; the engine's client decodes, so ids and fields are str.
+    entries = cast(list[tuple[str, dict[str, str]]], await engine.redis.xrevrange(engine.keys.events, count=2))
     executed = next(fields for _, fields in entries if fields["type"] == "TradeExecuted")
     assert executed["user_id"] == user and executed["side"] == "SELL" and executed["outcome"] == "NO"
     assert executed["idempotency_key"] == "wire key"

@@ -65,7 +65,7 @@ def seeds_from_url(url: str) -> list[tuple[str, int]]:
 
 def cluster_nodes_from_url(url: str) -> list[ClusterNode]:
     """The seeds of a ``redis+cluster://`` URL as ``startup_nodes`` of ``redis.cluster.RedisCluster``."""
-    return [ClusterNode(host, port) for host, port in seeds_from_url(url)]
+    return [ClusterNode(host, port) for host, port in seeds_from_url(url)]  # type: ignore[no-untyped-call]  # untyped in redis-py
 
 
 def async_cluster_nodes_from_url(url: str) -> list[AsyncClusterNode]:
@@ -134,7 +134,11 @@ class Node:
         """One command on this node, one attempt, short timeouts: for polling (the caller retries)."""
         if self._admin is None:
             self._admin = self.client(socket_timeout=2, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
-        return self._admin.execute_command(*args)
+        return self._admin.execute_command(*args)  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    def answers_or_exited(self) -> bool:
+        """Settled either way: it answers PING, or its process is gone."""
+        return self.answers() or not self.alive()
 
     def answers(self) -> bool:
         try:
@@ -249,8 +253,7 @@ class PrivateCluster:
             node = Node(_free_node_port(taken), self.root / f"node-{len(self.nodes)}")
             self.nodes.append(node)  # from now on stop() kills it, whatever happens
             node.start(self.node_timeout_ms)
-            wait_until(lambda n=node: n.answers() or not n.alive(), timeout_s,  # type: ignore[misc]
-                       f"cluster node {node.address} to answer PING")
+            wait_until(node.answers_or_exited, timeout_s, f"cluster node {node.address} to answer PING")
             if node.alive():
                 return
             if attempt == attempts - 1:

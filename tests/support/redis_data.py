@@ -7,6 +7,7 @@ what ``predmarket recover`` uses), so there is one way to delete a prefix.
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from predmarket.engine.keys import Keys
 from predmarket.persister import recover
@@ -31,6 +32,26 @@ async def delete_prefix_async(redis: Redis, prefix: str) -> int:
     kwargs = redis.connection_pool.connection_kwargs
     url = f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
     return await asyncio.to_thread(delete_prefix, prefix, url)
+
+
+#: One stream entry as the tests' clients, which all decode (``decode_responses=True``), return it.
+StreamEntry = tuple[str, dict[str, str]]
+
+
+async def stream_entries(redis: Redis, stream: str) -> list[StreamEntry]:
+    """Every entry of ``stream``, oldest first."""
+    # redis-py types the reply for either decoding; with decoding on, ids and fields are str.
+    return cast(list[StreamEntry], await redis.xrange(stream))
+
+
+async def hash_fields(redis: Redis, key: str) -> list[str]:
+    """The field names of hash ``key`` (a decoding client's, so str)."""
+    return cast(list[str], await redis.hkeys(key))
+
+
+async def hash_all(redis: Redis, key: str) -> dict[str, str]:
+    """Every field of hash ``key`` with its value (a decoding client's, so str)."""
+    return cast(dict[str, str], await redis.hgetall(key))
 
 
 async def snapshot(redis: Redis, prefix: str) -> dict[str, object]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import cast
 
 from predmarket.engine import pricing
 from predmarket.engine.keys import Keys
@@ -44,7 +45,8 @@ async def read_events(redis: Redis, stream: str, page: int = 10_000) -> list[dic
     out: list[dict[str, str]] = []
     start = "-"
     while True:
-        entries = await redis.xrange(stream, min=start, max="+", count=page)
+        # redis-py types the reply for either decoding; the tests' clients decode, so ids and fields are str.
+        entries = cast(list[tuple[str, dict[str, str]]], await redis.xrange(stream, min=start, max="+", count=page))
         for entry_id, fields in entries:
             out.append({"id": entry_id, **fields})
         if len(entries) < page:
