@@ -28,7 +28,7 @@ from sqlalchemy import text
 from tests.support.factories import EngineFactory, MarketFactory, UserFactory
 from tests.support.faults import full_snapshot
 from tests.support.persister import catch_up, drain, persister, pg_connection
-from tests.support.redis_data import delete_prefix_async
+from tests.support.redis_data import delete_prefix_async, stream_entries
 from tests.support.waiting import wait_until_async
 
 YES, NO = Outcome.YES, Outcome.NO
@@ -41,7 +41,7 @@ async def redis_ms(engine: MarketEngine) -> int:
 
 
 async def events(engine: MarketEngine, kind: str) -> list[tuple[str, dict[str, str]]]:
-    return [(i, f) for i, f in await engine.redis.xrange(engine.keys.events) if f["type"] == kind]
+    return [(i, f) for i, f in await stream_entries(engine.redis, engine.keys.events) if f["type"] == kind]
 
 
 async def closing_market(engine: MarketEngine, after_ms: int, b_units: int = 100) -> str:
@@ -203,7 +203,8 @@ async def test_resolving_an_open_market_past_its_close_time_closes_it_first(engi
     # Straight to the script, as if nobody had read the market since its close time.
     await engine.scripts.resolve_market([engine.keys.market(market_id), engine.keys.events, engine.keys.dirty],
                                         [market_id, "YES", ""])
-    kinds = [f["type"] for _, f in await engine.redis.xrange(engine.keys.events) if f.get("market_id") == market_id]
+    kinds = [f["type"] for _, f in await stream_entries(engine.redis, engine.keys.events)
+             if f.get("market_id") == market_id]
     assert kinds == ["MarketCreated", "MarketOpened", "MarketClosed", "MarketResolved"]
     assert (await engine.markets.get(market_id)).status is MarketStatus.RESOLVED
 
@@ -215,7 +216,7 @@ async def test_a_market_opened_after_its_close_time_opens_closed(engine: MarketE
     await until_redis_reaches(engine, market.close_ms)
     opened = await engine.markets.open(market.market_id)
     assert opened.status is MarketStatus.CLOSED
-    kinds = [f["type"] for _, f in await engine.redis.xrange(engine.keys.events)
+    kinds = [f["type"] for _, f in await stream_entries(engine.redis, engine.keys.events)
              if f.get("market_id") == market.market_id]
     assert kinds == ["MarketCreated", "MarketOpened", "MarketClosed"]
     assert await engine.redis.zrange(engine.keys.closing, 0, -1) == []
