@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 from predmarket.engine.keys import Keys
@@ -20,7 +21,7 @@ from predmarket.engine.units import MICRO, parse_micro
 from predmarket.cli import main as cli_main
 from tests.support.factories import MarketFactory, UserFactory
 from tests.support.processes import environment, run_predmarket
-from tests.support.redis_data import delete_prefix
+from tests.support.redis_data import delete_prefix, stream_entries
 from tests.support.replay import assert_replay_matches
 from tests.support.services import REDIS_URL, new_redis
 
@@ -80,13 +81,15 @@ def test_simulate_settle_resolves_every_kind_and_the_invariants_hold(cli_prefix:
         redis = new_redis()
         try:
             keys = Keys(cli_prefix)
-            resolved = [fields for _, fields in await redis.xrange(keys.events) if fields["type"] == "MarketResolved"]
+            events = await stream_entries(redis, keys.events)
+            resolved = [fields for _, fields in events if fields["type"] == "MarketResolved"]
             assert sorted(f["outcome"] for f in resolved) == ["CANCEL", "NO", "PROB", "YES"]
-            closed = [fields for _, fields in await redis.xrange(keys.events) if fields["type"] == "MarketClosed"]
+            closed = [fields for _, fields in events if fields["type"] == "MarketClosed"]
             assert len(closed) == 2
-            statuses = {await redis.hget(keys.market(m), "status") for m in await redis.zrange(keys.markets, 0, -1)}
+            market_ids = cast(list[str], await redis.zrange(keys.markets, 0, -1))  # the client decodes: str
+            statuses = {await redis.hget(keys.market(m), "status") for m in market_ids}
             assert statuses == {"SETTLED"}
-            refunds = [fields for _, fields in await redis.xrange(keys.events) if fields["type"] == "Refund"]
+            refunds = [fields for _, fields in events if fields["type"] == "Refund"]
             assert refunds, "the CANCEL market refunded its traders"
         finally:
             await redis.aclose()
@@ -156,7 +159,7 @@ async def test_negative_balance_names_the_user(
     engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory
 ) -> None:
     user, _ = await _traded(engine, make_user, make_market)
-    available = int(await engine.redis.hget(engine.keys.user(user), "available"))
+    available = int(cast(str, await engine.redis.hget(engine.keys.user(user), "available")))  # decoded: a str
     await engine.redis.hincrby(engine.keys.user(user), "available", -(available + 3))
     breaches = check_invariants(await read_redis_state(engine.redis, engine.keys))
     assert {b.invariant for b in breaches} == {"conservation", "non-negative"}
@@ -179,7 +182,7 @@ async def test_drained_pool_names_the_market(
     engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory
 ) -> None:
     _, market = await _traded(engine, make_user, make_market)
-    pool = int(await engine.redis.hget(engine.keys.market(market), "pool"))
+    pool = int(cast(str, await engine.redis.hget(engine.keys.market(market), "pool")))  # decoded: a str
     await engine.redis.hincrby(engine.keys.market(market), "pool", -(pool - 19 * MICRO))  # below q_yes = 20
     breaches = check_invariants(await read_redis_state(engine.redis, engine.keys))
     assert {b.invariant for b in breaches} == {"conservation", "solvency"}
