@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
 import redis as sync_redis
@@ -40,7 +42,7 @@ from tests.support.persister import (
     redis_state,
 )
 from tests.support.processes import run_predmarket
-from tests.support.redis_data import delete_prefix_async, snapshot
+from tests.support.redis_data import delete_prefix_async, hash_all, hash_fields, snapshot, stream_entries
 from tests.support.services import REAL_REDIS
 
 YES, NO = Outcome.YES, Outcome.NO
@@ -65,11 +67,11 @@ async def trade(engine: MarketEngine, user_id: str, market_id: str, side: Side, 
 
 async def read_book(engine: MarketEngine, market_id: str, users: dict[str, str]) -> Book:
     held: dict[str, dict[str, int]] = {u: {} for u in users.values()}
-    for field, shares in (await engine.redis.hgetall(engine.keys.market_positions(market_id))).items():
+    for field, shares in (await hash_all(engine.redis, engine.keys.market_positions(market_id))).items():
         user_id, _, label = field.rpartition(":")
         held[user_id][label] = int(shares)
     net: dict[str, dict[str, int]] = {u: {} for u in users.values()}
-    for field, cost in (await engine.redis.hgetall(engine.keys.market_costs(market_id))).items():
+    for field, cost in (await hash_all(engine.redis, engine.keys.market_costs(market_id))).items():
         user_id, _, label = field.rpartition(":")
         net[user_id][label] = int(cost)
     available = {u: (await engine.accounts.get(u)).available for u in users.values()}
@@ -104,7 +106,7 @@ async def build_book(engine: MarketEngine, make_market: MarketFactory, make_user
 
 
 async def events(engine: MarketEngine, kind: str, market_id: str) -> list[dict[str, str]]:
-    return [f for _, f in await engine.redis.xrange(engine.keys.events)
+    return [f for _, f in await stream_entries(engine.redis, engine.keys.events)
             if f["type"] == kind and f.get("market_id") == market_id]
 
 
@@ -181,7 +183,8 @@ async def test_prob_pays_each_holder_the_floor_of_its_weighted_shares_once(
     assert settlement.house_return == book.market.pool - sum(paid.values())
     assert (await engine.accounts.get(HOUSE)).available == house + settlement.house_return
     both = book.users["both"]
-    [payout] = [e for e in await events(engine, "Payout", mid) if e["user_id"] == both] or [None]
+    payouts: list[dict[str, str] | None] = [e for e in await events(engine, "Payout", mid) if e["user_id"] == both]
+    [payout] = payouts or [None]
     if paid[both]:
         assert payout is not None
         assert payout["shares"] == format_micro(sum(book.held[both].values()))  # all of its shares, one payout
@@ -290,7 +293,7 @@ async def test_the_per_position_settlement_refuses_prob_and_cancel_markets(
     book = await build_book(engine, make_market, make_user)
     mid = book.market.market_id
     await engine.markets.resolve(mid, Resolution.prob([("YES", 400_000), ("NO", 600_000)]))
-    fields = await engine.redis.hkeys(engine.keys.market_positions(mid))
+    fields = await hash_fields(engine.redis, engine.keys.market_positions(mid))
     before = await snapshot(engine.redis, engine.keys.prefix)
     with pytest.raises(InvalidState):
         await engine.markets._settle_fields(mid, fields)
@@ -300,7 +303,7 @@ async def test_the_per_position_settlement_refuses_prob_and_cancel_markets(
 # --------------------------------------------------------------------------- interrupted settlements
 
 async def settler(engine: MarketEngine, market_id: str) -> UserSettler:
-    fields = await engine.redis.hgetall(engine.keys.market(market_id))
+    fields = await hash_all(engine.redis, engine.keys.market(market_id))
     return UserSettler(engine.redis, engine.scripts, engine.keys, engine.hotset, market_id, fields, 100)
 
 
@@ -320,12 +323,12 @@ async def test_an_interrupted_cancel_settlement_resumes_and_refunds_nobody_twice
     sent: list[tuple[str, list[object]]] = []
     real_call = s._call
 
-    async def first_only(mode: str, head: list[object], chunk: list[tuple[str, list[object]]]) -> list[str]:
+    async def first_only(mode: str, head: list[object], chunk: Sequence[tuple[str, list[object]]]) -> list[str]:
         chosen = [g for g in chunk if g[0] in first]
         sent.extend(chosen)
         return await real_call(mode, head, chosen)
 
-    s._call = first_only  # type: ignore[method-assign]
+    s._call = first_only  # type: ignore[method-assign]  # a spy in the settler's own call
     await s.pay_all()
     await s.pay_all()
     assert sorted(g[0] for g in sent) == sorted(first * 2)
@@ -353,10 +356,10 @@ async def test_an_interrupted_prob_settlement_resumes_and_pays_nobody_twice(
     real_call = s._call
     both = book.users["both"]
 
-    async def both_only(mode: str, head: list[object], chunk: list[tuple[str, list[object]]]) -> list[str]:
+    async def both_only(mode: str, head: list[object], chunk: Sequence[tuple[str, list[object]]]) -> list[str]:
         return await real_call(mode, head, [g for g in chunk if g[0] == both])
 
-    s._call = both_only  # type: ignore[method-assign]
+    s._call = both_only  # type: ignore[method-assign]  # a spy in the settler's own call
     await s.pay_all()
     await s.pay_all()
     assert (await engine.markets.get(mid)).payouts_total == paid[both] > 0
@@ -374,12 +377,13 @@ async def test_a_refund_owed_to_a_user_out_of_redis_stops_the_settlement_until_i
     mid, loss = book.market.market_id, book.users["loss"]
     refunds, _ = cancel_expected(book)
     await engine.markets.resolve(mid, Resolution.cancel())
-    kept = await engine.redis.hgetall(engine.keys.user(loss))
+    kept = await hash_all(engine.redis, engine.keys.user(loss))
     await engine.redis.delete(engine.keys.user(loss))
     with pytest.raises(Unavailable):
         await engine.markets.settle(mid)
     assert (await engine.markets.get(mid)).status is MarketStatus.RESOLVED
-    await engine.redis.hset(engine.keys.user(loss), mapping=kept)
+    # A copy, so mypy types it as hset's mapping (a Mapping's key type is invariant: a dict[str, str] is not one).
+    await engine.redis.hset(engine.keys.user(loss), mapping={field: value for field, value in kept.items()})
     await engine.markets.settle(mid)
     await assert_settled(engine, book, refunds, "Refund")
 
@@ -431,10 +435,10 @@ async def test_the_record_follows_prob_and_cancel_and_recover_rebuilds_a_settlem
         s = await settler(engine, mid)
         real_call = s._call
 
-        async def first_only(mode: str, head: list[object], chunk: list[tuple[str, list[object]]]) -> list[str]:
+        async def first_only(mode: str, head: list[object], chunk: Sequence[tuple[str, list[object]]]) -> list[str]:
             return await real_call(mode, head, [g for g in chunk if g[0] in first])
 
-        s._call = first_only  # type: ignore[method-assign]
+        s._call = first_only  # type: ignore[method-assign]  # a spy in the settler's own call
         await s.pay_all()
         catch_up(p)
         await assert_stores_agree(engine, url)
@@ -500,7 +504,7 @@ async def test_prob_payouts_are_exact_at_the_largest_positions(engine: MarketEng
     await (await settler(engine, mid)).pay_all()
 
     for user_id, amount in expected.items():
-        assert int(await engine.redis.hget(k.user(user_id), "available")) == amount
+        assert int(cast(str, await engine.redis.hget(k.user(user_id), "available"))) == amount  # decoded: a str
     market = await engine.redis.hgetall(k.market(mid))
     assert int(market["pool"]) == pool - sum(expected.values())
     assert int(market["payouts_total"]) == sum(expected.values())
