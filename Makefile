@@ -12,7 +12,8 @@ lint:
 	$(PY) -m ruff check .
 
 # mypy cannot follow setuptools' package-dir mapping (engine/ is imported as predmarket.engine), so it checks
-# a tree of links laid out as the wheel installs it: .typecheck/predmarket/engine -> engine/, and so on.
+# a tree of links laid out as the wheel installs it: .typecheck/predmarket/engine -> engine/, and so on;
+# bench/ and tests/ are checked with it, strict alike (pyproject.toml's [tool.mypy] files).
 typecheck:
 	rm -rf .typecheck && mkdir -p .typecheck/predmarket
 	for f in predmarket/*; do ln -s "../../$$f" .typecheck/predmarket/; done
