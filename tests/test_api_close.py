@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from tests.support.api import Api, assert_error, assert_market, assert_timestamp, fmt, subsidy, unique
@@ -14,7 +15,7 @@ from tests.support.event_streams import sse
 from tests.support.waiting import wait_for
 
 
-def create(api: Api, **fields: object) -> object:
+def create(api: Api, **fields: object) -> httpx.Response:
     api.deposit("house", fmt(subsidy("100")))
     return api.admin("POST", "/v1/markets", json={"name": "Closes", "liquidity_b": "100", **fields})
 
@@ -25,8 +26,8 @@ def in_future(seconds: float) -> str:
 
 def test_a_market_with_a_close_time_shows_it_and_its_outcomes(api: Api) -> None:
     r = create(api, close_time="2099-01-02T03:04:05.5+01:00", outcomes=["YES", "NO"])
-    assert r.status_code == 201, r.text  # type: ignore[attr-defined]
-    market = r.json()  # type: ignore[attr-defined]
+    assert r.status_code == 201, r.text
+    market = r.json()
     assert_market(market)
     assert market["close_time"] == "2099-01-02T02:04:05.500000Z"
     assert [o["outcome"] for o in market["outcomes"]] == ["YES", "NO"]
@@ -85,9 +86,9 @@ def test_the_admin_closes_a_market_and_both_replicas_refuse_trades_and_quotes(ap
 async def test_a_close_time_stops_trading_with_one_public_market_closed_event(api: Api) -> None:
     user = api.create_user("1000")
     r = create(api, close_time=in_future(1.5), market_id=unique("mkt"))
-    assert r.status_code == 201, r.text  # type: ignore[attr-defined]
-    market_id = r.json()["market_id"]  # type: ignore[attr-defined]
-    close_at = assert_timestamp(r.json()["close_time"])  # type: ignore[attr-defined]
+    assert r.status_code == 201, r.text
+    market_id = r.json()["market_id"]
+    close_at = assert_timestamp(r.json()["close_time"])
     assert api.admin("POST", f"/v1/markets/{market_id}/open").status_code == 200
     async with sse(api.stack.urls[0], market_ids=(market_id,)) as stream:
         traded = api.buy(user, market_id, "NO", "2", replica=1)
@@ -109,5 +110,5 @@ async def test_a_close_time_stops_trading_with_one_public_market_closed_event(ap
             if message.event == "MarketClosed":
                 assert message.data["market_id"] == market_id
     market = api.market(market_id, replica=1)
-    assert market["status"] == "CLOSED" and market["close_time"] == r.json()["close_time"]  # type: ignore[attr-defined]
+    assert market["status"] == "CLOSED" and market["close_time"] == r.json()["close_time"]
     assert_error(api.trade(user, market_id, "BUY", "YES", shares="1", replica=1), 409, "MARKET_NOT_OPEN")

@@ -112,7 +112,7 @@ def test_json_numbers_and_strings_are_both_accepted(api: Api) -> None:
                              (1e2, "100.000000"), ("0.000001", "0.000001")):
         if expected == "100.000000":
             api.deposit(user.user_id, "100")
-        r = api.trade(user, market_id, "BUY", "NO", shares=shares)  # type: ignore[arg-type]
+        r = api.trade(user, market_id, "BUY", "NO", shares=shares)  # type: ignore[arg-type]  # JSON numbers too
         assert r.status_code == 201, (shares, r.text)
         assert r.json()["shares"] == expected
 
@@ -212,7 +212,7 @@ def test_idempotent_retry_returns_the_first_response(api: Api) -> None:
         assert again.status_code == 201
         assert again.content == first.content
     # The same numbers written differently are the same request.
-    again = api.trade(user, market_id, "BUY", "YES", shares=4, headers=key)  # type: ignore[arg-type]
+    again = api.trade(user, market_id, "BUY", "YES", shares=4, headers=key)  # type: ignore[arg-type]  # a JSON number
     assert again.status_code == 201 and again.content == first.content
     assert api.me(user)["available"] == balance
     assert api.market(market_id) == market

@@ -46,7 +46,7 @@ def tuned(settings: Settings, **overrides: float | int) -> tuple[Settings, Caden
     if unknown:
         raise TypeError(f"neither a setting nor a cadence: {sorted(unknown)}")
     changed = settings.model_copy(update={k: v for k, v in overrides.items() if k not in CADENCE_NAMES})
-    return changed, Cadence(**{k: v for k, v in overrides.items() if k in CADENCE_NAMES})  # type: ignore[arg-type]
+    return changed, Cadence(**{k: v for k, v in overrides.items() if k in CADENCE_NAMES})  # type: ignore[arg-type]  # ints and floats in one dict
 
 
 # --------------------------------------------------------------------------- in-process persister
