@@ -82,6 +82,8 @@ class IngestRun:
     trades: int
     events: int
     drain_s: float
+    #: one of a rollup off/on pair run back to back (what the rollup's cost is read from)
+    rollup_pair: bool = False
 
     @property
     def events_per_s(self) -> float:
@@ -134,11 +136,13 @@ class ViewsResult:
 
     @property
     def rollup_cost(self) -> float | None:
-        """1 - rate with the rollup / rate without it (no readers either way)."""
-        on, off = self.rate_without_readers, self.rate_without_rollup
-        if not off or on is None:
+        """1 - rate with the rollup / rate without it, of the back-to-back pairs only (no readers either way):
+        runs minutes apart differ by more than the rollup costs on a shared machine."""
+        on = [r.events_per_s for r in self.ingest if r.rollup_pair and r.rollup]
+        off = [r.events_per_s for r in self.ingest if r.rollup_pair and not r.rollup]
+        if not on or not off:
             return None
-        return 1.0 - on / off
+        return 1.0 - mean(on) / mean(off)
 
     def to_dict(self) -> dict[str, Any]:
         def rounded(value: float | None, digits: int = 1) -> float | None:

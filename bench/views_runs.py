@@ -200,7 +200,7 @@ def views_section(settings: Settings, sizes: Sizes, say: Callable[[str], None], 
                     for rollup in (False, True):
                         run, _ = _ingest(scoped, sizes, client, db_url, None if seed is None else seed + 100 + i,
                                          None, rollup, say)
-                        runs.append(run)
+                        runs.append(replace(run, rollup_pair=True))
             during_phases = {mode: ReadPhase.of(results) for mode, results in during.items()}
             for mode, phase in during_phases.items():
                 _describe(phase, f"readers ({mode}) during ingest", say)

@@ -20,8 +20,8 @@ from sqlalchemy import create_engine, text
 from bench.options import DEFAULT_SECTIONS, SECTIONS, BenchOptions, Sizes, parse_sections
 from bench.runner import RESULTS_FILE, run_bench
 from bench.views_readers import CANDLES, MARKET_TRADES, MY_TRADES, POSITIONS, ROUTES, ReaderResult, trade_cursor
-from bench.views_record import RecordSize, _lambda_for, _url, api_key, ensure_record
-from bench.views_results import NO_READERS, IngestRun, ReadPhase
+from bench.views_record import RecordFacts, RecordSize, _lambda_for, _url, api_key, ensure_record
+from bench.views_results import NO_READERS, IngestRun, ReadPhase, ViewsResult
 from tests.support.services import PG_SERVER_URL, real_services
 
 #: Small enough to generate in a few seconds; its own sizes, so its own kept database (dropped here).
@@ -158,3 +158,17 @@ def test_views_section_end_to_end(tmp_path: Path) -> None:
     written = json.loads((tmp_path / RESULTS_FILE).read_text())["views"]
     assert written["record"]["trades"] == 8_000 and set(written["during_ingest"]) == {"closed loop", "40/s"}
 
+
+
+def test_the_rollups_cost_is_read_from_its_back_to_back_pairs() -> None:
+    facts = RecordFacts("db", 1, 1, 1, 1, 1.0, True, {}, {}, 0, (1, 1.0, 1), [], [1])
+    idle = ReadPhase(1.0, {}, 0)
+    runs = [IngestRun(NO_READERS, True, 10, 1_000, 0.5),  # 2,000/s: a quiet moment, not part of a pair
+            IngestRun("closed loop", True, 10, 1_000, 2.0),  # 500/s
+            IngestRun(NO_READERS, False, 10, 1_000, 1.0, rollup_pair=True),  # 1,000/s
+            IngestRun(NO_READERS, True, 10, 1_000, 1.25, rollup_pair=True)]  # 800/s
+    result = ViewsResult(facts, 0.0, 0.0, 0.0, 32, idle, {}, {}, runs)
+    assert result.rollup_cost == pytest.approx(0.2)
+    assert result.rate_without_readers == pytest.approx(1_400)
+    assert result.ingest_slowdown("closed loop") == pytest.approx(1 - 500 / 1_400)
+    assert result.reader_modes() == ["closed loop"]
