@@ -17,7 +17,7 @@ import orjson
 import pydantic
 from fastapi import Depends, Request
 from predmarket.engine.errors import ValidationError
-from predmarket.engine.resolutions import Resolution, parse_probability
+from predmarket.engine.resolutions import Resolution, market_labels, parse_probability
 from predmarket.engine.units import UnitError, parse_micro
 from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
 
@@ -107,7 +107,7 @@ class Resolve(Body):
         # A label no market of this release can have is the request's own defect (422 before 404, as a
         # trade's outcome is); whether a served label is the market's is the engine's to say.
         for label in ([self.outcome] if self.outcome is not None else []) + list(self.probabilities or ()):
-            if label not in BINARY_OUTCOMES:
+            if label not in SERVED_LABELS:
                 raise ValueError(f"unknown outcome {label!r}: this release serves YES/NO markets only")
         return self
 
@@ -178,7 +178,8 @@ TradeJson = Annotated[TradeBody, Depends(body_of(TradeBody))]
 
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$")
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-BINARY_OUTCOMES = ["YES", "NO"]
+#: The labels this release serves, in creation order: engine.resolutions.market_labels says which (YES/NO).
+SERVED_LABELS = market_labels()
 
 
 def close_time_ms(text: str) -> int:
@@ -210,5 +211,5 @@ def check_outcomes(labels: list[str] | None) -> None:
             raise ValidationError(f"{label} is reserved and cannot be an outcome label")
     if len(set(labels)) != len(labels):
         raise ValidationError("outcome labels must be unique")
-    if labels != BINARY_OUTCOMES:
+    if tuple(labels) != SERVED_LABELS:
         raise ValidationError('this release serves YES/NO markets only: outcomes must be ["YES", "NO"]')

@@ -39,13 +39,17 @@ class HttpConnection:
 
     async def post(self, path: bytes, authorization: bytes, body: bytes) -> tuple[int, bytes]:
         """Send ``POST path`` with a JSON body; return (status, body). Reconnects if the server closed."""
-        if self._writer is None:
-            await self.connect()
-        assert self._reader is not None and self._writer is not None
-        self._writer.write(b"".join((
+        return await self.exchange(b"".join((
             b"POST ", path, b" HTTP/1.1\r\nHost: ", self._host_header, b"\r\nAuthorization: ", authorization,
             b"\r\nContent-Type: application/json\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body,
         )))
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """Send one whole request (connecting first if needed); return the answer's (status, body)."""
+        if self._writer is None:
+            await self.connect()
+        assert self._reader is not None and self._writer is not None
+        self._writer.write(request)
         try:
             head = await self._reader.readuntil(b"\r\n\r\n")
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:

@@ -26,7 +26,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from bench.http_client import HttpConnection, ProtocolError, _parse_head
+from bench.http_client import HttpConnection
 from bench.views_record import api_key
 
 MARKET_TRADES, MY_TRADES, POSITIONS, CANDLES = "market trades page", "my trades page", "positions", "1m candles"
@@ -74,21 +74,9 @@ class GetConnection(HttpConnection):
     """The bench's keep-alive client with GET (the API answers with Content-Length bodies)."""
 
     async def get(self, path: bytes, authorization: bytes | None) -> tuple[int, bytes]:
-        if self._writer is None:
-            await self.connect()
-        assert self._reader is not None and self._writer is not None
         auth = b"\r\nAuthorization: " + authorization if authorization else b""
-        self._writer.write(b"".join((b"GET ", path, b" HTTP/1.1\r\nHost: ", self._host_header, auth, b"\r\n\r\n")))
-        try:
-            head = await self._reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            await self.close()
-            raise ProtocolError(f"no complete answer from {self.host}:{self.port}") from exc
-        status, length, keep_alive = _parse_head(head)
-        payload = await self._reader.readexactly(length) if length else b""
-        if not keep_alive:
-            await self.close()
-        return status, payload
+        return await self.exchange(b"".join((b"GET ", path, b" HTTP/1.1\r\nHost: ", self._host_header, auth,
+                                             b"\r\n\r\n")))
 
 
 def trade_cursor(trade_id: int) -> str:
