@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from predmarket.engine.errors import EngineError, InsufficientFunds
+from predmarket.engine.errors import EngineError, InsufficientFunds, Unavailable
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
@@ -85,7 +85,8 @@ async def test_buy_storm_on_one_balance_across_engines_and_markets(
     spent = [r for r in results if isinstance(r, Trade) and r.user_id == spender]
     refused = [r for r in results if isinstance(r, InsufficientFunds)]
     assert spent and refused
-    assert all(isinstance(r, Trade | InsufficientFunds) for r in results), results
+    # A 503 (too contended between the two engines) is an answer a client retries; it changes nothing.
+    assert all(isinstance(r, Trade | InsufficientFunds | Unavailable) for r in results), results
     assert all(o.user_id == spender for o, r in zip(orders, results, strict=True) if isinstance(r, InsufficientFunds))
     account = await engine.accounts.get(spender)
     assert account.available == 200 * MICRO - sum(t.cost for t in spent) >= 0
