@@ -17,7 +17,8 @@ import orjson
 import pydantic
 from fastapi import Depends, Request
 from predmarket.engine.errors import ValidationError
-from predmarket.engine.resolutions import Resolution, market_labels, parse_probability
+from predmarket.engine.labels import YES_NO
+from predmarket.engine.resolutions import Resolution, parse_probability
 from predmarket.engine.units import UnitError, parse_micro
 from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
 
@@ -179,7 +180,7 @@ TradeJson = Annotated[TradeBody, Depends(body_of(TradeBody))]
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$")
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 #: The labels this release serves, in creation order: engine.resolutions.market_labels says which (YES/NO).
-SERVED_LABELS = market_labels()
+SERVED_LABELS = YES_NO
 
 
 def close_time_ms(text: str) -> int:

@@ -6,12 +6,13 @@ import json
 import time
 from typing import cast
 
-from predmarket.engine import pricing
+from predmarket.engine import pricing, pricing_n
 from predmarket.engine.accounts import new_id
 from predmarket.engine.connection import unavailable_on_disconnect
 from predmarket.engine.errors import MarketNotOpen, NotFound, ValidationError
 from predmarket.engine.hotset import HotSet, reloading
 from predmarket.engine.keys import Keys
+from predmarket.engine.labels import YES_NO, labels_of, settled_of, totals_of
 from predmarket.engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
 from predmarket.engine.orders import fill
 from predmarket.engine.resolutions import CANCEL, PROB, Resolution, market_labels, parse_probabilities_text
@@ -26,19 +27,27 @@ MAX_CLOSE_MS = 253_402_300_799_999
 
 
 def market_from(market_id: str, f: dict[str, str]) -> Market:
-    b, q_yes, q_no = int(f["b"]), int(f["q_yes"]), int(f["q_no"])
-    price_yes, price_no = pricing.prices(q_yes, q_no, b)
+    b = int(f["b"])
+    labels = labels_of(f)
+    totals = totals_of(f, labels)
+    prices = tuple(pricing_n.prices_n(totals, b))
+    settled = settled_of(f, labels)
+    # A YES/NO market's own fields; 0 for a market of other labels (the API shows them null).
+    yes_no = labels == YES_NO
+    q_yes, q_no = totals if yes_no else (0, 0)
+    price_yes, price_no = prices if yes_no else (0, 0)
     return Market(
         market_id=market_id, name=f["name"], status=MarketStatus(f["status"]),
         outcome=outcome_of(f.get("outcome")), liquidity_b=b,
         yes_shares=q_yes, no_shares=q_no, price_yes=price_yes, price_no=price_no,
         pool=int(f["pool"]), version=int(f["version"]), created_ms=int(f["created_ms"]),
-        updated_ms=int(f["updated_ms"]), settled_yes=int(f.get("settled_yes", 0)),
-        settled_no=int(f.get("settled_no", 0)), payouts_total=int(f.get("payouts_total", 0)),
+        updated_ms=int(f["updated_ms"]), settled_yes=settled[0] if yes_no else 0,
+        settled_no=settled[1] if yes_no else 0, payouts_total=int(f.get("payouts_total", 0)),
         holders_paid=int(f.get("holders_paid", 0)),
         close_ms=int(f["close_ms"]) if f.get("close_ms") else None,
         closed_ms=int(f["closed_ms"]) if f.get("closed_ms") else None,
         probabilities=parse_probabilities_text(f["probabilities"]) if f.get("probabilities") else None,
+        outcomes=labels, totals=totals, prices=prices, settled=settled,
     )
 
 

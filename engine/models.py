@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from predmarket.engine.labels import YES_NO
+
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 HOUSE = "house"
 
@@ -50,7 +52,8 @@ class Order:
     user_id: str
     market_id: str
     side: Side
-    outcome: Outcome
+    #: a label of the market (Outcome.YES and Outcome.NO are the YES/NO market's)
+    outcome: str
     shares: int | None = None
     amount: int | None = None
     max_cost: int | None = None
@@ -73,10 +76,11 @@ class Trade:
     market_id: str
     user_id: str
     side: Side
-    outcome: Outcome
+    outcome: str
     shares: int
     cost: int
     avg_price: int
+    #: a YES/NO market's prices after the trade; 0 for a market of other labels (see ``prices``)
     price_yes: int
     price_no: int
     created_ms: int
@@ -85,17 +89,22 @@ class Trade:
     #: stream entry id of the trade's last event: durable once the persister has committed it
     event_id: str = ""
     replayed: bool = False
+    #: the market's labels, and each one's price after the trade, in label order
+    outcomes: tuple[str, ...] = YES_NO
+    prices: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Quote:
     side: Side
-    outcome: Outcome
+    outcome: str
     shares: int
     cost: int
     avg_price: int
     price_yes: int
     price_no: int
+    outcomes: tuple[str, ...] = YES_NO
+    prices: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +133,22 @@ class Market:
     closed_ms: int | None = None
     #: a PROB resolution's probability of each label (micro-units, summing to 1,000,000), in label order
     probabilities: tuple[tuple[str, int], ...] | None = None
+    #: the labels in creation order, and per label its outstanding shares, price and settled shares
+    #: (yes_shares ... settled_no above are a YES/NO market's; 0 for a market of other labels)
+    outcomes: tuple[str, ...] = YES_NO
+    totals: tuple[int, ...] = ()
+    prices: tuple[int, ...] = ()
+    settled: tuple[int, ...] = ()
+
+    @property
+    def is_yes_no(self) -> bool:
+        return self.outcomes == YES_NO
 
 
 @dataclass(frozen=True, slots=True)
 class Position:
     market_id: str
-    outcome: Outcome
+    outcome: str
     shares: int
     #: buys minus sells in this position, micro-units (negative after a profitable exit)
     net_cost: int = 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from predmarket.engine.errors import ValidationError
-from predmarket.engine.models import Outcome
+from predmarket.engine.labels import labels_of
 from predmarket.engine.units import MICRO, UnitError, format_micro, parse_micro
 
 PROB = "PROB"
@@ -90,10 +90,9 @@ class Resolution:
         return Resolution.prob((label, given[label]) for label in labels)
 
 
-def market_labels(fields: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """A market's outcome labels in creation order. This release serves YES/NO markets only; markets
-    with labels of their own (issue 15 item 2) will name them in their hash, to be read here."""
-    return (Outcome.YES.value, Outcome.NO.value)
+def market_labels(fields: Mapping[str, str]) -> tuple[str, ...]:
+    """A market's outcome labels in creation order, from its hash (engine/labels.py)."""
+    return labels_of(fields)
 
 
 def parse_probability(value: object) -> int:
