@@ -12,9 +12,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import orjson
 from predmarket.api import schemas
 from predmarket.engine.errors import ValidationError
-from predmarket.record.candles import INTERVALS, MAX_CANDLES, OUTCOME_PRICES, bucket_start
+from predmarket.engine.labels import LABEL_PATTERN, RESERVED, YES_NO
+from predmarket.record.candles import INTERVALS, MAX_CANDLES, bucket_start
 from predmarket.record.revision import pg_unavailable
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -51,8 +53,8 @@ def _time(value: str, name: str) -> datetime:
 
 def candle_query(outcome: str | None, interval: str | None, start: str | None, end: str | None) -> CandleQuery:
     """The request's parameters checked (VALIDATION_ERROR naming the first bad one)."""
-    if outcome is None or outcome not in OUTCOME_PRICES:
-        raise ValidationError(f"outcome must be one of {', '.join(OUTCOME_PRICES)}")
+    if outcome is None or not LABEL_PATTERN.match(outcome) or outcome in RESERVED:
+        raise ValidationError("outcome must be a label of the market (^[A-Za-z0-9_-]{1,32}$)")
     if interval is None or interval not in INTERVALS:
         raise ValidationError(f"interval must be one of {', '.join(INTERVALS)}")
     interval_s = INTERVALS[interval]
@@ -77,25 +79,31 @@ ORDER BY candles.start DESC  -- the column (the index), not the output text of t
 LIMIT :limit
 """)
 
-_RECORDED = text("SELECT 1 FROM markets WHERE market_id = :market_id")
+#: The market's labels as the record keeps them (NULL: YES/NO), read when a window has no candles.
+_RECORDED = text("SELECT outcomes FROM markets WHERE market_id = :market_id")
 
 
-async def read_candles(pg: AsyncEngine, market_id: str, q: CandleQuery) -> tuple[list[schemas.Candle], bool]:
-    """The newest candles of the window, oldest first, and whether the record knows the market.
+async def read_candles(pg: AsyncEngine, market_id: str,
+                       q: CandleQuery) -> tuple[list[schemas.Candle], tuple[str, ...] | None]:
+    """The newest candles of the window, oldest first, and the market's labels if the record knows it.
 
-    (The second answer is only looked up when there are no candles: a market with
-    candles is known.)
+    (The labels are only looked up when there are no candles: a market with candles of the
+    outcome is known, and has it; they are then its one label ``q.outcome``.)
     """
     params = {"market_id": market_id, "outcome": q.outcome, "interval_s": q.interval_s,
               "since": q.since, "until": q.until, "limit": MAX_CANDLES}
     try:
         async with pg.connect() as conn:
             rows = (await conn.execute(_CANDLES, params)).all()
-            known = bool(rows) or (await conn.execute(_RECORDED, {"market_id": market_id})).first() is not None
+            recorded = None if rows else (await conn.execute(_RECORDED, {"market_id": market_id})).first()
     except (OperationalError, DBAPIError, OSError) as exc:
         raise pg_unavailable(exc) from exc
     candles = [
         schemas.Candle(start=start, open=o, high=h, low=lo, close=c, volume_shares=vs, volume_cost=vc, trades=n)
         for start, o, h, lo, c, vs, vc, n in reversed(rows)
     ]
-    return candles, known
+    if rows:
+        return candles, (q.outcome,)
+    if recorded is None:
+        return candles, None
+    return candles, tuple(orjson.loads(recorded.outcomes)) if recorded.outcomes else YES_NO

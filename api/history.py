@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from predmarket.api import schemas
 from predmarket.api.pages import trade_cursor
 from predmarket.record.revision import SchemaStatus, current_revision_async, pg_unavailable
@@ -45,6 +46,7 @@ IN_INDEX_ORDER = text("SET LOCAL enable_sort = off")
 _COLUMNS = (trades.c.trade_id, trades.c.market_id, trades.c.user_id, trades.c.side, trades.c.outcome,
             *(cast(trades.c[name], Text).label(name) for name in ("shares", "cost", "price", "price_yes",
                                                                    "price_no")),
+            trades.c.prices,
             func.to_char(func.timezone("UTC", trades.c.created_at),
                          literal('YYYY-MM-DD"T"HH24:MI:SS.US"Z"', Text)).label("created_at"))
 
@@ -96,12 +98,20 @@ async def trade_page(pg: AsyncEngine, limit: int, *, market_id: str | None = Non
     return TradeRows(rows, trade_cursor(rows[-1].trade_id))
 
 
+def prices_of(r: Row[Any]) -> dict[str, str]:
+    """A row's ``prices``: a YES/NO market's row has its two price columns (``prices`` NULL); any
+    other market's keeps ``{label: decimal}`` in label order as JSON text (its price columns NULL)."""
+    if r.prices is None:
+        return {"YES": r.price_yes, "NO": r.price_no}
+    return dict(orjson.loads(r.prices))
+
+
 def trade_json(r: Row[Any]) -> schemas.Trade:
     """A row as the contract's trade object (as ``POST .../trades`` answered it)."""
     return schemas.Trade(
         trade_id=r.trade_id, market_id=r.market_id, user_id=r.user_id, side=r.side,
         outcome=r.outcome, shares=r.shares, cost=r.cost, avg_price=r.price,
-        price_yes=r.price_yes, price_no=r.price_no, created_at=r.created_at,
+        price_yes=r.price_yes, price_no=r.price_no, prices=prices_of(r), created_at=r.created_at,
     )
 
 
@@ -110,7 +120,7 @@ def market_trade_json(r: Row[Any], with_user: bool) -> schemas.MarketTrade:
     trade = schemas.MarketTrade(
         trade_id=r.trade_id, market_id=r.market_id, side=r.side,
         outcome=r.outcome, shares=r.shares, cost=r.cost, avg_price=r.price,
-        price_yes=r.price_yes, price_no=r.price_no, created_at=r.created_at,
+        price_yes=r.price_yes, price_no=r.price_no, prices=prices_of(r), created_at=r.created_at,
     )
     if with_user:
         trade["user_id"] = r.user_id

@@ -19,7 +19,7 @@ from typing import Any
 from predmarket.api import schemas
 from predmarket.engine.hotset import HotSet, reloading
 from predmarket.engine.keys import Keys
-from predmarket.engine.models import MarketStatus, Outcome
+from predmarket.engine.models import MarketStatus
 from predmarket.engine.positions import LiveBook, live_positions
 from predmarket.engine.resolutions import CANCEL, PROB, parse_probabilities_text, split_exact
 from predmarket.engine.units import MICRO, format_micro, micro_from_decimal
@@ -98,12 +98,12 @@ async def positions_answer(redis: Redis, keys: Keys, hotset: HotSet, pg: AsyncEn
     entries: list[schemas.ValuedPosition] = []
     for p in live.positions:
         entries.append(schemas.ValuedPosition(
-            market_id=p.market.market_id, outcome=p.outcome.value, status=p.market.status.value,
+            market_id=p.market.market_id, outcome=str(p.outcome), status=p.market.status.value,
             shares=format_micro(p.shares), net_cost=format_micro(p.net_cost), price=format_micro(p.price),
             value=format_micro(p.value), pnl=format_micro(p.pnl), realized_pnl=None))
     for r in settled:
         entries.append(schemas.ValuedPosition(
-            market_id=r.market_id, outcome=Outcome(r.outcome).value, status=MarketStatus.SETTLED.value,
+            market_id=r.market_id, outcome=r.outcome, status=MarketStatus.SETTLED.value,
             shares=format_micro(0), net_cost=format_micro(r.net_cost), price=format_micro(r.price),
             value=format_micro(r.value), pnl=format_micro(r.value - r.net_cost),
             realized_pnl=format_micro(r.value - r.net_cost)))

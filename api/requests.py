@@ -17,7 +17,7 @@ import orjson
 import pydantic
 from fastapi import Depends, Request
 from predmarket.engine.errors import ValidationError
-from predmarket.engine.labels import YES_NO
+from predmarket.engine.labels import LABEL_PATTERN, RESERVED
 from predmarket.engine.resolutions import Resolution, parse_probability
 from predmarket.engine.units import UnitError, parse_micro
 from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
@@ -56,6 +56,20 @@ Shares = Annotated[int | str, PlainValidator(_shares), WithJsonSchema({
 })]
 
 
+def _label(value: object) -> str:
+    if not isinstance(value, str) or not LABEL_PATTERN.match(value):
+        raise ValueError("an outcome label must match ^[A-Za-z0-9_-]{1,32}$")
+    if value in RESERVED:
+        raise ValueError(f"{value} is reserved and is no outcome label")
+    return value
+
+
+#: An outcome label (its shape only: whether the market has it is the engine's to say, after 404 and 409).
+Label = Annotated[str, PlainValidator(_label), WithJsonSchema({
+    "type": "string", "pattern": LABEL_PATTERN.pattern, "description": "an outcome label of the market",
+})]
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -73,7 +87,8 @@ class CreateMarket(Body):
     name: str
     liquidity_b: Micro
     market_id: str | None = None
-    #: the outcome labels; only the default ``["YES", "NO"]`` is served by this release
+    #: the outcome labels in their order: 2-16 unique labels, CANCEL and PROB reserved; by default
+    #: ``["YES", "NO"]`` (checked by engine.labels.check_labels)
     outcomes: list[str] | None = None
     #: when trading stops, RFC 3339 with a zone (``2027-01-01T00:00:00Z``); must lie in the future
     close_time: str | None = None
@@ -97,19 +112,14 @@ class Resolve(Body):
     exactly 1.000000) or ``cancel: true`` (CANCEL: net costs refunded). The labels are checked against
     the market's by the engine."""
 
-    outcome: str | None = None
-    probabilities: dict[str, Probability] | None = None
+    outcome: Label | None = None
+    probabilities: dict[Label, Probability] | None = None
     cancel: Literal[True] | None = None
 
     @pydantic.model_validator(mode="after")
     def _exactly_one(self) -> Resolve:
         if sum(v is not None for v in (self.outcome, self.probabilities, self.cancel)) != 1:
             raise ValueError("exactly one of outcome, probabilities and cancel is required")
-        # A label no market of this release can have is the request's own defect (422 before 404, as a
-        # trade's outcome is); whether a served label is the market's is the engine's to say.
-        for label in ([self.outcome] if self.outcome is not None else []) + list(self.probabilities or ()):
-            if label not in SERVED_LABELS:
-                raise ValueError(f"unknown outcome {label!r}: this release serves YES/NO markets only")
         return self
 
     def resolution(self) -> Resolution:
@@ -122,7 +132,8 @@ class Resolve(Body):
 
 class TradeBody(Body):
     side: Literal["BUY", "SELL"]
-    outcome: Literal["YES", "NO"]
+    #: a label of the market (a well-formed label the market lacks is refused by the engine)
+    outcome: Label
     shares: Shares | None = None
     amount: Micro | None = None
     max_cost: Micro | None = None
@@ -178,9 +189,6 @@ TradeJson = Annotated[TradeBody, Depends(body_of(TradeBody))]
 
 
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$")
-_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-#: The labels this release serves, in creation order: engine.resolutions.market_labels says which (YES/NO).
-SERVED_LABELS = YES_NO
 
 
 def close_time_ms(text: str) -> int:
@@ -197,20 +205,3 @@ def close_time_ms(text: str) -> int:
     digits = (fraction or "").ljust(3, "0")
     extra_ms = int(digits[:3]) + (1 if digits[3:].strip("0") else 0)
     return int(moment.timestamp()) * 1000 + extra_ms
-
-
-def check_outcomes(labels: list[str] | None) -> None:
-    """The contract's rules for outcome labels, then this release's limit: YES/NO markets only."""
-    if labels is None:
-        return
-    if not 2 <= len(labels) <= 16:
-        raise ValidationError("outcomes must list 2 to 16 labels")
-    for label in labels:
-        if not isinstance(label, str) or not _LABEL.fullmatch(label):
-            raise ValidationError("each outcome label must match ^[A-Za-z0-9_-]{1,32}$")
-        if label in ("CANCEL", "PROB"):
-            raise ValidationError(f"{label} is reserved and cannot be an outcome label")
-    if len(set(labels)) != len(labels):
-        raise ValidationError("outcome labels must be unique")
-    if tuple(labels) != SERVED_LABELS:
-        raise ValidationError('this release serves YES/NO markets only: outcomes must be ["YES", "NO"]')

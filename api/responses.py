@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from predmarket.api import schemas
+from predmarket.engine.labels import YES_NO
 from predmarket.engine.models import Account, Market, Quote, Trade
 from predmarket.engine.resolutions import CANCEL, PROB
 from predmarket.engine.units import format_micro
@@ -36,24 +37,31 @@ def account_json(a: Account) -> schemas.Account:
         "user_id": a.user_id, "username": a.username, "available": format_micro(a.available),
         "locked": format_micro(a.locked),
         "positions": [
-            schemas.Position(market_id=p.market_id, outcome=p.outcome.value, shares=format_micro(p.shares),
+            schemas.Position(market_id=p.market_id, outcome=str(p.outcome), shares=format_micro(p.shares),
                              net_cost=format_micro(p.net_cost))
             for p in a.positions if p.shares > 0
         ],
     }
 
 
+def _or_null(value: int, yes_no: bool) -> str | None:
+    """A YES/NO market's own figure (yes_shares ... price_no); null for a market of other labels."""
+    return format_micro(value) if yes_no else None
+
+
 def market_json(m: Market) -> schemas.Market:
+    yes_no = m.is_yes_no
     return {
         "market_id": m.market_id, "name": m.name, "status": m.status.value,
         "outcome": str(m.outcome) if m.outcome is not None else None, "resolution": resolution_json(m),
         "liquidity_b": format_micro(m.liquidity_b),
-        "yes_shares": format_micro(m.yes_shares), "no_shares": format_micro(m.no_shares),
-        "price_yes": format_micro(m.price_yes), "price_no": format_micro(m.price_no),
+        "yes_shares": _or_null(m.yes_shares, yes_no), "no_shares": _or_null(m.no_shares, yes_no),
+        "price_yes": _or_null(m.price_yes, yes_no), "price_no": _or_null(m.price_no, yes_no),
         "pool": format_micro(m.pool), "created_at": rfc3339(m.created_ms), "last_updated": rfc3339(m.updated_ms),
         "outcomes": [
-            {"outcome": "YES", "shares": format_micro(m.yes_shares), "price": format_micro(m.price_yes)},
-            {"outcome": "NO", "shares": format_micro(m.no_shares), "price": format_micro(m.price_no)},
+            {"outcome": label, "shares": format_micro(shares), "price": format_micro(price)}
+            for label, shares, price in zip(m.outcomes, m.totals or (m.yes_shares, m.no_shares),
+                                            m.prices or (m.price_yes, m.price_no), strict=True)
         ],
         "close_time": rfc3339(m.close_ms) if m.close_ms is not None else None,
     }
@@ -70,18 +78,31 @@ def resolution_json(m: Market) -> schemas.Resolution | None:
     return {"type": "OUTCOME", "outcome": str(m.outcome)}
 
 
+def prices_json(outcomes: tuple[str, ...], prices: tuple[int, ...], price_yes: int,
+                price_no: int) -> dict[str, str]:
+    """A trade's or quote's ``prices``: each label's price after it, in label order (a YES/NO record
+    without ``prices``, such as an idempotent reply stored before they existed, has its two prices)."""
+    if not prices and outcomes == YES_NO:
+        prices = (price_yes, price_no)
+    return {label: format_micro(price) for label, price in zip(outcomes, prices, strict=True)}
+
+
 def trade_json(t: Trade) -> schemas.Trade:
+    yes_no = t.outcomes == YES_NO
     return {
         "trade_id": t.trade_id, "market_id": t.market_id, "user_id": t.user_id, "side": t.side.value,
-        "outcome": t.outcome.value, "shares": format_micro(t.shares), "cost": format_micro(t.cost),
-        "avg_price": format_micro(t.avg_price), "price_yes": format_micro(t.price_yes),
-        "price_no": format_micro(t.price_no), "created_at": rfc3339(t.created_ms),
+        "outcome": str(t.outcome), "shares": format_micro(t.shares), "cost": format_micro(t.cost),
+        "avg_price": format_micro(t.avg_price), "price_yes": _or_null(t.price_yes, yes_no),
+        "price_no": _or_null(t.price_no, yes_no), "prices": prices_json(t.outcomes, t.prices, t.price_yes, t.price_no),
+        "created_at": rfc3339(t.created_ms),
     }
 
 
 def quote_json(q: Quote) -> schemas.Quote:
+    yes_no = q.outcomes == YES_NO
     return {
-        "side": q.side.value, "outcome": q.outcome.value, "shares": format_micro(q.shares),
+        "side": q.side.value, "outcome": str(q.outcome), "shares": format_micro(q.shares),
         "cost": format_micro(q.cost), "avg_price": format_micro(q.avg_price),
-        "price_yes": format_micro(q.price_yes), "price_no": format_micro(q.price_no),
+        "price_yes": _or_null(q.price_yes, yes_no), "price_no": _or_null(q.price_no, yes_no),
+        "prices": prices_json(q.outcomes, q.prices, q.price_yes, q.price_no),
     }

@@ -20,7 +20,10 @@ Decimal6 = Annotated[str, Field(pattern=r"^-?[0-9]+\.[0-9]{6}$", examples=["12.5
 #: RFC 3339 UTC timestamps.
 Timestamp = Annotated[str, Field(examples=["2026-12-05T14:02:41.123000Z"])]
 Side = Literal["BUY", "SELL"]
-Outcome = Literal["YES", "NO"]
+#: An outcome label (``YES``/``NO`` in a YES/NO market; a market's own labels otherwise).
+Outcome = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$", examples=["YES"])]
+#: Each label's price (or shares), in the market's label order.
+LabelDecimals = Annotated[dict[str, Decimal6], Field(examples=[{"YES": "0.500000", "NO": "0.500000"}])]
 MarketStatus = Literal["CREATED", "OPEN", "CLOSED", "RESOLVED", "SETTLED"]
 
 
@@ -105,7 +108,7 @@ class CreatedApiKey(TypedDict):
 
 
 class OutcomeState(TypedDict):
-    outcome: str
+    outcome: Outcome
     shares: Decimal6
     price: Decimal6
 
@@ -127,10 +130,11 @@ class Market(TypedDict):
     #: once resolved how (null until then)
     resolution: Resolution | None
     liquidity_b: Decimal6
-    yes_shares: Decimal6
-    no_shares: Decimal6
-    price_yes: Decimal6
-    price_no: Decimal6
+    #: yes_shares ... price_no: a YES/NO market's figures (also in ``outcomes``); null for other markets
+    yes_shares: Decimal6 | None
+    no_shares: Decimal6 | None
+    price_yes: Decimal6 | None
+    price_no: Decimal6 | None
     pool: Decimal6
     created_at: Timestamp
     last_updated: Timestamp
@@ -162,9 +166,11 @@ class Quote(TypedDict):
     #: the positive money that moves: paid on BUY, received on SELL
     cost: Decimal6
     avg_price: Decimal6
-    #: the prices after the trade
-    price_yes: Decimal6
-    price_no: Decimal6
+    #: the prices after the trade: price_yes and price_no in a YES/NO market (null in others), and
+    #: every label's in ``prices`` (label order)
+    price_yes: Decimal6 | None
+    price_no: Decimal6 | None
+    prices: LabelDecimals
 
 
 class Trade(Quote):

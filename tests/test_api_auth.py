@@ -122,7 +122,7 @@ def test_order_of_checks(api: Api) -> None:
     assert_error(post("/v1/markets/bad%20id/trades", user.api_key, body={"side": "BUY"}), 422, "VALIDATION_ERROR")
     assert_error(post(f"/v1/users/{ghost}/deposits", api.admin_token, body={"amount": "-1"}), 422,
                  "VALIDATION_ERROR")
-    assert_error(post(f"/v1/markets/{ghost}/resolve", api.admin_token, body={"outcome": "MAYBE"}), 422,
+    assert_error(post(f"/v1/markets/{ghost}/resolve", api.admin_token, body={"outcome": "MAY BE"}), 422,
                  "VALIDATION_ERROR")
     # 404 with a valid body.
     assert_error(post(f"/v1/markets/{ghost}/trades", user.api_key, body=TRADE), 404, "NOT_FOUND")

@@ -102,8 +102,9 @@ def test_candles_of_trades_through_the_api_match_a_recomputation(api: Api) -> No
 
 @pytest.mark.parametrize("params", [
     {"interval": "1m"},
-    {"outcome": "MAYBE", "interval": "1m"},
-    {"outcome": "yes", "interval": "1m"},
+    {"outcome": "MAY BE", "interval": "1m"},  # no label has a space
+    {"outcome": "x" * 33, "interval": "1m"},  # nor 33 characters
+    {"outcome": "CANCEL", "interval": "1m"},  # reserved
     {"outcome": "YES"},
     {"outcome": "YES", "interval": "2m"},
     {"outcome": "YES", "interval": "1M"},
@@ -123,6 +124,16 @@ def test_bad_parameters_are_validation_errors(api: Api, params: dict[str, str]) 
     # The request's shape is checked before the market's existence.
     assert_error(api.request("GET", f"/v1/markets/{unique('ghost')}/candles", params=params), 422,
                  "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize("outcome", ["MAYBE", "yes"])
+def test_a_well_formed_label_the_market_lacks_is_422_after_the_market_is_found(api: Api, outcome: str) -> None:
+    params = {"outcome": outcome, "interval": "1m"}
+    market_id = api.create_market()
+    assert_error(api.request("GET", f"/v1/markets/{market_id}/candles", params=params), 422, "VALIDATION_ERROR")
+    api.stack.wait_persisted()  # the record knows the market now: its labels are read from there
+    assert_error(api.request("GET", f"/v1/markets/{market_id}/candles", params=params), 422, "VALIDATION_ERROR")
+    assert_error(api.request("GET", f"/v1/markets/{unique('ghost')}/candles", params=params), 404, "NOT_FOUND")
 
 
 def test_unknown_market_is_404_and_good_times_are_accepted(api: Api) -> None:

@@ -10,6 +10,7 @@ from predmarket.api.candles import candle_query, read_candles
 from predmarket.api.responses import JSONResponse
 from predmarket.api.routes.common import ERRORS, path_id
 from predmarket.api.state import engine_of, pg_of
+from predmarket.engine.errors import ValidationError
 from starlette.responses import Response
 
 router = APIRouter(prefix="/v1", tags=["markets"], responses=ERRORS)
@@ -28,8 +29,11 @@ async def market_candles(
 ) -> Response:
     query = candle_query(outcome, interval, start, end)  # the request's shape (422) before the id (404)
     market_id = path_id(market_id, "market")
-    candles, known = await read_candles(pg_of(request), market_id, query)
-    if not known:
+    candles, labels = await read_candles(pg_of(request), market_id, query)
+    if labels is None:
         # Not (yet) in the record: a market the persister has not written is still a market.
-        await engine_of(request).markets.get(market_id)
+        labels = (await engine_of(request).markets.get(market_id)).outcomes
+    if query.outcome not in labels:
+        # A well-formed label the market does not have: refused, as a trade naming it is.
+        raise ValidationError(f"outcome must be one of {', '.join(labels)}")
     return JSONResponse(schemas.CandleList(candles=candles))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from predmarket.api import schemas
@@ -12,19 +12,22 @@ from predmarket.api.pages import market_after, market_page, page_limit, trade_af
 from predmarket.api.requests import (
     CreateMarket,
     CreateMarketBody,
+    Label,
     Resolve,
     ResolveBody,
     body_doc,
-    check_outcomes,
     close_time_ms,
 )
 from predmarket.api.responses import JSONResponse, market_json, quote_json
 from predmarket.api.routes.common import ERRORS, path_id
 from predmarket.api.state import committed_of, engine_of, pg_of
 from predmarket.engine.errors import ValidationError
+from predmarket.engine.labels import check_labels
 from predmarket.engine.markets import check_quote
-from predmarket.engine.models import MarketStatus, Outcome, Side
+from predmarket.engine.models import MarketStatus, Side
 from predmarket.engine.units import UnitError, format_micro, parse_micro
+from pydantic import TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
 from starlette.responses import Response
 
 router = APIRouter(prefix="/v1", tags=["markets"], responses=ERRORS)
@@ -33,12 +36,14 @@ OptionalQuery = Annotated[str | None, Query()]
 
 
 @router.post("/markets", status_code=201, openapi_extra=body_doc(CreateMarket), response_model=schemas.Market,
-             summary="Create a market (admin); its subsidy ceil(b ln 2) comes from house")
+             summary="Create a market (admin) of 2-16 outcome labels (YES/NO by default); its subsidy "
+                     "ceil(b ln n) comes from house")
 async def create_market(
     request: Request, _: Admin, body: CreateMarketBody) -> Response:
-    check_outcomes(body.outcomes)
+    labels = check_labels(body.outcomes)
     close_ms = close_time_ms(body.close_time) if body.close_time is not None else None
-    market = await engine_of(request).markets.create(body.name, body.liquidity_b, body.market_id, close_ms)
+    market = await engine_of(request).markets.create(body.name, body.liquidity_b, body.market_id, close_ms,
+                                                     outcomes=labels)
     return JSONResponse(market_json(market), status_code=201)
 
 
@@ -104,16 +109,26 @@ async def settle_market(request: Request, market_id: str, _: Admin) -> Response:
     ))
 
 
-E = TypeVar("E", Side, Outcome)
-
-
-def _choice(value: str | None, kind: type[E], name: str) -> E:
+def _side(value: str | None) -> Side:
     if value is None:
-        raise ValidationError(f"{name} is required")
+        raise ValidationError("side is required")
     try:
-        return kind(value)
+        return Side(value)
     except ValueError:
-        raise ValidationError(f"{name} must be one of {', '.join(m.value for m in kind)}") from None
+        raise ValidationError(f"side must be one of {', '.join(m.value for m in Side)}") from None
+
+
+_LABEL = TypeAdapter(Label)
+
+
+def _label(value: str | None) -> str:
+    """A quote's ``outcome``: its shape here (422); whether the market has it, the engine's to say."""
+    if value is None:
+        raise ValidationError("outcome is required")
+    try:
+        return _LABEL.validate_python(value)
+    except PydanticValidationError as exc:
+        raise ValidationError(f"outcome: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
 def _quantity(value: str | None, name: str) -> int | None:
@@ -131,7 +146,7 @@ async def quote(
     request: Request, market_id: str, side: OptionalQuery = None, outcome: OptionalQuery = None,
     shares: OptionalQuery = None, amount: OptionalQuery = None,
 ) -> Response:
-    side_, outcome_ = _choice(side, Side, "side"), _choice(outcome, Outcome, "outcome")
+    side_, outcome_ = _side(side), _label(outcome)
     shares_, amount_ = _quantity(shares, "shares"), _quantity(amount, "amount")
     check_quote(side_, shares_, amount_)  # the request's shape (422) before the id (404)
     result = await engine_of(request).markets.quote(

@@ -13,7 +13,7 @@ from predmarket.api.responses import JSONResponse, trade_json
 from predmarket.api.routes.common import ERRORS, path_id
 from predmarket.api.state import committed_of, engine_of
 from predmarket.engine.errors import ValidationError
-from predmarket.engine.models import Order, Outcome, Side
+from predmarket.engine.models import Order, Side
 from predmarket.engine.validation import check_order_shape
 from starlette.responses import Response
 from starlette.routing import Route
@@ -79,7 +79,7 @@ async def _submit(request: Request, market_id: str, principal: Principal, body: 
     key = _idempotency_key(idempotency_key)
     shares = body.shares
     order = Order(
-        user_id=principal.user_id, market_id=market_id, side=Side(body.side), outcome=Outcome(body.outcome),
+        user_id=principal.user_id, market_id=market_id, side=Side(body.side), outcome=body.outcome,
         shares=shares if isinstance(shares, int) else None, amount=body.amount, max_cost=body.max_cost,
         min_proceeds=body.min_proceeds, idempotency_key=key, fingerprint=fingerprint(market_id, body) if key else "",
         sell_all=shares == ALL,

@@ -48,8 +48,9 @@ ACCOUNT_KEYS = {"user_id", "username", "available", "locked", "positions"}
 MARKET_KEYS = {"market_id", "name", "status", "outcome", "liquidity_b", "yes_shares", "no_shares", "price_yes",
                "price_no", "pool", "created_at", "last_updated", "outcomes", "close_time", "resolution"}
 TRADE_KEYS = {"trade_id", "market_id", "user_id", "side", "outcome", "shares", "cost", "avg_price", "price_yes",
-              "price_no", "created_at"}
-QUOTE_KEYS = {"side", "outcome", "shares", "cost", "avg_price", "price_yes", "price_no"}
+              "price_no", "prices", "created_at"}
+QUOTE_KEYS = {"side", "outcome", "shares", "cost", "avg_price", "price_yes", "price_no", "prices"}
+LABEL_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 ERROR_STATUS = {
     "UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404, "MARKET_NOT_OPEN": 409, "INVALID_STATE": 409,
     "ALREADY_EXISTS": 409, "IDEMPOTENCY_KEY_REUSED": 409, "VALIDATION_ERROR": 422, "INSUFFICIENT_FUNDS": 422,
@@ -416,10 +417,27 @@ def assert_timestamp(value: Any) -> datetime:
     return parsed
 
 
+def near_one(prices: list[Decimal]) -> bool:
+    """Prices each rounded half-even on their own sum to 1 within half a micro-unit per label."""
+    return abs(sum(prices, Decimal(0)) - 1) <= MICRO * len(prices) / 2
+
+
 def assert_prices(obj: dict[str, Any]) -> None:
+    """A YES/NO market's, trade's or quote's two prices (``price_no = 1 - price_yes``); null for a
+    market of other labels. A trade or quote also lists every label's price in ``prices``."""
+    labels = list(obj["prices"]) if "prices" in obj else [o["outcome"] for o in obj.get("outcomes", [])]
+    if "prices" in obj:
+        assert all(LABEL_RE.fullmatch(label) for label in labels) and 2 <= len(labels) <= 16, obj
+        assert all(Decimal(0) <= dec(p) <= Decimal(1) for p in obj["prices"].values()), obj
+        assert near_one([dec(p) for p in obj["prices"].values()]), obj
+    if labels and labels != ["YES", "NO"]:
+        assert (obj["price_yes"], obj["price_no"]) == (None, None), obj
+        return
     yes, no = dec(obj["price_yes"]), dec(obj["price_no"])
     assert Decimal(0) <= yes <= Decimal(1), obj
     assert no == Decimal(1) - yes, obj
+    if "prices" in obj:
+        assert obj["prices"] == {"YES": obj["price_yes"], "NO": obj["price_no"]}, obj
 
 
 def assert_account(obj: Any, user_id: str | None = None) -> None:
@@ -432,7 +450,7 @@ def assert_account(obj: Any, user_id: str | None = None) -> None:
     assert isinstance(obj["positions"], list)
     for p in obj["positions"]:
         assert set(p) == {"market_id", "outcome", "shares", "net_cost"}, p
-        assert p["outcome"] in ("YES", "NO")
+        assert LABEL_RE.fullmatch(p["outcome"]), p
         assert dec(p["shares"]) > 0, "positions with zero shares are left out"
         assert re.fullmatch(r"-?[0-9]+\.[0-9]{6}", p["net_cost"]), p  # negative after a profitable exit
 
@@ -441,18 +459,29 @@ def assert_market(obj: Any) -> None:
     assert isinstance(obj, dict) and set(obj) == MARKET_KEYS, obj
     assert ID_RE.fullmatch(obj["market_id"]) and isinstance(obj["name"], str)
     assert obj["status"] in ("CREATED", "OPEN", "CLOSED", "RESOLVED", "SETTLED")
-    assert obj["outcome"] in (None, "YES", "NO", "PROB", "CANCEL")
+    labels = [o["outcome"] for o in obj["outcomes"]]
+    assert 2 <= len(labels) <= 16 and len(set(labels)) == len(labels), obj
+    assert all(LABEL_RE.fullmatch(label) and label not in ("PROB", "CANCEL") for label in labels), obj
+    assert obj["outcome"] in (None, *labels, "PROB", "CANCEL")
     assert (obj["outcome"] is None) == (obj["status"] in ("CREATED", "OPEN", "CLOSED")), obj
     assert_resolution(obj)
-    for key in ("liquidity_b", "yes_shares", "no_shares", "pool"):
+    for key in ("liquidity_b", "pool"):
         dec(obj[key])
+    for o in obj["outcomes"]:
+        assert set(o) == {"outcome", "shares", "price"}, obj
+        dec(o["shares"])
+        assert Decimal(0) <= dec(o["price"]) <= Decimal(1), obj
     assert_prices(obj)
     assert assert_timestamp(obj["created_at"]) <= assert_timestamp(obj["last_updated"])
-    # A YES/NO market lists both outcomes, in that order, with the same figures as its own fields.
-    assert obj["outcomes"] == [
-        {"outcome": "YES", "shares": obj["yes_shares"], "price": obj["price_yes"]},
-        {"outcome": "NO", "shares": obj["no_shares"], "price": obj["price_no"]},
-    ], obj
+    if labels == ["YES", "NO"]:
+        # A YES/NO market lists both outcomes, in that order, with the same figures as its own fields.
+        assert obj["outcomes"] == [
+            {"outcome": "YES", "shares": obj["yes_shares"], "price": obj["price_yes"]},
+            {"outcome": "NO", "shares": obj["no_shares"], "price": obj["price_no"]},
+        ], obj
+    else:
+        assert (obj["yes_shares"], obj["no_shares"]) == (None, None), obj
+        assert near_one([dec(o["price"]) for o in obj["outcomes"]]), obj
     if obj["close_time"] is not None:
         assert_timestamp(obj["close_time"])
 
@@ -481,7 +510,7 @@ def assert_avg_price(obj: dict[str, Any]) -> None:
 def assert_trade(obj: Any) -> None:
     assert isinstance(obj, dict) and set(obj) == TRADE_KEYS, obj
     assert isinstance(obj["trade_id"], int) and not isinstance(obj["trade_id"], bool) and obj["trade_id"] > 0
-    assert obj["side"] in ("BUY", "SELL") and obj["outcome"] in ("YES", "NO")
+    assert obj["side"] in ("BUY", "SELL") and obj["outcome"] in obj["prices"]
     assert ID_RE.fullmatch(obj["market_id"]) and ID_RE.fullmatch(obj["user_id"])
     assert_avg_price(obj)
     assert_prices(obj)
@@ -490,6 +519,6 @@ def assert_trade(obj: Any) -> None:
 
 def assert_quote(obj: Any) -> None:
     assert isinstance(obj, dict) and set(obj) == QUOTE_KEYS, obj
-    assert obj["side"] in ("BUY", "SELL") and obj["outcome"] in ("YES", "NO")
+    assert obj["side"] in ("BUY", "SELL") and obj["outcome"] in obj["prices"]
     assert_avg_price(obj)
     assert_prices(obj)
