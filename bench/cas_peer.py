@@ -40,17 +40,16 @@ class NaiveCas:
             if fields[0] is None:
                 raise NotFound(f"no market {market_id}")
             version, q_yes, q_no, b = fields[0], int(fields[1]), int(fields[2]), int(fields[3])
-            f = fill(q_yes, q_no, b, side, outcome, shares=shares)
+            f = fill((q_yes, q_no), b, side, 0 if outcome is Outcome.YES else 1, shares=shares, label=outcome.value)
             # One order, no Idempotency-Key: see the argument format in lua/trade.lua.
-            order = OrderLine(user_id, side, outcome, f.shares, f.cost, f.price_yes, f.price_no, f.avg_price,
-                              "", "", "").encode()
+            order = OrderLine(user_id, side, outcome, f.shares, f.cost, f.prices, f.avg_price, "", "", "").encode()
             args = [*self._head_args, market_id, f"{version}:{q_yes}:{q_no}", 1, order]
             (reply,) = await self._scripts.trade(keys, args)
             if reply[0] == "CONFLICT":
                 continue
             if reply[0] == "NOT_FOUND":
                 raise NotFound(f"no market {market_id}")
-            result = reply[7][0]
+            result = reply[6][0]
             if result[0] != "OK":
                 raise rejection(result[0], result[1], source="trade")
             return retries

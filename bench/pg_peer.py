@@ -85,7 +85,7 @@ class PgOnly:
             if market is None:
                 raise NotFound(f"no market {market_id}")
             q_yes, q_no, b, pool = market
-            f = fill(q_yes, q_no, b, side, outcome, shares=shares)
+            f = fill((q_yes, q_no), b, side, 0 if outcome is Outcome.YES else 1, shares=shares, label=outcome.value)
             account = await (await conn.execute(LOCK_ACCOUNT, (user_id,))).fetchone()
             if account is None:
                 raise NotFound(f"no user {user_id}")
@@ -103,9 +103,9 @@ class PgOnly:
             async with conn.pipeline():
                 await conn.execute(MOVE_CASH, (cash, user_id))
                 await conn.execute(*move)
-                await conn.execute(UPDATE_MARKET, (f.q_yes, f.q_no, pool, market_id))
+                await conn.execute(UPDATE_MARKET, (*f.totals, pool, market_id))
                 await conn.execute(RECORD_TRADE, (market_id, user_id, side.value, outcome.value, shares, f.cost,
-                                                  f.price_yes))
+                                                  f.prices[0]))
         return 0
 
 

@@ -10,7 +10,7 @@ from predmarket.engine.connection import unavailable_on_disconnect
 from predmarket.engine.errors import AlreadyExists, NotFound
 from predmarket.engine.hotset import HotSet, reloading
 from predmarket.engine.keys import Keys
-from predmarket.engine.models import HOUSE, Account, Outcome, Position
+from predmarket.engine.models import HOUSE, Account, Position
 from predmarket.engine.scripts import Script, Scripts
 from predmarket.engine.validation import check_id, check_quantity, check_username
 from redis.asyncio import Redis
@@ -28,8 +28,8 @@ def account_from(user_id: str, fields: dict[str, str], positions: dict[str, str]
     held = []
     for name, shares in positions.items():
         market_id, _, outcome = name.rpartition(":")
-        held.append(Position(market_id, Outcome(outcome), int(shares), int(costs.get(name, 0))))
-    held.sort(key=lambda p: (p.market_id, p.outcome.value))
+        held.append(Position(market_id, outcome, int(shares), int(costs.get(name, 0))))
+    held.sort(key=lambda p: (p.market_id, p.outcome))
     return Account(
         user_id=user_id, username=fields["username"], available=int(fields["available"]),
         locked=int(fields["locked"]), created_ms=int(fields["created_ms"]), positions=held,

@@ -86,7 +86,7 @@ class MarketEngine:
     async def _with_holding(self, order: Order) -> Order:
         """A SELL of "all" priced for the holding now: a first guess only, the script has the last word
         (lua/trade.lua answers HELD with the holding if it changed, and the order is priced again)."""
-        field = f"{order.user_id}:{order.outcome.value}"
+        field = f"{order.user_id}:{order.outcome}"
         with unavailable_on_disconnect():
             held = await self.redis.hget(self.keys.market_positions(order.market_id), field)
         return replace(order, shares=int(held or 0))

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import cast
 
-from predmarket.engine import pricing, pricing_n
+from predmarket.engine import pricing_n
 from predmarket.engine.accounts import new_id
 from predmarket.engine.connection import unavailable_on_disconnect
 from predmarket.engine.errors import MarketNotOpen, NotFound, ValidationError
 from predmarket.engine.hotset import HotSet, reloading
 from predmarket.engine.keys import Keys
-from predmarket.engine.labels import YES_NO, labels_of, settled_of, totals_of
+from predmarket.engine.labels import YES_NO, check_labels, labels_field, labels_of, settled_of, totals_of
 from predmarket.engine.models import HOUSE, Market, MarketStatus, Outcome, Quote, Settlement, Side
-from predmarket.engine.orders import fill
+from predmarket.engine.orders import fill, label_index
 from predmarket.engine.resolutions import CANCEL, PROB, Resolution, market_labels, parse_probabilities_text
 from predmarket.engine.scripts import Scripts
 from predmarket.engine.settlement import UserSettler
@@ -85,11 +86,13 @@ class Markets:
         self._hotset = hotset
 
     async def create(self, name: str, liquidity_b: int, market_id: str | None = None,
-                     close_ms: int | None = None) -> Market:
-        """Register a CREATED market; its pool is ``ceil(b ln 2)`` taken from ``house``. ``close_ms``:
-        when trading stops (ms since the epoch), which must lie ahead of Redis' clock."""
+                     close_ms: int | None = None, outcomes: Sequence[str] | None = None) -> Market:
+        """Register a CREATED market of ``outcomes`` (2-16 labels; YES/NO when None); its pool is
+        ``ceil(b ln n)`` taken from ``house``. ``close_ms``: when trading stops (ms since the epoch),
+        which must lie ahead of Redis' clock."""
         check_market_name(name)
         check_liquidity(liquidity_b)
+        labels = check_labels(outcomes)
         market_id = check_id(market_id, "market_id") if market_id is not None else new_id("m")
         if close_ms is not None and not 0 < close_ms <= MAX_CLOSE_MS:
             raise ValidationError("close_time must lie between 1970 and 9999")
@@ -98,7 +101,8 @@ class Markets:
         with unavailable_on_disconnect():
             await self._scripts.create_market(
                 [k.market(market_id), k.markets, k.user(HOUSE), k.events, k.dirty, k.archived],
-                [market_id, name, liquidity_b, pricing.subsidy(liquidity_b), "" if close_ms is None else close_ms],
+                [market_id, name, liquidity_b, pricing_n.subsidy_n(liquidity_b, len(labels)),
+                 "" if close_ms is None else close_ms, labels_field(labels)],
             )
         return await self.get(market_id)
 
@@ -244,7 +248,7 @@ class Markets:
         return sorted(chosen, key=lambda m: (m.created_ms, m.market_id))
 
     async def quote(
-        self, market_id: str, side: Side, outcome: Outcome,
+        self, market_id: str, side: Side, outcome: str,
         shares: int | None = None, amount: int | None = None,
     ) -> Quote:
         """What the order would do now; changes nothing."""
@@ -252,5 +256,8 @@ class Markets:
         market = await self.get(market_id)
         if market.status is not MarketStatus.OPEN:
             raise MarketNotOpen(f"market is {market.status.value}")
-        f = fill(market.yes_shares, market.no_shares, market.liquidity_b, side, outcome, shares, amount)
-        return Quote(side, outcome, f.shares, f.cost, f.avg_price, f.price_yes, f.price_no)
+        k = label_index(market.outcomes, outcome)
+        f = fill(market.totals, market.liquidity_b, side, k, shares, amount, outcome)
+        price_yes, price_no = f.prices if market.is_yes_no else (0, 0)
+        return Quote(side, outcome, f.shares, f.cost, f.avg_price, price_yes, price_no,
+                     outcomes=market.outcomes, prices=f.prices)

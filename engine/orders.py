@@ -11,22 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from predmarket.engine import pricing
+from predmarket.engine import pricing, pricing_n
 from predmarket.engine.errors import InsufficientShares, SlippageExceeded, ValidationError
-from predmarket.engine.models import Order, Outcome, Side
+from predmarket.engine.models import Order, Side
 from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro
 
 
 @dataclass(frozen=True, slots=True)
 class Fill:
-    """What an order does to a market: all integers of micro-units."""
+    """What an order does to a market: all integers of micro-units; ``totals`` and ``prices`` are every
+    label's after the order, in label order."""
 
     shares: int
     cost: int
-    q_yes: int
-    q_no: int
-    price_yes: int
-    price_no: int
+    totals: tuple[int, ...]
+    prices: tuple[int, ...]
     avg_price: int
 
 
@@ -45,41 +44,63 @@ def avg_price(cost: int, shares: int) -> int:
 
 
 def fill(
-    q_yes: int,
-    q_no: int,
+    totals: tuple[int, ...],
     b: int,
     side: Side,
-    outcome: Outcome,
+    k: int,
     shares: int | None = None,
     amount: int | None = None,
+    label: str = "",
 ) -> Fill:
-    """Price ``side``/``outcome`` for ``shares`` (or, for BUY, ``amount``) at state (q_yes, q_no, b)."""
-    q_self, q_other = (q_yes, q_no) if outcome is Outcome.YES else (q_no, q_yes)
+    """Price ``side`` of label ``k`` (named ``label`` in errors) for ``shares`` (or, for BUY, ``amount``)
+    at a market of liquidity ``b`` whose labels have ``totals`` outstanding.
+
+    Two labels go straight to :mod:`engine.pricing` (the hot path; :mod:`engine.pricing_n` gives the
+    same integers for them), more to :mod:`engine.pricing_n`.
+    """
+    binary = len(totals) == 2
+    q_self = totals[k]
+    q_other = totals[1 - k] if binary else 0
     if side is Side.BUY:
         if amount is not None:
             # The contract caps a buy by amount at the single-quantity bound: an amount that could
             # afford more buys exactly 1,000,000,000 shares (and costs what those cost).
-            shares = pricing.shares_for_amount(q_self, q_other, amount, b, limit=MAX_QUANTITY)
+            shares = (pricing.shares_for_amount(q_self, q_other, amount, b, limit=MAX_QUANTITY) if binary
+                      else pricing_n.shares_for_amount_n(totals, k, amount, b, limit=MAX_QUANTITY))
             if shares == 0:
                 raise ValidationError(f"amount {format_micro(amount)} cannot buy one micro-share")
         assert shares is not None
         if shares > MAX_QUANTITY:
             raise ValidationError(f"shares may not exceed {format_micro(MAX_QUANTITY)}")
         if shares > MAX_TOTAL - q_self:
-            raise ValidationError(f"the outstanding {outcome.value} shares may not exceed {format_micro(MAX_TOTAL)}")
-        cost = pricing.buy_cost(q_self, q_other, shares, b)
+            raise ValidationError(f"the outstanding {label} shares may not exceed {format_micro(MAX_TOTAL)}")
+        cost = (pricing.buy_cost(q_self, q_other, shares, b) if binary
+                else pricing_n.buy_cost_n(totals, k, shares, b))
         q_self += shares
     else:
         assert shares is not None
         if shares > q_self:
-            raise InsufficientShares(
-                f"only {format_micro(q_self)} {outcome.value} shares are outstanding"
-            )
-        cost = pricing.sell_proceeds(q_self, q_other, shares, b)
+            raise InsufficientShares(f"only {format_micro(q_self)} {label} shares are outstanding")
+        cost = (pricing.sell_proceeds(q_self, q_other, shares, b) if binary
+                else pricing_n.sell_proceeds_n(totals, k, shares, b))
         q_self -= shares
-    new_yes, new_no = (q_self, q_other) if outcome is Outcome.YES else (q_other, q_self)
-    price_yes, price_no = pricing.prices(new_yes, new_no, b)
-    return Fill(shares, cost, new_yes, new_no, price_yes, price_no, avg_price(cost, shares))
+    after: tuple[int, ...]
+    prices: tuple[int, ...]
+    if binary:
+        after = (q_self, q_other) if k == 0 else (q_other, q_self)
+        prices = pricing.prices(after[0], after[1], b)
+    else:
+        after = (*totals[:k], q_self, *totals[k + 1:])
+        prices = tuple(pricing_n.prices_n(after, b))
+    return Fill(shares, cost, after, prices, avg_price(cost, shares))
+
+
+def label_index(labels: tuple[str, ...], label: str) -> int:
+    """Where ``label`` stands among a market's labels; VALIDATION_ERROR if the market has no such label."""
+    try:
+        return labels.index(label)
+    except ValueError:
+        raise ValidationError(f"outcome must be one of {', '.join(labels)}") from None
 
 
 def check_slippage(order: Order, result: Fill) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 
 from predmarket.engine.errors import EngineError, InsufficientShares, rejection
 from predmarket.engine.keys import Keys
+from predmarket.engine.labels import YES_NO, labels_of, totals_of
 from predmarket.engine.models import MarketStatus, Order, Side, Trade
-from predmarket.engine.orders import Fill, check_slippage, fill
+from predmarket.engine.orders import Fill, check_slippage, fill, label_index
 from predmarket.engine.wire import OrderLine, StoredReply, order_keys, request_hash
 
 #: After a conflict (another process traded the market), stop speculating for this long:
@@ -34,8 +35,8 @@ class MarketState:
 
     version: str
     status: MarketStatus
-    q_yes: int
-    q_no: int
+    #: every label's outstanding total, in label order
+    totals: tuple[int, ...]
     pool: int
 
 
@@ -75,6 +76,7 @@ class MarketBook:
         "contended_until",
         "in_flight",
         "keys",
+        "labels",
         "loading",
         "market_id",
         "predicted",
@@ -82,12 +84,16 @@ class MarketBook:
         "ready",
         "retry",
         "state",
+        "yes_no",
     )
 
     def __init__(self, market_id: str, keys: tuple[str, str, str]) -> None:
         self.market_id = market_id
         self.keys = keys  # market hash, market positions hash, market net costs hash (wire.market_keys)
         self.b: int | None = None
+        #: the market's labels in creation order (loaded with b; they never change)
+        self.labels: tuple[str, ...] = YES_NO
+        self.yes_no = True
         #: the state the last reply returned; None: unknown, load it before pricing
         self.state: MarketState | None = None
         self.queue: deque[Pending] = deque()
@@ -119,9 +125,16 @@ class MarketBook:
         return batch
 
 
-def state_from(fields: list[Any]) -> MarketState:
-    version, status, q_yes, q_no, pool = fields
-    return MarketState(str(version), MarketStatus(status), int(q_yes), int(q_no), int(pool))
+def state_from(version: Any, status: Any, pool: Any, totals: Any) -> MarketState:
+    """A market's state from a ``trade`` reply's fields (lua/trade.lua: totals ':'-joined in label order)."""
+    return MarketState(str(version), MarketStatus(status), tuple(map(int, str(totals).split(":"))), int(pool))
+
+
+def state_of(fields: dict[str, str]) -> tuple[MarketState, tuple[str, ...]]:
+    """A market's state and labels from its whole hash."""
+    labels = labels_of(fields)
+    return (MarketState(str(fields["version"]), MarketStatus(fields["status"]), totals_of(fields, labels),
+                        int(fields["pool"])), labels)
 
 
 def predict(state: MarketState, priced: list[Priced]) -> MarketState | None:
@@ -136,21 +149,28 @@ def predict(state: MarketState, priced: list[Priced]) -> MarketState | None:
             return None
         pool += last.cost if p.pending.order.side is Side.BUY else -last.cost
     assert last is not None
-    return MarketState(str(int(state.version) + len(priced)), state.status, last.q_yes, last.q_no, pool)
+    return MarketState(str(int(state.version) + len(priced)), state.status, last.totals, pool)
 
 
 def same_state(a: MarketState, b: MarketState | None) -> bool:
-    return b is not None and a.version == b.version and a.q_yes == b.q_yes and a.q_no == b.q_no
+    return b is not None and a.version == b.version and a.totals == b.totals
 
 
-def replayed_trade(order: Order, stored: str) -> Trade:
+def yes_no_prices(book: MarketBook, prices: tuple[int, ...]) -> tuple[int, int]:
+    """A trade's price_yes and price_no: a YES/NO market's prices, 0 for a market of other labels."""
+    return (prices[0], prices[1]) if book.yes_no else (0, 0)
+
+
+def replayed_trade(book: MarketBook, order: Order, stored: str) -> Trade:
     """The first response to an Idempotency-Key, from what ``trade.lua`` stored (engine/wire.py)."""
     r = StoredReply.decode(stored)
+    price_yes, price_no = yes_no_prices(book, r.prices)
     return Trade(
         trade_id=r.trade_id, market_id=order.market_id, user_id=order.user_id,
         side=r.side, outcome=r.outcome, shares=r.shares, cost=r.cost,
-        avg_price=r.avg_price, price_yes=r.price_yes, price_no=r.price_no,
+        avg_price=r.avg_price, price_yes=price_yes, price_no=price_no,
         created_ms=r.created_ms, event_id=r.event_id, replayed=True,
+        outcomes=book.labels, prices=r.prices,
     )
 
 
@@ -165,7 +185,7 @@ def price(book: MarketBook, batch: list[Pending], state: MarketState) -> list[Pr
     """
     b = book.b
     assert b is not None
-    q_yes, q_no = state.q_yes, state.q_no
+    labels, totals = book.labels, state.totals
     priced: list[Priced] = []
     for p in batch:
         order = p.order
@@ -175,14 +195,15 @@ def price(book: MarketBook, batch: list[Pending], state: MarketState) -> list[Pr
         try:
             if order.sell_all and not order.shares:
                 # As every rejection here, final only once the script finds the user holds none.
-                raise InsufficientShares(f"no {order.outcome.value} shares are held")
-            result = fill(q_yes, q_no, b, order.side, order.outcome, order.shares, order.amount)
+                raise InsufficientShares(f"no {order.outcome} shares are held")
+            k = label_index(labels, order.outcome)
+            result = fill(totals, b, order.side, k, order.shares, order.amount, order.outcome)
             check_slippage(order, result)
         except EngineError as exc:
             priced.append(Priced(p, None, exc))  # final only once the script confirms the state
             continue
         priced.append(Priced(p, result, None))
-        q_yes, q_no = result.q_yes, result.q_no
+        totals = result.totals
     return priced
 
 
@@ -192,23 +213,23 @@ def encode(book: MarketBook, priced: list[Priced], state: MarketState,
     market positions, market net costs, then each order's four keys) and its ARGV (id, expected state,
     order lines). A sell_all order states the holding it was priced for even when rejected (the
     script checks it: engine.wire.OrderLine)."""
-    # The script compares q_yes and q_no too: a version number alone can come back
+    # The script compares every label's total too: a version number alone can come back
     # with other contents after a data loss (restart without AOF, recover), and the
-    # costs below are exact only for these q.
+    # costs below are exact only for these totals.
     part_keys: list[str] = list(book.keys)
-    args: list[str | int] = [book.market_id, f"{state.version}:{state.q_yes}:{state.q_no}", len(priced)]
+    expected = f"{state.version}:{':'.join(map(str, state.totals))}"
+    args: list[str | int] = [book.market_id, expected, len(priced)]
     for item in priced:
         order, f = item.pending.order, item.fill
         fingerprint = request_hash(order.fingerprint)
         if f is None:
             reason = f"{item.rejection.code} {item.rejection.message}" if item.rejection else ""
             held = (order.shares or 0) if order.sell_all else 0
-            line = OrderLine(order.user_id, order.side, order.outcome, held, 0, None, None, None,
+            line = OrderLine(order.user_id, order.side, order.outcome, held, 0, None, None,
                              fingerprint, reason, order.idempotency_key, order.sell_all)
         else:
             line = OrderLine(order.user_id, order.side, order.outcome, f.shares, f.cost,
-                             f.price_yes, f.price_no, f.avg_price, fingerprint, "", order.idempotency_key,
-                             order.sell_all)
+                             f.prices, f.avg_price, fingerprint, "", order.idempotency_key, order.sell_all)
         part_keys += order_keys(keys, order.user_id, order.idempotency_key)
         args.append(line.encode())
     return part_keys, args
@@ -239,15 +260,16 @@ def hand_out_results(book: MarketBook, priced: list[Priced], results: list[list[
             f = item.fill
             assert f is not None
             stats.trades += 1
+            price_yes, price_no = yes_no_prices(book, f.prices)
             pending.future.set_result(Trade(
                 trade_id=int(result[1]), market_id=market_id, user_id=order.user_id,
                 side=order.side, outcome=order.outcome, shares=f.shares, cost=f.cost,
-                avg_price=f.avg_price, price_yes=f.price_yes, price_no=f.price_no,
+                avg_price=f.avg_price, price_yes=price_yes, price_no=price_no,
                 created_ms=ts_ms, available=int(result[2]), position=int(result[3]),
-                event_id=result[4],
+                event_id=result[4], outcomes=book.labels, prices=f.prices,
             ))
         elif kind == "REPLAY":
-            pending.future.set_result(replayed_trade(order, result[1]))
+            pending.future.set_result(replayed_trade(book, order, result[1]))
         else:
             stats.rejected += 1
             pending.future.set_exception(rejection(kind, result[1], source="trade"))

@@ -23,12 +23,13 @@ import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from predmarket.engine.channel import OrderedScript
 from predmarket.engine.connection import UNREACHABLE
 from predmarket.engine.errors import EngineError, NotFound, Unavailable
 from predmarket.engine.keys import Keys
+from predmarket.engine.labels import YES_NO
 from predmarket.engine.models import Order, Trade
 from predmarket.engine.scripts import Script, script_error
 from predmarket.engine.sequencer import (
@@ -44,6 +45,7 @@ from predmarket.engine.sequencer import (
     price,
     same_state,
     state_from,
+    state_of,
 )
 from predmarket.engine.wire import market_keys
 from redis.asyncio import Redis
@@ -272,7 +274,7 @@ class Trader:
         if reply[0] == "NOT_FOUND":
             book.state = None
             raise NotFound(f"no market {book.market_id}")
-        state = state_from(reply[1:6])
+        state = state_from(*reply[1:5])
         book.state = state
         if reply[0] == "CONFLICT":
             self.stats.conflicts += 1
@@ -289,7 +291,7 @@ class Trader:
             return
         if not same_state(state, part.predicted):
             book.predicted = None  # a rejection or SKIPPED: what was priced ahead will conflict
-        for pending in hand_out_results(book, part.priced, reply[7], int(str(reply[6])), self.stats):
+        for pending in hand_out_results(book, part.priced, reply[6], int(str(reply[5])), self.stats):
             if pending.conflicts > self._max_conflicts:  # a sell_all whose holding kept changing
                 _fail([pending], Unavailable(f"the position in market {book.market_id} kept changing; retry"))
             else:
@@ -302,12 +304,13 @@ class Trader:
 
     async def _load_state(self, book: MarketBook) -> None:
         try:
-            fields: list[Any] = await self.redis.hmget(
-                book.keys[0], ["version", "status", "q_yes", "q_no", "pool", "b"])
-            if fields[0] is None:
+            # The whole hash, once per book: a market of other labels than YES/NO keeps one field per label.
+            fields = cast(dict[str, str], await self.redis.hgetall(book.keys[0]))
+            if not fields:
                 raise NotFound(f"no market {book.market_id}")
-            book.b = int(fields[5])
-            book.state = state_from(fields[:5])
+            book.b = int(fields["b"])
+            book.state, book.labels = state_of(fields)
+            book.yes_no = book.labels == YES_NO
         except Exception as exc:
             _fail(book.take(book.waiting), _as_failure(exc))
         finally:

@@ -7,6 +7,7 @@ the field, so callers (API, simulation) report the same words.
 from __future__ import annotations
 
 from predmarket.engine.errors import ValidationError
+from predmarket.engine.labels import LABEL_PATTERN, YES_NO
 from predmarket.engine.models import ID_PATTERN, Order, Side
 from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MIN_LIQUIDITY, format_micro
 
@@ -57,6 +58,9 @@ def check_order_shape(order: Order) -> Order:
     Separate from the id so the API can check the body (422) before the id in the
     URL, which names nothing when it cannot be valid (404), as the order of checks says.
     """
+    if order.outcome not in YES_NO and not LABEL_PATTERN.match(order.outcome):
+        # A label travels inside the order line and hash field names: nothing else may pass.
+        raise ValidationError("outcome must be a label matching ^[A-Za-z0-9_-]{1,32}$")
     if order.sell_all:
         # "all" is resolved to the holding by the engine (it may exceed the single-quantity bound:
         # that bound is on numbers a request states, and "all" states none).

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from predmarket.engine.keys import Keys
-from predmarket.engine.models import Outcome, Side
+from predmarket.engine.models import Side
 from predmarket.engine.units import format_micro, parse_micro
 
 ORDER_SEPARATOR = "\t"
@@ -55,28 +55,40 @@ def _blank_or_micro(text: str) -> int | None:
     return None if text == "" else parse_micro(text)
 
 
+PRICE_SEPARATOR = ","
+
+
+def encode_prices(prices: tuple[int, ...] | None) -> str:
+    """Every label's price as the script receives and stores them: 6-decimal strings, comma-joined."""
+    return "" if prices is None else PRICE_SEPARATOR.join(format_micro(p) for p in prices)
+
+
+def decode_prices(text: str) -> tuple[int, ...] | None:
+    return None if text == "" else tuple(parse_micro(p) for p in text.split(PRICE_SEPARATOR))
+
+
 class OrderLine(NamedTuple):
     """One order as ``trade.lua`` receives it.
 
     A NamedTuple rather than a frozen dataclass: built once per order on the trade path,
     where it constructs in a third of the time (0.4 against 1.2 us).
 
-    ``shares`` and ``cost`` in micro-units (cost paid on BUY, received on SELL);
-    prices in micro-units, None on an order the engine did not price (rejected, or
-    the market is not open). ``request_hash`` is :func:`request_hash` of the
-    fingerprint ('' = no Idempotency-Key); ``rejection`` is '' (execute) or
-    ``"<CODE> <message>"`` decided by the engine. ``sell_all``: a SELL of ``"shares": "all"``,
-    ``shares`` being the holding it was priced for (the script executes or rejects it only while
-    the user holds exactly that, else answers HELD with the holding).
+    ``outcome`` is a label of the market. ``shares`` and ``cost`` in micro-units (cost paid on
+    BUY, received on SELL); ``prices`` every label's price after the order in label order and
+    ``avg_price``, micro-units, None on an order the engine did not price (rejected, or the
+    market is not open). ``request_hash`` is :func:`request_hash` of the fingerprint ('' = no
+    Idempotency-Key); ``rejection`` is '' (execute) or ``"<CODE> <message>"`` decided by the
+    engine. ``sell_all``: a SELL of ``"shares": "all"``, ``shares`` being the holding it was
+    priced for (the script executes or rejects it only while the user holds exactly that, else
+    answers HELD with the holding).
     """
 
     user_id: str
     side: Side
-    outcome: Outcome
+    outcome: str
     shares: int
     cost: int
-    price_yes: int | None
-    price_no: int | None
+    prices: tuple[int, ...] | None
     avg_price: int | None
     request_hash: str
     rejection: str
@@ -86,52 +98,55 @@ class OrderLine(NamedTuple):
     def encode(self) -> str:
         # One f-string: this runs once per order on the trade path. A tab inside the
         # free-text rejection would shift every later field.
-        py, pn, avg = self.price_yes, self.price_no, self.avg_price
-        return (f"{self.user_id}\t{self.side.value}\t{self.outcome.value}\t{self.shares}\t{self.cost}\t"
-                f"{'' if py is None else format_micro(py)}\t{'' if pn is None else format_micro(pn)}\t"
-                f"{'' if avg is None else format_micro(avg)}\t{self.request_hash}\t"
-                f"{self.rejection.replace(ORDER_SEPARATOR, ' ')}\t{self.idempotency_key}\t"
+        avg = self.avg_price
+        return (f"{self.user_id}\t{self.side.value}\t{self.outcome}\t{self.shares}\t{self.cost}\t"
+                f"{encode_prices(self.prices)}\t{'' if avg is None else format_micro(avg)}\t"
+                f"{self.request_hash}\t{self.rejection.replace(ORDER_SEPARATOR, ' ')}\t{self.idempotency_key}\t"
                 f"{'1' if self.sell_all else ''}")
 
     @classmethod
     def decode(cls, line: str) -> OrderLine:
         fields = line.split(ORDER_SEPARATOR)
-        if len(fields) != 12:
-            raise WireError(f"an order line has 12 fields, got {len(fields)}")
-        user_id, side, outcome, shares, cost, py, pn, avg, fp, rejection, key, sell_all = fields
-        return cls(user_id, Side(side), Outcome(outcome), int(shares), int(cost),
-                   _blank_or_micro(py), _blank_or_micro(pn), _blank_or_micro(avg), fp, rejection, key,
-                   sell_all == "1")
+        if len(fields) != 11:
+            raise WireError(f"an order line has 11 fields, got {len(fields)}")
+        user_id, side, outcome, shares, cost, prices, avg, fp, rejection, key, sell_all = fields
+        return cls(user_id, Side(side), outcome, int(shares), int(cost), decode_prices(prices),
+                   _blank_or_micro(avg), fp, rejection, key, sell_all == "1")
 
 
 @dataclass(frozen=True, slots=True)
 class StoredReply:
-    """The first answer to an Idempotency-Key, stored with it; micro-units, ms since the epoch."""
+    """The first answer to an Idempotency-Key, stored with it; micro-units, ms since the epoch.
+
+    ``prices``: every label's price after the trade, in label order. A reply stored by the release
+    before markets had labels of their own has 11 fields (price_yes and price_no apart): still read.
+    """
 
     request_hash: str
     trade_id: int
     side: Side
-    outcome: Outcome
+    outcome: str
     shares: int
     cost: int
     avg_price: int
-    price_yes: int
-    price_no: int
+    prices: tuple[int, ...]
     created_ms: int
     event_id: str
 
     def encode(self) -> str:
         return REPLY_SEPARATOR.join((
-            self.request_hash, str(self.trade_id), self.side.value, self.outcome.value,
-            str(self.shares), str(self.cost), format_micro(self.avg_price), format_micro(self.price_yes),
-            format_micro(self.price_no), str(self.created_ms), self.event_id,
+            self.request_hash, str(self.trade_id), self.side.value, self.outcome,
+            str(self.shares), str(self.cost), format_micro(self.avg_price), encode_prices(self.prices),
+            str(self.created_ms), self.event_id,
         ))
 
     @classmethod
     def decode(cls, stored: str) -> StoredReply:
         fields = stored.split(REPLY_SEPARATOR)
-        if len(fields) != 11:
-            raise WireError(f"a stored reply has 11 fields, got {len(fields)}")
-        fp, trade_id, side, outcome, shares, cost, avg, py, pn, ms, event_id = fields
-        return cls(fp, int(trade_id), Side(side), Outcome(outcome), int(shares), int(cost),
-                   parse_micro(avg), parse_micro(py), parse_micro(pn), int(ms), event_id)
+        if len(fields) == 11:  # the earlier release's: price_yes|price_no
+            fields[7:9] = [f"{fields[7]}{PRICE_SEPARATOR}{fields[8]}"]
+        if len(fields) != 10:
+            raise WireError(f"a stored reply has 10 fields, got {len(fields)}")
+        fp, trade_id, side, outcome, shares, cost, avg, prices, ms, event_id = fields
+        return cls(fp, int(trade_id), Side(side), outcome, int(shares), int(cost),
+                   parse_micro(avg), decode_prices(prices) or (), int(ms), event_id)

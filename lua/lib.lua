@@ -158,3 +158,36 @@ local function close_due(close_ms, ms)
   if not close_ms or close_ms == '' then return false end
   return tonumber(ms) >= tonumber(close_ms)
 end
+
+-- A market's outcome labels and where their numbers live in its hash: engine/labels.py's rule, the
+-- same here. A YES/NO market names no labels ('outcomes' absent: HMGET gives false) and keeps
+-- q_yes / q_no, settled_yes / settled_no; any other market lists its labels comma-joined and keeps
+-- label L's in q:L and settled:L (YES and NO always in the YES/NO fields).
+local YES_NO = {'YES', 'NO'}
+
+local function labels_from(text)
+  if not text or text == '' then return YES_NO end
+  local out = {}
+  for label in string.gmatch(text, '[^,]+') do out[#out + 1] = label end
+  return out
+end
+
+local function q_field(label)
+  if label == 'YES' then return 'q_yes' end
+  if label == 'NO' then return 'q_no' end
+  return 'q:' .. label
+end
+
+local function settled_field(label)
+  if label == 'YES' then return 'settled_yes' end
+  if label == 'NO' then return 'settled_no' end
+  return 'settled:' .. label
+end
+
+-- JSON text {"<label>":"<value>",...} in label order, as engine/labels.py's decimal_map writes it
+-- (labels are [A-Za-z0-9_-], values decimal strings: nothing to escape).
+local function decimal_json(labels, values)
+  local parts = {}
+  for i, label in ipairs(labels) do parts[i] = '"' .. label .. '":"' .. values[i] .. '"' end
+  return '{' .. table.concat(parts, ',') .. '}'
+end

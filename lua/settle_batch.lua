@@ -3,15 +3,15 @@
 --
 -- KEYS[1] market hash, KEYS[2] market positions <p>:{m:<id>}:pos, KEYS[3] events stream,
 -- KEYS[4] dirty set, then per position field i: KEYS[3+2i] user hash, KEYS[4+2i] user positions
--- ARGV[1] market id, ARGV[1+i] position field "<user>:<YES|NO>" (as read by HSCAN)
+-- ARGV[1] market id, ARGV[1+i] position field "<user>:<label>" (as read by HSCAN)
 -- Returns {fields_settled}.
 -- Errors: NOT_FOUND, INVALID_STATE (market not RESOLVED, or resolved PROB or CANCEL).
 -- Emits Payout {market_id, user_id, shares, amount} (+ available, pool after, outcome) per winning holder.
 --
 -- Each field is paid and deleted in the same call, so a field already gone was
 -- settled by an earlier (possibly interrupted) run and is skipped: nobody is
--- paid twice. Shares removed are counted in settled_yes / settled_no so that
--- q - settled always equals the positions still held.
+-- paid twice. Shares removed are counted per label (settled_yes / settled_no, settled:<label>:
+-- lib.lua's settled_field) so that q - settled always equals the positions still held.
 
 local m = redis.call('HMGET', KEYS[1], 'status', 'outcome')
 if not m[1] then return reject('NOT_FOUND', 'no market ' .. ARGV[1]) end
@@ -24,7 +24,8 @@ if winner == 'PROB' or winner == 'CANCEL' then
   return reject('INVALID_STATE', 'market is resolved ' .. winner .. ', settled by settle_users')
 end
 local ms = now_ms()
-local paid, settled_yes, settled_no, holders, done = 0, 0, 0, 0, 0
+local paid, holders, done = 0, 0, 0
+local settled = {}
 local last_event = redis.call('HGET', KEYS[1], 'last_event')
 for i = 2, #ARGV do
   local field = ARGV[i]
@@ -47,7 +48,8 @@ for i = 2, #ARGV do
       paid = paid + n
       holders = holders + 1
     end
-    if outcome == 'YES' then settled_yes = settled_yes + n else settled_no = settled_no + n end
+    local sf = settled_field(outcome)
+    settled[sf] = (settled[sf] or 0) + n
     redis.call('HDEL', KEYS[2], field)
     redis.call('HDEL', user_pos, ARGV[1] .. ':' .. outcome)
     done = done + 1
@@ -58,8 +60,9 @@ if done > 0 then
     redis.call('HINCRBY', KEYS[1], 'payouts_total', int_str(paid))
     redis.call('HINCRBY', KEYS[1], 'holders_paid', holders)
   end
-  redis.call('HINCRBY', KEYS[1], 'settled_yes', int_str(settled_yes))
-  redis.call('HINCRBY', KEYS[1], 'settled_no', int_str(settled_no))
+  for field, shares in pairs(settled) do
+    redis.call('HINCRBY', KEYS[1], field, int_str(shares))
+  end
   touch_market(KEYS[1], KEYS[4], ARGV[1], ms, last_event, 1)
 end
 return {done}

@@ -53,12 +53,6 @@ if mode == 'PROB' then
 end
 local per_user = mode == 'PROB' and 1 or 2 + n
 
-local function settled_field(label)
-  if label == 'YES' then return 'settled_yes' end
-  if label == 'NO' then return 'settled_no' end
-  return 'settled:' .. label
-end
-
 -- CANCEL: every refund checked against the frozen net costs, and the batch against the pool,
 -- before anything is written (an error after a write would leave the write in place).
 if mode == 'CANCEL' then

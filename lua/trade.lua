@@ -9,17 +9,20 @@
 --   Idempotency-Key, the user's hash again: a declared key never used as one). So a market of
 --   n orders takes 3 + 4n keys (engine/wire.py's market_keys and order_keys).
 -- ARGV[1] idempotency TTL (seconds), then per market:
---   market id, expected "<version>:<q_yes>:<q_no>", n (orders), then n order lines, each
---   engine/wire.py's OrderLine: the TAB-joined fields user id, side BUY|SELL, outcome YES|NO,
---   shares, cost (micro-units; cost is paid on BUY, received on SELL), price_yes, price_no,
---   avg_price (6-decimal strings, after the order; '' when not priced), request hash
+--   market id, expected "<version>:<q_1>:...:<q_n>" (each label's outstanding total, in label
+--   order: "<version>:<q_yes>:<q_no>" for a YES/NO market), n (orders), then n order lines, each
+--   engine/wire.py's OrderLine: the TAB-joined fields user id, side BUY|SELL, outcome (a label of
+--   the market), shares, cost (micro-units; cost is paid on BUY, received on SELL), prices (every
+--   label's, comma-joined in label order) and avg_price (6-decimal strings, after the order; ''
+--   when not priced), request hash
 --   ('' = no Idempotency-Key), rejection ('' = execute, else "<CODE> <message>" decided by the
 --   engine), the Idempotency-Key itself, sell_all ('1' = a SELL of "shares": "all": shares is
 --   the holding the engine priced, executed or rejected only while the user holds exactly that).
 -- Returns one reply per market, in order:
 --   {'NOT_FOUND'}                                          no such market
---   {'CONFLICT', version, status, q_yes, q_no, pool}       state differs: nothing applied
---   {'DONE', version, status, q_yes, q_no, pool, ts_ms, results}  with one result per order:
+--   {'CONFLICT', version, status, pool, totals}            state differs: nothing applied
+--   {'DONE', version, status, pool, totals, ts_ms, results}  with one result per order:
+--     (totals: each label's outstanding total, ':'-joined in label order)
 --     {'OK', trade_id, available, position, event_id}   applied; event_id is the stream
 --                                              entry of its PriceUpdated (its last event)
 --     {'REPLAY', stored}                       Idempotency-Key seen with the same request;
@@ -34,7 +37,10 @@
 -- Per-order codes: MARKET_NOT_OPEN, NOT_FOUND, INSUFFICIENT_FUNDS, INSUFFICIENT_SHARES,
 -- VALIDATION_ERROR, IDEMPOTENCY_KEY_REUSED.
 -- Emits TradeExecuted then PriceUpdated per applied order (+ position, net_cost, avg_price in
--- TradeExecuted, and idempotency_key, request_hash when the order carried a key); MarketClosed
+-- TradeExecuted, and idempotency_key, request_hash when the order carried a key). A YES/NO market's
+-- carry price_yes, price_no, yes_shares, no_shares; any other market's TradeExecuted carries prices
+-- and outstanding instead, JSON text {label: decimal}; every PriceUpdated carries prices and shares
+-- as JSON text (and a YES/NO market's the four fields as well). MarketClosed
 -- (and no trade) for an OPEN market whose close time this call's clock has reached: its orders
 -- answer MARKET_NOT_OPEN.
 --
@@ -69,8 +75,8 @@ end
 local function order_line(s)
   local f = split_tabs(s)
   return {user_id = f[1], side = f[2], outcome = f[3], shares = f[4], cost = f[5],
-    price_yes = f[6], price_no = f[7], avg_price = f[8], request_hash = f[9], rejection = f[10],
-    idempotency_key = f[11], sell_all = f[12] == '1'}
+    prices = f[6], avg_price = f[7], request_hash = f[8], rejection = f[9],
+    idempotency_key = f[10], sell_all = f[11] == '1'}
 end
 
 -- A position's net cost after adding `delta` (a canonical integer string, '-' for a sale), exactly:
@@ -91,6 +97,8 @@ local function apply(m, o, user_key, user_pos, user_cost, idem_key, ms)
   local field = user_id .. ':' .. outcome
   local held = tonumber(redis.call('HGET', m.pos, field) or '0')
   local n_shares, n_cost = tonumber(shares), tonumber(cost)
+  -- The engine refuses a label the market lacks before it gets here: this only keeps q whole.
+  if not m.q[outcome] then return {'VALIDATION_ERROR', 'the market has no outcome ' .. outcome} end
   -- The balance is not bounded (payouts and proceeds are credited past 9e15, past 2^53),
   -- so it is compared and changed exactly on its decimal string; positions, q and the
   -- pool stay at or below 9e15 and are exact as numbers.
@@ -125,13 +133,32 @@ local function apply(m, o, user_key, user_pos, user_cost, idem_key, ms)
   redis.call('HSET', user_cost, m.id .. ':' .. outcome, net_cost)
   last_id = last_id + 1
   local trade_id = int_str(last_id)
-  local yes, no = fmt6(m.q.YES), fmt6(m.q.NO)
-  local py, pn, avg, fp, idem = o.price_yes, o.price_no, o.avg_price, o.request_hash, o.idempotency_key
-  local fields = {'type', 'TradeExecuted', 'ts', ms, 'trade_id', trade_id,
-    'market_id', m.id, 'user_id', user_id, 'side', side, 'outcome', outcome,
-    'shares', fmt6(shares), 'cost', fmt6(cost), 'price_yes', py, 'price_no', pn,
-    'yes_shares', yes, 'no_shares', no, 'pool', fmt6(m.pool),
-    'available', fmt6(available), 'position', fmt6(position), 'net_cost', fmt6(net_cost), 'avg_price', avg}
+  local prices, avg, fp, idem = o.prices, o.avg_price, o.request_hash, o.idempotency_key
+  local fields, price_fields
+  if m.yes_no then
+    -- The YES/NO market's fields, as they always were, in one table (this is the hot path).
+    local comma = string.find(prices, ',', 1, true)
+    local py, pn = string.sub(prices, 1, comma - 1), string.sub(prices, comma + 1)
+    local yes, no = fmt6(m.q.YES), fmt6(m.q.NO)
+    fields = {'type', 'TradeExecuted', 'ts', ms, 'trade_id', trade_id,
+      'market_id', m.id, 'user_id', user_id, 'side', side, 'outcome', outcome,
+      'shares', fmt6(shares), 'cost', fmt6(cost), 'price_yes', py, 'price_no', pn,
+      'yes_shares', yes, 'no_shares', no, 'pool', fmt6(m.pool),
+      'available', fmt6(available), 'position', fmt6(position), 'net_cost', fmt6(net_cost), 'avg_price', avg}
+    price_fields = {'price_yes', py, 'price_no', pn, 'yes_shares', yes, 'no_shares', no,
+      'prices', '{"YES":"' .. py .. '","NO":"' .. pn .. '"}', 'shares', '{"YES":"' .. yes .. '","NO":"' .. no .. '"}'}
+  else
+    local price_list, totals = {}, {}
+    for p in string.gmatch(prices, '[^,]+') do price_list[#price_list + 1] = p end
+    for i, label in ipairs(m.labels) do totals[i] = fmt6(m.q[label]) end
+    local price_json, totals_json = decimal_json(m.labels, price_list), decimal_json(m.labels, totals)
+    fields = {'type', 'TradeExecuted', 'ts', ms, 'trade_id', trade_id,
+      'market_id', m.id, 'user_id', user_id, 'side', side, 'outcome', outcome,
+      'shares', fmt6(shares), 'cost', fmt6(cost), 'prices', price_json, 'outstanding', totals_json,
+      'pool', fmt6(m.pool), 'available', fmt6(available), 'position', fmt6(position),
+      'net_cost', fmt6(net_cost), 'avg_price', avg}
+    price_fields = {'prices', price_json, 'shares', totals_json}
+  end
   if fp ~= '' then
     fields[#fields + 1] = 'idempotency_key'
     fields[#fields + 1] = idem
@@ -142,12 +169,12 @@ local function apply(m, o, user_key, user_pos, user_cost, idem_key, ms)
   -- The hot set evicts a user only once the persister has committed last_event.
   redis.call('HSET', user_key, 'available', available, 'last_event', trade_event)
   m.last_event = redis.call('XADD', events, '*', 'type', 'PriceUpdated', 'ts', ms, 'market_id', m.id,
-    'price_yes', py, 'price_no', pn, 'yes_shares', yes, 'no_shares', no)
+    unpack(price_fields))
   m.last_trade = trade_id
   if fp ~= '' then
     -- The stored reply: engine/wire.py's StoredReply (same fields, same order).
     redis.call('SET', idem_key, table.concat({fp, trade_id, side,
-      outcome, shares, cost, avg, py, pn, ms, m.last_event}, '|'), 'EX', ttl)
+      outcome, shares, cost, avg, prices, ms, m.last_event}, '|'), 'EX', ttl)
   end
   return {'OK', trade_id, available, position, m.last_event}
 end
@@ -157,8 +184,20 @@ end
 local function market_batch(k, a, ms)
   local m = {key = KEYS[k], pos = KEYS[k + 1], cost = KEYS[k + 2], id = ARGV[a]}
   local expected, n = ARGV[a + 1], tonumber(ARGV[a + 2])
-  local st = redis.call('HMGET', m.key, 'status', 'version', 'q_yes', 'q_no', 'pool', 'close_ms')
+  local st = redis.call('HMGET', m.key, 'status', 'version', 'q_yes', 'q_no', 'pool', 'close_ms', 'outcomes')
   if not st[1] then return {'NOT_FOUND'}, n end
+  -- A YES/NO market's totals came with the HMGET; another market's are read label by label.
+  local totals
+  m.yes_no = not st[7]
+  if m.yes_no then
+    m.labels, totals = YES_NO, {st[3], st[4]}
+  else
+    m.labels = labels_from(st[7])
+    local names = {}
+    for i, label in ipairs(m.labels) do names[i] = q_field(label) end
+    totals = redis.call('HMGET', m.key, unpack(names))
+  end
+  local totals_text = table.concat(totals, ':')
   -- The close time is checked against this call's clock before anything else: every order of
   -- this call runs at `ms`, so none executes at or after the close time, whenever it was queued.
   -- No order can execute then, so the state check below has nothing left to protect.
@@ -166,11 +205,12 @@ local function market_batch(k, a, ms)
   if closed_now then
     close_market_now(m.key, events, dirty, m.id, ms, 'close_time')
     st[1], st[2] = 'CLOSED', redis.call('HGET', m.key, 'version')
-  elseif st[2] .. ':' .. st[3] .. ':' .. st[4] ~= expected then
-    return {'CONFLICT', st[2], st[1], st[3], st[4], st[5]}, n
+  elseif st[2] .. ':' .. totals_text ~= expected then
+    return {'CONFLICT', st[2], st[1], st[5], totals_text}, n
   end
   local open = st[1] == 'OPEN'
-  m.q, m.pool = {YES = tonumber(st[3]), NO = tonumber(st[4])}, tonumber(st[5])
+  m.q, m.pool = {}, tonumber(st[5])
+  for i, label in ipairs(m.labels) do m.q[label] = tonumber(totals[i]) end
   local results, applied, broken = {}, 0, false
   for i = 1, n do
     local o = order_line(ARGV[a + 2 + i])
@@ -212,16 +252,22 @@ local function market_batch(k, a, ms)
     if r[1] == 'OK' then applied = applied + 1 end
     results[i] = r
   end
-  local version = st[2]
-  local q_yes, q_no, pool = int_str(m.q.YES), int_str(m.q.NO), int_str(m.pool)
+  local version, pool = st[2], int_str(m.pool)
   if applied > 0 then
+    for i, label in ipairs(m.labels) do totals[i] = int_str(m.q[label]) end
+    totals_text = table.concat(totals, ':')
     -- touch_market's writes folded into one HSET (the version is known: it was just compared).
     version = int_str(tonumber(version) + applied)
-    redis.call('HSET', m.key, 'q_yes', q_yes, 'q_no', q_no, 'pool', pool, 'last_trade_id', m.last_trade,
-      'version', version, 'updated_ms', ms, 'last_event', m.last_event)
+    local writes = {'pool', pool, 'last_trade_id', m.last_trade, 'version', version, 'updated_ms', ms,
+      'last_event', m.last_event}
+    for i, label in ipairs(m.labels) do
+      writes[#writes + 1] = q_field(label)
+      writes[#writes + 1] = totals[i]
+    end
+    redis.call('HSET', m.key, unpack(writes))
     redis.call('ZADD', dirty, ms, m.id)
   end
-  return {'DONE', version, st[1], q_yes, q_no, pool, ms, results}, n
+  return {'DONE', version, st[1], pool, totals_text, ms, results}, n
 end
 
 local ms = now_ms()

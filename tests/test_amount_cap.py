@@ -7,10 +7,10 @@ from predmarket.engine import pricing
 from predmarket.engine.errors import ValidationError
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import Order, Outcome, Side
-from predmarket.engine.orders import fill
 from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO
 
 from tests.support.factories import MarketFactory, UserFactory
+from tests.support.fills import yes_no_fill
 
 BILLION = 1_000_000_000 * MICRO
 
@@ -34,7 +34,7 @@ async def test_an_amount_affording_more_than_the_cap_buys_exactly_the_cap(
 def test_the_outstanding_bound_is_named_when_it_is_the_one_hit() -> None:
     near_full = MAX_TOTAL - 10 * MICRO
     with pytest.raises(ValidationError, match="9000000000"):
-        fill(near_full, 0, MICRO, Side.BUY, Outcome.YES, amount=BILLION)
+        yes_no_fill(near_full, 0, MICRO, Side.BUY, Outcome.YES, amount=BILLION)
     with pytest.raises(ValidationError, match="9000000000"):
-        fill(0, near_full, MICRO, Side.BUY, Outcome.NO, shares=11 * MICRO)
-    assert fill(0, near_full, MICRO, Side.BUY, Outcome.NO, shares=10 * MICRO).q_no == MAX_TOTAL
+        yes_no_fill(0, near_full, MICRO, Side.BUY, Outcome.NO, shares=11 * MICRO)
+    assert yes_no_fill(0, near_full, MICRO, Side.BUY, Outcome.NO, shares=10 * MICRO).totals[1] == MAX_TOTAL

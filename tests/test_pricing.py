@@ -27,10 +27,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from predmarket.engine import pricing
 from predmarket.engine.errors import InsufficientShares, ValidationError
 from predmarket.engine.models import Outcome, Side
-from predmarket.engine.orders import Fill, avg_price, div_half_even, fill
+from predmarket.engine.orders import Fill, avg_price, div_half_even
 from predmarket.engine.units import MAX_LIQUIDITY, MAX_QUANTITY, MAX_TOTAL, MICRO, MIN_LIQUIDITY
 
 from tests.support import reference as ref
+from tests.support.fills import yes_no_fill
 from tests.support.pricing_cases import (
     BOUNDARY_BUYS,
     BOUNDARY_SELLS,
@@ -264,7 +265,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     def _apply(self, side: Side, outcome: Outcome, result: Fill) -> None:
         self.pool += result.cost if side is Side.BUY else -result.cost
-        self.q = {Outcome.YES: result.q_yes, Outcome.NO: result.q_no}
+        self.q = {Outcome.YES: result.totals[0], Outcome.NO: result.totals[1]}
 
     @rule(outcome=st.sampled_from(Outcome), data=st.data())
     def buy_shares(self, outcome: Outcome, data: st.DataObject) -> None:
@@ -272,14 +273,14 @@ class PoolMachine(RuleBasedStateMachine):
         if cap < 1:
             return
         shares = data.draw(st.one_of(log_int(1, cap), st.integers(1, max(1, min(cap, 1000 * self.b)))))
-        result = fill(self.q[Outcome.YES], self.q[Outcome.NO], self.b, Side.BUY, outcome, shares=shares)
+        result = yes_no_fill(self.q[Outcome.YES], self.q[Outcome.NO], self.b, Side.BUY, outcome, shares=shares)
         assert result.cost == pricing.buy_cost(self.q[outcome], self.q[outcome.other], shares, self.b)
         self._apply(Side.BUY, outcome, result)
 
     @rule(outcome=st.sampled_from(Outcome), amount=log_int(1, MAX_QUANTITY))
     def buy_amount(self, outcome: Outcome, amount: int) -> None:
         try:
-            result = fill(self.q[Outcome.YES], self.q[Outcome.NO], self.b, Side.BUY, outcome, amount=amount)
+            result = yes_no_fill(self.q[Outcome.YES], self.q[Outcome.NO], self.b, Side.BUY, outcome, amount=amount)
         except ValidationError:
             return  # would pass 9e9 outstanding: rejected, nothing changes
         assert 1 <= result.cost <= amount
@@ -291,7 +292,7 @@ class PoolMachine(RuleBasedStateMachine):
         if held < 1:
             return
         shares = data.draw(st.one_of(st.just(held), log_int(1, held)))
-        result = fill(self.q[Outcome.YES], self.q[Outcome.NO], self.b, Side.SELL, outcome, shares=shares)
+        result = yes_no_fill(self.q[Outcome.YES], self.q[Outcome.NO], self.b, Side.SELL, outcome, shares=shares)
         self._apply(Side.SELL, outcome, result)
 
     @invariant()
@@ -604,17 +605,17 @@ def test_avg_price_rounds_half_even(cost: int, shares: int, expected: int) -> No
 def test_fill_buy_by_shares(outcome: Outcome) -> None:
     q_yes, q_no, b = 3 * MICRO, 11 * MICRO, 7 * MICRO
     q_self, q_other = (q_yes, q_no) if outcome is Outcome.YES else (q_no, q_yes)
-    result = fill(q_yes, q_no, b, Side.BUY, outcome, shares=2 * MICRO)
+    result = yes_no_fill(q_yes, q_no, b, Side.BUY, outcome, shares=2 * MICRO)
     cost = pricing.buy_cost(q_self, q_other, 2 * MICRO, b)
     new = (q_yes + 2 * MICRO, q_no) if outcome is Outcome.YES else (q_yes, q_no + 2 * MICRO)
-    assert result == Fill(2 * MICRO, cost, *new, *pricing.prices(*new, b), avg_price(cost, 2 * MICRO))
+    assert result == Fill(2 * MICRO, cost, new, pricing.prices(*new, b), avg_price(cost, 2 * MICRO))
 
 
 @pytest.mark.parametrize("outcome", list(Outcome))
 def test_fill_buy_by_amount(outcome: Outcome) -> None:
     q_yes, q_no, b = 3 * MICRO, 11 * MICRO, 7 * MICRO
     q_self, q_other = (q_yes, q_no) if outcome is Outcome.YES else (q_no, q_yes)
-    result = fill(q_yes, q_no, b, Side.BUY, outcome, amount=5 * MICRO)
+    result = yes_no_fill(q_yes, q_no, b, Side.BUY, outcome, amount=5 * MICRO)
     assert result.shares == pricing.shares_for_amount(q_self, q_other, 5 * MICRO, b, MAX_QUANTITY + 1)
     assert result.cost == pricing.buy_cost(q_self, q_other, result.shares, b) <= 5 * MICRO
     assert pricing.buy_cost(q_self, q_other, result.shares + 1, b) > 5 * MICRO
@@ -624,43 +625,43 @@ def test_fill_buy_by_amount(outcome: Outcome) -> None:
 def test_fill_sell(outcome: Outcome) -> None:
     q_yes, q_no, b = 13 * MICRO, 11 * MICRO, 7 * MICRO
     q_self, q_other = (q_yes, q_no) if outcome is Outcome.YES else (q_no, q_yes)
-    result = fill(q_yes, q_no, b, Side.SELL, outcome, shares=q_self)  # everything outstanding
+    result = yes_no_fill(q_yes, q_no, b, Side.SELL, outcome, shares=q_self)  # everything outstanding
     assert result.cost == pricing.sell_proceeds(q_self, q_other, q_self, b)
-    assert (result.q_yes if outcome is Outcome.YES else result.q_no) == 0
-    assert result.price_yes + result.price_no == MICRO
+    assert (result.totals[0] if outcome is Outcome.YES else result.totals[1]) == 0
+    assert sum(result.prices) == MICRO
 
 
 def test_fill_sell_rounding_to_zero_is_allowed() -> None:
-    result = fill(MICRO, MICRO, MICRO, Side.SELL, Outcome.YES, shares=1)
-    assert (result.cost, result.avg_price, result.q_yes) == (0, 0, MICRO - 1)
+    result = yes_no_fill(MICRO, MICRO, MICRO, Side.SELL, Outcome.YES, shares=1)
+    assert (result.cost, result.avg_price, result.totals[0]) == (0, 0, MICRO - 1)
 
 
 def test_fill_amount_that_buys_nothing_is_rejected() -> None:
     with pytest.raises(ValidationError, match="cannot buy one micro-share"):
-        fill(0, 0, MICRO, Side.BUY, Outcome.YES, amount=0)
+        yes_no_fill(0, 0, MICRO, Side.BUY, Outcome.YES, amount=0)
     with pytest.raises(ValidationError, match="cannot buy one micro-share"):
-        fill(0, 400 * MICRO, MICRO, Side.BUY, Outcome.YES, amount=0)  # even where shares are nearly free
+        yes_no_fill(0, 400 * MICRO, MICRO, Side.BUY, Outcome.YES, amount=0)  # even where shares are nearly free
 
 
 @pytest.mark.parametrize("outcome", list(Outcome))
 def test_fill_sell_more_than_outstanding(outcome: Outcome) -> None:
     with pytest.raises(InsufficientShares):
-        fill(5 * MICRO, 5 * MICRO, MICRO, Side.SELL, outcome, shares=5 * MICRO + 1)
+        yes_no_fill(5 * MICRO, 5 * MICRO, MICRO, Side.SELL, outcome, shares=5 * MICRO + 1)
     with pytest.raises(InsufficientShares):
-        fill(0, 0, MICRO, Side.SELL, outcome, shares=1)
+        yes_no_fill(0, 0, MICRO, Side.SELL, outcome, shares=1)
 
 
 def test_fill_buy_up_to_the_outstanding_limit() -> None:
     b = MICRO
     q_yes = MAX_TOTAL - 10
-    result = fill(q_yes, 0, b, Side.BUY, Outcome.YES, shares=10)
-    assert result.q_yes == MAX_TOTAL
+    result = yes_no_fill(q_yes, 0, b, Side.BUY, Outcome.YES, shares=10)
+    assert result.totals[0] == MAX_TOTAL
     with pytest.raises(ValidationError, match="may not exceed"):
-        fill(q_yes, 0, b, Side.BUY, Outcome.YES, shares=11)
+        yes_no_fill(q_yes, 0, b, Side.BUY, Outcome.YES, shares=11)
     with pytest.raises(ValidationError, match="may not exceed"):
-        fill(0, q_yes, b, Side.BUY, Outcome.NO, shares=11)
+        yes_no_fill(0, q_yes, b, Side.BUY, Outcome.NO, shares=11)
     with pytest.raises(ValidationError, match="may not exceed"):
-        fill(q_yes, q_yes, b, Side.BUY, Outcome.YES, amount=MICRO)  # one unit buys ~2 units of shares
+        yes_no_fill(q_yes, q_yes, b, Side.BUY, Outcome.YES, amount=MICRO)  # one unit buys ~2 units of shares
     with pytest.raises(ValidationError):
-        fill(0, 0, b, Side.BUY, Outcome.YES, shares=MAX_QUANTITY + 1)
-    assert fill(0, 0, b, Side.BUY, Outcome.YES, shares=MAX_QUANTITY).q_yes == MAX_QUANTITY
+        yes_no_fill(0, 0, b, Side.BUY, Outcome.YES, shares=MAX_QUANTITY + 1)
+    assert yes_no_fill(0, 0, b, Side.BUY, Outcome.YES, shares=MAX_QUANTITY).totals[0] == MAX_QUANTITY

@@ -9,7 +9,7 @@ import predmarket.engine.sequencer as sequencer_module
 import pytest
 from predmarket.engine.errors import Unavailable
 from predmarket.engine.market_engine import MarketEngine
-from predmarket.engine.models import Trade
+from predmarket.engine.models import Side, Trade
 from predmarket.engine.orders import fill
 
 from tests.support.factories import EngineFactory, MarketFactory, UserFactory
@@ -23,10 +23,10 @@ async def test_a_bug_while_pricing_one_market_fails_its_orders_only(
     poisoned, healthy = (await make_market(100)).market_id, (await make_market(100)).market_id
     user = (await make_user(1_000)).user_id
 
-    def buggy_fill(q_yes: int, q_no: int, b: int, *args: Any) -> Any:
-        if args[2] == 7_000_000:  # the 7-share order only
+    def buggy_fill(totals: tuple[int, ...], b: int, side: Side, k: int, shares: int | None, *args: Any) -> Any:
+        if shares == 7_000_000:  # the 7-share order only
             raise RuntimeError("a bug in pricing")
-        return fill(q_yes, q_no, b, *args)
+        return fill(totals, b, side, k, shares, *args)
 
     monkeypatch.setattr(sequencer_module, "fill", buggy_fill)
     results = await asyncio.wait_for(asyncio.gather(

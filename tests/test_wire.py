@@ -23,26 +23,38 @@ BUY, SELL, YES, NO = Side.BUY, Side.SELL, Outcome.YES, Outcome.NO
 
 
 def test_an_order_line_round_trips_every_field() -> None:
-    priced = OrderLine("u-1", SELL, NO, 2_500_000, 1_234_567, 412_345, 587_655, 493_827,
+    priced = OrderLine("u-1", SELL, NO, 2_500_000, 1_234_567, (412_345, 587_655), 493_827,
                        "ab" * 32, "", "key with spaces")
     assert OrderLine.decode(priced.encode()) == priced
     sell_all = priced._replace(sell_all=True)
     assert OrderLine.decode(sell_all.encode()) == sell_all
-    rejected = OrderLine("u-2", BUY, YES, 0, 0, None, None, None, "", "SLIPPAGE_EXCEEDED cost\t1 > 0", "")
+    rejected = OrderLine("u-2", BUY, YES, 0, 0, None, None, "", "SLIPPAGE_EXCEEDED cost\t1 > 0", "")
     line = rejected.encode()
-    assert line.count("\t") == 11  # the tab in the free-text rejection cannot shift a field
+    assert line.count("\t") == 10  # the tab in the free-text rejection cannot shift a field
     decoded = OrderLine.decode(line)
     assert decoded.rejection == "SLIPPAGE_EXCEEDED cost 1 > 0"
-    assert (decoded.price_yes, decoded.price_no, decoded.avg_price) == (None, None, None)
+    assert (decoded.prices, decoded.avg_price) == (None, None)
+    labelled = OrderLine("u-3", BUY, "Team_B-2", MICRO, 400_000, (333_333, 333_334, 333_333), 400_000, "", "", "")
+    assert OrderLine.decode(labelled.encode()) == labelled
 
 
 def test_a_stored_reply_round_trips_every_field() -> None:
-    reply = StoredReply("cd" * 32, 41, BUY, YES, 7 * MICRO, 3_999_999, 571_428, 600_001, 399_999,
+    reply = StoredReply("cd" * 32, 41, BUY, YES, 7 * MICRO, 3_999_999, 571_428, (600_001, 399_999),
                         1_700_000_000_123, "1700000000123-7")
     assert StoredReply.decode(reply.encode()) == reply
+    three = StoredReply("ef" * 32, 42, SELL, "C", MICRO, 1, 1, (1, 2, 999_997), 1_700_000_000_124, "1-0")
+    assert StoredReply.decode(three.encode()) == three
 
 
-@pytest.mark.parametrize("text", ["a\tb", "u\tBUY\tYES\t1\t1\t\t\t\t\t\t\t\t"])
+def test_a_stored_reply_of_the_release_before_labels_still_reads() -> None:
+    """Keys stored before markets had labels of their own (price_yes|price_no apart) replay after an upgrade."""
+    old = "|".join(("cd" * 32, "41", "BUY", "YES", "7000000", "3999999", "0.571428", "0.600001", "0.399999",
+                    "1700000000123", "1700000000123-7"))
+    assert StoredReply.decode(old) == StoredReply("cd" * 32, 41, BUY, YES, 7 * MICRO, 3_999_999, 571_428,
+                                                  (600_001, 399_999), 1_700_000_000_123, "1700000000123-7")
+
+
+@pytest.mark.parametrize("text", ["a\tb", "u\tBUY\tYES\t1\t1\t\t\t\t\t\t\t"])
 def test_an_order_line_of_the_wrong_length_is_refused(text: str) -> None:
     with pytest.raises(WireError):
         OrderLine.decode(text)
@@ -68,7 +80,7 @@ async def test_an_order_line_from_python_runs_in_lua_and_its_stored_reply_decode
     reply = StoredReply.decode(stored)
     assert reply == StoredReply(
         request_hash(order.fingerprint), trade.trade_id, SELL, NO, trade.shares, trade.cost, trade.avg_price,
-        trade.price_yes, trade.price_no, trade.created_ms, trade.event_id)
+        (trade.price_yes, trade.price_no), trade.created_ms, trade.event_id)
 
     # The script read every field of the line by name: the TradeExecuted event carries them back.
     # redis-py types the reply for either decoding; the engine's client decodes, so ids and fields are str.
