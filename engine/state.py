@@ -7,10 +7,12 @@ compared field by field and checked by the same :func:`check_invariants`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 from predmarket.engine.keys import Keys
+from predmarket.engine.labels import YES_NO, labels_of, settled_of, totals_of
 from predmarket.engine.resolutions import CANCEL, PROB, parse_probabilities_text, refund_due, scaled_refunds
 from predmarket.engine.units import MICRO, format_micro
 from redis.asyncio import Redis
@@ -27,6 +29,12 @@ class UserRecord:
 
 @dataclass(frozen=True, slots=True)
 class MarketRecord:
+    """A market's state as both stores hold it. A YES/NO market's numbers are ``q_yes``, ``q_no``,
+    ``settled_yes``, ``settled_no``; a market of other labels (engine/labels.py) has them 0 and its
+    labels, outstanding and settled shares per label in ``labels``, ``label_totals``, ``label_settled``
+    (label order). Read either kind through :attr:`outcomes`, :attr:`totals`, :attr:`settled`;
+    build it with :meth:`of`."""
+
     status: str
     outcome: str
     b: int
@@ -39,6 +47,34 @@ class MarketRecord:
     paid: int = field(default=0, compare=False, kw_only=True)
     #: a PROB resolution's probabilities text (engine/resolutions.py), else ''
     probabilities: str = field(default="", compare=False, kw_only=True)
+    #: () for a YES/NO market
+    labels: tuple[str, ...] = field(default=(), kw_only=True)
+    label_totals: tuple[int, ...] = field(default=(), kw_only=True)
+    label_settled: tuple[int, ...] = field(default=(), kw_only=True)
+
+    @classmethod
+    def of(cls, status: str, outcome: str, b: int, labels: Sequence[str], totals: Sequence[int], pool: int,
+           settled: Sequence[int], *, paid: int = 0, probabilities: str = "") -> MarketRecord:
+        """A market of ``labels`` with ``totals`` and ``settled`` shares per label (label order)."""
+        if tuple(labels) == YES_NO:
+            return cls(status, outcome, b, totals[0], totals[1], pool, settled[0], settled[1], paid=paid,
+                       probabilities=probabilities)
+        return cls(status, outcome, b, 0, 0, pool, paid=paid, probabilities=probabilities, labels=tuple(labels),
+                   label_totals=tuple(totals), label_settled=tuple(settled))
+
+    @property
+    def outcomes(self) -> tuple[str, ...]:
+        return self.labels or YES_NO
+
+    @property
+    def totals(self) -> tuple[int, ...]:
+        """Each label's outstanding shares, label order."""
+        return self.label_totals if self.labels else (self.q_yes, self.q_no)
+
+    @property
+    def settled(self) -> tuple[int, ...]:
+        """Each label's shares settlement has removed, label order."""
+        return self.label_settled if self.labels else (self.settled_yes, self.settled_no)
 
 
 @dataclass
@@ -102,19 +138,15 @@ async def read_redis_state(redis: Redis, keys: Keys, batch: int = 1000) -> State
                 market_id, _, outcome = name.rpartition(":")
                 state.user_net_costs[(user_id, market_id, outcome)] = int(net_cost)
     market_ids = cast(list[str], await redis.zrange(keys.markets, 0, -1))
-    fields = ["status", "outcome", "b", "q_yes", "q_no", "pool", "settled_yes", "settled_no", "payouts_total",
-              "probabilities"]
     for start in range(0, len(market_ids), batch):
         chunk = market_ids[start:start + batch]
         async with redis.pipeline(transaction=False) as pipe:
             for market_id in chunk:
-                pipe.hmget(keys.market(market_id), fields)
+                pipe.hgetall(keys.market(market_id))
             replies = await pipe.execute()
-        for market_id, row in zip(chunk, replies, strict=True):
-            if row[0] is not None:
-                status, outcome, *numbers, paid, probabilities = row
-                state.markets[market_id] = MarketRecord(status, outcome or "", *map(int, numbers),
-                                                        paid=int(paid or 0), probabilities=probabilities or "")
+        for market_id, h in zip(chunk, replies, strict=True):
+            if h.get("status") is not None:
+                state.markets[market_id] = market_record(h)
     await _read_refunded(redis, keys, state)
     for market_id in state.markets:
         async for name, net_cost in redis.hscan_iter(keys.market_costs(market_id), count=1000):
@@ -125,6 +157,14 @@ async def read_redis_state(redis: Redis, keys: Keys, batch: int = 1000) -> State
     totals = await redis.hmget(keys.totals, ["deposits", "withdrawals"])
     state.deposits, state.withdrawals = int(totals[0] or 0), int(totals[1] or 0)
     return state
+
+
+def market_record(h: dict[str, str]) -> MarketRecord:
+    """A market hash (or its archived copy) as a :class:`MarketRecord`."""
+    labels = labels_of(h)
+    return MarketRecord.of(h["status"], h.get("outcome") or "", int(h["b"]), labels, totals_of(h, labels),
+                           int(h["pool"]), settled_of(h, labels), paid=int(h.get("payouts_total") or 0),
+                           probabilities=h.get("probabilities") or "")
 
 
 async def _read_refunded(redis: Redis, keys: Keys, state: State) -> None:
@@ -190,10 +230,13 @@ def _markets(state: State) -> list[Breach]:
         outstanding[(market_id, outcome)] = outstanding.get((market_id, outcome), 0) + shares
         if market_id not in state.markets:
             breaches.append(Breach("shares", f"market {market_id}", "a known market", "positions in it"))
+        elif outcome not in state.markets[market_id].outcomes:
+            breaches.append(Breach("shares", f"market {market_id}", f"a label of {state.markets[market_id].outcomes}",
+                                   f"positions in {outcome}"))
     for market_id, m in state.markets.items():
         # Settlement removes positions and counts them in settled_*: what is
         # still outstanding must be held by users, and a settled market holds none.
-        live = {"YES": m.q_yes - m.settled_yes, "NO": m.q_no - m.settled_no}
+        live = {label: q - settled for label, q, settled in zip(m.outcomes, m.totals, m.settled, strict=True)}
         for outcome, expected in live.items():
             found = outstanding.get((market_id, outcome), 0)
             if found != expected:
@@ -221,7 +264,7 @@ def _owed(state: State, market_id: str, m: MarketRecord, live: dict[str, int]) -
         return max(live.values())
     if m.status != "RESOLVED":
         return None
-    started = m.settled_yes or m.settled_no or m.paid or any(key[0] == market_id for key in state.refunded)
+    started = any(m.settled) or m.paid or any(key[0] == market_id for key in state.refunded)
     if not started:
         return max(live.values())
     if m.outcome == PROB:

@@ -18,15 +18,18 @@ Each breach names what broke, where, and the numbers that disagree.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import redis
-from predmarket.engine import pricing
+from predmarket.engine import pricing_n
 from predmarket.engine.connection import connect
 from predmarket.engine.keys import Keys
+from predmarket.engine.labels import YES_NO, q_field, settled_field
 from predmarket.engine.resolutions import CANCEL, PROB
 from predmarket.engine.state import (
     Breach,
@@ -130,8 +133,8 @@ def exact_range_breaches(state: State) -> list[Breach]:
         values += [(f"user {user_id} available", u.available), (f"user {user_id} locked", u.locked)]
     for market_id, m in state.markets.items():
         values += [(f"market {market_id} {name}", value) for name, value in (
-            ("pool", m.pool), ("q_yes", m.q_yes), ("q_no", m.q_no),
-            ("settled_yes", m.settled_yes), ("settled_no", m.settled_no))]
+            ("pool", m.pool), *zip(map(q_field, m.outcomes), m.totals, strict=True),
+            *zip(map(settled_field, m.outcomes), m.settled, strict=True))]
     values += [(f"position {' '.join(key)}", shares) for key, shares in state.positions.items()]
     values += [("total deposits", state.deposits), ("total withdrawals", state.withdrawals)]
     breaches = [Breach("exact range", subject, f"0 .. {format_micro(MAX_EXACT)}", format_micro(value))
@@ -229,14 +232,16 @@ def _replay(conn: Connection, report: AuditReport) -> State:
         paid_total[r.market_id] += micro(r.amount)
     state.refunded = {(r.market_id, r.user_id) for r in payments if r.kind == "refund"}
     markets = {r.market_id: r for r in conn.execute(text(
-        "SELECT market_id, status, outcome, liquidity_b, probabilities FROM markets"))}
-    q: dict[str, dict[str, int]] = defaultdict(lambda: {"YES": 0, "NO": 0})
+        "SELECT market_id, status, outcome, liquidity_b, probabilities, outcomes FROM markets"))}
+    labels = {market_id: tuple(json.loads(m.outcomes)) if m.outcomes else YES_NO for market_id, m in markets.items()}
+    #: market_id -> label -> outstanding shares, in label order
+    q: dict[str, dict[str, int]] = {market_id: dict.fromkeys(labels[market_id], 0) for market_id in markets}
     net_costs: dict[PositionKey, int] = defaultdict(int)
     #: market_id -> (user_id, outcome) -> shares
     held: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
     trades = 0
     result = conn.execution_options(stream_results=True, yield_per=10_000).execute(text(
-        "SELECT trade_id, market_id, user_id, side, outcome, shares, cost, yes_shares, no_shares "
+        "SELECT trade_id, market_id, user_id, side, outcome, shares, cost, yes_shares, no_shares, outstanding "
         "FROM trades ORDER BY market_id, trade_id"))
     for t in result:
         trades += 1
@@ -260,10 +265,10 @@ def _replay(conn: Connection, report: AuditReport) -> State:
             if m.status == "SETTLED" or (settled and (by_user or outcome == m.outcome)
                                          and (user_id, market_id) in paid):
                 holdings[(user_id, outcome)] = 0
-        live = {o: sum(v for (_, out), v in holdings.items() if out == o) for o in ("YES", "NO")}
-        state.markets[market_id] = MarketRecord(
-            m.status, m.outcome or "", micro(m.liquidity_b), qm["YES"], qm["NO"], pools.get(market_id, 0),
-            qm["YES"] - live["YES"] if settled else 0, qm["NO"] - live["NO"] if settled else 0,
+        live = {o: sum(v for (_, out), v in holdings.items() if out == o) for o in qm}
+        state.markets[market_id] = MarketRecord.of(
+            m.status, m.outcome or "", micro(m.liquidity_b), tuple(qm), tuple(qm.values()), pools.get(market_id, 0),
+            tuple(qm[o] - live[o] if settled else 0 for o in qm),
             paid=paid_total.get(market_id, 0), probabilities=m.probabilities or "",
         )
         state.positions.update({(u, market_id, o): v for (u, o), v in holdings.items() if v})
@@ -277,25 +282,40 @@ def _replay(conn: Connection, report: AuditReport) -> State:
 def _replay_trade(
     t: Row[Any], b: int, q: dict[str, int], held: dict[tuple[str, str], int], report: AuditReport,
 ) -> None:
-    shares, cost = micro(t.shares), micro(t.cost)
-    own, other = t.outcome, "NO" if t.outcome == "YES" else "YES"
+    """One trade replayed on ``q`` (label -> outstanding, the market's label order) and ``held``; its cost
+    and the outstanding shares it recorded checked against the replay (pricing_n: YES/NO's integers for
+    two labels)."""
+    shares, cost, own = micro(t.shares), micro(t.cost), t.outcome
+    if own not in q:
+        _limited(report, "postgres: trade outcome", Breach(
+            "postgres: trade outcome", f"trade {t.trade_id} market {t.market_id}", f"one of {', '.join(q)}", own))
+        return
+    totals, k = list(q.values()), list(q).index(own)
     if t.side == "BUY":
-        expected = pricing.buy_cost(q[own], q[other], shares, b)
+        expected = pricing_n.buy_cost_n(totals, k, shares, b)
         q[own] += shares
         held[(t.user_id, own)] += shares
     else:
-        expected = pricing.sell_proceeds(q[own], q[other], shares, b) if shares <= q[own] else -1
+        expected = pricing_n.sell_proceeds_n(totals, k, shares, b) if shares <= q[own] else -1
         q[own] -= shares
         held[(t.user_id, own)] -= shares
     if expected != cost:
         _limited(report, "postgres: trade cost", Breach(
             "postgres: trade cost", f"trade {t.trade_id} market {t.market_id}",
             format_micro(expected), format_micro(cost)))
-    if (q["YES"], q["NO"]) != (micro(t.yes_shares), micro(t.no_shares)):
+    if t.outstanding is None:
+        recorded = {"YES": micro(t.yes_shares), "NO": micro(t.no_shares)}
+    else:
+        recorded = {label: micro(Decimal(v)) for label, v in json.loads(t.outstanding).items()}
+    if recorded != q:
         _limited(report, "postgres: trade state", Breach(
             "postgres: outstanding after trade", f"trade {t.trade_id} market {t.market_id}",
-            f"yes {format_micro(q['YES'])} no {format_micro(q['NO'])}",
-            f"yes {format_micro(micro(t.yes_shares))} no {format_micro(micro(t.no_shares))}"))
+            _outstanding(q), _outstanding(recorded)))
+
+
+def _outstanding(q: dict[str, int]) -> str:
+    """``yes 1.000000 no 0.000000``: each label's outstanding shares."""
+    return " ".join(f"{label.lower() if label in YES_NO else label} {format_micro(v)}" for label, v in q.items())
 
 
 def _check_closes(conn: Connection, report: AuditReport) -> None:

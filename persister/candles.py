@@ -9,6 +9,7 @@ any order leave the same rows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,8 @@ Row = dict[str, Any]
 _LABELS = tuple(OUTCOME_PRICES)
 _PRICE_COLUMNS = tuple(OUTCOME_PRICES.values())
 _MINUTE = INTERVALS["1m"]
+#: (market_id, its labels, bucket start): a market's trades all name the same labels
+Key = tuple[str, tuple[str, ...], datetime]
 
 
 def _micro(value: str) -> int:
@@ -28,7 +31,7 @@ def _micro(value: str) -> int:
 
 
 class _Candle:
-    """One bucket's aggregate over every outcome of a market (prices in outcome order)."""
+    """One bucket's aggregate over every outcome of a market (prices in label order)."""
 
     __slots__ = ("close", "close_id", "cost", "high", "low", "open", "open_id", "shares", "trades")
 
@@ -72,9 +75,19 @@ class _Candle:
         return twin
 
 
-def _minutes(trades: Iterable[Row], inserted: Collection[int]) -> dict[tuple[str, datetime], _Candle]:
+def _prices(row: Row) -> tuple[tuple[str, ...], list[int]]:
+    """A trade row's labels and each one's price after it: a YES/NO market's columns, or another
+    market's ``prices`` (JSON {label: decimal} in label order, persister.events)."""
+    text = row.get("prices")
+    if text is None:
+        return _LABELS, [_micro(row[c]) for c in _PRICE_COLUMNS]
+    prices: dict[str, str] = json.loads(text)
+    return tuple(prices), [_micro(p) for p in prices.values()]
+
+
+def _minutes(trades: Iterable[Row], inserted: Collection[int]) -> dict[Key, _Candle]:
     pending = set(inserted)
-    minutes: dict[tuple[str, datetime], _Candle] = {}
+    minutes: dict[Key, _Candle] = {}
     minute_of: dict[datetime, datetime] = {}  # a batch's trades share a few timestamps
     for row in trades:
         trade_id = row["trade_id"]
@@ -85,10 +98,11 @@ def _minutes(trades: Iterable[Row], inserted: Collection[int]) -> dict[tuple[str
         minute = minute_of.get(when)
         if minute is None:
             minute = minute_of[when] = bucket_start(when, _MINUTE)
-        prices = [_micro(row[c]) for c in _PRICE_COLUMNS]
-        known = minutes.get((row["market_id"], minute))
+        labels, prices = _prices(row)
+        key = (row["market_id"], labels, minute)
+        known = minutes.get(key)
         if known is None:
-            minutes[(row["market_id"], minute)] = _Candle(trade_id, prices, _micro(row["shares"]), _micro(row["cost"]))
+            minutes[key] = _Candle(trade_id, prices, _micro(row["shares"]), _micro(row["cost"]))
         else:
             known.add(trade_id, prices, _micro(row["shares"]), _micro(row["cost"]))
     return minutes
@@ -103,16 +117,16 @@ def candle_rows(trades: Iterable[Row], inserted: Collection[int]) -> list[Row]:
     minutes = _minutes(trades, inserted)
     rows: list[Row] = []
     for interval_s in INTERVALS.values():
-        buckets: dict[tuple[str, datetime], _Candle] = {}
-        for (market_id, minute), candle in minutes.items():
-            key = (market_id, bucket_start(minute, interval_s))
+        buckets: dict[Key, _Candle] = {}
+        for (market_id, labels, minute), candle in minutes.items():
+            key = (market_id, labels, bucket_start(minute, interval_s))
             known = buckets.get(key)
             if known is None:
                 buckets[key] = candle.copy()
             else:
                 known.merge(candle)
-        for (market_id, start), c in buckets.items():
-            for i, label in enumerate(_LABELS):
+        for (market_id, labels, start), c in buckets.items():
+            for i, label in enumerate(labels):
                 rows.append({
                     "market_id": market_id, "outcome": label, "interval_s": interval_s, "start": start,
                     "open": format_micro(c.open[i]), "high": format_micro(c.high[i]),

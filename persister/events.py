@@ -8,14 +8,16 @@ sets it aside in the dead-letter stream instead of writing it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from predmarket.engine.errors import ValidationError
+from predmarket.engine.labels import LABEL_PATTERN, MAX_OUTCOMES, YES_NO, check_labels
 from predmarket.engine.models import ID_PATTERN
 from predmarket.engine.resolutions import CANCEL, PROB, parse_probabilities_text
 from predmarket.engine.units import MICRO
@@ -123,15 +125,28 @@ class _Fields:
         return key, digest
 
 
-_SIDES, _OUTCOMES = ("BUY", "SELL"), ("YES", "NO")
-#: A resolution's outcome: a label of the market (this release's markets are YES/NO: _OUTCOMES is the
-#: one place that says so), or PROB or CANCEL.
-_RESOLUTIONS = (*_OUTCOMES, PROB, CANCEL)
+_SIDES = ("BUY", "SELL")
+#: A market's labels: 2 to 16 of engine/labels.py's pattern, PROB and CANCEL reserved. Which labels a
+#: market has is in its MarketCreated, which another persister may commit later: an entry naming a
+#: label is checked for its shape only.
+_RESERVED = (PROB, CANCEL)
+
+
+def _is_label(value: object) -> bool:
+    return isinstance(value, str) and LABEL_PATTERN.fullmatch(value) is not None and value not in _RESERVED
+
+
+def _label(f: _Fields, name: str, also: tuple[str, ...] = ()) -> str:
+    """A field holding an outcome label (or one of ``also``: PROB, CANCEL where the entry may name them)."""
+    value = f.fields.get(name)
+    if not (_is_label(value) or value in also):
+        raise MalformedEvent(f"field {name!r} is not an outcome label")
+    return cast(str, value)
 
 
 def _resolved_outcome(f: _Fields) -> tuple[str, str | None]:
     """A MarketResolved's outcome (a label, PROB or CANCEL) and, for PROB, its probabilities text."""
-    outcome = f.choice("outcome", _RESOLUTIONS)
+    outcome = _label(f, "outcome", _RESERVED)
     if outcome != PROB:
         return outcome, None
     text = f.text("probabilities", 2_000)
@@ -139,7 +154,10 @@ def _resolved_outcome(f: _Fields) -> tuple[str, str | None]:
         parsed = parse_probabilities_text(text)
     except (ValueError, ValidationError):
         raise MalformedEvent("field 'probabilities' is not a JSON object of probabilities") from None
-    if sorted(label for label, _ in parsed) != sorted(_OUTCOMES) or sum(p for _, p in parsed) != MICRO:
+    labels = [label for label, _ in parsed]
+    if not 2 <= len(labels) <= MAX_OUTCOMES or len(set(labels)) < len(labels) or not all(map(_is_label, labels)):
+        raise MalformedEvent("field 'probabilities' does not name 2 to 16 outcome labels")
+    if sum(p for _, p in parsed) != MICRO:
         raise MalformedEvent("field 'probabilities' does not sum to 1 over the outcomes")
     return outcome, text
 
@@ -148,9 +166,37 @@ def _labels_field(f: _Fields, name: str) -> list[str]:
     """A comma-separated list of labels ('' for none): the positions a payout or refund zeroed."""
     value = f.fields.get(name, "")
     labels = value.split(",") if isinstance(value, str) and value else []
-    if not isinstance(value, str) or any(label not in _OUTCOMES for label in labels) or len(set(labels)) < len(labels):
+    if not isinstance(value, str) or not all(map(_is_label, labels)) or len(set(labels)) < len(labels):
         raise MalformedEvent(f"field {name!r} is not a list of labels")
     return labels
+
+
+def _labels_list(f: _Fields, name: str) -> tuple[str, ...]:
+    """A MarketCreated's ``outcomes``: JSON list text of the market's labels (engine/labels.py's rules)."""
+    try:
+        labels = json.loads(f.text(name, 1_000))
+        if not isinstance(labels, list):
+            raise ValueError(name)
+        return check_labels(labels)
+    except (ValueError, ValidationError):
+        raise MalformedEvent(f"field {name!r} is not a JSON list of 2 to 16 outcome labels") from None
+
+
+def _decimal_map(f: _Fields, name: str) -> dict[str, Dec]:
+    """JSON text ``{"<label>": "<decimal>", ...}`` (engine.labels.decimal_map), label order kept."""
+    try:
+        parsed = json.loads(f.text(name, 2_000))
+    except ValueError:
+        parsed = None
+    if (not isinstance(parsed, dict) or not 2 <= len(parsed) <= MAX_OUTCOMES or not all(map(_is_label, parsed))
+            or not all(isinstance(v, str) and _DEC6.fullmatch(v) for v in parsed.values())):
+        raise MalformedEvent(f"field {name!r} is not a JSON object of labels to 6-decimal numbers")
+    return parsed
+
+
+def json_text(value: object) -> str:
+    """The record's one spelling of a JSON column: compact, in the given order (engine.labels.decimal_map's)."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 @dataclass
@@ -259,10 +305,18 @@ def _withdrawal(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
 def _market_created(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     market_id, name, pool = f.ident("market_id"), f.text("name", 10_000), f.dec("pool")
     liquidity_b, house = f.dec("liquidity_b"), f.dec("available")
+    labels = _labels_list(f, "outcomes") if "outcomes" in f.fields else YES_NO
     half = "0.500000"
+    # A YES/NO market's row is as it always was; another market's numbers are per label (migration 0010).
+    numbers: Row = {"yes_shares": ZERO, "no_shares": ZERO, "price_yes": half, "price_no": half,
+                    "outcomes": None, "totals": None, "settled": None}
+    if labels != YES_NO:
+        zeroes = json_text(dict.fromkeys(labels, ZERO))
+        numbers = {"yes_shares": None, "no_shares": None, "price_yes": None, "price_no": None,
+                   "outcomes": json_text(labels), "totals": zeroes, "settled": zeroes}
     batch.new_markets.append({
         "market_id": market_id, "name": name, "status": "CREATED", "outcome": None, "liquidity_b": liquidity_b,
-        "yes_shares": ZERO, "no_shares": ZERO, "price_yes": half, "price_no": half, "pool": pool,
+        **numbers, "pool": pool,
         "settled_yes": ZERO, "settled_no": ZERO, "payouts_total": ZERO, "holders_paid": 0, "version": 1,
         "last_trade_id": 0, "created_at": when, "last_updated": when, "event_id": f.entry_id,
         "status_order": order, "close_time": _close_time(f), "closed_at": None, "probabilities": None,
@@ -295,13 +349,11 @@ def _lifecycle(status: str) -> Callable[[Batch, _Fields, int, datetime], None]:
 
 def _trade_executed(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     trade_id, user_id, market_id = f.integer("trade_id"), f.ident("user_id"), f.ident("market_id")
-    side, outcome, cost = f.choice("side", _SIDES), f.choice("outcome", _OUTCOMES), f.dec("cost")
+    side, outcome, cost = f.choice("side", _SIDES), _label(f, "outcome"), f.dec("cost")
     row = {
         "trade_id": trade_id, "event_id": f.entry_id, "user_id": user_id, "market_id": market_id,
         "side": side, "outcome": outcome, "shares": f.dec("shares"), "price": f.dec("avg_price"),
-        "cost": cost, "price_yes": f.dec("price_yes"), "price_no": f.dec("price_no"),
-        "yes_shares": f.dec("yes_shares"), "no_shares": f.dec("no_shares"), "pool": f.dec("pool"),
-        "created_at": when,
+        "cost": cost, **_trade_numbers(f, outcome), "pool": f.dec("pool"), "created_at": when,
     }
     available, position = f.dec("available"), f.dec("position")
     net_cost = f.signed_dec("net_cost") if "net_cost" in f.fields else None
@@ -317,18 +369,36 @@ def _trade_executed(batch: Batch, f: _Fields, order: int, when: datetime) -> Non
     batch.position(user_id, market_id, outcome, position, order, when, net_cost)
 
 
+def _trade_numbers(f: _Fields, outcome: str) -> Row:
+    """The market after a trade: a YES/NO market's four numbers (as always), or another market's
+    ``prices`` and ``outstanding`` per label (JSON, one key set in one order, the traded label in it)."""
+    if "prices" not in f.fields:
+        if outcome not in YES_NO:
+            raise MalformedEvent("a trade of a label other than YES/NO carries no prices")
+        return {"price_yes": f.dec("price_yes"), "price_no": f.dec("price_no"), "yes_shares": f.dec("yes_shares"),
+                "no_shares": f.dec("no_shares"), "prices": None, "outstanding": None}
+    prices, outstanding = _decimal_map(f, "prices"), _decimal_map(f, "outstanding")
+    if list(prices) != list(outstanding) or outcome not in prices:
+        raise MalformedEvent("fields 'prices' and 'outstanding' name other labels than the trade's market")
+    return {"price_yes": None, "price_no": None, "yes_shares": None, "no_shares": None,
+            "prices": json_text(prices), "outstanding": json_text(outstanding)}
+
+
 def _price_updated(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     # Market rows are written by the idle flush, not per event; check the entry only.
     f.ident("market_id")
-    f.dec("price_yes")
-    f.dec("price_no")
+    if "prices" in f.fields and list(_decimal_map(f, "prices")) != list(_decimal_map(f, "shares")):
+        raise MalformedEvent("fields 'prices' and 'shares' name other labels")
+    if "price_yes" in f.fields or "prices" not in f.fields:  # a YES/NO market's (older ones carry no prices)
+        f.dec("price_yes")
+        f.dec("price_no")
 
 
 def _payout(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     """A winning position paid (``outcome`` its label), or a PROB holder paid over every position it
     held (``outcome`` PROB, ``outcomes`` those labels): each named position is zero after it."""
     user_id, market_id, amount = f.ident("user_id"), f.ident("market_id"), f.dec("amount")
-    available, outcome = f.dec("available"), f.choice("outcome", (*_OUTCOMES, PROB))
+    available, outcome = f.dec("available"), _label(f, "outcome", (PROB,))
     zeroed = _labels_field(f, "outcomes") if outcome == PROB else [outcome]
     f.dec("shares")
     batch.movement(f, "payout", f"pool:{market_id}", f"user:{user_id}", amount, when, market_id=market_id)

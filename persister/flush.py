@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from predmarket.engine import pricing
-from predmarket.engine.units import decimal_from_micro
-from predmarket.persister.events import event_order
+from predmarket.engine.labels import YES_NO, labels_of, settled_of, totals_of
+from predmarket.engine.units import decimal_from_micro, format_micro
+from predmarket.persister.events import event_order, json_text
 from predmarket.persister.stream import EventStream, parse_id
 from predmarket.persister.writer import ZERO_SETTLED
 from predmarket.record.schema import market_snapshots, markets
@@ -28,16 +29,29 @@ def _when(ms: str | int) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
 
 
+def label_numbers(h: dict[str, str]) -> dict[str, Any]:
+    """A market hash's per-outcome numbers as the record's columns: a YES/NO market's shares, prices and
+    settled shares (``outcomes``/``totals``/``settled`` NULL); another market's labels, totals and settled
+    shares as JSON (``yes_shares``/``no_shares``/prices NULL, ``settled_yes``/``settled_no`` 0)."""
+    labels, d = labels_of(h), decimal_from_micro
+    if labels == YES_NO:
+        b, q_yes, q_no = int(h["b"]), int(h["q_yes"]), int(h["q_no"])
+        price_yes, price_no = pricing.prices(q_yes, q_no, b)
+        return {"yes_shares": d(q_yes), "no_shares": d(q_no), "price_yes": d(price_yes), "price_no": d(price_no),
+                "settled_yes": d(int(h.get("settled_yes", 0))), "settled_no": d(int(h.get("settled_no", 0))),
+                "outcomes": None, "totals": None, "settled": None}
+    return {"yes_shares": None, "no_shares": None, "price_yes": None, "price_no": None,
+            "settled_yes": d(0), "settled_no": d(0), "outcomes": json_text(labels),
+            "totals": json_text(dict(zip(labels, map(format_micro, totals_of(h, labels)), strict=True))),
+            "settled": json_text(dict(zip(labels, map(format_micro, settled_of(h, labels)), strict=True)))}
+
+
 def snapshot_row(market_id: str, h: dict[str, str], taken_at: datetime) -> dict[str, Any]:
     """A market hash from Redis as a ``market_snapshots`` row."""
-    b, q_yes, q_no = int(h["b"]), int(h["q_yes"]), int(h["q_no"])
-    price_yes, price_no = pricing.prices(q_yes, q_no, b)
     d = decimal_from_micro
     return {
         "market_id": market_id, "version": int(h["version"]), "status": h["status"],
-        "outcome": h.get("outcome") or None, "yes_shares": d(q_yes), "no_shares": d(q_no),
-        "price_yes": d(price_yes), "price_no": d(price_no), "pool": d(int(h["pool"])),
-        "settled_yes": d(int(h.get("settled_yes", 0))), "settled_no": d(int(h.get("settled_no", 0))),
+        "outcome": h.get("outcome") or None, **label_numbers(h), "pool": d(int(h["pool"])),
         "payouts_total": d(int(h.get("payouts_total", 0))), "holders_paid": int(h.get("holders_paid", 0)),
         "last_trade_id": int(h.get("last_trade_id", 0)), "last_event": h.get("last_event", "0-0"),
         "last_updated": _when(h["updated_ms"]), "taken_at": taken_at,
@@ -50,7 +64,7 @@ def snapshot_row(market_id: str, h: dict[str, str], taken_at: datetime) -> dict[
 _MARKET_COLUMNS = (
     "status", "outcome", "yes_shares", "no_shares", "price_yes", "price_no", "pool", "settled_yes",
     "settled_no", "payouts_total", "holders_paid", "version", "last_trade_id", "last_updated", "close_time",
-    "closed_at", "probabilities",
+    "closed_at", "probabilities", "outcomes", "totals", "settled",
 )
 
 

@@ -20,11 +20,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import redis
 from predmarket.engine.keys import Keys
-from predmarket.engine.models import Outcome, Side
+from predmarket.engine.labels import labels_field, q_field, settled_field
+from predmarket.engine.models import Side
 from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.engine.wire import StoredReply
 from predmarket.record.loader import LIVE_CREATION_KEY, epoch_ms, key_record, market_fields, user_fields
@@ -223,7 +225,7 @@ WITH snap AS (
     SELECT market_id, SUM(amount) AS pool FROM ledger WHERE kind = 'subsidy' AND leg = 1 GROUP BY market_id
 )
 SELECT m.market_id, m.name, m.status, m.outcome, m.liquidity_b, m.created_at, m.last_updated AS row_updated,
-       m.close_time, m.closed_at, m.probabilities,
+       m.close_time, m.closed_at, m.probabilities, m.outcomes, s.totals AS snap_totals,
        s.version AS snap_version, s.status AS snap_status, s.yes_shares AS snap_yes, s.no_shares AS snap_no,
        s.pool AS snap_pool, s.last_trade_id AS snap_last_trade, s.last_updated AS snap_updated,
        COALESCE(sub.pool, 0) AS subsidy,
@@ -242,14 +244,57 @@ LEFT JOIN subsidy sub USING (market_id)
 """
 
 
-def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tuple[int, int]:
-    n = replayed = 0
-    for r in _rows(conn, _MARKETS_SQL):
-        snapshot = r.snap_version is not None
+# A market of other labels (migration 0010): its trades after the snapshot and its holdings per label.
+_LABEL_DELTAS_SQL = """
+WITH snap AS (
+    SELECT DISTINCT ON (market_id) market_id, last_trade_id FROM market_snapshots ORDER BY market_id, version DESC
+)
+SELECT t.market_id, t.outcome, SUM(CASE WHEN t.side = 'BUY' THEN t.shares ELSE -t.shares END) AS shares
+FROM trades t JOIN markets m USING (market_id) LEFT JOIN snap s USING (market_id)
+WHERE m.outcomes IS NOT NULL AND t.trade_id > COALESCE(s.last_trade_id, 0)
+GROUP BY t.market_id, t.outcome
+"""
+_LABEL_HELD_SQL = """
+SELECT p.market_id, p.outcome, SUM(p.shares) AS shares
+FROM positions p JOIN markets m USING (market_id) WHERE m.outcomes IS NOT NULL
+GROUP BY p.market_id, p.outcome
+"""
+
+
+def _by_label(conn: Connection, sql: str) -> dict[str, dict[str, int]]:
+    """market_id -> label -> shares, of a query's (market_id, outcome, shares) rows."""
+    found: dict[str, dict[str, int]] = {}
+    for r in _rows(conn, sql):
+        found.setdefault(r.market_id, {})[r.outcome] = micro(r.shares)
+    return found
+
+
+def _numbers(r: Any, deltas: dict[str, int], held: dict[str, int]) -> dict[str, str | int]:
+    """The market hash's per-label fields (engine/labels.py's layout): outstanding shares from the
+    snapshot plus the trades after it; settled shares, once resolved, those no longer held."""
+    snapshot, resolved = r.snap_version is not None, r.status in ("RESOLVED", "SETTLED")
+    if r.outcomes is None:
         q_yes = (micro(r.snap_yes) if snapshot else 0) + micro(r.d_yes)
         q_no = (micro(r.snap_no) if snapshot else 0) + micro(r.d_no)
+        return {"q_yes": q_yes, "q_no": q_no,
+                "settled_yes": q_yes - micro(r.held_yes) if resolved else 0,
+                "settled_no": q_no - micro(r.held_no) if resolved else 0}
+    labels: list[str] = json.loads(r.outcomes)
+    before: dict[str, str] = json.loads(r.snap_totals) if snapshot and r.snap_totals else {}
+    fields: dict[str, str | int] = {"outcomes": labels_field(labels)}
+    for label in labels:
+        q = micro(Decimal(before.get(label, "0"))) + deltas.get(label, 0)
+        fields[q_field(label)] = q
+        fields[settled_field(label)] = q - held.get(label, 0) if resolved else 0
+    return fields
+
+
+def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tuple[int, int]:
+    n = replayed = 0
+    deltas, held = _by_label(conn, _LABEL_DELTAS_SQL), _by_label(conn, _LABEL_HELD_SQL)
+    for r in _rows(conn, _MARKETS_SQL):
+        snapshot = r.snap_version is not None
         pool = micro(r.snap_pool if snapshot else r.subsidy) + micro(r.d_trade_pool) + micro(r.d_out_pool)
-        settled = r.status in ("RESOLVED", "SETTLED")
         # The version is a concurrency token: it only has to move on from the snapshot's.
         # Any change after the snapshot moves it on (payouts too), so the idle flush can write it.
         version = (r.snap_version if snapshot else 1) + r.n_after + r.n_out + (r.status != r.snap_status)
@@ -260,10 +305,8 @@ def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tup
         prob = {"probabilities": r.probabilities} if r.probabilities else {}
         write("hset", keys.market(r.market_id), mapping={**closed, **prob,
             "name": r.name, "status": r.status, "outcome": r.outcome or "", "b": micro(r.liquidity_b),
-            "q_yes": q_yes, "q_no": q_no, "pool": pool, "version": version,
+            **_numbers(r, deltas.get(r.market_id, {}), held.get(r.market_id, {})), "pool": pool, "version": version,
             "created_ms": epoch_ms(r.created_at), "updated_ms": epoch_ms(updated),
-            "settled_yes": q_yes - micro(r.held_yes) if settled else 0,
-            "settled_no": q_no - micro(r.held_no) if settled else 0,
             "payouts_total": micro(r.payouts_total), "holders_paid": r.holders_paid,
             "last_trade_id": r.last_trade_id or (r.snap_last_trade if snapshot else 0), "last_event": "0-0",
             "close_ms": epoch_ms(r.close_time) if r.close_time is not None else "",
@@ -316,19 +359,26 @@ def _idempotency(conn: Connection, write: _Writer, keys: Keys, ttl_s: int, say: 
     now = datetime.now(tz=UTC)
     n = 0
     for r in _rows(conn, "SELECT trade_id, user_id, side, outcome, shares, cost, price, price_yes, price_no, "
-                         "created_at, event_id, idempotency_key, request_hash FROM trades "
+                         "prices, created_at, event_id, idempotency_key, request_hash FROM trades "
                          "WHERE idempotency_key IS NOT NULL AND created_at > :since",
                    since=datetime.fromtimestamp(now.timestamp() - ttl_s, tz=UTC)):
         remaining = ttl_s - int((now - r.created_at).total_seconds())
         if remaining <= 0:
             continue
         stored = StoredReply(
-            r.request_hash, int(r.trade_id), Side(r.side), Outcome(r.outcome), micro(r.shares), micro(r.cost),
-            micro(r.price), micro(r.price_yes), micro(r.price_no), epoch_ms(r.created_at), r.event_id)
+            r.request_hash, int(r.trade_id), Side(r.side), r.outcome, micro(r.shares), micro(r.cost),
+            micro(r.price), _reply_prices(r), epoch_ms(r.created_at), r.event_id)
         write("set", keys.idempotency(r.user_id, r.idempotency_key), stored.encode(), ex=remaining)
         n += 1
     say("idempotency keys", n)
     return n
+
+
+def _reply_prices(r: Any) -> tuple[int, ...]:
+    """Every label's price after a trade, label order: a YES/NO market's two columns, or ``prices``."""
+    if r.prices is None:
+        return micro(r.price_yes), micro(r.price_no)
+    return tuple(micro(Decimal(p)) for p in json.loads(r.prices).values())
 
 
 @dataclass

@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 #: minute aggregates roll up into any of them exactly.
 INTERVALS: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 
-#: Where each outcome's price after a trade is read from a trade row (``trades``
-#: columns, the persister's trade rows). The one place an outcome label meets
-#: its price: labelled outcomes (issue 15) change this mapping only.
+#: Where each outcome's price after a trade is read from a trade row of a YES/NO
+#: market (``trades`` columns, the persister's trade rows). A market of other
+#: labels has its prices after the trade in the row's ``prices`` (JSON {label: decimal}),
+#: and candles under each of its labels.
 OUTCOME_PRICES: dict[str, str] = {"YES": "price_yes", "NO": "price_no"}
 
 #: At most this many candles per answer.

@@ -11,14 +11,17 @@ with :func:`market_fields`. Archived markets come back from Redis alone.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from predmarket.engine.api_keys import KeyRecord
 from predmarket.engine.errors import Unavailable
 from predmarket.engine.keys import Keys
+from predmarket.engine.labels import labels_field, q_field, settled_field
 from predmarket.engine.scripts import Scripts
 from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.record.revision import pg_unavailable
@@ -60,15 +63,30 @@ def market_fields(row: Row[Any]) -> dict[str, str | int]:
     return {
         **closed,
         "name": row.name, "status": row.status, "outcome": row.outcome or "", "b": micro(row.liquidity_b),
-        "q_yes": micro(row.yes_shares), "q_no": micro(row.no_shares), "pool": micro(row.pool),
+        **label_fields(row), "pool": micro(row.pool),
         "version": row.version, "created_ms": epoch_ms(row.created_at), "updated_ms": epoch_ms(row.last_updated),
-        "settled_yes": micro(row.settled_yes), "settled_no": micro(row.settled_no),
         "payouts_total": micro(row.payouts_total), "holders_paid": row.holders_paid,
         "last_trade_id": row.last_trade_id, "last_event": "0-0",
         "close_ms": epoch_ms(row.close_time) if row.close_time is not None else "",
         # As in Redis: only a PROB resolution writes the field (lua/resolve_market.lua).
         **({"probabilities": row.probabilities} if row.probabilities else {}),
     }
+
+
+def label_fields(row: Row[Any]) -> dict[str, str | int]:
+    """A ``markets`` row's per-label numbers in the market hash's layout (engine/labels.py): a YES/NO
+    market's columns, or another market's ``outcomes``, ``totals`` and ``settled`` (migration 0010)."""
+    if row.outcomes is None:
+        return {"q_yes": micro(row.yes_shares), "q_no": micro(row.no_shares),
+                "settled_yes": micro(row.settled_yes), "settled_no": micro(row.settled_no)}
+    labels: list[str] = json.loads(row.outcomes)
+    totals: dict[str, str] = json.loads(row.totals)
+    settled: dict[str, str] = json.loads(row.settled)
+    fields: dict[str, str | int] = {"outcomes": labels_field(labels)}
+    for label in labels:
+        fields[q_field(label)] = micro(Decimal(totals.get(label, "0")))
+        fields[settled_field(label)] = micro(Decimal(settled.get(label, "0")))
+    return fields
 
 
 #: ``api_key_hash``: the key the user was created with while it is live (Redis's ``key_hash`` field),

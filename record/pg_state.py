@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
 from predmarket.engine.state import MarketRecord, State, UserRecord
 from predmarket.engine.units import micro_from_decimal as micro
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, text
+
+
+def label_amounts(text_: str, labels: Sequence[str]) -> tuple[int, ...]:
+    """A JSON {label: decimal} column (``totals``, ``settled``) in micro-units, in ``labels``' order."""
+    amounts: dict[str, str] = json.loads(text_)
+    return tuple(micro(Decimal(amounts.get(label, "0"))) for label in labels)
+
+
+def market_record(row: Row[Any]) -> MarketRecord:
+    """A ``markets`` (or ``market_snapshots``) row as a :class:`MarketRecord`: a YES/NO market from its
+    columns, another from ``outcomes``, ``totals`` and ``settled`` (migration 0010)."""
+    if row.outcomes is None:
+        return MarketRecord(row.status, row.outcome or "", micro(row.liquidity_b), micro(row.yes_shares),
+                            micro(row.no_shares), micro(row.pool), micro(row.settled_yes), micro(row.settled_no))
+    labels = tuple(json.loads(row.outcomes))
+    return MarketRecord.of(row.status, row.outcome or "", micro(row.liquidity_b), labels,
+                           label_amounts(row.totals, labels), micro(row.pool), label_amounts(row.settled, labels))
 
 
 def read_pg_state(conn: Connection) -> State:
@@ -25,11 +47,10 @@ def read_pg_state(conn: Connection) -> State:
     )):
         state.net_costs[(user_id, market_id, outcome)] = micro(net_cost)
     for row in conn.execute(text(
-        "SELECT market_id, status, outcome, liquidity_b, yes_shares, no_shares, pool, settled_yes, settled_no "
-        "FROM markets"
+        "SELECT market_id, status, outcome, liquidity_b, yes_shares, no_shares, pool, settled_yes, settled_no, "
+        "outcomes, totals, settled FROM markets"
     )):
-        market_id, status, outcome, *numbers = row
-        state.markets[market_id] = MarketRecord(status, outcome or "", *(micro(n) for n in numbers))
+        state.markets[row.market_id] = market_record(row)
     deposits, withdrawals = conn.execute(text(
         "SELECT COALESCE(SUM(amount) FILTER (WHERE kind = 'deposit'), 0), "
         "COALESCE(SUM(amount) FILTER (WHERE kind = 'withdrawal'), 0) "

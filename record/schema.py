@@ -92,10 +92,11 @@ markets = Table(
     #: the resolution: a label, CANCEL or PROB (null until resolved)
     Column("outcome", String(32), nullable=True),
     money("liquidity_b"),
-    money("yes_shares"),
-    money("no_shares"),
-    money("price_yes"),
-    money("price_no"),
+    #: a YES/NO market's numbers; NULL for a market of other labels (``totals``, migration 0010)
+    money("yes_shares", nullable=True),
+    money("no_shares", nullable=True),
+    money("price_yes", nullable=True),
+    money("price_no", nullable=True),
     money("pool"),
     money("settled_yes"),
     money("settled_no"),
@@ -106,6 +107,11 @@ markets = Table(
     Column("closed_at", DateTime(timezone=True), nullable=True),
     #: a PROB resolution's {label: "0.250000", ...} as JSON text
     Column("probabilities", Text, nullable=True),
+    #: a market other than YES/NO: its labels (JSON list, creation order), outstanding and settled shares
+    #: per label (JSON {label: decimal}); NULL for a YES/NO market (migration 0010)
+    Column("outcomes", Text, nullable=True),
+    Column("totals", Text, nullable=True),
+    Column("settled", Text, nullable=True),
     Column("version", BigInteger, nullable=False),
     Column("last_trade_id", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -124,10 +130,10 @@ market_snapshots = Table(
     Column("version", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
     Column("outcome", String(32), nullable=True),
-    money("yes_shares"),
-    money("no_shares"),
-    money("price_yes"),
-    money("price_no"),
+    money("yes_shares", nullable=True),
+    money("no_shares", nullable=True),
+    money("price_yes", nullable=True),
+    money("price_no", nullable=True),
     money("pool"),
     money("settled_yes"),
     money("settled_no"),
@@ -138,6 +144,11 @@ market_snapshots = Table(
     Column("closed_at", DateTime(timezone=True), nullable=True),
     #: a PROB resolution's {label: "0.250000", ...} as JSON text
     Column("probabilities", Text, nullable=True),
+    #: a market other than YES/NO: its labels (JSON list, creation order), outstanding and settled shares
+    #: per label (JSON {label: decimal}); NULL for a YES/NO market (migration 0010)
+    Column("outcomes", Text, nullable=True),
+    Column("totals", Text, nullable=True),
+    Column("settled", Text, nullable=True),
     #: every trade of the market up to this id is included in the snapshot
     Column("last_trade_id", BigInteger, nullable=False),
     Column("last_event", String(40), nullable=False),
@@ -152,7 +163,7 @@ position_state = Table(
     "position_state", metadata,
     Column("user_id", String(64), primary_key=True),
     Column("market_id", String(64), primary_key=True),
-    Column("outcome", String(3), primary_key=True),
+    Column("outcome", String(32), primary_key=True),
     money("shares"),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("event_order", BigInteger, nullable=False),
@@ -172,16 +183,20 @@ trades = Table(
     Column("user_id", String(64), nullable=False),
     Column("market_id", String(64), nullable=False),
     Column("side", String(4), nullable=False),
-    Column("outcome", String(3), nullable=False),
+    Column("outcome", String(32), nullable=False),
     money("shares"),
     #: avg_price: cost / shares, rounded half-even
     money("price"),
     money("cost"),
-    money("price_yes"),
-    money("price_no"),
-    money("yes_shares"),
-    money("no_shares"),
+    #: after the trade, YES/NO markets; NULL for a market of other labels (migration 0010)
+    money("price_yes", nullable=True),
+    money("price_no", nullable=True),
+    money("yes_shares", nullable=True),
+    money("no_shares", nullable=True),
     money("pool"),
+    #: after the trade, a market other than YES/NO: JSON {label: decimal} of prices and outstanding shares
+    Column("prices", Text, nullable=True),
+    Column("outstanding", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     #: the client's Idempotency-Key and the request's hash, so recovery can restore replays
     Column("idempotency_key", String(255), nullable=True),

@@ -307,7 +307,7 @@ def hostile_entries(user_id: str, market_id: str) -> list[tuple[str, dict[str, s
         ("ts out of range", {**deposit, "ts": "9" * 18}),
         ("trade id beyond BIGINT", {**trade, "trade_id": "9" * 19}),
         ("bad side", {**trade, "side": "HOLD"}),
-        ("bad outcome", {"type": "MarketResolved", "ts": ts, "market_id": market_id, "outcome": "MAYBE"}),
+        ("bad outcome", {"type": "MarketResolved", "ts": ts, "market_id": market_id, "outcome": "MAY BE"}),
         ("trade without avg_price", {k: v for k, v in trade.items() if k != "avg_price"}),
     ]
 

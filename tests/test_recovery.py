@@ -303,7 +303,7 @@ async def test_audit_names_a_trade_whose_recorded_cost_is_off_by_one_micro_unit(
     execute(url, "UPDATE trades SET cost = cost + 0.000001 WHERE trade_id = :t", t=victim)
     out = assert_breach(pg_settings, "postgres: trade cost", f"[trade {victim} market ")
     # That trade, and the net cost of its position (buys - sells of the recorded trades): nothing else.
-    position = f"[net cost {trade.user_id} {trade.market_id} {trade.outcome.value}]"
+    position = f"[net cost {trade.user_id} {trade.market_id} {trade.outcome}]"
     assert out.count("BREACH") == 3, out
     assert f"postgres: tables vs replay {position}" in out and f"redis vs postgres {position}" in out, out
     assert re.search(r"expected ([0-9.]+), found ([0-9.]+)", out), out
@@ -316,7 +316,7 @@ async def test_audit_names_a_net_cost_wrong_in_postgres_or_in_either_copy_in_red
 ) -> None:
     _, done = audited
     trade = done[7]
-    user, market, outcome = trade.user_id, trade.market_id, trade.outcome.value
+    user, market, outcome = trade.user_id, trade.market_id, trade.outcome
     position = f"[net cost {user} {market} {outcome}]"
     url = pg_settings.database_url
     where = "WHERE user_id = :u AND market_id = :m AND outcome = :o"

@@ -527,8 +527,10 @@ REFUND = {"type": "Refund", "ts": "1796000000000", "market_id": "m1", "user_id":
     {**RESOLVED, "outcome": "PROB", "probabilities": '{"YES":"1.000000"}'},
     {**RESOLVED, "outcome": "PROB", "probabilities": '{"YES":"1.5","NO":"-0.5"}'},
     {**RESOLVED, "outcome": "PROB", "probabilities": "not json"},
-    {**RESOLVED, "outcome": "MAYBE"},
-    {**REFUND, "outcomes": "YES,MAYBE"},
+    {**RESOLVED, "outcome": "MAY BE"},  # not a label (n-outcome markets: MAYBE may be one)
+    {**RESOLVED, "outcome": "PROB", "probabilities": '{"YES":"0.500000","PROB":"0.500000"}'},
+    {**REFUND, "outcomes": "YES,MAY BE"},
+    {**REFUND, "outcomes": "YES,CANCEL"},
     {**REFUND, "outcomes": "YES,YES"},
     {**REFUND, "amount": "-1.000000"},
     {**{k: v for k, v in REFUND.items() if k != "available"}},

@@ -91,9 +91,10 @@ MARKET_CURSORS = ("version", "last_event")
 #: User hash fields that are cursors, not state: the user's newest stream entry (the hot set evicts a
 #: user once it is committed) and when the hot set (re)loaded it.
 USER_CURSORS = ("last_event", "loaded_ms")
-#: Fields of a stored first response (``trade.lua``): fingerprint, trade_id, side, outcome, shares, cost,
-#: avg, price_yes, price_no, ms -- the last one (the event id a durable wait waits for) is a cursor too.
-IDEMPOTENCY_FIELDS = 10
+#: Fields of a stored first response (``trade.lua``, engine/wire.py's StoredReply): fingerprint, trade_id,
+#: side, outcome, shares, cost, avg, prices, ms -- the last one after them (the event id a durable wait
+#: waits for) is a cursor too. A reply of the release before labels had price_yes|price_no: one more.
+IDEMPOTENCY_FIELDS = -1
 
 
 def full_snapshot(client: sync_redis.Redis, prefix: str) -> dict[str, Any]:
