@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 
@@ -31,11 +32,13 @@ CONTRACT_FIELDS: dict[str, set[str]] = {
         "trade_id", "market_id", "user_id", "side", "outcome", "shares", "cost", "price_yes", "price_no",
         "yes_shares", "no_shares", "pool", "available",
     },
-    "PriceUpdated": {"market_id", "price_yes", "price_no", "yes_shares", "no_shares"},
+    "PriceUpdated": {"market_id", "price_yes", "price_no", "yes_shares", "no_shares", "prices", "shares"},
     "MarketResolved": {"market_id", "outcome"},
     "Payout": {"market_id", "user_id", "shares", "amount"},
     "MarketSettled": {"market_id", "payouts_total", "house_return"},
 }
+#: Fields that are JSON text {label: decimal} (the contract's "Event stream", markets of more outcomes).
+JSON_FIELDS: dict[str, set[str]] = {"PriceUpdated": {"prices", "shares"}, "TradeExecuted": {"prices", "outstanding"}}
 MONEY_FIELDS = {
     "amount", "available", "liquidity_b", "pool", "shares", "cost", "price_yes", "price_no", "yes_shares",
     "no_shares", "payouts_total", "house_return", "position", "avg_price",
@@ -56,15 +59,19 @@ def assert_well_formed(events: list[dict[str, str]]) -> None:
         assert event["type"] in CONTRACT_FIELDS, event
         assert {"type", "ts"} | CONTRACT_FIELDS[event["type"]] <= set(event), event
         assert event["ts"].isdigit(), event
-        for name in MONEY_FIELDS & set(event):
+        json_fields = JSON_FIELDS.get(event["type"], set())
+        for name in MONEY_FIELDS & set(event) - json_fields:
             assert MONEY_RE.match(event[name]), (name, event)
+        for name in json_fields & set(event):  # {label: 6-decimal string}
+            values = json.loads(event[name])
+            assert values and all(MONEY_RE.match(v) for v in values.values()), (name, event)
 
 
 def trade_event(trade: Trade, market: Market, user: Account, available: int) -> dict[str, str]:
     """The TradeExecuted fields the contract fixes, as the trade and the market after it say."""
     return {
         "type": "TradeExecuted", "trade_id": str(trade.trade_id), "market_id": market.market_id,
-        "user_id": user.user_id, "side": trade.side.value, "outcome": trade.outcome.value,
+        "user_id": user.user_id, "side": trade.side.value, "outcome": trade.outcome,
         "shares": format_micro(trade.shares), "cost": format_micro(trade.cost),
         "price_yes": format_micro(trade.price_yes), "price_no": format_micro(trade.price_no),
         "yes_shares": format_micro(market.yes_shares), "no_shares": format_micro(market.no_shares),
@@ -108,6 +115,8 @@ async def test_trade_emits_trade_executed_then_price_updated(
         "type": "PriceUpdated", "market_id": market.market_id,
         "price_yes": executed["price_yes"], "price_no": executed["price_no"],
         "yes_shares": executed["yes_shares"], "no_shares": executed["no_shares"],
+        "prices": f'{{"YES":"{executed["price_yes"]}","NO":"{executed["price_no"]}"}}',
+        "shares": f'{{"YES":"{executed["yes_shares"]}","NO":"{executed["no_shares"]}"}}',
     }
     assert executed["ts"] == updated["ts"]
     assert Decimal(updated["price_yes"]) + Decimal(updated["price_no"]) == 1
