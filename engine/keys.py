@@ -14,8 +14,8 @@ key                             contents
 ``<p>:u:<user>``                hash: username, available, locked, key_hash ('' for
                                 none), created_ms, last_event; loaded_ms once put back
                                 from PostgreSQL (the hot set)
-``<p>:u:<user>:pos``            hash: ``<market>:<YES|NO>`` -> micro-shares
-``<p>:u:<user>:cost``           hash: ``<market>:<YES|NO>`` -> net cost (signed micro-units: buys
+``<p>:u:<user>:pos``            hash: ``<market>:<label>`` -> micro-shares
+``<p>:u:<user>:cost``           hash: ``<market>:<label>`` -> net cost (signed micro-units: buys
                                 minus sells) of each position the user traded, zero-share ones
                                 too; mirrors the market's ``:cost`` hash (lua/trade.lua writes
                                 both). Dropped with the user on eviction; a load puts back the
@@ -39,9 +39,12 @@ key                             contents
                                 every change), created_ms, updated_ms, last_event,
                                 last_trade_id (once traded), settled_yes, settled_no,
                                 payouts_total, holders_paid, close_ms (a close time, if any),
-                                closed_ms (once CLOSED)
-``<p>:{m:<market>}:pos``        hash: ``<user>:<YES|NO>`` -> micro-shares
-``<p>:{m:<market>}:cost``       hash: ``<user>:<YES|NO>`` -> net cost (signed micro-units) of every
+                                closed_ms (once CLOSED). A market of other labels than
+                                YES/NO also has outcomes (its labels, comma-joined) and
+                                keeps label L's totals in q:L and settled:L instead of
+                                q_yes ... settled_no (engine/labels.py)
+``<p>:{m:<market>}:pos``        hash: ``<user>:<label>`` -> micro-shares
+``<p>:{m:<market>}:cost``       hash: ``<user>:<label>`` -> net cost (signed micro-units) of every
                                 position ever traded in the market, kept when its shares are
                                 sold or settled to zero (CANCEL refunds and P&L need it); dropped
                                 when the market is archived (PostgreSQL's position_state keeps it)
