@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis as sync_redis
 from alembic import command
 from predmarket.engine import pricing_n
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import decimal_map
 from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Order, Side, Trade
+from predmarket.engine.resolutions import Resolution
 from predmarket.engine.settings import Settings
-from predmarket.engine.state import MarketRecord, check_invariants, read_redis_state
+from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import format_micro
 from predmarket.persister.audit import AuditReport, audit
 from predmarket.persister.events import Batch, MalformedEvent
@@ -35,6 +39,7 @@ from sqlalchemy import create_engine, text
 
 from predmarket.commands.stores import stores
 from tests.support.factories import MarketFactory, UserFactory
+from tests.support.faults import diff, full_snapshot
 from tests.support.persister import catch_up, generate_trades, persister, pg_connection, pg_state, run_scenario
 from tests.support.redis_data import delete_prefix
 from tests.support.services import REAL_REDIS
@@ -269,5 +274,141 @@ async def assert_recovers_and_audits(engine: MarketEngine, settings: Settings) -
     assert report.ok, "\n".join(map(str, report.breaches))
 
 
-def labelled(record: MarketRecord) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
-    return record.outcomes, record.totals, record.settled
+# --------------------------------------------------------------------------- markets traded through the engine
+
+THREE = ("A", "B", "C")
+SIXTEEN = (*(f"L{i}" for i in range(15)), "YES")  # YES among other labels keeps its q_yes field
+
+
+async def labelled_market(engine: MarketEngine, labels: tuple[str, ...], b_units: int = 50) -> str:
+    await engine.accounts.deposit(HOUSE, 3 * b_units * MICRO)  # ceil(b ln 16) < 3 b
+    market = await engine.markets.create(f"{len(labels)} labels", b_units * MICRO, outcomes=list(labels))
+    await engine.markets.open(market.market_id)
+    return market.market_id
+
+
+async def trade_labels(engine: MarketEngine, users: list[str], market_id: str, labels: tuple[str, ...],
+                       count: int, seed: int) -> list[Trade]:
+    """``count`` trades: buys by shares and by amount, and sells of what the trader holds."""
+    rng = random.Random(seed)
+    held: dict[tuple[str, str], int] = {}
+    done: list[Trade] = []
+    for i in range(count):
+        user, label = rng.choice(users), rng.choice(labels)
+        mine = held.get((user, label), 0)
+        if mine and rng.random() < 0.3:
+            order = Order(user, market_id, Side.SELL, label, shares=rng.randint(1, mine))
+        elif i % 7 == 3:
+            order = Order(user, market_id, Side.BUY, label, amount=rng.randint(1, 20) * MICRO)
+        else:
+            order = Order(user, market_id, Side.BUY, label, shares=rng.randint(1, 30) * MICRO // 4)
+        trade = await engine.execute_trade(order)
+        held[(user, label)] = mine + (trade.shares if order.side is Side.BUY else -trade.shares)
+        done.append(trade)
+    return done
+
+
+def keyed(user_id: str, market_id: str, label: str, shares: int, key: str) -> Order:
+    """An order carrying an Idempotency-Key (its first answer is restored by recover)."""
+    return Order(user_id, market_id, Side.BUY, label, shares=shares, idempotency_key=key,
+                 fingerprint=f"{market_id}|BUY|{label}|{shares}|None|None|None")
+
+
+def _record_row(url: str, market_id: str) -> dict[str, Any]:
+    with pg_connection(url) as conn:
+        return _rows(conn, f"SELECT * FROM markets WHERE market_id = '{market_id}'")[0]
+
+
+@pytest.mark.skipif(not REAL_REDIS, reason="recover and audit need a real Redis")
+async def test_three_and_sixteen_label_markets_are_recorded_recovered_replayed_and_audited(
+    engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory, pg_settings: Settings,
+    redis_client: sync_redis.Redis,
+) -> None:
+    users = [(await make_user(100_000)).user_id for _ in range(5)]
+    three, sixteen = await labelled_market(engine, THREE), await labelled_market(engine, SIXTEEN)
+    yes_no = (await make_market(100)).market_id
+    await trade_labels(engine, users, three, THREE, 40, seed=3)
+    await trade_labels(engine, users, sixteen, SIXTEEN, 60, seed=16)
+    await trade_labels(engine, users, yes_no, ("YES", "NO"), 20, seed=2)
+    first = await engine.execute_trade(keyed(users[0], three, "C", 3 * MICRO, "k-three"))
+    await engine.execute_trade(keyed(users[1], sixteen, "L7", 5 * MICRO, "k-sixteen"))
+
+    await assert_recovers_and_audits(engine, pg_settings)
+
+    live = await read_redis_state(engine.redis, engine.keys)
+    url = pg_settings.database_url
+    for market_id, labels in ((three, THREE), (sixteen, SIXTEEN)):
+        record = live.markets[market_id]
+        assert record.outcomes == labels and sum(record.totals) > 0
+        row = _record_row(url, market_id)
+        assert json.loads(row["outcomes"]) == list(labels) and row["yes_shares"] is None
+        assert json.loads(row["totals"]) == dict(zip(labels, map(format_micro, record.totals), strict=True))
+        with pg_connection(url) as conn:
+            candle_labels = {r[0] for r in conn.execute(text(
+                "SELECT DISTINCT outcome FROM candles WHERE market_id = :m"), {"m": market_id})}
+        assert candle_labels == set(labels)
+    assert _record_row(url, yes_no)["outcomes"] is None
+
+    # The whole Redis state, rebuilt into an empty prefix: every key and field as the engine wrote it
+    # (engine/labels.py's layout), the stored first answers included.
+    prefix = f"pmtest-{uuid.uuid4().hex[:12]}"
+    try:
+        await asyncio.to_thread(_recover_into, pg_settings, prefix)
+        rebuilt = full_snapshot(redis_client, prefix)
+    finally:
+        delete_prefix(prefix)
+    original = full_snapshot(redis_client, pg_settings.key_prefix)
+    assert rebuilt == original, diff(original, rebuilt)
+    market_hash = original["{m:" + three + "}"]
+    assert market_hash["outcomes"] == "A,B,C" and {"q:A", "q:B", "q:C", "settled:A"} <= set(market_hash)
+
+    # Trading goes on after the recovery, with the next trade id.
+    again = await engine.execute_trade(keyed(users[0], three, "C", 3 * MICRO, "k-three"))
+    assert again.trade_id == first.trade_id  # the stored first answer
+    await assert_recovers_and_audits(engine, pg_settings)
+
+
+async def _holders(engine: MarketEngine, market_id: str, labels: tuple[str, ...], users: list[str]) -> None:
+    """Holders of several labels each, one who sold out at a loss, one who sold part."""
+    for i, user in enumerate(users):
+        for label in labels[i % len(labels):][:3]:
+            await engine.execute_trade(Order(user, market_id, Side.BUY, label, shares=(2 + i) * MICRO))
+    await engine.execute_trade(Order(users[0], market_id, Side.SELL, labels[0], shares=2 * MICRO))
+    await engine.execute_trade(Order(users[1], market_id, Side.SELL, labels[1], shares=MICRO))
+
+
+@pytest.mark.skipif(not REAL_REDIS, reason="recover and audit need a real Redis")
+@pytest.mark.parametrize("kind", ["OUTCOME", "PROB", "CANCEL"])
+async def test_a_labelled_market_resolved_and_settled_is_recorded_recovered_and_audited(
+    engine: MarketEngine, make_user: UserFactory, pg_settings: Settings, kind: str,
+) -> None:
+    labels = THREE if kind == "OUTCOME" else SIXTEEN
+    users = [(await make_user(10_000)).user_id for _ in range(6)]
+    market_id = await labelled_market(engine, labels)
+    await _holders(engine, market_id, labels, users)
+    if kind == "OUTCOME":
+        resolution = Resolution.of_outcome("B")
+    elif kind == "PROB":
+        weights = [MICRO // len(labels)] * len(labels)
+        weights[3] += MICRO - sum(weights)
+        resolution = Resolution.prob(zip(labels, weights, strict=True))
+    else:
+        resolution = Resolution.cancel()
+    await engine.markets.resolve(market_id, resolution)
+    await assert_recovers_and_audits(engine, pg_settings)  # RESOLVED, nothing paid yet
+
+    settlement = await engine.markets.settle(market_id)
+    assert settlement.payouts_total > 0
+
+    await assert_recovers_and_audits(engine, pg_settings)
+    live = (await read_redis_state(engine.redis, engine.keys)).markets[market_id]
+    assert live.status == "SETTLED" and live.outcome == resolution.outcome
+    assert live.settled == live.totals  # every share settled, per label
+    row = _record_row(pg_settings.database_url, market_id)
+    assert (row["status"], row["outcome"]) == ("SETTLED", resolution.outcome)
+    assert json.loads(row["settled"]) == dict(zip(labels, map(format_micro, live.settled), strict=True))
+    with pg_connection(pg_settings.database_url) as conn:
+        held = conn.execute(text("SELECT count(*) FROM positions WHERE market_id = :m"), {"m": market_id})
+        paid = conn.execute(text("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE market_id = :m "
+                                 "AND kind IN ('payout', 'refund') AND leg = 1"), {"m": market_id})
+        assert held.scalar_one() == 0 and paid.scalar_one() == Decimal(format_micro(settlement.payouts_total))
