@@ -8,6 +8,7 @@ objects. The second drives real ``predmarket serve`` replicas (tests/support/api
 from __future__ import annotations
 
 from collections import namedtuple
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import pydantic
@@ -19,6 +20,20 @@ from predmarket.engine.errors import ValidationError
 from predmarket.engine.labels import check_labels
 from predmarket.engine.models import Market, MarketStatus, Quote, Side, Trade
 from predmarket.engine.resolutions import Resolution, ResolutionType
+
+from tests.support import reference_n
+from tests.support.api import (
+    QUOTE_KEYS,
+    Api,
+    User,
+    assert_error,
+    assert_market,
+    assert_quote,
+    assert_trade,
+    dec,
+    fmt,
+    unique,
+)
 
 LABELS = ("Alice", "Bob", "Carol")
 PRICES = (500_000, 250_000, 250_000)
@@ -153,3 +168,295 @@ def test_a_recorded_trade_s_prices() -> None:
     got = prices_of(Row(None, None, text))  # type: ignore[arg-type]
     assert got == {"Carol": "0.100000", "Alice": "0.450000", "Bob": "0.450000"}
     assert list(got) == ["Carol", "Alice", "Bob"]  # label order, as recorded
+
+
+# --------------------------------------------------------------------------- end to end over HTTP
+
+MICRO_D = Decimal("0.000001")
+
+
+def floor6(value: Decimal) -> Decimal:
+    return value.quantize(MICRO_D, rounding=ROUND_FLOOR)
+
+
+def micro(value: str) -> int:
+    return int(Decimal(value) * 1_000_000)
+
+
+def units(value: int) -> str:
+    return fmt(Decimal(value) / 1_000_000)
+
+
+def create_labelled(api: Api, labels: list[str], b: str = "10", open: bool = True) -> dict[str, Any]:
+    """A market of ``labels`` (house funded with exactly its subsidy ceil(b ln n) first)."""
+    api.deposit("house", units(reference_n.subsidy(micro(b), len(labels))))
+    r = api.admin("POST", "/v1/markets", json={"name": "Who wins?", "liquidity_b": b, "outcomes": labels,
+                                               "market_id": unique("mkt")})
+    assert r.status_code == 201, r.text
+    market = dict(r.json())
+    if open:
+        r = api.admin("POST", f"/v1/markets/{market['market_id']}/open")
+        assert r.status_code == 200, r.text
+        market = dict(r.json())
+    assert_market(market)
+    return market
+
+
+def expected_prices(labels: list[str], totals: list[int], b: int) -> dict[str, str]:
+    return {label: units(reference_n.price_half_even(totals, k, b)[0]) for k, label in enumerate(labels)}
+
+
+def rejected_state(api: Api, user: User, market_id: str) -> tuple[Any, ...]:
+    """What a refused request must leave unchanged."""
+    market = api.market(market_id)
+    return api.me(user), {k: v for k, v in market.items() if k != "last_updated"}, api.stack.last_event_id()
+
+
+def test_a_three_outcome_market_takes_ceil_b_ln_3_from_house_and_lists_its_labels(api: Api) -> None:
+    labels = ["Alice", "Bob", "Carol"]
+    house = dec(api.account("house")["available"])
+    market = create_labelled(api, labels, b="10", open=False)
+    subsidy = reference_n.subsidy(10_000_000, 3)
+    assert subsidy == 10_986_123
+    assert market["pool"] == units(subsidy) and market["status"] == "CREATED"
+    assert dec(api.account("house")["available"]) == house  # the deposit was exactly the subsidy
+    assert market["outcomes"] == [{"outcome": label, "shares": "0.000000", "price": "0.333333"} for label in labels]
+    assert [market[k] for k in ("yes_shares", "no_shares", "price_yes", "price_no")] == [None] * 4
+    assert (market["outcome"], market["resolution"], market["close_time"]) == (None, None, None)
+    assert api.market(market["market_id"], replica=1) == market
+    listed = api.request("GET", "/v1/markets", params={"status": "CREATED"}).json()["markets"]
+    assert [m for m in listed if m["market_id"] == market["market_id"]] == [market]
+    # Two labels of any names are a market of other labels too: no YES/NO fields.
+    pair = create_labelled(api, ["NO", "YES"])
+    assert [o["outcome"] for o in pair["outcomes"]] == ["NO", "YES"] and pair["price_yes"] is None
+
+
+def test_buy_sell_and_quote_by_label_price_every_label(api: Api) -> None:
+    labels, b = ["A", "B", "C", "D"], 20_000_000
+    market_id = create_labelled(api, labels, b="20")["market_id"]
+    user = api.create_user("1000")
+    totals = [0, 0, 0, 0]
+
+    quote = api.quote(market_id, side="BUY", outcome="C", shares="12.5")
+    assert quote.status_code == 200, quote.text
+    assert_quote(quote.json())
+    bought = api.buy(user, market_id, "C", "12.5")
+    assert_trade(bought)
+    assert {k: quote.json()[k] for k in QUOTE_KEYS} == {k: bought[k] for k in QUOTE_KEYS}
+    assert bought["cost"] == units(reference_n.buy_cost(totals, 2, 12_500_000, b).ceil())
+    totals[2] += 12_500_000
+    assert bought["prices"] == expected_prices(labels, totals, b)
+    assert (bought["price_yes"], bought["price_no"]) == (None, None) and bought["outcome"] == "C"
+
+    r = api.trade(user, market_id, "SELL", "C", shares="4")
+    assert r.status_code == 201, r.text
+    sold = r.json()
+    assert_trade(sold)
+    assert sold["cost"] == units(reference_n.sell_proceeds(totals, 2, 4_000_000, b).floor())
+    totals[2] -= 4_000_000
+    assert sold["prices"] == expected_prices(labels, totals, b)
+
+    r = api.trade(user, market_id, "BUY", "A", amount="3")
+    assert r.status_code == 201, r.text
+    by_amount = r.json()
+    shares = micro(by_amount["shares"])
+    assert reference_n.buy_cost(totals, 0, shares, b).ceil() <= 3_000_000
+    assert reference_n.buy_cost(totals, 0, shares + 1, b).ceil() > 3_000_000
+    totals[0] += shares
+
+    market = api.market(market_id)
+    assert_market(market)
+    assert market["outcomes"] == [{"outcome": label, "shares": units(q), "price": p}
+                                  for (label, p), q in zip(expected_prices(labels, totals, b).items(), totals,
+                                                           strict=True)]
+    positions = {p["outcome"]: p for p in api.me(user)["positions"] if p["market_id"] == market_id}
+    assert {k: p["shares"] for k, p in positions.items()} == {"A": by_amount["shares"], "C": "8.500000"}
+    assert positions["C"]["net_cost"] == fmt(dec(bought["cost"]) - dec(sold["cost"]))
+
+    history = api.wait_history(market_id, {bought["trade_id"], sold["trade_id"], by_amount["trade_id"]})
+    assert [t["trade_id"] for t in history] == [by_amount["trade_id"], sold["trade_id"], bought["trade_id"]]
+    for recorded, answered in zip(history, (by_amount, sold, bought), strict=True):
+        assert recorded == answered
+    mine = api.request("GET", "/v1/me/trades", token=user.api_key, params={"market_id": market_id}).json()
+    assert mine["trades"] == history
+
+
+def test_a_label_the_market_lacks_is_422_after_404_and_409_and_changes_nothing(api: Api) -> None:
+    market_id = create_labelled(api, ["Red", "Green", "Blue"])["market_id"]
+    created = create_labelled(api, ["Red", "Green", "Blue"], open=False)["market_id"]
+    user = api.create_user("100")
+    api.buy(user, market_id, "Red", "2")
+    before = rejected_state(api, user, market_id)
+    for label in ("Yellow", "YES", "red"):
+        assert_error(api.trade(user, market_id, "BUY", label, shares="1"), 422, "VALIDATION_ERROR")
+        assert_error(api.quote(market_id, side="BUY", outcome=label, shares="1"), 422, "VALIDATION_ERROR")
+    assert rejected_state(api, user, market_id) == before
+    # A malformed label is the request's shape (422 before the id); a well-formed one an unknown market lacks, 404.
+    ghost = unique("ghost")
+    assert_error(api.trade(user, ghost, "BUY", "no such", shares="1"), 422, "VALIDATION_ERROR")
+    assert_error(api.quote(ghost, side="BUY", outcome="x" * 33, shares="1"), 422, "VALIDATION_ERROR")
+    assert_error(api.trade(user, ghost, "BUY", "Yellow", shares="1"), 404, "NOT_FOUND")
+    assert_error(api.quote(ghost, side="BUY", outcome="Yellow", shares="1"), 404, "NOT_FOUND")
+    # The market's state (409) before the business rule that the label is not the market's.
+    assert_error(api.trade(user, created, "BUY", "Yellow", shares="1"), 409, "MARKET_NOT_OPEN")
+    assert_error(api.quote(created, side="BUY", outcome="Yellow", shares="1"), 409, "MARKET_NOT_OPEN")
+    # Resolving with a label the market lacks is refused likewise.
+    for body in ({"outcome": "YES"}, {"probabilities": {"Red": "0.5", "Green": "0.5"}},
+                 {"probabilities": {"Red": "0.5", "Green": "0.25", "Blue": "0.25", "Pink": "0"}}):
+        assert_error(api.admin("POST", f"/v1/markets/{market_id}/resolve", json=body), 422, "VALIDATION_ERROR")
+    assert rejected_state(api, user, market_id) == before
+
+
+@pytest.mark.xfail(reason='engine/sequencer.py checks "all" against the holding (INSUFFICIENT_SHARES) before '
+                          "the label (label_index); the lead's to swap", raises=AssertionError)
+def test_selling_all_of_a_label_the_market_lacks_is_a_validation_error(api: Api) -> None:
+    market_id = create_labelled(api, ["Red", "Green", "Blue"])["market_id"]
+    user = api.create_user("100")
+    before = rejected_state(api, user, market_id)
+    assert_error(api.trade(user, market_id, "SELL", "Yellow", shares="all"), 422, "VALIDATION_ERROR")
+    assert rejected_state(api, user, market_id) == before
+
+
+@pytest.mark.parametrize("outcomes", [
+    ["Solo"], [f"L{i}" for i in range(17)], ["A", "B", "A"], ["A", "CANCEL"], ["PROB", "B"], ["A", "b c"],
+    ["A", "x" * 33], ["A", "é"], [], "A,B", ["A", 1], {"A": 1},
+], ids=lambda o: repr(o)[:30])
+def test_bad_label_lists_at_creation_are_422_and_change_nothing(api: Api, outcomes: object) -> None:
+    market_id = unique("mkt")
+    api.deposit("house", "100")
+    house, last = api.account("house")["available"], api.stack.last_event_id()
+    body = {"name": "Bad", "liquidity_b": "10", "market_id": market_id, "outcomes": outcomes}
+    assert_error(api.admin("POST", "/v1/markets", json=body), 422, "VALIDATION_ERROR")
+    assert (api.account("house")["available"], api.stack.last_event_id()) == (house, last)
+    assert_error(api.request("GET", f"/v1/markets/{market_id}"), 404, "NOT_FOUND")
+
+
+def test_sixteen_labels_are_served(api: Api) -> None:
+    labels = [f"L{i:02d}" for i in range(16)]
+    market = create_labelled(api, labels, b="5")
+    assert market["pool"] == units(reference_n.subsidy(5_000_000, 16))
+    user = api.create_user("100")
+    trade = api.buy(user, market["market_id"], "L15", "1")
+    assert list(trade["prices"]) == labels
+    assert trade["prices"] == expected_prices(labels, [0] * 15 + [1_000_000], 5_000_000)
+
+
+def holders(api: Api, market_id: str, buys: dict[str, list[tuple[str, str]]]) -> dict[str, User]:
+    """Users named by ``buys``, each buying (label, shares) in turn."""
+    users = {}
+    for name, orders in buys.items():
+        users[name] = api.create_user("100")
+        for label, shares in orders:
+            api.buy(users[name], market_id, label, shares)
+    return users
+
+
+def test_an_outcome_resolution_with_a_label_pays_its_holders(api: Api) -> None:
+    market_id = create_labelled(api, ["Ann", "Ben", "Cat"])["market_id"]
+    users = holders(api, market_id, {"ann": [("Ann", "5")], "ben": [("Ben", "3")],
+                                     "both": [("Ben", "2"), ("Cat", "4")]})
+    before = {name: dec(api.account(u.user_id)["available"]) for name, u in users.items()}
+    pool = dec(api.market(market_id)["pool"])
+    r = api.admin("POST", f"/v1/markets/{market_id}/resolve", json={"outcome": "Ben"})
+    assert r.status_code == 200, r.text
+    market = r.json()
+    assert_market(market)
+    assert (market["status"], market["outcome"], market["resolution"]) == (
+        "RESOLVED", "Ben", {"type": "OUTCOME", "outcome": "Ben"})
+    house = dec(api.account("house")["available"])
+    r = api.admin("POST", f"/v1/markets/{market_id}/settle")
+    assert r.status_code == 200, r.text
+    settled = r.json()
+    assert_market(settled["market"])
+    assert (settled["payouts_total"], settled["holders_paid"]) == ("5.000000", 2)
+    paid = {name: dec(api.account(u.user_id)["available"]) - before[name] for name, u in users.items()}
+    assert paid == {"ann": 0, "ben": 3, "both": 2}
+    assert dec(api.account("house")["available"]) == house + pool - 5
+    assert settled["market"]["status"] == "SETTLED" and dec(settled["market"]["pool"]) == 0
+
+
+def test_prob_and_cancel_resolutions_of_a_labelled_market(api: Api) -> None:
+    prob_id = create_labelled(api, ["X", "Y", "Z"])["market_id"]
+    users = holders(api, prob_id, {"x": [("X", "3.333333")], "yz": [("Y", "2"), ("Z", "1.5")]})
+    before = {name: dec(api.account(u.user_id)["available"]) for name, u in users.items()}
+    r = api.admin("POST", f"/v1/markets/{prob_id}/resolve",
+                  json={"probabilities": {"Z": "0.5", "X": 0.3, "Y": "0.2"}})
+    assert r.status_code == 200, r.text
+    assert_market(r.json())
+    assert r.json()["resolution"] == {"type": "PROB",
+                                      "probabilities": {"X": "0.300000", "Y": "0.200000", "Z": "0.500000"}}
+    r = api.admin("POST", f"/v1/markets/{prob_id}/settle")
+    assert r.status_code == 200, r.text
+    expected = {"x": floor6(Decimal("0.3") * Decimal("3.333333")),
+                "yz": floor6(Decimal("0.2") * 2 + Decimal("0.5") * Decimal("1.5"))}
+    assert {name: dec(api.account(u.user_id)["available"]) - before[name] for name, u in users.items()} == expected
+    assert dec(r.json()["payouts_total"]) == sum(expected.values())
+
+    cancel_id = create_labelled(api, ["P", "Q", "R"])["market_id"]
+    buyer, exited = api.create_user("100"), api.create_user("100")
+    cost = dec(api.buy(buyer, cancel_id, "Q", "6")["cost"])
+    paid = dec(api.buy(exited, cancel_id, "R", "4")["cost"])
+    r = api.trade(exited, cancel_id, "SELL", "R", shares="all")
+    assert r.status_code == 201, r.text
+    net = paid - dec(r.json()["cost"])
+    before_cancel = {u.user_id: dec(api.account(u.user_id)["available"]) for u in (buyer, exited)}
+    r = api.admin("POST", f"/v1/markets/{cancel_id}/resolve", json={"cancel": True})
+    assert r.status_code == 200, r.text
+    assert (r.json()["outcome"], r.json()["resolution"]) == ("CANCEL", {"type": "CANCEL"})
+    r = api.admin("POST", f"/v1/markets/{cancel_id}/settle")
+    assert r.status_code == 200, r.text
+    assert dec(api.account(buyer.user_id)["available"]) == before_cancel[buyer.user_id] + cost
+    assert dec(api.account(exited.user_id)["available"]) == before_cancel[exited.user_id] + net
+    assert dec(r.json()["payouts_total"]) == cost + net
+
+
+@pytest.mark.xfail(reason="engine/positions.py values a position with Outcome(label) and the YES/NO fields "
+                          "(a 500 for other labels); the lead's to take labels (patch: /work/notes/helperB-engine-"
+                          "positions.patch)", raises=AssertionError)
+def test_the_trader_s_positions_name_labels_and_value_them_by_lmsr(api: Api) -> None:
+    labels, b = ["Up", "Flat", "Down"], 10_000_000
+    market_id = create_labelled(api, labels)["market_id"]
+    user = api.create_user("100")
+    bought = api.buy(user, market_id, "Down", "4")
+    api.buy(user, market_id, "Up", "1")
+    r = api.request("GET", "/v1/me/positions", token=user.api_key)
+    assert r.status_code == 200, r.text
+    mine = {p["outcome"]: p for p in r.json()["positions"] if p["market_id"] == market_id}
+    assert set(mine) == {"Up", "Down"}
+    totals = [1_000_000, 0, 4_000_000]
+    down = mine["Down"]
+    assert (down["shares"], down["net_cost"], down["status"]) == ("4.000000", bought["cost"], "OPEN")
+    assert down["price"] == expected_prices(labels, totals, b)["Down"]
+    assert down["value"] == units(reference_n.sell_proceeds(totals, 2, 4_000_000, b).floor())
+    assert down["pnl"] == fmt(dec(down["value"]) - dec(down["net_cost"]))
+
+
+def test_candles_of_a_label(api: Api) -> None:
+    labels, b = ["Up", "Flat", "Down"], 10_000_000
+    market_id = create_labelled(api, labels)["market_id"]
+    user = api.create_user("100")
+    bought = api.buy(user, market_id, "Down", "4")
+    api.buy(user, market_id, "Up", "1")
+    api.stack.wait_persisted()
+    for label, k in (("Down", 2), ("Flat", 1)):
+        r = api.request("GET", f"/v1/markets/{market_id}/candles", params={"outcome": label, "interval": "1d"})
+        assert r.status_code == 200, r.text
+        [candle] = r.json()["candles"]
+        final = expected_prices(labels, [1_000_000, 0, 4_000_000], b)[label]
+        assert (candle["open"], candle["close"], candle["trades"]) == (bought["prices"][label], final, 2), k
+    assert_error(api.request("GET", f"/v1/markets/{market_id}/candles", params={"outcome": "YES", "interval": "1d"}),
+                 422, "VALIDATION_ERROR")
+
+
+def test_a_yes_no_market_keeps_its_fields_and_lists_its_prices(api: Api) -> None:
+    market_id = api.create_market("10")
+    user = api.create_user("100")
+    trade = api.buy(user, market_id, "NO", "2")
+    assert_trade(trade)
+    assert trade["prices"] == {"YES": trade["price_yes"], "NO": trade["price_no"]}
+    market = api.market(market_id)
+    assert_market(market)
+    assert market["no_shares"] == "2.000000" and market["price_no"] == trade["price_no"]
+    quote = api.quote(market_id, side="SELL", outcome="NO", shares="1").json()
+    assert_quote(quote)
+    assert [t["prices"] for t in api.wait_history(market_id, {trade["trade_id"]})] == [trade["prices"]]
