@@ -1,8 +1,9 @@
 """The seed's random-trade simulation against the engine, in one or several processes.
 
 Each trade picks a random market and a random user, a whole quantity of 10-100
-shares, and randomly buys or sells YES or NO (a sell only of shares the user
-holds; otherwise it buys). Users are split between worker processes so each
+shares, and randomly buys or sells one of the market's labels (YES or NO, or with
+``Plan.outcomes`` = N > 2 one of O1..ON; a sell only of shares the user holds;
+otherwise it buys). Users are split between worker processes so each
 process knows its users' holdings without asking Redis.
 """
 
@@ -29,12 +30,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from predmarket.engine.errors import EngineError
 from predmarket.engine.keys import Keys
+from predmarket.engine.labels import MAX_OUTCOMES, MIN_OUTCOMES, YES_NO
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order
+from predmarket.engine.pricing_n import subsidy_n
 from predmarket.engine.settings import Settings
 from predmarket.engine.units import MICRO
 from predmarket.record.loader import PgLoader
-from predmarket.workload import RandomTrades
+from predmarket.workload import LabelTrades
 
 USER_FUNDS = 1_000_000 * MICRO
 #: Every username and market id a simulation makes starts with this (here and in predmarket.http_sim).
@@ -68,6 +71,19 @@ class Plan:
     processes: int = 1
     liquidity: int = 1_000 * MICRO
     seed: int | None = None
+    #: labels per market: 2 is YES/NO (the seed's markets), 3-16 are O1..ON
+    outcomes: int = 2
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return outcome_labels(self.outcomes)
+
+
+def outcome_labels(n: int) -> tuple[str, ...]:
+    """The labels of a simulated market of ``n`` outcomes: YES/NO for 2, O1..ON otherwise."""
+    if not MIN_OUTCOMES <= n <= MAX_OUTCOMES:
+        raise ValueError(f"a market has {MIN_OUTCOMES} to {MAX_OUTCOMES} outcomes, not {n}")
+    return YES_NO if n == 2 else tuple(f"O{i}" for i in range(1, n + 1))
 
 
 @dataclass
@@ -114,7 +130,7 @@ async def setup(engine: MarketEngine, plan: Plan) -> tuple[list[str], list[str]]
     """Create and fund the simulation's users and open its markets."""
     run = uuid.uuid4().hex[:8]
     await engine.start()
-    subsidy_total = plan.markets * plan.liquidity  # ceil(b ln 2) < b
+    subsidy_total = plan.markets * subsidy_n(plan.liquidity, plan.outcomes)  # ceil(b ln n) each
     await engine.accounts.deposit(HOUSE, subsidy_total)
     users: list[str] = []
     for i in range(plan.users):
@@ -123,7 +139,8 @@ async def setup(engine: MarketEngine, plan: Plan) -> tuple[list[str], list[str]]
         users.append(account.user_id)
     markets: list[str] = []
     for j in range(plan.markets):
-        market = await engine.markets.create(f"Simulated market {j}", plan.liquidity, f"sim-{run}-m{j}")
+        market = await engine.markets.create(f"Simulated market {j}", plan.liquidity, f"sim-{run}-m{j}",
+                                             outcomes=None if plan.outcomes == 2 else plan.labels)
         await engine.markets.open(market.market_id)
         markets.append(market.market_id)
     return users, markets
@@ -132,8 +149,9 @@ async def setup(engine: MarketEngine, plan: Plan) -> tuple[list[str], list[str]]
 async def _trade_loop(
     engine: MarketEngine, users: list[str], markets: list[str], count: int,
     concurrency: int, rng: random.Random, result: WorkerResult, tick: Callable[[], None],
+    labels: Sequence[str] = YES_NO,
 ) -> None:
-    trades = RandomTrades(rng, users, markets)
+    trades = LabelTrades(rng, users, markets, labels)
     remaining = count
 
     async def one() -> None:
@@ -157,7 +175,7 @@ async def _trade_loop(
 
 def run_worker(
     settings: Settings, users: list[str], markets: list[str], count: int, concurrency: int,
-    seed: int | None, progress: Progress | None = None,
+    seed: int | None, progress: Progress | None = None, labels: Sequence[str] = YES_NO,
 ) -> WorkerResult:
     """One process's share of the trades; returns its latencies and counters."""
     result = WorkerResult()
@@ -178,7 +196,8 @@ def run_worker(
         engine.loader = PgLoader(pg, engine.scripts, engine.keys)
         try:
             start = time.perf_counter()
-            await _trade_loop(engine, users, markets, count, concurrency, random.Random(seed), result, tick)
+            await _trade_loop(engine, users, markets, count, concurrency, random.Random(seed), result, tick,
+                              labels)
             result.trading_s = time.perf_counter() - start
         finally:
             result.script_calls = engine.stats.script_calls
@@ -232,7 +251,7 @@ def run(settings: Settings, plan: Plan, on_progress: Callable[[int], None] | Non
     workers = [
         ctx.Process(target=_worker_entry, args=(
             results, barrier, settings, users[i::n] or users, markets, plan.trades // n + (i < plan.trades % n),
-            plan.concurrency, None if plan.seed is None else plan.seed + i, progress,
+            plan.concurrency, None if plan.seed is None else plan.seed + i, progress, plan.labels,
         ), daemon=True)
         for i in range(n)
     ]

@@ -4,7 +4,9 @@ and the invariant checker naming what is broken and where."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import random
 import re
 import subprocess
 from collections.abc import Iterator
@@ -19,6 +21,8 @@ from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, parse_micro
 
 from predmarket.cli import main as cli_main
+from predmarket.sim_settle import random_probabilities, resolution_for
+from predmarket.simulate import outcome_labels
 from tests.support.factories import MarketFactory, UserFactory
 from tests.support.processes import environment, run_predmarket
 from tests.support.redis_data import delete_prefix, stream_entries
@@ -95,6 +99,73 @@ def test_simulate_settle_resolves_every_kind_and_the_invariants_hold(cli_prefix:
             await redis.aclose()
 
     asyncio.run(check())
+
+
+def test_simulate_outcomes_trades_every_label_settles_every_kind_and_the_invariants_hold(cli_prefix: str) -> None:
+    result = run_cli(cli_prefix, "simulate", "--outcomes", "4", "--markets", "4", "--users", "10", "--trades", "600",
+                     "--concurrency", "4", "--seed", "5", "--settle")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all invariants hold" in result.stdout and "INVARIANT BREACH" not in result.stdout
+    assert "settlements" in result.stdout and "price_yes" not in result.stdout
+    labels = ["O1", "O2", "O3", "O4"]
+    assert re.search(r"market\s*┃\s*O1\s*┃\s*O2\s*┃\s*O3\s*┃\s*O4\s*┃\s*pool", result.stdout), result.stdout
+
+    async def check() -> None:
+        redis = new_redis()
+        try:
+            keys = Keys(cli_prefix)
+            events = await stream_entries(redis, keys.events)
+            created = [fields for _, fields in events if fields["type"] == "MarketCreated"]
+            assert len(created) == 4 and all(json.loads(f["outcomes"]) == labels for f in created)
+            traded = {fields["outcome"] for _, fields in events if fields["type"] == "TradeExecuted"}
+            assert traded == set(labels)
+            resolved = [fields for _, fields in events if fields["type"] == "MarketResolved"]
+            assert sorted(f["outcome"] for f in resolved) == ["CANCEL", "O1", "O2", "PROB"]
+            prob = next(f for f in resolved if f["outcome"] == "PROB")
+            probabilities = json.loads(prob["probabilities"])
+            assert list(probabilities) == labels
+            assert sum(parse_micro(p) for p in probabilities.values()) == MICRO
+            assert len([f for _, f in events if f["type"] == "MarketClosed"]) == 2
+            assert [f for _, f in events if f["type"] == "Refund"], "the CANCEL market refunded its traders"
+            market_ids = cast(list[str], await redis.zrange(keys.markets, 0, -1))  # the client decodes: str
+            assert {await redis.hget(keys.market(m), "status") for m in market_ids} == {"SETTLED"}
+            assert check_invariants(await read_redis_state(redis, keys)) == []
+        finally:
+            await redis.aclose()
+
+    asyncio.run(check())
+
+
+@pytest.mark.parametrize("bad", ["1", "17", "0", "three"])
+def test_simulate_refuses_outcomes_outside_2_to_16(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["simulate", "--outcomes", bad])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--outcomes" in err
+    assert ("2 to 16 outcomes" in err) if bad.isdigit() else ("not a whole number" in err)
+
+
+def test_simulate_over_the_api_refuses_other_outcomes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["simulate", "--api", "http://127.0.0.1:1", "--outcomes", "3"]) == 2
+    assert "--outcomes other than 2 applies to the engine, not yet to --api" in capsys.readouterr().err
+
+
+def test_simulated_labels_and_resolutions_take_turns_over_every_label() -> None:
+    assert outcome_labels(2) == ("YES", "NO")
+    assert outcome_labels(16) == tuple(f"O{i}" for i in range(1, 17))
+    rng = random.Random(1)
+    for n in range(2, 17):
+        for _ in range(50):
+            probabilities = random_probabilities(rng, n)
+            assert len(probabilities) == n and sum(probabilities) == MICRO and min(probabilities) >= 0
+    labels = outcome_labels(3)
+    shown = [resolution_for(i, rng, labels) for i in range(8)]
+    assert [r.outcome for r in shown] == ["O1", "O2", "PROB", "CANCEL", "O3", "O1", "PROB", "CANCEL"]
+    prob = shown[2].probabilities
+    assert prob is not None and [label for label, _ in prob] == list(labels) and sum(p for _, p in prob) == MICRO
+    # a YES/NO market's turns are the seed's: YES, NO, PROB, CANCEL
+    assert [resolution_for(i, rng, ("YES", "NO")).outcome for i in range(4)] == ["YES", "NO", "PROB", "CANCEL"]
 
 
 def test_simulate_command_exits_1_on_a_breach(cli_prefix: str) -> None:

@@ -17,7 +17,9 @@ from rich.table import Table
 from predmarket.commands import Subcommands
 from predmarket.engine.connection import connect_sync
 from predmarket.engine.keys import Keys
+from predmarket.engine.labels import MAX_OUTCOMES, MIN_OUTCOMES
 from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import Market
 from predmarket.engine.settings import Settings, get_settings
 from predmarket.engine.state import Breach, check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, format_micro
@@ -29,7 +31,8 @@ from predmarket.simulate import Plan, Summary, live_deployment, run
 def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "simulate", help="random trades against the engine, then a summary and an invariant check",
-        description="Random trades (10-100 whole shares, random BUY/SELL of YES/NO) against the "
+        description="Random trades (10-100 whole shares, random BUY/SELL of YES/NO, or of O1..ON with "
+        "--outcomes N) against the "
         "engine directly, from one or several processes, or against a running API (--api); prints "
         "trades/s, latency percentiles and final prices, then checks the contract's invariants (exit 1 on a "
         "breach). Against the engine it refuses a PM_KEY_PREFIX that holds a live deployment (a user or "
@@ -42,15 +45,29 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--liquidity", type=int, default=1000, help="liquidity_b of each market, units")
     p.add_argument("--seed", type=int, default=None, help="random seed for a repeatable run")
+    p.add_argument("--outcomes", type=_outcomes, default=2, metavar="N",
+                   help="labels per market, 2-16 (default 2: YES/NO markets; otherwise O1..ON)")
     p.add_argument("--settle", action="store_true",
-                   help="then resolve and settle every simulated market, each kind of resolution in turn (YES, NO, "
-                        "PROB, CANCEL; every other market closed first), and check the invariants again")
+                   help="then resolve and settle every simulated market, each kind of resolution in turn (a label, "
+                        "another label, PROB over every label, CANCEL; every other market closed first), and check "
+                        "the invariants again")
     p.add_argument("--api", action="append", metavar="URL", default=None,
                    help="trade through the running API at URL instead of the engine (repeat for several "
                    "replicas); uses PM_ADMIN_TOKEN to create the simulation's users and markets")
     p.add_argument("--into-live", action="store_true",
                    help="simulate into a PM_KEY_PREFIX that holds users or markets simulate did not make")
     p.set_defaults(handler=main)
+
+
+def _outcomes(text: str) -> int:
+    """``--outcomes``: a whole number of labels the engine allows (argparse exits 2 on anything else)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not MIN_OUTCOMES <= n <= MAX_OUTCOMES:
+        raise argparse.ArgumentTypeError(f"a market has {MIN_OUTCOMES} to {MAX_OUTCOMES} outcomes, not {n}")
+    return n
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
     plan = Plan(
         markets=args.markets, users=args.users, trades=args.trades, concurrency=args.concurrency,
-        processes=args.processes, liquidity=args.liquidity * MICRO, seed=args.seed,
+        processes=args.processes, liquidity=args.liquidity * MICRO, seed=args.seed, outcomes=args.outcomes,
     )
     console = Console()
     with Progress(
@@ -132,15 +149,38 @@ async def _final_check(settings: Settings, summary: Summary, console: Console) -
     ):
         table.add_row(name, value)
     console.print(table)
-    console.print(_prices_table([
-        (m.market_id, format_micro(m.price_yes), format_micro(m.price_no), format_micro(m.yes_shares),
-         format_micro(m.no_shares), format_micro(m.pool)) for m in markets]))
+    if all(m.is_yes_no for m in markets):
+        console.print(_prices_table([
+            (m.market_id, format_micro(m.price_yes), format_micro(m.price_no), format_micro(m.yes_shares),
+             format_micro(m.no_shares), format_micro(m.pool)) for m in markets]))
+    else:
+        console.print(_label_prices_table(markets))
     return check_invariants(state)
+
+
+def _label_prices_table(markets: list[Market], shown: int = 20) -> Table:
+    """The final price of each label (outstanding shares below it) and pool of the first ``shown`` markets."""
+    labels = markets[0].outcomes
+    prices = Table(title="final prices (outstanding shares below)")
+    prices.add_column("market")
+    for label in labels:
+        prices.add_column(label, justify="right")
+    prices.add_column("pool", justify="right")
+    for m in markets[:shown]:
+        prices.add_row(m.market_id, *(f"{format_micro(p)}\n{format_micro(q)}" for p, q in zip(
+            m.prices, m.totals, strict=True)), format_micro(m.pool))
+    if len(markets) > shown:
+        prices.add_row(f"... {len(markets) - shown} more", *("" for _ in labels), "")
+    return prices
 
 
 def _main_over_api(args: argparse.Namespace, settings: Settings) -> int:
     if args.processes != 1 or args.seed is not None:
         raise SystemExit("predmarket simulate: --processes and --seed apply to the engine, not to --api")
+    if args.outcomes != 2:
+        print("predmarket simulate: --outcomes other than 2 applies to the engine, not yet to --api "
+              "(the HTTP simulation trades and checks YES/NO markets only)", file=sys.stderr)
+        return 2
     urls = [url.rstrip("/") for url in args.api]
     console = Console()
     with Progress(
