@@ -450,6 +450,62 @@ def test_the_pages_arithmetic_is_exact_and_reads_markets_with_more_outcomes(
     }, result
 
 
+def test_a_person_trades_a_market_of_three_outcomes(web_api: Api, web_stack: Stack,
+                                                    browser_factory: Callable[..., Browser]) -> None:
+    """A market of labels: a chip per label in the list, a price button per label that picks the ticket's
+    outcome and the chart's, a trade by label, and every label's price live from another client's trade."""
+    api = web_api
+    labels = ["Red", "Green", "Blue"]
+    api.deposit("house", "20")  # more than ceil(10 ln 3)
+    r = api.admin("POST", "/v1/markets", json={"name": "Which colour wins?", "liquidity_b": "10", "outcomes": labels,
+                                               "market_id": unique("colour")})
+    assert r.status_code == 201, r.text
+    market = r.json()["market_id"]
+    assert api.admin("POST", f"/v1/markets/{market}/open").status_code == 200
+    trader, other = api.create_user("100"), api.create_user("100")
+    browser = browser_factory()
+    with on_failure_saved(browser, "labels"):
+        browser.driver.get(f"{web_stack.url}/")
+        browser.wait_text("#stream-status", "live", "the public stream to be live")
+        browser.wait(lambda: browser.count(market_row(market)), "the market of labels")
+        assert browser.text(f"{market_row(market)} .chips") == "Red 33.33%Green 33.33%Blue 33.33%"
+        use_key(browser, trader, "100.000000")
+
+        browser.click(f"{market_row(market)} button")
+        browser.wait_text("#market-name", "Which colour wins?")
+        assert browser.js("return [...document.querySelectorAll('#market-prices button.price')]"
+                          ".map((b) => b.dataset.outcome)") == labels
+        assert browser.js("return [...document.getElementById('ticket-outcome').options].map((o) => o.value)") == labels
+        browser.wait_text("#chart-source", lambda text: text.startswith("Chart: Red price"), "the chart of Red")
+
+        # The Blue button: the ticket's outcome, its quote and the chart follow.
+        browser.click('#market-prices button[data-outcome="Blue"]')
+        browser.wait_text("#ticket-submit", "Buy Blue")
+        browser.wait_text("#chart-source", lambda text: text.startswith("Chart: Blue price"), "the chart of Blue")
+        assert browser.js("return document.querySelector('#market-prices [data-outcome=\"Blue\"]')"
+                          ".getAttribute('aria-pressed')") == "true"
+        quote = api.quote(market, side="BUY", outcome="Blue", shares="10").json()
+        browser.wait_text("#quote", lambda text: f"cost {quote['cost']}" in text and "10.000000 Blue shares" in text,
+                          "the quote of Blue")
+        browser.click("#ticket-submit")
+        bought = f"Bought 10.000000 Blue for {quote['cost']} "
+        browser.wait_text("#ticket-message", lambda text: text.startswith(bought), "the ticket's confirmation")
+        browser.wait_text("#balance", fmt(Decimal(100) - dec(quote["cost"])))
+        browser.wait_text(position_cell(market, "Blue", "shares"), "10.000000")
+        for label, price in quote["prices"].items():
+            browser.wait_text(f'#market-prices [data-outcome="{label}"] .price-value', percent(price))
+
+        # Another client's trade of Green moves every label's price on the page.
+        theirs = api.buy(other, market, "Green", "5", replica=1)
+        browser.wait(lambda: browser.count(f'#trades tr[data-trade-id="{theirs["trade_id"]}"]'), "their trade")
+        for label, price in theirs["prices"].items():
+            browser.wait_text(f'#market-prices [data-outcome="{label}"] .price-value', percent(price))
+            browser.wait_text(f'{market_row(market)} [data-outcome="{label}"]', f"{label} {percent(price)}")
+        severe = [e["message"] for e in browser.driver.get_log("browser")  # type: ignore[no-untyped-call]
+                  if e["level"] == "SEVERE"]
+        assert [m for m in severe if "/v1/me/positions" not in m] == [], severe
+
+
 def test_the_page_fits_a_phone(web_api: Api, web_stack: Stack, browser_factory: Callable[..., Browser]) -> None:
     market = web_api.create_market(b="20", market_id=unique("phone"), name="A long market name " * 4)
     browser = browser_factory(390, 844)

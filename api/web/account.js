@@ -76,8 +76,10 @@ function renderPositions() {
   let note = '';
   if (!account) note = 'Paste an API key to see your balance and positions.';
   else if (rows.length === 0) note = 'No positions yet.';
-  else if (detailed === null && rows.some((p) => pnlOf(p) === null)) note = 'Value: what selling the whole position now returns (a live quote). P&L needs '
-    + "the server's /v1/me/positions, which this server does not offer yet.";
+  else if (detailed === null && rows.some((p) => pnlOf(p) === null)) {
+    note = 'Value: what selling the whole position now returns (a live quote). P&L needs the server\'s /v1/me/positions, '
+      + (positionsRoute ? 'which did not answer; asked again with the next event.' : 'which this server does not offer yet.');
+  }
   setText('positions-note', note);
 }
 
@@ -100,8 +102,10 @@ async function refreshValues() {
       renderPositions();
       return;
     } catch (error) {
-      if (error.status !== 404) return; // keep what is shown; the next event tries again
-      positionsRoute = false;
+      if (key !== state.key) return;
+      // 404: a server without the route, not asked again. Any other failure: this round shows the
+      // account's own positions valued by quotes, and the next event asks again.
+      if (error.status === 404) positionsRoute = false;
       detailed = null;
     }
   }

@@ -9,6 +9,8 @@ import { averagePrice, percent, short } from './units.js';
 const TRADE_ROWS = 50;
 const CANDLE_HOURS = 12;
 const STATUS_ORDER = { OPEN: 0, CLOSED: 1, CREATED: 2, RESOLVED: 3, SETTLED: 4 };
+/** Outcomes take the chart's colours in turn (chart.js has as many). */
+const COLOURS = 8;
 let chart = null;
 let chartOutcome = null;
 let chartLoad = 0; // a newer load makes an older one's answer stale
@@ -18,7 +20,7 @@ let pendingPoints = null; // live points that arrive while the chart loads
 
 function priceChips(market) {
   return outcomesOf(market).map((o, index) => el('span', {
-    class: `chip chip-${index}`, data: { outcome: o.outcome }, text: `${o.outcome} ${percent(o.price)}`,
+    class: `chip chip-${index % COLOURS}`, data: { outcome: o.outcome }, text: `${o.outcome} ${percent(o.price)}`,
   }));
 }
 
@@ -95,9 +97,28 @@ function renderHeader(market) {
   parts.push(`liquidity b ${short(market.liquidity_b)}`, `pool ${short(market.pool)}`);
   if (market.close_time) parts.push(`closes ${new Date(market.close_time).toLocaleString()}`);
   setText('market-meta', parts.join(' · '));
-  $('market-prices').replaceChildren(...outcomesOf(market).map((o, index) => el('div', {
-    class: `price price-${index}`, data: { outcome: o.outcome }, title: o.price,
-  }, el('span', { class: 'price-label', text: o.outcome }), el('span', { class: 'price-value', text: percent(o.price) }))));
+  // One button per outcome: choosing one puts it on the chart and in the ticket. Prices move often:
+  // the buttons are updated in place (a button being clicked is never replaced under the pointer).
+  const outcomes = outcomesOf(market);
+  const buttons = [...$('market-prices').children];
+  if (buttons.length !== outcomes.length || buttons.some((b, i) => b.dataset.outcome !== outcomes[i].outcome)) {
+    $('market-prices').replaceChildren(...outcomes.map((o, index) => el('button', {
+      type: 'button', class: `price price-${index % COLOURS}`, data: { outcome: o.outcome },
+      'aria-pressed': String(o.outcome === chartOutcome), onclick: () => emit('outcome', o.outcome),
+    }, el('span', { class: 'price-label', text: o.outcome }), el('span', { class: 'price-value' }))));
+  }
+  outcomes.forEach((o, index) => {
+    const button = $('market-prices').children[index];
+    button.title = o.price;
+    button.querySelector('.price-value').textContent = percent(o.price);
+  });
+}
+
+/** Mark the outcome the chart shows among the market's price buttons. */
+function markChosen() {
+  for (const button of $('market-prices').children) {
+    button.setAttribute('aria-pressed', String(button.dataset.outcome === chartOutcome));
+  }
 }
 
 function tradeRow(trade) {
@@ -186,6 +207,7 @@ async function loadChart(market, outcome, trades) {
   const load = ++chartLoad;
   pendingPoints = [];
   chartOutcome = outcome;
+  markChosen();
   const { source, points, whole } = await chartHistory(market, outcome, trades);
   if (load !== chartLoad) return;
   const now = Date.now() / 1000;
@@ -195,7 +217,7 @@ async function loadChart(market, outcome, trades) {
   if (whole || points.length === 0) points.unshift([Date.parse(market.created_at) / 1000, opening]);
   points.push([now, current]);
   const index = outcomesOf(market).findIndex((o) => o.outcome === outcome);
-  chart.reset(points, outcome, Math.max(index, 0));
+  chart.reset(points, outcome, Math.max(index, 0) % COLOURS);
   for (const [seconds, price] of pendingPoints) if (seconds >= now) chart.add(seconds, price);
   pendingPoints = null;
   setText('chart-source', `Chart: ${outcome} price, ${source}; live from /v1/events.`);

@@ -165,6 +165,15 @@ export function initTicket() {
     else requoteSoon();
   });
   $('ticket-outcome').addEventListener('change', () => chartFollows($('ticket-outcome').value));
+  on('outcome', (label) => { // a price button of the market on show
+    const select = $('ticket-outcome');
+    if (![...select.options].some((option) => option.value === label)) return;
+    select.value = label;
+    say('ticket-message', '');
+    syncControls();
+    requote();
+    chartFollows(label);
+  });
   on('selected', (current) => {
     $('ticket-panel').hidden = false;
     fillOutcomes(current);
