@@ -65,6 +65,9 @@ def _array(values: list[Any]) -> str:
         return "{" + ",".join(map(str, values)) + "}"
     elif type(first) is datetime and None not in values:
         return "{" + ",".join(map(_quoted_time, values)) + "}"
+    elif first is None and values.count(None) == len(values):
+        # A YES/NO market's trades leave prices and outstanding NULL (and other markets the YES/NO columns).
+        return "{" + ",".join(["NULL"] * len(values)) + "}"
     return "{" + ",".join(map(_element, values)) + "}"
 
 

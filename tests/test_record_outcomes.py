@@ -34,6 +34,7 @@ from predmarket.persister.events import Batch, MalformedEvent
 from predmarket.persister.recover import recover
 from predmarket.persister.writer import write_batch
 from predmarket.record.database import alembic_config
+from predmarket.record.loader import market_fields
 from predmarket.record.schema import metadata
 from sqlalchemy import create_engine, text
 
@@ -412,3 +413,9 @@ async def test_a_labelled_market_resolved_and_settled_is_recorded_recovered_and_
         paid = conn.execute(text("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE market_id = :m "
                                  "AND kind IN ('payout', 'refund') AND leg = 1"), {"m": market_id})
         assert held.scalar_one() == 0 and paid.scalar_one() == Decimal(format_micro(settlement.payouts_total))
+        settled_row = conn.execute(text("SELECT * FROM markets WHERE market_id = :m"), {"m": market_id}).one()
+    # The settled market as the directory rebuild keeps it archived (record/loader.py): the hash it left.
+    kept = {name: str(value) for name, value in market_fields(settled_row).items() if name != "last_event"}
+    fields = await engine.redis.hgetall(engine.keys.market(market_id))
+    assert kept == {name: fields[name] for name in kept}
+    assert {name for name in fields if name.startswith(("q", "settled"))} <= set(kept)
