@@ -27,7 +27,7 @@ from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order, Side, Trade
 from predmarket.engine.resolutions import Resolution
 from predmarket.engine.settings import Settings
-from predmarket.engine.state import check_invariants, read_redis_state
+from predmarket.engine.state import MarketRecord, State, check_invariants, read_redis_state
 from predmarket.engine.units import format_micro
 from predmarket.persister.audit import AuditReport, audit
 from predmarket.persister.events import Batch, MalformedEvent
@@ -41,8 +41,8 @@ from sqlalchemy import create_engine, text
 from predmarket.commands.stores import stores
 from tests.support.factories import MarketFactory, UserFactory
 from tests.support.faults import diff, full_snapshot
-from tests.support.persister import catch_up, generate_trades, persister, pg_connection, pg_state, run_scenario
-from tests.support.redis_data import delete_prefix
+from tests.support.persister import catch_up, drain, generate_trades, persister, pg_connection, pg_state, run_scenario
+from tests.support.redis_data import delete_prefix, hash_all
 from tests.support.services import REAL_REDIS
 
 MICRO = 1_000_000
@@ -363,10 +363,74 @@ async def test_three_and_sixteen_label_markets_are_recorded_recovered_replayed_a
     market_hash = original["{m:" + three + "}"]
     assert market_hash["outcomes"] == "A,B,C" and {"q:A", "q:B", "q:C", "settled:A"} <= set(market_hash)
 
-    # Trading goes on after the recovery, with the next trade id.
+    # A keyed retry gets its first answer; trades after the last snapshot are replayed from the trades.
     again = await engine.execute_trade(keyed(users[0], three, "C", 3 * MICRO, "k-three"))
     assert again.trade_id == first.trade_id  # the stored first answer
+    with persister(pg_settings) as p:
+        await asyncio.to_thread(catch_up, p)  # its first round flushes; later drains do not
+        await trade_labels(engine, users, three, THREE, 10, seed=33)
+        await trade_labels(engine, users, sixteen, SIXTEEN, 10, seed=61)
+        late = await labelled_market(engine, ("X", "Y", "Z", "W"))  # born after the flush: no snapshot
+        await trade_labels(engine, users, late, ("X", "Y", "Z", "W"), 10, seed=4)
+        await asyncio.to_thread(drain, p)  # committed, not flushed: the snapshots are stale
+    with pg_connection(url) as conn:
+        assert conn.execute(text("SELECT count(*) FROM market_snapshots WHERE market_id = :m"),
+                            {"m": late}).scalar_one() == 0
+    prefix = f"pmtest-{uuid.uuid4().hex[:12]}"
+    try:
+        await asyncio.to_thread(_recover_into, pg_settings, prefix)
+        rebuilt_state = await read_redis_state(engine.redis, Keys(prefix))
+    finally:
+        delete_prefix(prefix)
+    assert rebuilt_state == await read_redis_state(engine.redis, engine.keys)
+    assert pg_state(url).markets[sixteen] != rebuilt_state.markets[sixteen]  # the record's row was stale
     await assert_recovers_and_audits(engine, pg_settings)
+
+
+async def _audit_breaches(settings: Settings) -> list[str]:
+    report = await asyncio.to_thread(_audit, settings)
+    return [str(breach) for breach in report.breaches]
+
+
+def _execute(url: str, sql: str, **params: Any) -> None:
+    with pg_connection(url) as conn:
+        conn.execute(text(sql), params)
+        conn.commit()
+
+
+@pytest.mark.skipif(not REAL_REDIS, reason="the audit needs a real Redis")
+async def test_the_audit_names_a_labelled_market_s_breaches(
+    engine: MarketEngine, make_user: UserFactory, pg_settings: Settings,
+) -> None:
+    users = [(await make_user(10_000)).user_id for _ in range(3)]
+    market_id = await labelled_market(engine, THREE)
+    done = await trade_labels(engine, users, market_id, THREE, 12, seed=5)
+    await assert_recovers_and_audits(engine, pg_settings)
+    url, key = pg_settings.database_url, engine.keys.market(market_id)
+
+    # Redis: a label's outstanding total no longer the sum of its holdings.
+    await engine.redis.hincrby(key, "q:B", 1)
+    found = await _audit_breaches(pg_settings)
+    assert any(b.startswith(f"redis: shares [market {market_id} B]") for b in found), found
+    assert any(b.startswith(f"redis vs postgres [market {market_id}]") for b in found), found
+    await engine.redis.hincrby(key, "q:B", -1)
+
+    # PostgreSQL: a trade's recorded outstanding shares, and its cost, against the replay.
+    victim = done[len(done) // 2]
+    _execute(url, "UPDATE trades SET outstanding = replace(outstanding, '\"C\":\"', '\"C\":\"1') "
+                  "WHERE trade_id = :t", t=victim.trade_id)
+    _execute(url, "UPDATE trades SET cost = cost + 0.000001 WHERE trade_id = :t", t=victim.trade_id)
+    found = await _audit_breaches(pg_settings)
+    assert any(b.startswith(f"postgres: outstanding after trade [trade {victim.trade_id} ") for b in found), found
+    assert any(b.startswith(f"postgres: trade cost [trade {victim.trade_id} ") for b in found), found
+
+    # A pool below a label's outstanding shares (invariant 4), as check_invariants sees it in either store.
+    record = (await read_redis_state(engine.redis, engine.keys)).markets[market_id]
+    pool = max(record.totals) - 1
+    short = MarketRecord.of("OPEN", "", record.b, record.outcomes, record.totals, pool, record.settled)
+    held = {(users[0], market_id, label): q for label, q in zip(THREE, record.totals, strict=True) if q}
+    breaches = check_invariants(State(markets={market_id: short}, positions=held, deposits=pool))
+    assert [(b.invariant, b.subject) for b in breaches] == [("solvency", f"market {market_id}")]
 
 
 async def _holders(engine: MarketEngine, market_id: str, labels: tuple[str, ...], users: list[str]) -> None:
@@ -416,6 +480,6 @@ async def test_a_labelled_market_resolved_and_settled_is_recorded_recovered_and_
         settled_row = conn.execute(text("SELECT * FROM markets WHERE market_id = :m"), {"m": market_id}).one()
     # The settled market as the directory rebuild keeps it archived (record/loader.py): the hash it left.
     kept = {name: str(value) for name, value in market_fields(settled_row).items() if name != "last_event"}
-    fields = await engine.redis.hgetall(engine.keys.market(market_id))
+    fields = await hash_all(engine.redis, engine.keys.market(market_id))
     assert kept == {name: fields[name] for name in kept}
     assert {name for name in fields if name.startswith(("q", "settled"))} <= set(kept)
