@@ -139,6 +139,8 @@ def _is_label(value: object) -> bool:
 def _label(f: _Fields, name: str, also: tuple[str, ...] = ()) -> str:
     """A field holding an outcome label (or one of ``also``: PROB, CANCEL where the entry may name them)."""
     value = f.fields.get(name)
+    if value in YES_NO:  # the common case, without the pattern
+        return cast(str, value)
     if not (_is_label(value) or value in also):
         raise MalformedEvent(f"field {name!r} is not an outcome label")
     return cast(str, value)
@@ -350,11 +352,20 @@ def _lifecycle(status: str) -> Callable[[Batch, _Fields, int, datetime], None]:
 def _trade_executed(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     trade_id, user_id, market_id = f.integer("trade_id"), f.ident("user_id"), f.ident("market_id")
     side, outcome, cost = f.choice("side", _SIDES), _label(f, "outcome"), f.dec("cost")
+    yes_no = "prices" not in f.fields
+    if yes_no and outcome not in YES_NO:
+        raise MalformedEvent("a trade of a label other than YES/NO carries no prices")
+    # A YES/NO market's four numbers (as always), or another market's prices and outstanding shares.
     row = {
         "trade_id": trade_id, "event_id": f.entry_id, "user_id": user_id, "market_id": market_id,
         "side": side, "outcome": outcome, "shares": f.dec("shares"), "price": f.dec("avg_price"),
-        "cost": cost, **_trade_numbers(f, outcome), "pool": f.dec("pool"), "created_at": when,
+        "cost": cost, "price_yes": f.dec("price_yes") if yes_no else None,
+        "price_no": f.dec("price_no") if yes_no else None, "yes_shares": f.dec("yes_shares") if yes_no else None,
+        "no_shares": f.dec("no_shares") if yes_no else None, "pool": f.dec("pool"), "created_at": when,
+        "prices": None, "outstanding": None,
     }
+    if not yes_no:
+        row["prices"], row["outstanding"] = _labelled_numbers(f, outcome)
     available, position = f.dec("available"), f.dec("position")
     net_cost = f.signed_dec("net_cost") if "net_cost" in f.fields else None
     row["idempotency_key"], row["request_hash"] = f.idempotency()
@@ -369,19 +380,13 @@ def _trade_executed(batch: Batch, f: _Fields, order: int, when: datetime) -> Non
     batch.position(user_id, market_id, outcome, position, order, when, net_cost)
 
 
-def _trade_numbers(f: _Fields, outcome: str) -> Row:
-    """The market after a trade: a YES/NO market's four numbers (as always), or another market's
-    ``prices`` and ``outstanding`` per label (JSON, one key set in one order, the traded label in it)."""
-    if "prices" not in f.fields:
-        if outcome not in YES_NO:
-            raise MalformedEvent("a trade of a label other than YES/NO carries no prices")
-        return {"price_yes": f.dec("price_yes"), "price_no": f.dec("price_no"), "yes_shares": f.dec("yes_shares"),
-                "no_shares": f.dec("no_shares"), "prices": None, "outstanding": None}
+def _labelled_numbers(f: _Fields, outcome: str) -> tuple[str, str]:
+    """A labelled market's ``prices`` and ``outstanding`` after a trade (JSON, one key set in one
+    order, the traded label in it), as the record keeps them."""
     prices, outstanding = _decimal_map(f, "prices"), _decimal_map(f, "outstanding")
     if list(prices) != list(outstanding) or outcome not in prices:
         raise MalformedEvent("fields 'prices' and 'outstanding' name other labels than the trade's market")
-    return {"price_yes": None, "price_no": None, "yes_shares": None, "no_shares": None,
-            "prices": json_text(prices), "outstanding": json_text(outstanding)}
+    return json_text(prices), json_text(outstanding)
 
 
 def _price_updated(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
