@@ -140,7 +140,7 @@ def _label(f: _Fields, name: str, also: tuple[str, ...] = ()) -> str:
     """A field holding an outcome label (or one of ``also``: PROB, CANCEL where the entry may name them)."""
     value = f.fields.get(name)
     if value in YES_NO:  # the common case, without the pattern
-        return cast(str, value)
+        return value
     if not (_is_label(value) or value in also):
         raise MalformedEvent(f"field {name!r} is not an outcome label")
     return cast(str, value)
