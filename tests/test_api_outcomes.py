@@ -7,6 +7,7 @@ objects. The second drives real ``predmarket serve`` replicas (tests/support/api
 
 from __future__ import annotations
 
+import json
 from collections import namedtuple
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
@@ -25,6 +26,7 @@ from tests.support import reference_n
 from tests.support.api import (
     QUOTE_KEYS,
     Api,
+    Stack,
     User,
     assert_error,
     assert_market,
@@ -34,6 +36,7 @@ from tests.support.api import (
     fmt,
     unique,
 )
+from tests.support.event_streams import atrade, sse
 
 LABELS = ("Alice", "Bob", "Carol")
 PRICES = (500_000, 250_000, 250_000)
@@ -460,3 +463,35 @@ def test_a_yes_no_market_keeps_its_fields_and_lists_its_prices(api: Api) -> None
     quote = api.quote(market_id, side="SELL", outcome="NO", shares="1").json()
     assert_quote(quote)
     assert [t["prices"] for t in api.wait_history(market_id, {trade["trade_id"]})] == [trade["prices"]]
+
+
+def test_a_keyed_and_a_durable_trade_of_a_label_answer_the_same_body(api: Api) -> None:
+    market_id = create_labelled(api, ["One", "Two", "Three"])["market_id"]
+    user = api.create_user("100")
+    key = {"Idempotency-Key": unique("key")}
+    first = api.trade(user, market_id, "BUY", "Two", shares="3", headers=key)
+    assert first.status_code == 201, first.text
+    again = api.trade(user, market_id, "BUY", "Two", shares="3", headers=key, replica=1)
+    assert (again.status_code, again.json()) == (201, first.json())
+    assert_error(api.trade(user, market_id, "BUY", "Three", shares="3", headers=key), 409, "IDEMPOTENCY_KEY_REUSED")
+    durable = api.trade(user, market_id, "SELL", "Two", shares="1", headers={"Prefer": "durable=postgres"})
+    assert durable.status_code == 201 and durable.headers["Preference-Applied"] == "durable=postgres", durable.text
+    assert_trade(durable.json())
+    recorded = api.history(market_id)
+    assert recorded == [durable.json(), first.json()]
+
+
+async def test_public_events_of_a_labelled_market_carry_every_label(api: Api, api_stack: Stack) -> None:
+    labels = ["North", "South", "East", "West"]
+    market_id = create_labelled(api, labels)["market_id"]
+    user = api.create_user("100")
+    async with sse(api_stack.url, (market_id,)) as public:
+        trade = await atrade(api_stack, user, market_id, "BUY", "East", "2")
+        executed, updated = await public.next(), await public.next()
+    assert (executed.event, updated.event) == ("TradeExecuted", "PriceUpdated")
+    assert executed.data["outcome"] == "East" and "user_id" not in executed.data and "available" not in executed.data
+    assert json.loads(executed.data["prices"]) == trade["prices"]
+    assert json.loads(updated.data["prices"]) == trade["prices"]
+    assert json.loads(updated.data["shares"]) == {"North": "0.000000", "South": "0.000000", "East": "2.000000",
+                                                  "West": "0.000000"}
+    assert "price_yes" not in executed.data and "price_yes" not in updated.data
