@@ -495,3 +495,24 @@ async def test_public_events_of_a_labelled_market_carry_every_label(api: Api, ap
     assert json.loads(updated.data["shares"]) == {"North": "0.000000", "South": "0.000000", "East": "2.000000",
                                                   "West": "0.000000"}
     assert "price_yes" not in executed.data and "price_yes" not in updated.data
+
+
+def test_settled_positions_of_a_labelled_market_show_realized_pnl_by_label(api: Api) -> None:
+    market_id = create_labelled(api, ["Ant", "Bee", "Cow"])["market_id"]
+    user = api.create_user("100")
+    ant = api.buy(user, market_id, "Ant", "6")
+    bee = api.buy(user, market_id, "Bee", "2")
+    r = api.trade(user, market_id, "SELL", "Bee", shares="all")
+    assert r.status_code == 201, r.text
+    bee_net = dec(bee["cost"]) - dec(r.json()["cost"])
+    assert api.admin("POST", f"/v1/markets/{market_id}/resolve", json={"outcome": "Ant"}).status_code == 200
+    assert api.admin("POST", f"/v1/markets/{market_id}/settle").status_code == 200
+    api.stack.wait_persisted()
+    r = api.request("GET", "/v1/me/positions", token=user.api_key)
+    assert r.status_code == 200, r.text
+    settled = {p["outcome"]: p for p in r.json()["positions"] if p["market_id"] == market_id}
+    assert {label: (p["status"], p["net_cost"], p["price"], p["value"], p["realized_pnl"])
+            for label, p in settled.items()} == {
+        "Ant": ("SETTLED", ant["cost"], "1.000000", "6.000000", fmt(6 - dec(ant["cost"]))),
+        "Bee": ("SETTLED", fmt(bee_net), "0.000000", "0.000000", fmt(-bee_net)),
+    }
