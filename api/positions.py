@@ -98,7 +98,7 @@ async def positions_answer(redis: Redis, keys: Keys, hotset: HotSet, pg: AsyncEn
     entries: list[schemas.ValuedPosition] = []
     for p in live.positions:
         entries.append(schemas.ValuedPosition(
-            market_id=p.market.market_id, outcome=str(p.outcome), status=p.market.status.value,
+            market_id=p.market.market_id, outcome=p.outcome, status=p.market.status.value,
             shares=format_micro(p.shares), net_cost=format_micro(p.net_cost), price=format_micro(p.price),
             value=format_micro(p.value), pnl=format_micro(p.pnl), realized_pnl=None))
     for r in settled:

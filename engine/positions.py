@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from predmarket.engine import pricing
+from predmarket.engine import pricing_n
 from predmarket.engine.connection import unavailable_on_disconnect
 from predmarket.engine.errors import NotFound, Unavailable
 from predmarket.engine.keys import Keys
 from predmarket.engine.markets import market_from
-from predmarket.engine.models import Market, MarketStatus, Outcome
+from predmarket.engine.models import Market, MarketStatus
 from predmarket.engine.resolutions import CANCEL, PROB, prob_payout, split_exact
 from predmarket.engine.settlement import cancel_plan
 from predmarket.engine.units import MICRO
@@ -33,7 +33,8 @@ MAX_ROUNDS = 5
 @dataclass(frozen=True, slots=True)
 class Valued:
     market: Market
-    outcome: Outcome
+    #: the label held (YES or NO in a YES/NO market)
+    outcome: str
     shares: int
     net_cost: int
     #: the outcome's price now (1 or 0 once resolved), micro-units
@@ -55,16 +56,14 @@ class LiveBook:
     positions: list[Valued]
 
 
-def value_of(market: Market, outcome: Outcome, shares: int) -> tuple[int, int]:
-    """(price now, value now) of ``shares`` of ``outcome`` in an OPEN, CLOSED or OUTCOME-resolved
+def value_of(market: Market, label: str, shares: int) -> tuple[int, int]:
+    """(price now, value now) of ``shares`` of ``label`` in an OPEN, CLOSED or OUTCOME-resolved
     ``market`` (PROB and CANCEL pay per user, over its outcomes together: :func:`_resolved_values`)."""
     if market.status is MarketStatus.RESOLVED or market.status is MarketStatus.SETTLED:
-        won = market.outcome == outcome.value
+        won = market.outcome == label
         return (MICRO if won else 0), (shares if won else 0)
-    mine, other = ((market.yes_shares, market.no_shares) if outcome is Outcome.YES
-                   else (market.no_shares, market.yes_shares))
-    price = market.price_yes if outcome is Outcome.YES else market.price_no
-    return price, pricing.sell_proceeds(mine, other, shares, market.liquidity_b)
+    k = market.outcomes.index(label)  # the trade script only ever keeps the market's own labels
+    return market.prices[k], pricing_n.sell_proceeds_n(market.totals, k, shares, market.liquidity_b)
 
 
 def _resolved_values(market: Market, held: list[tuple[str, int, int]],
@@ -142,7 +141,6 @@ def _book(user: dict[str, str], held: dict[str, str], costs: dict[str, str],
         for label, shares, net_cost in group:
             if shares == 0 and net_cost == 0:
                 continue
-            outcome = Outcome(label)
-            price, value = per_user[label] if per_user is not None else value_of(market, outcome, shares)
-            positions.append(Valued(market, outcome, shares, net_cost, price, value))
+            price, value = per_user[label] if per_user is not None else value_of(market, label, shares)
+            positions.append(Valued(market, label, shares, net_cost, price, value))
     return LiveBook(int(user["available"]), int(user["locked"]), positions)

@@ -193,10 +193,10 @@ def price(book: MarketBook, batch: list[Pending], state: MarketState) -> list[Pr
             priced.append(Priced(p, None, None))  # the script answers MARKET_NOT_OPEN or replays
             continue
         try:
+            k = label_index(labels, order.outcome)  # a label the market lacks is invalid, held or not
             if order.sell_all and not order.shares:
                 # As every rejection here, final only once the script finds the user holds none.
                 raise InsufficientShares(f"no {order.outcome} shares are held")
-            k = label_index(labels, order.outcome)
             result = fill(totals, b, order.side, k, order.shares, order.amount, order.outcome)
             check_slippage(order, result)
         except EngineError as exc:

@@ -310,8 +310,6 @@ def test_a_label_the_market_lacks_is_422_after_404_and_409_and_changes_nothing(a
     assert rejected_state(api, user, market_id) == before
 
 
-@pytest.mark.xfail(reason='engine/sequencer.py checks "all" against the holding (INSUFFICIENT_SHARES) before '
-                          "the label (label_index); the lead's to swap", raises=AssertionError)
 def test_selling_all_of_a_label_the_market_lacks_is_a_validation_error(api: Api) -> None:
     market_id = create_labelled(api, ["Red", "Green", "Blue"])["market_id"]
     user = api.create_user("100")
@@ -413,9 +411,6 @@ def test_prob_and_cancel_resolutions_of_a_labelled_market(api: Api) -> None:
     assert dec(r.json()["payouts_total"]) == cost + net
 
 
-@pytest.mark.xfail(reason="engine/positions.py values a position with Outcome(label) and the YES/NO fields "
-                          "(a 500 for other labels); the lead's to take labels (patch: /work/notes/helperB-engine-"
-                          "positions.patch)", raises=AssertionError)
 def test_the_trader_s_positions_name_labels_and_value_them_by_lmsr(api: Api) -> None:
     labels, b = ["Up", "Flat", "Down"], 10_000_000
     market_id = create_labelled(api, labels)["market_id"]

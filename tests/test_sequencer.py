@@ -38,7 +38,7 @@ from tests.support.replay import assert_replay_matches
 def assert_trade_is_its_event(trade: Trade, event: dict[str, str]) -> None:
     assert int(event["trade_id"]) == trade.trade_id
     assert (event["user_id"], event["market_id"]) == (trade.user_id, trade.market_id)
-    assert (event["side"], event["outcome"]) == (trade.side.value, trade.outcome.value)
+    assert (event["side"], event["outcome"]) == (trade.side.value, trade.outcome)
     assert (parse_micro(event["shares"]), parse_micro(event["cost"])) == (trade.shares, trade.cost)
     assert (parse_micro(event["price_yes"]), parse_micro(event["price_no"])) == (trade.price_yes, trade.price_no)
 
