@@ -28,6 +28,9 @@ class Sizes:
     engine_concurrency: tuple[int, ...] = (1, 8, 32, 128)
     #: trades per run by tasks per process; concurrencies not listed use the largest count
     engine_trades: dict[int, int] = field(default_factory=_engine_trades)
+    #: labels per market of the engine's labelled rows (one process, every engine_markets, 32 tasks or
+    #: the largest engine_concurrency), run beside the YES/NO rows; empty: none
+    engine_outcomes: tuple[int, ...] = (4, 16)
     http_markets: tuple[int, ...] = (1, 100)
     http_connections: int = 64
     http_seconds: float = 5.0

@@ -5,12 +5,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from bench.engine_runs import HEADLINE_TASKS
 from bench.results import ENGINE, HTTP, NAIVE_CAS, PEERS, PG_ONLY, BenchResults, Row
 from bench.targets import evaluate
 from bench.views_results import CLOSED_LOOP, INGEST_TARGET, P99_TARGET_MS
 
 ORDER = {ENGINE: 0, HTTP: 1, PG_ONLY: 2, NAIVE_CAS: 3}
-HEADLINE_TASKS = 32
 
 
 def _who(row: Row) -> str:
@@ -40,6 +40,24 @@ def throughput_table(results: BenchResults) -> Table:
         retries = "-" if row.retries_per_trade is None else f"{row.retries_per_trade:.3f}"
         table.add_row(_who(row), row.where, tasks, f"{row.trades:,}", f"{row.trades_per_s:,.0f}",
                       f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}", retries)
+    return table
+
+
+def outcomes_table(results: BenchResults) -> Table | None:
+    """The labelled rows beside the YES/NO row of the same markets and tasks (one process)."""
+    if not results.outcome_rows:
+        return None
+    table = Table(title="engine, 1 proc, by labels per market (a random label each trade)")
+    for column in ("labels", "markets", "tasks", "trades", "trades/s", "p50 ms", "p99 ms", "rate / YES/NO"):
+        table.add_column(column, justify="left" if column == "markets" else "right")
+    for markets in sorted({r.markets for r in results.outcome_rows}):
+        group = sorted((r for r in results.outcome_rows if r.markets == markets), key=lambda r: r.outcomes)
+        binary = results.find(ENGINE, markets, group[0].concurrency)
+        for row in ([binary] if binary is not None else []) + group:
+            base = binary.trades_per_s if binary is not None else 0.0
+            ratio = f"{row.trades_per_s / base:.2f}" if base else "-"
+            table.add_row(str(row.outcomes), row.where, str(row.concurrency), f"{row.trades:,}",
+                          f"{row.trades_per_s:,.0f}", f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}", ratio)
     return table
 
 
@@ -212,7 +230,7 @@ def print_report(console: Console, results: BenchResults) -> None:
     console.print(machine_table(results))
     if results.rows:
         console.print(throughput_table(results))
-    for table in (policy_table(results), persister_table(results), hotset_table(results),
+    for table in (outcomes_table(results), policy_table(results), persister_table(results), hotset_table(results),
                   streams_table(results), ratios_table(results)):
         if table is not None:
             console.print(table)

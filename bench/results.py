@@ -25,6 +25,8 @@ class Row:
     p99_ms: float
     retries_per_trade: float | None  # None where the system has no retries (row locks, HTTP from outside)
     rejected: dict[str, int] = field(default_factory=dict)
+    #: labels per market: 2 is YES/NO, the seed's markets (only engine rows in ``outcome_rows`` differ)
+    outcomes: int = 2
 
     @property
     def trades_per_s(self) -> float:
@@ -97,6 +99,8 @@ class BenchResults:
     #: the trader's views on a large record (issue 16)
     views: ViewsResult | None = None
     policy: list[PolicyRow] = field(default_factory=list)
+    #: the engine on markets of more labels (issue 15), beside the YES/NO rows of the same workload
+    outcome_rows: list[Row] = field(default_factory=list)
     section_seconds: dict[str, float] = field(default_factory=dict)
 
     def find(self, system: str, markets: int, concurrency: int, processes: int = 1) -> Row | None:
@@ -128,6 +132,7 @@ class BenchResults:
             "streams": self.streams.to_dict() if self.streams else None,
             "views": self.views.to_dict() if self.views else None,
             "policy": [p.to_dict() for p in self.policy],
+            "outcome_rows": [r.to_dict() for r in self.outcome_rows],
             "ratios": [{**asdict(r), "factor": round(r.factor, 2)} for r in self.ratios()],
         }
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bench.chart import write_chart
-from bench.engine_runs import engine_section
+from bench.engine_runs import engine_section, outcomes_section
 from bench.hotset_runs import hotset_section
 from bench.http_runs import http_section
 from bench.machine import load_average, machine_facts
@@ -36,6 +36,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> Benc
         progress(f"--- {section} ---")
         if section == "engine":
             results.rows += engine_section(settings, sizes, progress, seed)
+            results.outcome_rows = outcomes_section(settings, sizes, progress, seed)
         elif section == "policy":
             results.policy = policy_section(settings, sizes, progress, seed)
         elif section == "http":

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from pathlib import Path
 
 import pytest
 from predmarket.engine.settings import Settings
 from predmarket.engine.state import Breach, MarketRecord, State, UserRecord
+from rich.console import Console
 
 from bench.compare import state_differences
 from bench.http_client import HttpConnection, ProtocolError, _parse_head
 from bench.invariants import InvariantBroken, require
 from bench.options import SECTIONS, BenchOptions, Sizes, parse_sections
 from bench.policy_runs import POLICIES
+from bench.report import print_report
 from bench.results import ENGINE, NAIVE_CAS, PG_ONLY
 from bench.runner import RESULTS_FILE, run_bench
 from predmarket.cli import main as cli_main
@@ -23,7 +26,8 @@ from tests.support.services import real_services
 
 TINY = Sizes(
     users=10, engine_processes=(1,), engine_markets=(1, 100), engine_concurrency=(1, 8),
-    engine_trades={1: 100, 8: 400}, peer_markets=(1, 100), peer_concurrency=(8,), peer_seconds=0.3,
+    engine_trades={1: 100, 8: 400}, engine_outcomes=(4,), peer_markets=(1, 100), peer_concurrency=(8,),
+    peer_seconds=0.3,
 )
 
 
@@ -42,12 +46,22 @@ def test_quick_bench_of_engine_and_peers(tmp_path: Path) -> None:
         assert 0 < row.p50_ms <= row.p99_ms, row
         assert (row.retries_per_trade is None) == (row.system == PG_ONLY), row
     # Every workload's invariants were checked (a breach raises instead).
+    # The labelled rows: 4-label markets at the largest concurrency (8 here), beside YES/NO's.
+    assert {(r.system, r.outcomes, r.markets, r.concurrency, r.processes) for r in results.outcome_rows} == {
+        (ENGINE, 4, markets, 8, 1) for markets in (1, 100)}
+    assert all(r.trades > 0 and 0 < r.p50_ms <= r.p99_ms for r in results.outcome_rows)
     runs = [line for line in lines if " trades in " in line]
-    assert len(runs) == len(expected) and all(line.endswith("invariants hold") for line in runs)
+    assert len(runs) == len(expected) + 2 and all(line.endswith("invariants hold") for line in runs)
     assert {(r.peer, r.markets) for r in results.ratios()} == {(p, m) for p in (PG_ONLY, NAIVE_CAS) for m in (1, 100)}
     assert all(r.factor > 0 for r in results.ratios())
     written = json.loads((tmp_path / RESULTS_FILE).read_text())
     assert len(written["rows"]) == len(expected) and written["machine"]["cpus"]
+    assert [r["outcomes"] for r in written["outcome_rows"]] == [4, 4]
+    out = io.StringIO()
+    print_report(Console(file=out, width=200), results)
+    labelled = out.getvalue().split("by labels per market")[1].split("\n")
+    # Per market count: the YES/NO row at the same tasks (ratio 1.00), then the 4-label row.
+    assert [line.split("│")[1].strip() for line in labelled if line.startswith("│")][:4] == ["2", "4", "2", "4"]
 
 
 @pytest.mark.slow
