@@ -2,8 +2,12 @@
 
 Finds or starts Redis and PostgreSQL (see predmarket.services), migrates, runs
 two API replicas and the persister, creates users and markets, trades the
-seed's random simulation through the HTTP API, and shows markets, prices,
-trades/s and persister lag until Ctrl-C (or ``--duration``). On the way out it
+seed's random simulation through the HTTP API (YES/NO markets and one of four
+labels), and shows markets, prices, trades/s and persister lag until Ctrl-C (or
+``--duration``). Every ``--resolve-every`` seconds one market, in turn, is
+closed (every other one), resolved (a label, another label, PROB, CANCEL, in
+turns), settled, and replaced by a fresh one of the same name and labels, so the
+whole lifecycle runs while trading goes on. On the way out it
 stops everything it started, removes the demo's keys and database when it
 created them itself, and removes its temporary directory (servers' data, log).
 """
@@ -12,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import random
 import re
 import secrets
 import shutil
@@ -22,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -31,15 +38,22 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from predmarket.engine.labels import YES_NO
+from predmarket.engine.pricing_n import subsidy_n
 from predmarket.engine.settings import Settings, get_settings
-from predmarket.http_sim import HttpStats, setup_http, trade_forever
+from predmarket.engine.units import MICRO, format_micro
+from predmarket.http_settle import HttpSettled, close_resolve_settle
+from predmarket.http_sim import HttpStats, ok_json, open_market, setup_http, trade_forever
 from predmarket.services import Service, free_port, postgres_service, redis_service, wait_ready
 
 SPARK = "▁▂▃▄▅▆▇█"
-MARKET_NAMES = [
-    "Will it rain in Lisbon tomorrow?", "Will the home team win on Sunday?", "Will BTC close above 100k?",
-    "Will the launch happen this week?", "Will the bill pass the senate?",
+#: (name, labels) of the demo's markets, in creation order (more than five go round again)
+MARKETS: list[tuple[str, tuple[str, ...]]] = [
+    ("Will it rain in Lisbon tomorrow?", YES_NO), ("Who wins the cup final?", ("Lions", "Tigers", "Bears", "Draw")),
+    ("Will BTC close above 100k?", YES_NO), ("Will the launch happen this week?", YES_NO),
+    ("Will the bill pass the senate?", YES_NO),
 ]
+LIQUIDITY = "1000"
 
 
 @dataclass
@@ -49,6 +63,8 @@ class DemoOptions:
     concurrency: int = 8
     rate_per_s: float = 200.0
     duration_s: float | None = None
+    #: seconds between two markets' resolutions (None: markets are never resolved)
+    resolve_every_s: float | None = 30.0
 
 
 @dataclass
@@ -57,6 +73,8 @@ class View:
     markets: list[dict[str, Any]] = field(default_factory=list)
     lag: str = "?"
     rate: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=20))
+    #: the latest resolutions, newest last
+    settled: deque[HttpSettled] = field(default_factory=lambda: deque(maxlen=4))
 
 
 def _given(settings: Settings, name: str) -> str | None:
@@ -87,6 +105,8 @@ class Demo:
         self.stats = HttpStats()
         #: A simulated user's key, shown so a person can paste it into the web page and trade too.
         self.page_key = ""
+        #: Every market resolved and settled so far, for the summary at the end.
+        self.settled: list[HttpSettled] = []
 
     # ------------------------------------------------------------------ setup and teardown
 
@@ -178,12 +198,16 @@ class Demo:
 
     async def run(self) -> HttpStats:
         opts = self.options
-        markets, users = await setup_http(self.urls[0], self.admin_token, opts.markets, opts.users,
-                                          names=MARKET_NAMES)
+        markets, users = await setup_http(self.urls[0], self.admin_token, opts.markets, opts.users, LIQUIDITY,
+                                          names=[name for name, _ in MARKETS],
+                                          labels=lambda j: MARKETS[j % len(MARKETS)][1])
+        labels = {market_id: MARKETS[j % len(MARKETS)][1] for j, market_id in enumerate(markets)}
         stats, stop, view = self.stats, asyncio.Event(), View()
         self.page_key = users[0].api_key if users else ""
         trading = asyncio.create_task(trade_forever(
-            self.urls, markets, users, opts.concurrency, stats, stop, rate_per_s=opts.rate_per_s))
+            self.urls, markets, users, opts.concurrency, stats, stop, rate_per_s=opts.rate_per_s, labels=labels))
+        lifecycle = (asyncio.create_task(self._lifecycle(markets, labels, view, stop, opts.resolve_every_s))
+                     if opts.resolve_every_s else None)
         deadline = time.monotonic() + opts.duration_s if opts.duration_s else None
         try:
             with Live(self._render(stats, view), console=self.console, refresh_per_second=4) as live:
@@ -191,19 +215,50 @@ class Demo:
                     while deadline is None or time.monotonic() < deadline:
                         await self._poll(client, view, stats)
                         live.update(self._render(stats, view))
-                        if trading.done():
+                        if trading.done() or (lifecycle is not None and lifecycle.done()):
                             break
                         await asyncio.sleep(0.5)
         finally:
             stop.set()
             await trading
+            if lifecycle is not None:
+                await lifecycle  # a failed resolution surfaces here
         return stats
+
+    async def _lifecycle(self, markets: list[str], labels: dict[str, tuple[str, ...]], view: View,
+                         stop: asyncio.Event, every_s: float) -> None:
+        """Every ``every_s``: the next market in turn is swapped for a fresh one of the same name and
+        labels (trading moves to it at once), then closed or not, resolved and settled."""
+        rng = random.Random()
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        async with httpx.AsyncClient(base_url=self.urls[0], headers=headers, timeout=30) as admin:
+            for turn in itertools.count():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every_s)
+                if stop.is_set():
+                    return
+                slot = turn % len(markets)
+                old = markets[slot]
+                name, outcomes = MARKETS[slot % len(MARKETS)]
+                fresh = await self._replacement(admin, old, name, outcomes)
+                labels[fresh] = outcomes
+                markets[slot] = fresh
+                settled = await close_resolve_settle(admin, old, outcomes, turn, rng)
+                view.settled.append(settled)
+                self.settled.append(settled)
+
+    async def _replacement(self, admin: httpx.AsyncClient, old: str, name: str, outcomes: Sequence[str]) -> str:
+        subsidy = subsidy_n(int(LIQUIDITY) * MICRO, len(outcomes))
+        ok_json(await admin.post("/v1/users/house/deposits", json={"amount": format_micro(subsidy)}))
+        base = old.split("_")[0]  # sim-<run>-m<j>, and _<hex> for each replacement
+        return await open_market(admin, f"{base}_{secrets.token_hex(3)}", name, LIQUIDITY, outcomes)
 
     async def _poll(self, client: httpx.AsyncClient, view: View, stats: HttpStats) -> None:
         with contextlib.suppress(httpx.HTTPError):
-            view.markets = (await client.get("/v1/markets")).json()["markets"]
+            view.markets = (await client.get("/v1/markets", params={"status": "OPEN"})).json()["markets"]
             for m in view.markets:
-                view.prices.setdefault(m["market_id"], deque(maxlen=40)).append(float(m["price_yes"]))
+                first = m["outcomes"][0]["price"]  # YES in a YES/NO market
+                view.prices.setdefault(m["market_id"], deque(maxlen=40)).append(float(first))
             metrics = (await client.get("/metrics")).text
             found = re.search(r"^predmarket_persister_lag_entries (\S+)$", metrics, re.M)
             view.lag = f"{float(found.group(1)):.0f} entries" if found else "?"
@@ -218,10 +273,11 @@ class Demo:
             f"     curl -s -N {self.urls[1]}/v1/events          (live events; Ctrl-C to stop the demo)",
             title="predmarket demo")
         table = Table(expand=False)
-        for column in ("market", "price YES", "price NO", "YES price history", "pool"):
-            table.add_column(column, justify="left" if column in ("market", "YES price history") else "right")
+        for column in ("market", "prices", "first label's price", "pool"):
+            table.add_column(column, justify="right" if column == "pool" else "left")
         for m in view.markets:
-            table.add_row(m["name"][:40], m["price_yes"], m["price_no"],
+            prices = "  ".join(f"{o['outcome']} {o['price'][:5]}" for o in m["outcomes"])
+            table.add_row(m["name"][:40], prices,
                           sparkline(view.prices.get(m["market_id"], deque())), m["pool"])
         rate = 0.0
         if len(view.rate) >= 2:
@@ -230,7 +286,9 @@ class Demo:
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats.rejected.items())) or "none"
         footer = (f"trades {stats.trades:,}   trades/s {rate:,.0f}   persister lag {view.lag}   "
                   f"rejected: {rejected}")
-        return Group(header, table, footer)
+        resolved = [f"{s.market_id} resolved {s.outcome}{' after closing' if s.closed_first else ''}: "
+                    f"{s.payouts_total} paid to {s.holders_paid} holder(s)" for s in view.settled]
+        return Group(header, table, footer, *resolved)
 
 
 def _cleanup(kind: str, target: Any) -> None:

@@ -5,15 +5,17 @@ API from ``concurrency`` clients (``predmarket.http_sim``), then checks the
 contract's invariants on what it made, through the API alone:
 
 * no negative available, locked, position or pool (invariant 2);
-* each market's ``yes_shares`` / ``no_shares`` equal the shares its users hold (3);
-* ``pool >= max(yes_shares, no_shares)`` (4);
+* each market's outstanding shares of each label (its ``outcomes``) equal the shares
+  its users hold of it (3);
+* ``pool >=`` the largest label's outstanding shares (4);
 * conservation over the simulation's closed world: its users' money plus its
   markets' pools equals what was deposited to the users plus the pools at opening
   (a trade only moves money between a user and a pool) (1);
 * no trade id acknowledged twice.
 
 This assumes nobody else trades the simulation's markets meanwhile (they are
-public, but new and named ``Simulated market N``).
+public, but new and named ``Simulated market N``). ``outcomes`` other than 2
+gives markets of the labels O1..ON, as the engine simulation's ``--outcomes N``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import httpx
 
 from predmarket.engine.units import MICRO, micro_from_decimal
 from predmarket.http_sim import USER_FUNDS, HttpStats, HttpUser, setup_http, trade_forever
+from predmarket.workload import outcome_labels
 
 
 @dataclass
@@ -95,7 +98,7 @@ async def check_over_api(client: httpx.AsyncClient, market_ids: list[str], users
     for market in markets:
         market_id, pool = market["market_id"], micro_from_text(market["pool"])
         money += pool
-        outstanding = {"YES": micro_from_text(market["yes_shares"]), "NO": micro_from_text(market["no_shares"])}
+        outstanding = {o["outcome"]: micro_from_text(o["shares"]) for o in market["outcomes"]}
         if pool < 0:
             breaches.append(f"invariant 2: market {market_id} pool {market['pool']}")
         for outcome, total in outstanding.items():
@@ -114,10 +117,12 @@ async def check_over_api(client: httpx.AsyncClient, market_ids: list[str], users
 
 
 async def run_over_api(base_urls: list[str], admin_token: str, *, markets: int, users: int, trades: int,
-                       concurrency: int, liquidity_units: int,
+                       concurrency: int, liquidity_units: int, outcomes: int = 2,
                        on_progress: Callable[[int], None] | None = None) -> HttpSummary:
     """Set up, trade ``trades`` times (executed or rejected) over the API, check; see the module doc."""
-    market_ids, traders = await setup_http(base_urls[0], admin_token, markets, users, str(liquidity_units))
+    labels = outcome_labels(outcomes)
+    market_ids, traders = await setup_http(base_urls[0], admin_token, markets, users, str(liquidity_units),
+                                           labels=lambda _: labels)
     headers = {"Authorization": f"Bearer {admin_token}"}
     async with httpx.AsyncClient(base_url=base_urls[0], headers=headers, timeout=30) as admin:
         opening = await _get_all(admin, [f"/v1/markets/{m}" for m in market_ids])
@@ -126,7 +131,8 @@ async def run_over_api(base_urls: list[str], admin_token: str, *, markets: int, 
         started = time.perf_counter()
         trading = asyncio.create_task(trade_forever(
             base_urls, market_ids, traders, concurrency, stats, stop, limit=trades,
-            on_trade=lambda trade: trade_ids.append(int(trade["trade_id"]))))
+            on_trade=lambda trade: trade_ids.append(int(trade["trade_id"])),
+            labels=dict.fromkeys(market_ids, labels)))
         while not trading.done():
             if on_progress is not None:
                 on_progress(stats.trades + sum(stats.rejected.values()))

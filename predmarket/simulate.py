@@ -30,14 +30,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from predmarket.engine.errors import EngineError
 from predmarket.engine.keys import Keys
-from predmarket.engine.labels import MAX_OUTCOMES, MIN_OUTCOMES, YES_NO
+from predmarket.engine.labels import YES_NO
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order
 from predmarket.engine.pricing_n import subsidy_n
 from predmarket.engine.settings import Settings
 from predmarket.engine.units import MICRO
 from predmarket.record.loader import PgLoader
-from predmarket.workload import LabelTrades
+from predmarket.workload import LabelTrades, outcome_labels
 
 USER_FUNDS = 1_000_000 * MICRO
 #: Every username and market id a simulation makes starts with this (here and in predmarket.http_sim).
@@ -77,13 +77,6 @@ class Plan:
     @property
     def labels(self) -> tuple[str, ...]:
         return outcome_labels(self.outcomes)
-
-
-def outcome_labels(n: int) -> tuple[str, ...]:
-    """The labels of a simulated market of ``n`` outcomes: YES/NO for 2, O1..ON otherwise."""
-    if not MIN_OUTCOMES <= n <= MAX_OUTCOMES:
-        raise ValueError(f"a market has {MIN_OUTCOMES} to {MAX_OUTCOMES} outcomes, not {n}")
-    return YES_NO if n == 2 else tuple(f"O{i}" for i in range(1, n + 1))
 
 
 @dataclass

@@ -14,8 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from predmarket.engine.labels import MAX_OUTCOMES, MIN_OUTCOMES, YES_NO
 from predmarket.engine.models import Outcome, Side
 from predmarket.engine.units import MICRO
+
+
+def outcome_labels(n: int) -> tuple[str, ...]:
+    """The labels of a simulated market of ``n`` outcomes: YES/NO for 2, O1..ON otherwise."""
+    if not MIN_OUTCOMES <= n <= MAX_OUTCOMES:
+        raise ValueError(f"a market has {MIN_OUTCOMES} to {MAX_OUTCOMES} outcomes, not {n}")
+    return YES_NO if n == 2 else tuple(f"O{i}" for i in range(1, n + 1))
+
 
 Slot = tuple[str, str, str]  # (user, market, label)
 L = TypeVar("L", bound=str)

@@ -66,10 +66,17 @@ def test_a_private_postgresql_starts_answers_and_stops() -> None:
 def test_the_demo_runs_and_leaves_nothing_running() -> None:
     before = _predmarket_processes()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-    done = subprocess.run([sys.executable, "-m", "predmarket.cli", "demo", "--duration", "4", "--markets", "2",
-                           "--users", "4"], env=env, capture_output=True, text=True, timeout=120)
+    env["COLUMNS"] = "1000"  # the summary on one line
+    # Resolving every 0.5 s: the YES/NO market and the cup final's four labels take turns, so a label of
+    # each, PROB and CANCEL come within the first four resolutions.
+    done = subprocess.run([sys.executable, "-m", "predmarket.cli", "demo", "--duration", "6", "--markets", "2",
+                           "--users", "4", "--resolve-every", "0.5"], env=env, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "demo finished" in done.stdout and "admin token" in done.stdout
+    resolved = re.search(r"(\d+) market\(s\) resolved and settled \(([^)]*)\)", done.stdout)
+    assert resolved and int(resolved.group(1)) >= 4, done.stdout[-2000:]
+    assert resolved.group(2).split(", ")[:4] == ["YES", "Tigers", "PROB", "CANCEL"], resolved.group(2)
     assert _predmarket_processes() <= before, "the demo left processes running"
 
 

@@ -22,7 +22,7 @@ from predmarket.engine.units import MICRO, parse_micro
 
 from predmarket.cli import main as cli_main
 from predmarket.sim_settle import random_probabilities, resolution_for
-from predmarket.simulate import outcome_labels
+from predmarket.workload import outcome_labels
 from tests.support.factories import MarketFactory, UserFactory
 from tests.support.processes import environment, run_predmarket
 from tests.support.redis_data import delete_prefix, stream_entries
@@ -146,9 +146,9 @@ def test_simulate_refuses_outcomes_outside_2_to_16(bad: str, capsys: pytest.Capt
     assert ("2 to 16 outcomes" in err) if bad.isdigit() else ("not a whole number" in err)
 
 
-def test_simulate_over_the_api_refuses_other_outcomes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["simulate", "--api", "http://127.0.0.1:1", "--outcomes", "3"]) == 2
-    assert "--outcomes other than 2 applies to the engine, not yet to --api" in capsys.readouterr().err
+def test_simulate_over_the_api_refuses_settle(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["simulate", "--api", "http://127.0.0.1:1", "--settle"]) == 2
+    assert "--settle applies to the engine, not to --api" in capsys.readouterr().err
 
 
 def test_simulated_labels_and_resolutions_take_turns_over_every_label() -> None:

@@ -32,6 +32,9 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--concurrency", type=int, default=8, help="concurrent trading clients (default 8)")
     p.add_argument("--rate", type=float, default=200.0, help="target trades per second (default 200)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--resolve-every", type=float, default=30.0, metavar="SECONDS",
+                   help="every SECONDS one market in turn is closed (every other one), resolved (a label, another "
+                   "label, PROB, CANCEL in turns), settled and replaced by a fresh one (default 30; 0: never)")
     p.set_defaults(handler=main)
 
 
@@ -57,7 +60,8 @@ class _Stop:
 
 def main(args: argparse.Namespace) -> int:
     console = Console()
-    demo = Demo(DemoOptions(args.markets, args.users, args.concurrency, args.rate, args.duration), console)
+    demo = Demo(DemoOptions(args.markets, args.users, args.concurrency, args.rate, args.duration,
+                            args.resolve_every or None), console)
     stopper = _Stop()
     stopper.install()
     started, code = time.monotonic(), 0
@@ -87,6 +91,7 @@ def main(args: argparse.Namespace) -> int:
     stats = demo.stats
     _say(console, f"\ndemo finished (ended by {ended_by}) after {time.monotonic() - started:.0f} s: "
          f"{stats.trades:,} trades, rejected {sum(stats.rejected.values()):,}; "
+         f"{_resolutions(demo)}; "
          f"{'everything it started is stopped and removed' if not left else 'see above'}; exit code {code}")
     return code
 
@@ -95,3 +100,10 @@ def _say(console: Console, text: str) -> None:
     # After SIGHUP the terminal may be gone: writing to it fails, which must not stop the cleanup or the exit.
     with contextlib.suppress(OSError):
         console.print(text)
+
+
+def _resolutions(demo: Demo) -> str:
+    """``3 markets resolved and settled (YES, Tigers, PROB)``: what the lifecycle did."""
+    if not demo.settled:
+        return "no market resolved"
+    return f"{len(demo.settled)} market(s) resolved and settled ({', '.join(s.outcome for s in demo.settled)})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,7 +20,6 @@ from predmarket.engine.connection import connect_sync
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import MAX_OUTCOMES, MIN_OUTCOMES
 from predmarket.engine.market_engine import MarketEngine
-from predmarket.engine.models import Market
 from predmarket.engine.settings import Settings, get_settings
 from predmarket.engine.state import Breach, check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, format_micro
@@ -154,32 +154,34 @@ async def _final_check(settings: Settings, summary: Summary, console: Console) -
             (m.market_id, format_micro(m.price_yes), format_micro(m.price_no), format_micro(m.yes_shares),
              format_micro(m.no_shares), format_micro(m.pool)) for m in markets]))
     else:
-        console.print(_label_prices_table(markets))
+        console.print(_label_prices_table(markets[0].outcomes, [
+            (m.market_id, [format_micro(p) for p in m.prices], [format_micro(q) for q in m.totals],
+             format_micro(m.pool)) for m in markets]))
     return check_invariants(state)
 
 
-def _label_prices_table(markets: list[Market], shown: int = 20) -> Table:
-    """The final price of each label (outstanding shares below it) and pool of the first ``shown`` markets."""
-    labels = markets[0].outcomes
+def _label_prices_table(labels: Sequence[str], rows: list[tuple[str, Sequence[str], Sequence[str], str]],
+                        shown: int = 20) -> Table:
+    """Each market's (id, price of each label, outstanding shares of each label, pool) of the first
+    ``shown`` markets, the shares below the prices."""
     prices = Table(title="final prices (outstanding shares below)")
     prices.add_column("market")
     for label in labels:
         prices.add_column(label, justify="right")
     prices.add_column("pool", justify="right")
-    for m in markets[:shown]:
-        prices.add_row(m.market_id, *(f"{format_micro(p)}\n{format_micro(q)}" for p, q in zip(
-            m.prices, m.totals, strict=True)), format_micro(m.pool))
-    if len(markets) > shown:
-        prices.add_row(f"... {len(markets) - shown} more", *("" for _ in labels), "")
+    for market_id, label_prices, shares, pool in rows[:shown]:
+        prices.add_row(market_id, *(f"{p}\n{q}" for p, q in zip(label_prices, shares, strict=True)), pool)
+    if len(rows) > shown:
+        prices.add_row(f"... {len(rows) - shown} more", *("" for _ in labels), "")
     return prices
 
 
 def _main_over_api(args: argparse.Namespace, settings: Settings) -> int:
     if args.processes != 1 or args.seed is not None:
         raise SystemExit("predmarket simulate: --processes and --seed apply to the engine, not to --api")
-    if args.outcomes != 2:
-        print("predmarket simulate: --outcomes other than 2 applies to the engine, not yet to --api "
-              "(the HTTP simulation trades and checks YES/NO markets only)", file=sys.stderr)
+    if args.settle:
+        print("predmarket simulate: --settle applies to the engine, not to --api (settling pays the rest of "
+              "each pool to house, outside the simulation's closed world the HTTP check counts)", file=sys.stderr)
         return 2
     urls = [url.rstrip("/") for url in args.api]
     console = Console()
@@ -189,7 +191,7 @@ def _main_over_api(args: argparse.Namespace, settings: Settings) -> int:
         task = progress.add_task("trades", total=args.trades)
         summary = asyncio.run(run_over_api(
             urls, settings.admin_token, markets=args.markets, users=args.users, trades=args.trades,
-            concurrency=args.concurrency, liquidity_units=args.liquidity,
+            concurrency=args.concurrency, liquidity_units=args.liquidity, outcomes=args.outcomes,
             on_progress=lambda done: progress.update(task, completed=done)))
         progress.update(task, completed=args.trades)
     _print_http_summary(console, urls, summary)
@@ -216,9 +218,14 @@ def _print_http_summary(console: Console, urls: list[str], summary: HttpSummary)
     ):
         table.add_row(name, value)
     console.print(table)
-    console.print(_prices_table([
-        (m["market_id"], m["price_yes"], m["price_no"], m["yes_shares"], m["no_shares"], m["pool"])
-        for m in summary.markets]))
+    if all(m["price_yes"] is not None for m in summary.markets):
+        console.print(_prices_table([
+            (m["market_id"], m["price_yes"], m["price_no"], m["yes_shares"], m["no_shares"], m["pool"])
+            for m in summary.markets]))
+    elif summary.markets:
+        console.print(_label_prices_table([label["outcome"] for label in summary.markets[0]["outcomes"]], [
+            (m["market_id"], [o["price"] for o in m["outcomes"]], [o["shares"] for o in m["outcomes"]], m["pool"])
+            for m in summary.markets]))
 
 
 def _prices_table(rows: list[tuple[str, str, str, str, str, str]], shown: int = 20) -> Table:
