@@ -501,9 +501,14 @@ def test_a_person_trades_a_market_of_three_outcomes(web_api: Api, web_stack: Sta
         for label, price in theirs["prices"].items():
             browser.wait_text(f'#market-prices [data-outcome="{label}"] .price-value', percent(price))
             browser.wait_text(f'{market_row(market)} [data-outcome="{label}"]', f"{label} {percent(price)}")
+        # The position of Blue is valued as selling it now would pay, after their trade moved the book.
+        sell_now = api.quote(market, side="SELL", outcome="Blue", shares="10").json()["cost"]
+        value_cell = position_cell(market, "Blue", "value")
+        browser.wait(lambda: browser.js(f"return document.querySelector('{value_cell}')?.title") == sell_now,
+                     "Blue's value (a live SELL quote, exact in the cell's title)")
         severe = [e["message"] for e in browser.driver.get_log("browser")  # type: ignore[no-untyped-call]
                   if e["level"] == "SEVERE"]
-        assert [m for m in severe if "/v1/me/positions" not in m] == [], severe
+        assert severe == [], severe  # /v1/me/positions values labelled positions too
 
 
 def test_the_page_fits_a_phone(web_api: Api, web_stack: Stack, browser_factory: Callable[..., Browser]) -> None:
