@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,13 +25,7 @@ from predmarket.engine.settings import Settings, get_settings
 from predmarket.record.loader import PgLoader
 from sqlalchemy.ext.asyncio import create_async_engine
 
-#: The cyclic collector's thresholds in a replica. A trade request allocates hundreds of container
-#: objects, nearly all freed by refcounting; at the default 700 the youngest generation was
-#: collected every few requests, and a profile under the streams bench put the collector at 8.5 %
-#: of a replica's samples (12.3 % with 5,500 idle subscribers). At 20,000 the bench measured the
-#: replica's CPU per trade 9 % lower without subscribers and 17 % lower with them
-#: (docs/PERFORMANCE.md); memory waiting for a collection stays a few MiB.
-GC_THRESHOLDS = (20_000, 10, 10)
+from predmarket.collector import tune_collector
 
 log = logging.getLogger("predmarket.api")
 #: Connections for subscribers' start positions, backlogs and positions (short calls, never blocking).
@@ -79,11 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         watcher.start()
         hub.start()
         house = asyncio.create_task(_ensure_house(engine))
-        # What start-up allocated (modules, the app, its routes) lives as long as the
-        # process: frozen, it is no longer walked by every full collection.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        tune_collector()
         try:
             with on_stop_signal(hub.close):
                 yield

@@ -34,6 +34,7 @@ from bench.invariants import check_redis, read_state, require
 from bench.options import Sizes
 from bench.results import PersisterResult
 from bench.scratch import scratch_database, scratch_prefix
+from predmarket.collector import tune_collector
 from predmarket.simulate import Plan
 
 POLL_S = 0.02
@@ -74,6 +75,7 @@ def _wait_caught_up(running: Callable[[], bool], client: redis.Redis, stream: st
 def _drain(persister: Persister, client: redis.Redis, stream: str, pg_url: str, trades: int,
            timeout_s: float) -> float:
     """Run one persister (a thread of this process) until it caught up; returns the seconds it took."""
+    tune_collector()  # as `predmarket persister` sets its process
     thread = threading.Thread(target=persister.run, name="bench-persister", daemon=True)
     started = time.perf_counter()
     thread.start()
@@ -88,6 +90,7 @@ def _persister_process(settings: Settings, consumer: str, barrier: multiprocessi
                        stop: multiprocessing.synchronize.Event) -> None:
     """A spawned persister: built (imports, connections) before the barrier, run after it until ``stop``."""
     persister = build(settings, consumer=consumer)
+    tune_collector()  # as `predmarket persister` sets its process
 
     def stop_when_told() -> None:
         stop.wait()

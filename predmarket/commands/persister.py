@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from predmarket.api.logs import configure, log_start
+from predmarket.collector import tune_collector
 from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.engine.settings import get_settings
@@ -36,5 +37,6 @@ def main(args: argparse.Namespace) -> int:
         metrics_port = serve_metrics(persister, settings.persister_metrics_host, settings.persister_metrics_port)
     log_start(log, "predmarket persister", settings, consumer=persister.consumer, metrics_port=metrics_port)
     persister.install_signal_handlers()
+    tune_collector()
     persister.run()
     return 0
