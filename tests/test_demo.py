@@ -69,7 +69,7 @@ def test_the_demo_runs_and_leaves_nothing_running() -> None:
     env["COLUMNS"] = "1000"  # the summary on one line
     # Resolving every 0.5 s: the YES/NO market and the cup final's four labels take turns, so a label of
     # each, PROB and CANCEL come within the first four resolutions.
-    done = subprocess.run([sys.executable, "-m", "predmarket.cli", "demo", "--duration", "6", "--markets", "2",
+    done = subprocess.run([sys.executable, "-m", "predmarket.cli", "demo", "--duration", "8", "--markets", "2",
                            "--users", "4", "--resolve-every", "0.5"], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
