@@ -65,4 +65,6 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> Benc
         results.write_json(options.out / RESULTS_FILE)
         progress(f"results written to {options.out / RESULTS_FILE}")
         progress(write_chart(results, options.out / CHART_FILE))
+    else:
+        progress("results not written (a partial or --quick run leaves docs/ as it is; --out DIR keeps them)")
     return results

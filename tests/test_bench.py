@@ -174,5 +174,23 @@ def test_bench_command_exits_1_naming_the_breach(monkeypatch: pytest.MonkeyPatch
     assert "BENCH FAILED" in out and "conservation [all accounts and pools]" in out and "8 tasks" in out
 
 
+@pytest.mark.parametrize(("args", "where"), [
+    ([], "docs"), (["--quick"], None), (["--only", "http"], None), (["--stream-sse", "10"], None),
+    (["--only", "http", "--out", "/tmp/elsewhere"], "/tmp/elsewhere"), (["--quick", "--out", "x"], "x"),
+])
+def test_only_a_full_bench_run_replaces_the_committed_figures(monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                                              where: str | None) -> None:
+    seen: list[Path | None] = []
+
+    def record(options: BenchOptions, say: object) -> None:
+        seen.append(options.out)
+        raise InvariantBroken("stop here", [])
+
+    monkeypatch.setattr("bench.runner.run_bench", record)
+    assert cli_main(["bench", *args]) == 1
+    root = Path(__file__).resolve().parents[1]
+    assert seen == [None if where is None else root / "docs" if where == "docs" else Path(where)]
+
+
 def test_the_bench_commands_help_names_the_benchs_sections() -> None:
     assert ",".join(SECTIONS) == SECTIONS_HELP

@@ -34,8 +34,10 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--only", default=None, metavar="SECTIONS",
                    help=f"comma-separated sections to run, of {SECTIONS_HELP} (default all but views: "
                         "it generates a 10-million-trade record, ~10 GB, kept between runs)")
-    p.add_argument("--out", type=Path, default=Path("docs"), metavar="DIR",
-                   help="where to write bench-results.json and bench-throughput.png (default docs/)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="where to write bench-results.json and bench-throughput.png (default: the checkout's "
+                        "docs/, whose figures docs/PERFORMANCE.md quotes, for a full run only; a run with --quick, "
+                        "--only or subscriber counts writes nothing unless given --out, so it never replaces them)")
     p.add_argument("--seed", type=int, default=None, help="random seed for the workloads")
     p.add_argument("--stream-sse", type=int, default=None, metavar="N",
                    help="streams section: idle SSE subscribers on the replica (default 1000; 200 with --quick)")
@@ -50,6 +52,15 @@ def checkout_root() -> Path | None:
     """The source checkout this package runs from, if it holds the bench (an editable install)."""
     root = Path(predmarket.__file__).resolve().parents[1]
     return root if (root / "bench" / "__init__.py").is_file() else None
+
+
+def results_dir(args: argparse.Namespace, root: Path) -> Path | None:
+    """Where this run's JSON and chart go: --out if given; else the checkout's docs/ for a full default
+    run (the committed figures), and nowhere for a partial or smaller one, which would replace them."""
+    if args.out is not None:
+        return Path(args.out)
+    full = not args.quick and args.only is None and args.stream_sse is None and args.stream_ws is None
+    return root / "docs" if full else None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -78,7 +89,8 @@ def main(args: argparse.Namespace) -> int:
         sizes = replace(sizes, stream_sse=sizes.stream_sse if args.stream_sse is None else args.stream_sse,
                         stream_websockets=sizes.stream_websockets if args.stream_ws is None else args.stream_ws)
     options = BenchOptions(settings=get_settings(), sections=sections, sizes=sizes,
-                           out=args.out, quick=args.quick, seed=args.seed, rebuild_views=args.rebuild_views)
+                           out=results_dir(args, root), quick=args.quick, seed=args.seed,
+                           rebuild_views=args.rebuild_views)
     try:
         results = run_bench(options, say=lambda line: console.print(line, highlight=False, markup=False))
     except (InvariantBroken, PersisterFailed) as exc:
