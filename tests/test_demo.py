@@ -23,6 +23,7 @@ from predmarket.engine.keys import Keys
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from predmarket.cli import main as cli_main
 from predmarket.services import find_binary, pg_answers, private_postgres, private_redis, redis_answers
 from tests.support.waiting import wait_until
 
@@ -78,6 +79,14 @@ def test_the_demo_runs_and_leaves_nothing_running() -> None:
     assert resolved and int(resolved.group(1)) >= 4, done.stdout[-2000:]
     assert resolved.group(2).split(", ")[:4] == ["YES", "Tigers", "PROB", "CANCEL"], resolved.group(2)
     assert _predmarket_processes() <= before, "the demo left processes running"
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_the_demo_refuses_a_resolution_period_that_is_not_seconds(value: str,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["demo", "--resolve-every", value])
+    assert exited.value.code == 2 and "--resolve-every" in capsys.readouterr().err
 
 
 def _children(pid: int) -> set[int]:

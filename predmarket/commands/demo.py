@@ -32,10 +32,21 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--concurrency", type=int, default=8, help="concurrent trading clients (default 8)")
     p.add_argument("--rate", type=float, default=200.0, help="target trades per second (default 200)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--resolve-every", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--resolve-every", type=_seconds, default=30.0, metavar="SECONDS",
                    help="every SECONDS one market in turn is closed (every other one), resolved (a label, another "
                    "label, PROB, CANCEL in turns), settled and replaced by a fresh one (default 30; 0: never)")
     p.set_defaults(handler=main)
+
+
+def _seconds(text: str) -> float:
+    """``--resolve-every``: 0 (never) or a positive number of seconds (argparse exits 2 on anything else)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # NaN fails the first test
+        raise argparse.ArgumentTypeError(f"0 (never) or a positive number of seconds, not {text}")
+    return value
 
 
 class _Stop:
