@@ -39,11 +39,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 from predmarket.engine.labels import YES_NO
-from predmarket.engine.pricing_n import subsidy_n
 from predmarket.engine.settings import Settings, get_settings
-from predmarket.engine.units import MICRO, format_micro
 from predmarket.http_settle import HttpSettled, close_resolve_settle
-from predmarket.http_sim import HttpStats, ok_json, open_market, setup_http, trade_forever
+from predmarket.http_sim import HttpStats, fund_house, open_market, setup_http, trade_forever
 from predmarket.services import Service, free_port, postgres_service, redis_service, wait_ready
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -248,8 +246,7 @@ class Demo:
                 self.settled.append(settled)
 
     async def _replacement(self, admin: httpx.AsyncClient, old: str, name: str, outcomes: Sequence[str]) -> str:
-        subsidy = subsidy_n(int(LIQUIDITY) * MICRO, len(outcomes))
-        ok_json(await admin.post("/v1/users/house/deposits", json={"amount": format_micro(subsidy)}))
+        await fund_house(admin, LIQUIDITY, [outcomes])
         base = old.split("_")[0]  # sim-<run>-m<j>, and _<hex> for each replacement
         return await open_market(admin, f"{base}_{secrets.token_hex(3)}", name, LIQUIDITY, outcomes)
 

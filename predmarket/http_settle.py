@@ -17,7 +17,7 @@ import httpx
 from predmarket.engine.resolutions import Resolution, ResolutionType
 from predmarket.engine.units import format_micro
 from predmarket.http_sim import ok_json
-from predmarket.sim_settle import resolution_for
+from predmarket.sim_settle import closes_first, resolution_for
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ async def close_resolve_settle(admin: httpx.AsyncClient, market_id: str, labels:
                                rng: random.Random) -> HttpSettled:
     """Resolve ``market_id`` (of ``labels``) as the ``turn``-th market of sim_settle's turns, closing it
     first on odd turns, then settle it."""
-    closed_first = turn % 2 == 1
+    closed_first = closes_first(turn)
     if closed_first:
         ok_json(await admin.post(f"/v1/markets/{market_id}/close"))
     resolution = resolution_for(turn, rng, labels)

@@ -63,10 +63,8 @@ async def setup_http(base_url: str, admin_token: str, markets: int, users: int, 
     run = uuid.uuid4().hex[:6]
     headers = {"Authorization": f"Bearer {admin_token}"}
     chosen = [tuple(labels(j)) if labels is not None else YES_NO for j in range(markets)]
-    subsidies = sum(subsidy_n(int(liquidity) * MICRO, len(outcomes)) for outcomes in chosen)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as admin:
-        if subsidies:
-            ok_json(await admin.post("/v1/users/house/deposits", json={"amount": format_micro(subsidies)}))
+        await fund_house(admin, liquidity, chosen)
         market_ids = []
         for j, outcomes in enumerate(chosen):
             name = names[j % len(names)] if names else f"Simulated market {j}"
@@ -78,6 +76,13 @@ async def setup_http(base_url: str, admin_token: str, markets: int, users: int, 
             ok_json(await admin.post(f"/v1/users/{user['user_id']}/deposits", json={"amount": USER_FUNDS}))
             created.append(HttpUser(user["user_id"], user["api_key"]))
     return market_ids, created
+
+
+async def fund_house(admin: httpx.AsyncClient, liquidity: str, markets: Sequence[Sequence[str]]) -> None:
+    """Deposit to house exactly the subsidies, ``ceil(b ln n)`` each, of markets of these labels."""
+    subsidies = sum(subsidy_n(int(liquidity) * MICRO, len(outcomes)) for outcomes in markets)
+    if subsidies:
+        ok_json(await admin.post("/v1/users/house/deposits", json={"amount": format_micro(subsidies)}))
 
 
 async def open_market(admin: httpx.AsyncClient, market_id: str, name: str, liquidity: str,

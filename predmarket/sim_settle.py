@@ -44,6 +44,11 @@ def resolution_for(index: int, rng: random.Random, labels: Sequence[str]) -> Res
     return Resolution.of_outcome(labels[turn % len(labels)])
 
 
+def closes_first(index: int) -> bool:
+    """Whether the ``index``-th market resolved is closed first (every other one, as a close time would)."""
+    return index % 2 == 1
+
+
 def random_probabilities(rng: random.Random, n: int) -> list[int]:
     """``n`` random probabilities in micro-units summing to exactly ``MICRO`` (cuts of [0, 1])."""
     cuts = sorted(rng.randint(0, MICRO) for _ in range(n - 1))
@@ -55,7 +60,7 @@ async def resolve_and_settle(engine: MarketEngine, market_ids: list[str], seed: 
     rng = random.Random(seed)
     done: list[Settled] = []
     for index, market_id in enumerate(market_ids):
-        closed_first = index % 2 == 1
+        closed_first = closes_first(index)
         if closed_first:
             await engine.markets.close(market_id)
         market = await engine.markets.get(market_id)
