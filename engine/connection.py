@@ -35,6 +35,8 @@ re-sent either: it surfaces as Unavailable, the cluster is failing over.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -64,6 +66,8 @@ from redis.retry import Retry
 #: a slot no node serves, and no seed node reachable.
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, OSError, ClusterError,
                SlotNotCoveredError, RedisClusterUnreachableError)
+
+log = logging.getLogger("predmarket.redis")
 
 
 def no_resend() -> Retry:
@@ -170,9 +174,35 @@ def connect_sync(url: str, timeout_s: float, *, connect_timeout_s: float | None 
     }
     if is_cluster_url(url):
         seeds = [ClusterNode(host, port) for host, port in seed_nodes(url)]  # type: ignore[no-untyped-call]  # untyped in redis-py
-        cluster = RedisCluster(startup_nodes=seeds, **options)
-        return cast(redis.Redis, cluster)
+        return cast(redis.Redis, _start_cluster_client(seeds, options))
     return redis.Redis.from_url(url, **options)
+
+
+#: How long building a synchronous cluster client keeps trying while a node is unreachable: about
+#: the time Redis Cluster takes to promote a replica (twice cluster-node-timeout, 15 s by default).
+CLUSTER_START_WAIT_S = 40.0
+
+
+def _start_cluster_client(seeds: list[ClusterNode], options: dict[str, Any]) -> RedisCluster:
+    """``RedisCluster(seeds)``, tried again while a node is unreachable.
+
+    Building it sends ``COMMAND`` to one master of the slot map; during a failover that can
+    be the dead master, and a persister or command started then would exit instead of
+    waiting the few seconds until its replica is promoted (seen in tests/test_cluster_chaos.py).
+    """
+    deadline = time.monotonic() + CLUSTER_START_WAIT_S
+    pause = 0.1
+    while True:
+        try:
+            return RedisCluster(startup_nodes=seeds, **options)
+        except RedisClusterUnreachableError:
+            raise  # no seed answered at all: a wrong URL or a cluster down, not a failover under way
+        except UNREACHABLE as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("Redis Cluster not ready (%s: %s); trying again in %.1fs", exc.__class__.__name__, exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 @contextmanager

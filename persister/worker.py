@@ -269,7 +269,9 @@ class Persister:
         if confirmed < wanted:
             self._own_pending_done = False
             raise ReplicasBehind(f"{confirmed} of {wanted} replicas confirmed the entries read within "
-                                 f"{self.settings.replica_wait_ms} ms; not copying them to PostgreSQL yet")
+                                 f"{self.settings.replica_wait_ms} ms; not copying them to PostgreSQL yet (a master "
+                                 "with no replica attached, as after a failover, holds the record back "
+                                 "until one is: restart the failed node, it rejoins as a replica)")
         return entries
 
     # ------------------------------------------------------------------ batches

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pydantic
 import redis.exceptions
 from sqlalchemy.engine import make_url
@@ -11,11 +13,18 @@ from predmarket.engine.errors import Unavailable
 from predmarket.engine.settings import Settings, get_settings
 
 
+#: Redis could not be reached: one server, or a cluster (no seed answered, a slot served by no node).
+REDIS_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterError,
+                     redis.exceptions.RedisClusterException, Unavailable)
+
+
 def _safe(url: str) -> str:
+    """``url`` with its password hidden. A ``redis+cluster://`` URL lists several hosts, which
+    SQLAlchemy's parser refuses (ValueError on the port): its password is hidden by hand."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+    except (ArgumentError, ValueError):
+        return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def _configured() -> Settings | None:
@@ -32,7 +41,7 @@ def explain(exc: BaseException) -> str | None:
         lines = [(f"  PM_{'_'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "  ")
                  + str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
         return "configuration error:\n" + "\n".join(lines)
-    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, Unavailable)):
+    if isinstance(exc, REDIS_UNREACHABLE):
         settings = _configured()
         url = _safe(settings.redis_url) if settings else "the configured URL"
         return (f"cannot reach Redis at {url} ({exc}).\n"

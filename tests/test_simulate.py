@@ -263,6 +263,9 @@ async def test_drained_pool_names_the_market(
 
 @pytest.mark.parametrize(("env", "expected"), [
     ({"PM_REDIS_URL": "redis://127.0.0.1:1/0"}, "cannot reach Redis at redis://127.0.0.1:1/0"),
+    # no seed answers: explained at once (not retried as a failover would be), the URL not garbled
+    ({"PM_REDIS_URL": "redis+cluster://127.0.0.1:1,127.0.0.1:2", "PM_KEY_PREFIX": "{pm}"},
+     "cannot reach Redis at redis+cluster://127.0.0.1:1,127.0.0.1:2"),
     ({"PM_MAX_BATCH": "abc"}, "PM_MAX_BATCH"),
     ({"PM_ENVIRONMENT": "production", "PM_ADMIN_TOKEN": "changeme"}, "PM_ADMIN_TOKEN must be set"),
 ])

@@ -404,6 +404,15 @@ class PrivateCluster:
         self._remember_topology()
         return winner
 
+    def rejoin(self, node: Node, timeout_s: float = 30.0) -> None:
+        """Start a killed node again on its port and with its ``nodes.conf``: a master that was failed
+        over comes back as a replica of the one promoted in its place (what an operator does after a
+        failover). Waits until it is linked and synced and the cluster is ok everywhere."""
+        assert not node.alive(), "kill the node first"
+        node.start(self.node_timeout_ms)
+        self.wait_healthy(timeout_s)
+        self._remember_topology()
+
 
 def require_binaries() -> None:
     """Skip the test if redis-server or redis-cli is missing; fail it instead under

@@ -41,10 +41,12 @@ CLI_TIMEOUT_S = 60.0
 
 @contextmanager
 def deployment(name: str, database_url: str, redis_url: str, workdir: Path, *, replicas: int = 2,
-               persister_env: dict[str, str] | None = None, **overrides: str) -> Iterator[tuple[Stack, Api]]:
+               persister_env: dict[str, str] | None = None, prefix: str | None = None,
+               **overrides: str) -> Iterator[tuple[Stack, Api]]:
     """Persister ``p0`` (with ``persister_env`` on top of the stack's environment) and ``replicas``
-    API servers on their own key prefix; every process stopped on the way out."""
-    stack = Stack(name=name, prefix=f"pmfault-{name}-{uuid.uuid4().hex[:8]}", database_url=database_url,
+    API servers on their own key prefix (``prefix``, or a fresh one); every process stopped on the way out."""
+    prefix = prefix or f"pmfault-{name}-{uuid.uuid4().hex[:8]}"
+    stack = Stack(name=name, prefix=prefix, database_url=database_url,
                   redis_url=redis_url, admin_token="adm_" + secrets.token_urlsafe(24), workdir=workdir,
                   overrides=overrides)
     api: Api | None = None
