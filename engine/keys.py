@@ -77,6 +77,12 @@ key                             contents
                                 oldest_age_ms, committed, updated_ms
 ``<p>:persister:fence``         counter: INCRed before a WAIT for replicas (PM_REPLICA_ACKS),
                                 so the WAIT covers every write read before it
+``<p>:xfer:<id>``               string: a transfer between a user's sub-wallets (engine/transfers.py),
+                                in the prefix of a shard (engine/shards.py): on the source
+                                ``out|<user>|<from>|<to>|<amount>|<ms>`` while pending, then ``done|...``
+                                (expiring); on the destination ``in|...`` once credited
+``<p>:outbox``                  sorted set: the shard's pending transfers out, scored by when (ms):
+                                what the sweeper finishes
 ==============================  =============================================
 """
 
@@ -195,6 +201,13 @@ class Keys:
     @property
     def replication_fence(self) -> str:
         return f"{self.prefix}:persister:fence"
+
+    def transfer(self, transfer_id: str) -> str:
+        return f"{self.prefix}:xfer:{transfer_id}"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.prefix}:outbox"
 
     @property
     def pattern(self) -> str:

@@ -152,6 +152,10 @@ class _Registry(Generic[S]):
     settle_users: S
     touch_api_keys: S
     trade: S
+    transfer_done: S
+    transfer_forget: S
+    transfer_in: S
+    transfer_out: S
     trim_events: S
     unarchive_market: S
     withdraw: S

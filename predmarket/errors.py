@@ -12,7 +12,6 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from predmarket.engine.errors import Unavailable
 from predmarket.engine.settings import Settings, get_settings
 
-
 #: Redis could not be reached: one server, or a cluster (no seed answered, a slot served by no node).
 REDIS_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterError,
                      redis.exceptions.RedisClusterException, Unavailable)

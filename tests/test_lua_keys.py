@@ -29,7 +29,8 @@ ALLOWED_FLAGS = {"allow-oom"}
 
 #: Fragments of key names (engine/keys.py) that must not appear in a Lua string literal.
 KEY_FRAGMENTS = (":u:", ":idem:", ":pos", ":cost", "{m:", ":rl:", ":usernames", ":apikeys", ":user_ids", ":markets",
-                 ":archived", ":evicted", ":events", ":trade_seq", ":dirty", ":closing", ":totals", ":persister:")
+                 ":archived", ":evicted", ":events", ":trade_seq", ":dirty", ":closing", ":totals", ":persister:",
+                 ":xfer:", ":outbox")
 _STRING = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 

@@ -1,0 +1,29 @@
+#!lua flags=allow-oom
+-- transfer_in: the second step of a transfer (engine/transfers.py): credit the destination
+-- sub-wallet, at most once per transfer id.
+--
+-- KEYS[1] the user's sub-wallet in the destination shard <d>:u:<user>, KEYS[2] the transfer's
+--   record there <d>:xfer:<id>, KEYS[3] the destination shard's events stream, KEYS[4] its totals
+--   hash <d>:totals (<d> = the destination shard's prefix, engine/shards.py)
+-- ARGV[1] transfer id, ARGV[2] user id, ARGV[3] source shard, ARGV[4] destination shard,
+--   ARGV[5] amount (micro-units, > 0)
+-- Returns {'OK', available after, event id}, or {'DUP'} when this transfer was credited before.
+-- Emits TransferIn {transfer_id, user_id, from_shard, to_shard, amount, available}.
+--
+-- A sub-wallet appears on its first credit (only `available` and `last_event`: the user's
+-- name and keys live in its home shard). The record has no expiry until the source has
+-- marked the transfer done (transfer_forget.lua gives it one): as long as anyone may still
+-- send this step, it answers DUP.
+
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'DUP'} end
+local available = redis.call('HGET', KEYS[1], 'available') or '0'
+local after = add_int(available, ARGV[5])
+local ms = now_ms()
+redis.call('HSET', KEYS[1], 'available', after)
+redis.call('SET', KEYS[2], table.concat({'in', ARGV[2], ARGV[3], ARGV[4], ARGV[5], ms}, '|'))
+redis.call('HINCRBY', KEYS[4], 'transfers_in', ARGV[5])
+local event = redis.call('XADD', KEYS[3], '*', 'type', 'TransferIn', 'ts', ms, 'transfer_id', ARGV[1],
+  'user_id', ARGV[2], 'from_shard', ARGV[3], 'to_shard', ARGV[4], 'amount', fmt6(ARGV[5]),
+  'available', fmt6(after))
+redis.call('HSET', KEYS[1], 'last_event', event)
+return {'OK', after, event}
