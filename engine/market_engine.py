@@ -67,8 +67,13 @@ class MarketEngine:
         await self.accounts.ensure_house()
 
     async def close(self) -> None:
-        await self._trader.close()
+        await self.close_trading()
         await self.redis.aclose()
+
+    async def close_trading(self) -> None:
+        """Stop the trader (orders queued are answered UNAVAILABLE); the Redis client stays open
+        for its other users (engine/sharded.py: the shards' engines share one client)."""
+        await self._trader.close()
 
     async def execute_trade(self, order: Order) -> Trade:
         """Execute ``order`` through its market's sequencer; raises an ``EngineError`` if rejected."""

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     #: which a cluster with one shard needs (every script touches several keys; see docs/SCALING.md).
     key_prefix: str = Field(default="pm", min_length=1, max_length=64,
                             pattern=r"^[A-Za-z0-9_.-]*(\{[A-Za-z0-9_.-]+\})?[A-Za-z0-9_.-]*$")
+    #: Shards of the deployment (engine/shards.py): 1 keeps every key under the prefix; more spread
+    #: markets and users' sub-wallets over the hash tags ``{s<k>}``. Fixed for a deployment's life.
+    #: So far only the engine runs with more than one (engine/sharded.py; docs/SCALING.md).
+    shards: int = Field(default=1, ge=1, le=1024)
 
     # Engine
     #: Orders applied by one script call (over all its markets), at most.
@@ -120,6 +124,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_slot_on_a_cluster(self) -> Settings:
+        if self.shards > 1:
+            if HASH_TAG.search(self.key_prefix):
+                raise ValueError(f"PM_KEY_PREFIX must not carry a hash tag with PM_SHARDS={self.shards}: "
+                                 "each shard's keys carry their own ({s<k>})")
+            return self
         if self.redis_url.startswith(CLUSTER_SCHEME) and not HASH_TAG.search(self.key_prefix):
             raise ValueError(f"PM_KEY_PREFIX must carry a hash tag on Redis Cluster, e.g. {{{self.key_prefix}}}: "
                              "every script touches several keys, which must share one slot")
@@ -182,5 +191,19 @@ def redacted(settings: Settings) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read from the environment once."""
-    return Settings()
+    """The process's settings, read from the environment once.
+
+    ``PM_SHARDS`` above 1 is refused here, where every command and the API read their settings:
+    so far only the engine runs over shards (engine/sharded.py), and a process that ignored
+    the setting would keep a deployment's money in the wrong keys.
+    """
+    settings = Settings()
+    if settings.shards > 1:
+        raise ShardsNotSupported(f"PM_SHARDS={settings.shards}: the API, the persister and the commands run with "
+                                 "PM_SHARDS=1 so far; the per-shard layout runs in the engine only "
+                                 "(engine/sharded.py, docs/SCALING.md)")
+    return settings
+
+
+class ShardsNotSupported(ValueError):
+    """``PM_SHARDS`` > 1 for a process that does not run over shards yet."""

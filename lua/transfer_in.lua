@@ -10,15 +10,21 @@
 -- Returns {'OK', available after, event id}, or {'DUP'} when this transfer was credited before.
 -- Emits TransferIn {transfer_id, user_id, from_shard, to_shard, amount, available}.
 --
--- A sub-wallet appears on its first credit (only `available` and `last_event`: the user's
--- name and keys live in its home shard). The record has no expiry until the source has
+-- A sub-wallet appears on its first credit, with an empty username (the user's name and keys
+-- live in its home shard). The record has no expiry until the source has
 -- marked the transfer done (transfer_forget.lua gives it one): as long as anyone may still
 -- send this step, it answers DUP.
 
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'DUP'} end
-local available = redis.call('HGET', KEYS[1], 'available') or '0'
-local after = add_int(available, ARGV[5])
+local available = redis.call('HGET', KEYS[1], 'available')
 local ms = now_ms()
+if not available then
+  -- A new sub-wallet: an account hash with no name (the name and keys live in the home shard),
+  -- so whatever reads the shard's accounts (its balances, positions, invariants) counts it.
+  available = '0'
+  redis.call('HSET', KEYS[1], 'username', '', 'locked', '0', 'created_ms', ms)
+end
+local after = add_int(available, ARGV[5])
 redis.call('HSET', KEYS[1], 'available', after)
 redis.call('SET', KEYS[2], table.concat({'in', ARGV[2], ARGV[3], ARGV[4], ARGV[5], ms}, '|'))
 redis.call('HINCRBY', KEYS[4], 'transfers_in', ARGV[5])

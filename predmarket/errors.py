@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from predmarket.engine.errors import Unavailable
-from predmarket.engine.settings import Settings, get_settings
+from predmarket.engine.settings import Settings, ShardsNotSupported, get_settings
 
 #: Redis could not be reached: one server, or a cluster (no seed answered, a slot served by no node).
 REDIS_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ClusterError,
@@ -51,6 +51,8 @@ def explain(exc: BaseException) -> str | None:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
         return (f"cannot reach PostgreSQL at {url} ({first}).\n"
                 "  Is it running? Set PM_DATABASE_URL to point at it.")
+    if isinstance(exc, ShardsNotSupported):
+        return f"configuration error: {exc}"
     if isinstance(exc, ArgumentError):
         return f"configuration error: {exc}"
     return None

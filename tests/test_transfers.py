@@ -108,11 +108,11 @@ async def test_a_transfer_moves_money_once_and_leaves_nothing_pending(wallets: W
     assert (out["transfer_id"], out["from_shard"], out["to_shard"], out["amount"], out["available"]) == (
         transfer.transfer_id, "0", "2", "30.000000", "70.000000")
     assert (into["transfer_id"], into["amount"], into["available"]) == (transfer.transfer_id, "30.000000", "30.000000")
-    # Both records expire now that the transfer is done; the destination's new sub-wallet has only money.
+    # Both records expire now that the transfer is done; the destination's new sub-wallet has no name.
     for shard in (0, 2):
         assert await wallets.redis.ttl(shard_keys(wallets.prefix, shard, SHARDS).transfer(transfer.transfer_id)) > 0
-    assert await wallets.redis.hkeys(shard_keys(wallets.prefix, 2, SHARDS).user("alice")) == ["available",
-                                                                                             "last_event"]
+    wallet = await wallets.redis.hgetall(shard_keys(wallets.prefix, 2, SHARDS).user("alice"))
+    assert (wallet["username"], wallet["available"], wallet["locked"]) == ("", str(30 * MICRO), "0")
     await wallets.assert_conserved(["alice"])
 
 

@@ -1,0 +1,278 @@
+"""One deployment over S > 1 shards: a :class:`MarketEngine` per shard, money in per-shard sub-wallets.
+
+Shard ``k`` is a whole engine under the prefix ``<p>:{s<k>}`` (engine/shards.py): its markets,
+its sub-wallets (each user's money there, the user hash of its keys), its event stream,
+trade counter, idempotency records and house. Every script it runs stays in that one hash
+slot, so on Redis Cluster each shard may sit on any master, and the engine's code is the
+single-slot engine's, unchanged. What spans shards is here:
+
+* **users**: the username is claimed in the deployment's directory (``<p>:usernames``, one
+  key: ``HSETNX``), then the account is created in its home shard (profile and home
+  sub-wallet). Deposits land there; a withdrawal first brings money home.
+* **funding a trade**: a trade pays from the sub-wallet of its market's shard. Rejected
+  for funds there (or with no sub-wallet there yet), it has the shortfall moved in by the
+  transfer saga (engine/transfers.py) from the user's other sub-wallets, home first, and
+  is sent again: a rejection for funds is final only once nothing is left elsewhere.
+* **markets**: a market's id decides its shard; its subsidy is moved into the house's
+  sub-wallet there before the market is made.
+* **accounts**: ``available`` is the sum of the sub-wallets (exact whenever nothing is in
+  transit, never counted twice); positions are every shard's.
+
+Not here yet (issue 14): the persister, API, audit and recovery over shards, trade ids
+unique across shards, and Idempotency-Keys per user across shards (today per shard).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from decimal import Decimal
+from typing import cast
+
+from predmarket.engine import pricing_n
+from predmarket.engine.accounts import new_id
+from predmarket.engine.errors import AlreadyExists, InsufficientFunds, InsufficientShares, NotFound
+from predmarket.engine.keys import Keys
+from predmarket.engine.labels import check_labels
+from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.models import HOUSE, Account, Market, Order, Side, Trade
+from predmarket.engine.replication import fence_async
+from predmarket.engine.scripts import Scripts
+from predmarket.engine.settings import Settings
+from predmarket.engine.shards import MAX_SHARDS, home_of, shard_keys, shard_of, shard_prefix
+from predmarket.engine.state import Breach, check_invariants, read_redis_state
+from predmarket.engine.transfers import Transfers
+from predmarket.engine.units import format_micro, micro_from_decimal
+from redis.asyncio import Redis
+
+#: lua/trade.lua's rejection for funds; the difference is what a transfer must bring.
+_SHORT = re.compile(r"available (\d+\.\d{6}) < cost (\d+\.\d{6})")
+#: Transfers in before a trade's rejection for funds stands (each brings the shortfall the
+#: script reported; the price can move between rounds, so one may not be enough).
+FUNDING_ROUNDS = 4
+
+
+def shortfall(exc: InsufficientFunds) -> int | None:
+    """What the trade script said was missing, micro-units (None if it did not say)."""
+    found = _SHORT.search(str(exc))
+    if found is None:
+        return None
+    available, cost = (micro_from_decimal(Decimal(v)) for v in found.groups())
+    return max(cost - available, 1)
+
+
+class ShardedEngine:
+    """Accounts, markets and trading over ``settings.shards`` shards of one Redis (or one Redis Cluster)."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        shards = settings.shards
+        if not 1 < shards <= MAX_SHARDS:
+            raise ValueError(f"a sharded deployment has 2 to {MAX_SHARDS} shards, not {shards}")
+        self.redis = redis
+        self.settings = settings
+        self.count = shards
+        #: the directory: keys under the deployment's own prefix, outside every shard
+        self.keys = Keys(settings.key_prefix)
+        # Each shard's engine is a one-shard deployment under the shard's prefix.
+        self.engines = [MarketEngine(redis, settings.model_copy(update={
+            "key_prefix": shard_prefix(settings.key_prefix, k, shards), "shards": 1})) for k in range(shards)]
+        self.transfers = Transfers(redis, Scripts(redis), settings.key_prefix, shards,
+                                   fence=self._fence if settings.replica_acks else None)
+
+    async def _fence(self, shard: int) -> bool:
+        """Whether replicas have every write made so far in ``shard`` (engine/replication.py)."""
+        key = shard_keys(self.settings.key_prefix, shard, self.count).replication_fence
+        wanted = self.settings.replica_acks
+        return await fence_async(self.redis, key, wanted, self.settings.replica_wait_ms) >= wanted
+
+    def market_shard(self, market_id: str) -> int:
+        return shard_of(market_id, self.count)
+
+    def home(self, user_id: str) -> int:
+        return home_of(user_id, self.count)
+
+    def wallet_keys(self, shard: int) -> Keys:
+        return self.engines[shard].keys
+
+    async def start(self) -> None:
+        """A ``house`` in every shard (its home shard's is the one deposits reach)."""
+        await self.redis.hsetnx(self.keys.usernames, HOUSE, HOUSE)
+        for engine in self.engines:
+            await engine.start()
+
+    async def close(self) -> None:
+        for engine in self.engines:
+            await engine.close_trading()
+        await self.redis.aclose()
+
+    # ------------------------------------------------------------------ accounts
+
+    async def create_user(self, username: str, user_id: str | None = None) -> Account:
+        """Claim ``username`` across shards, then create the account in its home shard."""
+        user_id = user_id or new_id("u")
+        if not await self.redis.hsetnx(self.keys.usernames, username, user_id):
+            raise AlreadyExists("username is taken")
+        try:
+            return await self.engines[self.home(user_id)].accounts.create(username, user_id)
+        except BaseException:
+            # Not created: give the name back (only if it is still this id's claim).
+            if await self.redis.hget(self.keys.usernames, username) == user_id:
+                await self.redis.hdel(self.keys.usernames, username)
+            raise
+
+    async def deposit(self, user_id: str, amount: int) -> Account:
+        await self.engines[self.home(user_id)].accounts.deposit(user_id, amount)
+        return await self.account(user_id)
+
+    async def withdraw(self, user_id: str, amount: int) -> Account:
+        """Bring money home from the other sub-wallets as needed, then pay it out from home."""
+        home = self.home(user_id)
+        held = await self._balances(user_id)
+        await self._bring(user_id, home, amount - held[home], held)
+        await self.engines[home].accounts.withdraw(user_id, amount)
+        return await self.account(user_id)
+
+    async def account(self, user_id: str) -> Account:
+        """The account as one: the home shard's profile, every sub-wallet's money and positions."""
+        home = self.home(user_id)
+        account = await self.engines[home].accounts.get(user_id)
+        available, positions = account.available, list(account.positions)
+        for shard, balance in enumerate(await self._sub_wallets(user_id)):
+            if shard != home and balance is not None:
+                part = await self.engines[shard].accounts.get(user_id)
+                available += part.available
+                positions += part.positions
+        return replace(account, available=available, positions=positions)
+
+    async def _sub_wallets(self, user_id: str) -> list[str | None]:
+        """Each shard's sub-wallet balance of ``user_id`` as stored (None where it has none)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.count):
+            pipe.hget(self.wallet_keys(shard).user(user_id), "available")
+        return cast(list[str | None], await pipe.execute())
+
+    async def _balances(self, user_id: str) -> list[int]:
+        """Each shard's sub-wallet of ``user_id``, micro-units (0 where it has none)."""
+        return [int(v or 0) for v in await self._sub_wallets(user_id)]
+
+    async def _bring(self, user_id: str, dest: int, need: int, held: list[int] | None = None) -> int:
+        """Move up to ``need`` of the user's money into sub-wallet ``dest`` from the others, home first
+        then the fullest; how much it moved (less than ``need`` when the others hold less)."""
+        if need <= 0:
+            return 0
+        held = held if held is not None else await self._balances(user_id)
+        home = self.home(user_id)
+        sources = sorted((k for k in range(self.count) if k != dest and held[k] > 0),
+                         key=lambda k: (k != home, -held[k]))
+        moved = 0
+        for source in sources:
+            if moved >= need:
+                break
+            amount = min(held[source], need - moved)
+            try:
+                await self.transfers.move(user_id, source, dest, amount)
+            except InsufficientFunds:
+                continue  # spent meanwhile by a trade in that shard: try the next one
+            moved += amount
+        return moved
+
+    # ------------------------------------------------------------------ markets
+
+    async def create_market(self, name: str, liquidity_b: int, *, close_ms: int | None = None,
+                            outcomes: list[str] | None = None) -> Market:
+        """A market in the shard its new id names, its subsidy first moved to the house's sub-wallet there."""
+        market_id = new_id("m")
+        shard = self.market_shard(market_id)
+        subsidy = pricing_n.subsidy_n(liquidity_b, len(check_labels(outcomes)))
+        held = await self._balances(HOUSE)
+        await self._bring(HOUSE, shard, subsidy - held[shard], held)
+        return await self.engines[shard].markets.create(name, liquidity_b, market_id, close_ms, outcomes)
+
+    def market_engine(self, market_id: str) -> MarketEngine:
+        """The engine of the market's shard: open, close, resolve, settle, get and quote go there."""
+        return self.engines[self.market_shard(market_id)]
+
+    # ------------------------------------------------------------------ trading
+
+    async def execute_trade(self, order: Order) -> Trade:
+        """Execute ``order`` in its market's shard, funding the sub-wallet there when it falls short."""
+        shard = self.market_shard(order.market_id)
+        engine = self.engines[shard]
+        for funding_round in range(FUNDING_ROUNDS + 1):
+            try:
+                return await engine.execute_trade(order)
+            except InsufficientFunds as exc:
+                need = shortfall(exc)
+                if funding_round == FUNDING_ROUNDS or need is None or not await self._bring(
+                        order.user_id, shard, need):
+                    raise  # nothing left elsewhere: checked against every sub-wallet now
+            except NotFound:
+                if not await self._first_in_shard(order, shard):
+                    raise
+        raise AssertionError("unreachable: the last round raises or returns")
+
+    async def _first_in_shard(self, order: Order, shard: int) -> bool:
+        """A NOT_FOUND from a shard where the user has no sub-wallet yet: bring what the order needs
+        and say to send it again (False: the user or the market is what is missing)."""
+        wallet = self.wallet_keys(shard).user(order.user_id)
+        if await self.redis.exists(wallet):
+            return False  # the sub-wallet is there: the market is missing
+        if not await self.redis.exists(self.wallet_keys(self.home(order.user_id)).user(order.user_id)):
+            return False  # no such user
+        if order.side is Side.SELL:
+            raise InsufficientShares(f"holding 0.000000 < {format_micro(order.shares or 0)}") from None
+        need = order.amount or order.max_cost
+        if need is None:
+            assert order.shares is not None
+            quote = await self.engines[shard].markets.quote(order.market_id, order.side, order.outcome,
+                                                            shares=order.shares)
+            need = quote.cost
+        if not await self._bring(order.user_id, shard, need):
+            raise InsufficientFunds(f"available 0.000000 < cost {format_micro(need)}") from None
+        return True
+
+    # ------------------------------------------------------------------ invariants
+
+    async def invariants(self) -> list[Breach]:
+        """The contract's invariants over every shard (consistent when nothing moves meanwhile).
+
+        Each shard on its own: its sub-wallets + pools = its deposits - withdrawals + transfers in -
+        transfers out (a transfer in transit is out of its source and not yet into its
+        destination, so this holds at every moment), no negatives, shares and solvency. Across
+        shards: transfers out - transfers in = the money in transit, and every TransferIn answers
+        a TransferOut of the same user, amount and destination.
+        """
+        breaches: list[Breach] = []
+        moved_out = moved_in = 0
+        outs: dict[str, tuple[str, str, str]] = {}
+        ins: list[tuple[str, tuple[str, str, str]]] = []
+        for shard, engine in enumerate(self.engines):
+            state = await read_redis_state(self.redis, engine.keys)
+            totals = cast(dict[str, str], await self.redis.hgetall(engine.keys.totals))
+            t_in, t_out = int(totals.get("transfers_in", 0)), int(totals.get("transfers_out", 0))
+            moved_in, moved_out = moved_in + t_in, moved_out + t_out
+            state.deposits += t_in
+            state.withdrawals += t_out
+            breaches += [replace(b, subject=f"shard {shard}: {b.subject}") for b in check_invariants(state)]
+            entries = cast(list[tuple[str, dict[str, str]]], await self.redis.xrange(engine.keys.events))
+            for _, f in entries:
+                if f["type"] in ("TransferOut", "TransferIn"):
+                    what = (f["user_id"], f["amount"], f["to_shard"])
+                    if f["type"] == "TransferOut":
+                        outs[f["transfer_id"]] = what
+                    else:
+                        ins.append((f["transfer_id"], what))
+        in_transit = sum((await self.transfers.in_transit()).values())
+        if moved_out - moved_in != in_transit:
+            breaches.append(Breach("conservation", "transfers between shards",
+                                   f"{format_micro(in_transit)} in transit",
+                                   f"{format_micro(moved_out - moved_in)} (out - in)"))
+        credited = [transfer_id for transfer_id, _ in ins]
+        for transfer_id, what in ins:
+            if outs.get(transfer_id) != what:
+                breaches.append(Breach("conservation", f"transfer {transfer_id}", f"a TransferOut of {what}",
+                                       f"{outs.get(transfer_id)}"))
+        if len(credited) != len(set(credited)):
+            breaches.append(Breach("conservation", "transfers between shards", "each credited once",
+                                   f"{len(credited) - len(set(credited))} credited twice"))
+        return breaches

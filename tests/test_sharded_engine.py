@@ -1,0 +1,243 @@
+"""The engine over S shards (engine/sharded.py): users' money in per-shard sub-wallets, moved by the
+transfer saga to wherever a trade needs it; on one Redis with 8 shards and on a 3-master cluster.
+
+After every scenario the invariants hold shard by shard and across shards
+(:meth:`ShardedEngine.invariants`: conservation with transfers, solvency, shares, every credit
+answering its debit), and the accounts are what their deposits and trades make of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from predmarket.engine.connection import connect
+from predmarket.engine.errors import AlreadyExists, InsufficientFunds, InsufficientShares
+from predmarket.engine.models import HOUSE, Order, Outcome, Side
+from predmarket.engine.settings import Settings
+from predmarket.engine.sharded import ShardedEngine
+from predmarket.engine.shards import shard_prefix
+from predmarket.engine.units import MICRO
+
+from tests.support.cluster import PrivateCluster
+from tests.support.redis_data import delete_prefix, delete_prefix_async
+from tests.support.services import REDIS_URL, new_redis
+
+SHARDS = 8
+
+
+def sharded(prefix: str, redis_url: str = REDIS_URL) -> ShardedEngine:
+    client = new_redis() if redis_url == REDIS_URL else connect(redis_url)
+    return ShardedEngine(client, Settings(key_prefix=prefix, redis_url=redis_url, shards=SHARDS))
+
+
+@pytest.fixture
+async def engine(prefix: str) -> AsyncIterator[ShardedEngine]:
+    eng = sharded(prefix)
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        for k in range(SHARDS):
+            await delete_prefix_async(eng.redis, shard_prefix(prefix, k, SHARDS))
+        await delete_prefix_async(eng.redis, prefix)
+        await eng.close()
+
+
+async def fund_house(engine: ShardedEngine, units: int = 10_000) -> None:
+    await engine.deposit(HOUSE, units * MICRO)
+
+
+async def market_in(engine: ShardedEngine, avoid: set[int] | None = None, only: int | None = None) -> str:
+    """An OPEN market whose shard is ``only`` (or not in ``avoid``): new ones until one lands there."""
+    for _ in range(500):
+        market = await engine.create_market("will it rain", 100 * MICRO)
+        shard = engine.market_shard(market.market_id)
+        if (only is None or shard == only) and shard not in (avoid or set()):
+            await engine.market_engine(market.market_id).markets.open(market.market_id)
+            return market.market_id
+    raise AssertionError("no market landed in the shard wanted")
+
+
+async def assert_invariants(engine: ShardedEngine) -> None:
+    breaches = await engine.invariants()
+    assert breaches == [], [str(b) for b in breaches]
+
+
+async def test_a_trade_in_another_shard_brings_the_shortfall_from_home(engine: ShardedEngine) -> None:
+    await fund_house(engine)
+    alice = await engine.create_user("alice")
+    await engine.deposit(alice.user_id, 100 * MICRO)
+    home = engine.home(alice.user_id)
+    market = await market_in(engine, avoid={home})
+    shard = engine.market_shard(market)
+
+    trade = await engine.execute_trade(Order(alice.user_id, market, Side.BUY, Outcome.YES, shares=10 * MICRO))
+    account = await engine.account(alice.user_id)
+    assert account.available == 100 * MICRO - trade.cost  # one balance, across sub-wallets
+    assert [(p.market_id, p.shares) for p in account.positions] == [(market, 10 * MICRO)]
+    balances = await engine._balances(alice.user_id)
+    assert balances[shard] == 0  # exactly the shortfall was moved
+    assert balances[home] == 100 * MICRO - trade.cost
+
+    # A second trade there brings only what is missing again; a sale pays into the shard's sub-wallet.
+    more = await engine.execute_trade(Order(alice.user_id, market, Side.BUY, Outcome.NO, shares=5 * MICRO))
+    sale = await engine.execute_trade(Order(alice.user_id, market, Side.SELL, Outcome.YES, shares=4 * MICRO))
+    balances = await engine._balances(alice.user_id)
+    assert balances[shard] == sale.cost
+    assert sum(balances) == 100 * MICRO - trade.cost - more.cost + sale.cost
+    await assert_invariants(engine)
+
+
+async def test_a_rejection_for_funds_is_final_only_when_no_sub_wallet_can_pay(engine: ShardedEngine) -> None:
+    await fund_house(engine)
+    bob = await engine.create_user("bob")
+    await engine.deposit(bob.user_id, 30 * MICRO)
+    first, second = await market_in(engine), None
+    second = await market_in(engine, avoid={engine.market_shard(first)})
+    await engine.execute_trade(Order(bob.user_id, first, Side.BUY, Outcome.YES, amount=10 * MICRO))
+    # Money now sits in two sub-wallets; an order the two together can pay goes through.
+    trade = await engine.execute_trade(Order(bob.user_id, second, Side.BUY, Outcome.YES, amount=19 * MICRO))
+    assert trade.cost <= 19 * MICRO
+    left = (await engine.account(bob.user_id)).available
+    with pytest.raises(InsufficientFunds):
+        await engine.execute_trade(Order(bob.user_id, second, Side.BUY, Outcome.YES, shares=1_000 * MICRO))
+    assert (await engine.account(bob.user_id)).available == left  # refused: nothing lost on the way
+    with pytest.raises(InsufficientShares):  # no sub-wallet, so no shares, in a third shard
+        third = await market_in(engine, avoid={engine.market_shard(m) for m in (first, second)}
+                                | {engine.home(bob.user_id)})
+        await engine.execute_trade(Order(bob.user_id, third, Side.SELL, Outcome.YES, shares=MICRO))
+    await assert_invariants(engine)
+
+
+async def test_withdrawing_everything_brings_every_sub_wallet_home(engine: ShardedEngine) -> None:
+    await fund_house(engine)
+    carol = await engine.create_user("carol")
+    await engine.deposit(carol.user_id, 50 * MICRO)
+    markets = [await market_in(engine, avoid={engine.home(carol.user_id)}) for _ in range(3)]
+    for market in markets:
+        await engine.execute_trade(Order(carol.user_id, market, Side.BUY, Outcome.YES, shares=5 * MICRO))
+        await engine.execute_trade(Order(carol.user_id, market, Side.SELL, Outcome.YES, shares=5 * MICRO))
+    total = (await engine.account(carol.user_id)).available
+    assert sum(1 for b in await engine._balances(carol.user_id) if b) > 1  # spread over shards
+    with pytest.raises(InsufficientFunds):
+        await engine.withdraw(carol.user_id, total + 1)
+    assert (await engine.withdraw(carol.user_id, total)).available == 0
+    assert await engine._balances(carol.user_id) == [0] * SHARDS
+    await assert_invariants(engine)
+
+
+async def test_a_username_is_taken_across_shards(engine: ShardedEngine) -> None:
+    await engine.create_user("dave")
+    for _ in range(5):  # other ids, other home shards: the name is still taken
+        with pytest.raises(AlreadyExists):
+            await engine.create_user("dave")
+    homes = {engine.home(f"u_{i:016x}") for i in range(40)}
+    assert len(homes) == SHARDS
+
+
+async def test_markets_are_funded_in_their_shard_and_settle_into_sub_wallets(engine: ShardedEngine) -> None:
+    await fund_house(engine, 1_000)
+    house_home, pools = engine.home(HOUSE), 0
+    while True:  # markets until one lands outside the house's home shard
+        market = await engine.create_market("will it rain", 100 * MICRO)
+        pools += market.pool
+        if engine.market_shard(market.market_id) != house_home:
+            break
+    market_id = market.market_id
+    market_engine = engine.market_engine(market_id)
+    await market_engine.markets.open(market_id)
+    house = await engine._balances(HOUSE)
+    assert house[engine.market_shard(market_id)] == 0  # the subsidy was moved there and spent on the pool
+    assert sum(house) == 1_000 * MICRO - pools
+
+    erin = await engine.create_user("erin")
+    await engine.deposit(erin.user_id, 100 * MICRO)
+    await engine.execute_trade(Order(erin.user_id, market_id, Side.BUY, Outcome.YES, shares=20 * MICRO))
+    await market_engine.markets.close(market_id)
+    await market_engine.markets.resolve(market_id, "YES")
+    await market_engine.markets.settle(market_id)
+    balances = await engine._balances(erin.user_id)
+    assert balances[engine.market_shard(market_id)] == 20 * MICRO  # the payout, in the market's shard
+    await assert_invariants(engine)
+
+
+async def test_random_trading_from_two_engines_taking_turns(engine: ShardedEngine, prefix: str) -> None:
+    """Two engines (two clients and caches, as two API processes would be) take turns on the same
+    markets and users: funding, trading and withdrawals interleave; nothing is created or lost."""
+    other = sharded(prefix)
+    rng = random.Random(11)
+    try:
+        await fund_house(engine)
+        users = [(await engine.create_user(f"user{i}")).user_id for i in range(6)]
+        deposited = 0
+        for user in users:
+            await engine.deposit(user, 200 * MICRO)
+            deposited += 200 * MICRO
+        markets = [await market_in(engine) for _ in range(6)]
+        withdrawn = 0
+        refusals = 0
+        for step in range(200):
+            eng = (engine, other)[step % 2]
+            user, market = rng.choice(users), rng.choice(markets)
+            side = rng.choice((Side.BUY, Side.SELL))
+            try:
+                if rng.random() < 0.05:
+                    amount = rng.randint(1, 30) * MICRO
+                    await eng.withdraw(user, amount)
+                    withdrawn += amount
+                else:
+                    await eng.execute_trade(Order(user, market, side, rng.choice((Outcome.YES, Outcome.NO)),
+                                                  shares=rng.randint(1, 20) * MICRO))
+            except (InsufficientFunds, InsufficientShares):
+                refusals += 1
+        assert refusals < 150
+        accounts = [await engine.account(user) for user in users]
+        held = sum(a.available for a in accounts)
+        pools = 0
+        for market in markets:
+            pools += (await engine.market_engine(market).markets.get(market)).pool
+        house_spent = 10_000 * MICRO - (await engine.account(HOUSE)).available
+        assert held + pools == deposited - withdrawn + house_spent
+        await assert_invariants(engine)
+    finally:
+        await other.close()
+
+
+async def test_the_same_contract_on_a_3_master_cluster(redis_cluster: PrivateCluster) -> None:
+    """Every step stays in one slot (the cluster refuses anything else): users, deposits, markets in
+    shards on different masters, trades funded across them, settlement, withdrawal."""
+    prefix = f"pmsh{uuid.uuid4().hex[:8]}"
+    engine = sharded(prefix, redis_cluster.url)
+    try:
+        await engine.start()
+        owners = {redis_cluster.master_for_key(engine.wallet_keys(k).events).port for k in range(SHARDS)}
+        assert len(owners) == 3
+        await fund_house(engine)
+        frank = await engine.create_user("frank")
+        await engine.deposit(frank.user_id, 100 * MICRO)
+        markets = [await market_in(engine, only=k) for k in range(SHARDS)
+                   if redis_cluster.master_for_key(engine.wallet_keys(k).events).port
+                   != redis_cluster.master_for_key(engine.wallet_keys(engine.home(frank.user_id)).events).port][:3]
+        trades = await asyncio.gather(*(engine.execute_trade(Order(frank.user_id, m, Side.BUY, Outcome.YES,
+                                                                   shares=5 * MICRO)) for m in markets))
+        assert (await engine.account(frank.user_id)).available == 100 * MICRO - sum(t.cost for t in trades)
+        await assert_invariants(engine)
+        left = (await engine.account(frank.user_id)).available
+        assert (await engine.withdraw(frank.user_id, left)).available == 0
+        await assert_invariants(engine)
+    finally:
+        await engine.close()
+        for k in range(SHARDS):
+            delete_prefix(shard_prefix(prefix, k, SHARDS), redis_cluster.url)
+        delete_prefix(prefix, redis_cluster.url)
+
+
+def test_the_rejection_names_the_shortfall() -> None:
+    from predmarket.engine.sharded import shortfall
+
+    assert shortfall(InsufficientFunds("available 5.000000 < cost 7.250000")) == 2_250_000
+    assert shortfall(InsufficientFunds("something else")) is None
