@@ -7,7 +7,7 @@ from pathlib import Path
 
 from predmarket.engine.settings import Settings
 
-SECTIONS = ("engine", "policy", "http", "persister", "peers", "hotset", "streams", "views")
+SECTIONS = ("engine", "policy", "http", "persister", "peers", "hotset", "streams", "shards", "views")
 #: What runs without --only: views generates a 10-million-trade record (~10 GB, many minutes the first time).
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "views")
 
@@ -83,6 +83,10 @@ class Sizes:
     views_ingest_timeout_s: float = 300.0
     #: check the invariants on the recovered record and after the ingest (reads all of Redis's state)
     views_check_state: bool = True
+    #: the engine over shards (issue 14): users, markets and measured trades per layout
+    shards_users: int = 200
+    shards_markets: int = 64
+    shards_trades: int = 20_000
 
     def trades_for(self, concurrency: int) -> int:
         if concurrency in self.engine_trades:
@@ -99,6 +103,7 @@ QUICK = Sizes(
     views_trades=20_000, views_markets=50, views_users=300, views_seconds=2.0, views_warmup_s=0.5,
     views_paced_rates=(50.0,), views_paced_seconds=1.0, views_ingest_rate=50.0,
     views_ingest_trades=2_000, views_ingest_markets=5, views_ingest_runs=1, views_rollup_runs=1,
+    shards_users=20, shards_markets=16, shards_trades=1_000,
 )
 
 

@@ -128,6 +128,25 @@ def streams_table(results: BenchResults) -> Table | None:
     return table
 
 
+def shards_table(results: BenchResults) -> Table | None:
+    """Issue 14: the engine over 8 shards against one, on one primary and on a 3-master cluster."""
+    sh = results.shards
+    if sh is None:
+        return None
+    table = Table(title="the engine over shards: 1 process, 32 tasks, the seed's trades"
+                  + (f" ({sh.skipped})" if sh.skipped else ""))
+    for column in ("layout", "trades/s", "p50 ms", "p99 ms", "Redis CPU µs/trade (each primary)",
+                   "first trade in a new shard p50 / p99 ms", "transfer p50 ms"):
+        table.add_column(column, justify="left" if column == "layout" else "right")
+    for row in sh.rows:
+        first = ("–" if row.first_trade_p50_ms is None
+                 else f"{row.first_trade_p50_ms:.2f} / {row.first_trade_p99_ms:.2f}")
+        table.add_row(row.layout, f"{row.trades_per_s:,.0f}", f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}",
+                      ", ".join(f"{us:.0f}" for us in row.cpu_us_per_trade), first,
+                      "–" if row.transfer_p50_ms is None else f"{row.transfer_p50_ms:.2f}")
+    return table
+
+
 def views_tables(results: BenchResults) -> list[Table]:
     """Issue 16: the record's tables, the views' latencies per route, the persister with and without readers."""
     v = results.views
@@ -231,7 +250,7 @@ def print_report(console: Console, results: BenchResults) -> None:
     if results.rows:
         console.print(throughput_table(results))
     for table in (outcomes_table(results), policy_table(results), persister_table(results), hotset_table(results),
-                  streams_table(results), ratios_table(results)):
+                  streams_table(results), shards_table(results), ratios_table(results)):
         if table is not None:
             console.print(table)
     for table in views_tables(results):

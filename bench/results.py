@@ -43,6 +43,7 @@ class Row:
 if TYPE_CHECKING:
     from bench.hotset_runs import HotsetResult
     from bench.policy_runs import PolicyRow
+    from bench.shard_runs import ShardsResult
     from bench.stream_runs import StreamResult
     from bench.views_results import ViewsResult
 
@@ -96,6 +97,8 @@ class BenchResults:
     persister_pair: PersisterResult | None = None
     hotset: HotsetResult | None = None
     streams: StreamResult | None = None
+    #: the engine over shards (issue 14)
+    shards: ShardsResult | None = None
     #: the trader's views on a large record (issue 16)
     views: ViewsResult | None = None
     policy: list[PolicyRow] = field(default_factory=list)
@@ -130,6 +133,7 @@ class BenchResults:
             "persister_pair": self.persister_pair.to_dict() if self.persister_pair else None,
             "hotset": self.hotset.to_dict() if self.hotset else None,
             "streams": self.streams.to_dict() if self.streams else None,
+            "shards": self.shards.to_dict() if self.shards else None,
             "views": self.views.to_dict() if self.views else None,
             "policy": [p.to_dict() for p in self.policy],
             "outcome_rows": [r.to_dict() for r in self.outcome_rows],

@@ -47,6 +47,10 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> Benc
             results.hotset = hotset_section(settings, sizes, progress, seed)
         elif section == "streams":
             results.streams = streams_section(settings, sizes, progress, seed)
+        elif section == "shards":
+            from bench.shard_runs import shards_section
+
+            results.shards = shards_section(settings, sizes, progress, seed)
         elif section == "views":
             # Imported only when run: it brings the record generator and the readers.
             from bench.views_runs import views_section

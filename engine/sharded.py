@@ -47,18 +47,21 @@ from redis.asyncio import Redis
 
 #: lua/trade.lua's rejection for funds; the difference is what a transfer must bring.
 _SHORT = re.compile(r"available (\d+\.\d{6}) < cost (\d+\.\d{6})")
-#: Transfers in before a trade's rejection for funds stands (each brings the shortfall the
-#: script reported; the price can move between rounds, so one may not be enough).
+#: Transfers in before a trade's rejection for funds stands: each brings the shortfall the
+#: script reported and a margin (the price can move between rounds); the last brings all
+#: the user holds elsewhere, so the rejection after it is checked against every sub-wallet.
 FUNDING_ROUNDS = 4
 
 
-def shortfall(exc: InsufficientFunds) -> int | None:
-    """What the trade script said was missing, micro-units (None if it did not say)."""
+def shortfall(exc: InsufficientFunds, funding_round: int = 0) -> int | None:
+    """What to bring for another try after the trade script's rejection for funds: the shortfall
+    it reported plus a tenth of the cost per round already tried (the price may move between
+    rounds, others trading the market meanwhile); None if it did not say."""
     found = _SHORT.search(str(exc))
     if found is None:
         return None
     available, cost = (micro_from_decimal(Decimal(v)) for v in found.groups())
-    return max(cost - available, 1)
+    return max(cost - available, 1) + cost * funding_round // 10
 
 
 class ShardedEngine:
@@ -127,7 +130,7 @@ class ShardedEngine:
     async def withdraw(self, user_id: str, amount: int) -> Account:
         """Bring money home from the other sub-wallets as needed, then pay it out from home."""
         home = self.home(user_id)
-        held = await self._balances(user_id)
+        held = await self.balances(user_id)
         await self._bring(user_id, home, amount - held[home], held)
         await self.engines[home].accounts.withdraw(user_id, amount)
         return await self.account(user_id)
@@ -151,7 +154,7 @@ class ShardedEngine:
             pipe.hget(self.wallet_keys(shard).user(user_id), "available")
         return cast(list[str | None], await pipe.execute())
 
-    async def _balances(self, user_id: str) -> list[int]:
+    async def balances(self, user_id: str) -> list[int]:
         """Each shard's sub-wallet of ``user_id``, micro-units (0 where it has none)."""
         return [int(v or 0) for v in await self._sub_wallets(user_id)]
 
@@ -160,7 +163,7 @@ class ShardedEngine:
         then the fullest; how much it moved (less than ``need`` when the others hold less)."""
         if need <= 0:
             return 0
-        held = held if held is not None else await self._balances(user_id)
+        held = held if held is not None else await self.balances(user_id)
         home = self.home(user_id)
         sources = sorted((k for k in range(self.count) if k != dest and held[k] > 0),
                          key=lambda k: (k != home, -held[k]))
@@ -184,7 +187,7 @@ class ShardedEngine:
         market_id = new_id("m")
         shard = self.market_shard(market_id)
         subsidy = pricing_n.subsidy_n(liquidity_b, len(check_labels(outcomes)))
-        held = await self._balances(HOUSE)
+        held = await self.balances(HOUSE)
         await self._bring(HOUSE, shard, subsidy - held[shard], held)
         return await self.engines[shard].markets.create(name, liquidity_b, market_id, close_ms, outcomes)
 
@@ -202,9 +205,12 @@ class ShardedEngine:
             try:
                 return await engine.execute_trade(order)
             except InsufficientFunds as exc:
-                need = shortfall(exc)
-                if funding_round == FUNDING_ROUNDS or need is None or not await self._bring(
-                        order.user_id, shard, need):
+                if funding_round == FUNDING_ROUNDS:
+                    raise  # everything the user had elsewhere was brought before this try
+                need = shortfall(exc, funding_round)
+                if need is None or funding_round == FUNDING_ROUNDS - 1:
+                    need = sum(await self.balances(order.user_id))  # the last round brings it all
+                if not await self._bring(order.user_id, shard, need):
                     raise  # nothing left elsewhere: checked against every sub-wallet now
             except NotFound:
                 if not await self._first_in_shard(order, shard):
@@ -226,7 +232,7 @@ class ShardedEngine:
             assert order.shares is not None
             quote = await self.engines[shard].markets.quote(order.market_id, order.side, order.outcome,
                                                             shares=order.shares)
-            need = quote.cost
+            need = quote.cost + quote.cost // 10  # a margin: the price may move before it executes
         if not await self._bring(order.user_id, shard, need):
             raise InsufficientFunds(f"available 0.000000 < cost {format_micro(need)}") from None
         return True

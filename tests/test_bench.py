@@ -194,3 +194,25 @@ def test_only_a_full_bench_run_replaces_the_committed_figures(monkeypatch: pytes
 
 def test_the_bench_commands_help_names_the_benchs_sections() -> None:
     assert ",".join(SECTIONS) == SECTIONS_HELP
+
+
+@pytest.mark.slow
+def test_shards_section_compares_one_shard_with_eight_on_a_primary_and_a_cluster(tmp_path: Path) -> None:
+    settings = real_services()
+    sizes = Sizes(shards_users=6, shards_markets=12, shards_trades=300)
+    lines: list[str] = []
+    results = run_bench(BenchOptions(settings, sections=("shards",), sizes=sizes, out=tmp_path, quick=True,
+                                     seed=4), say=lines.append)
+    assert results.shards is not None
+    rows = {row.layout: row for row in results.shards.rows}
+    assert list(rows) == ["1 shard, 1 primary", "8 shards, 1 primary", "8 shards, 3-master cluster"]
+    for row in rows.values():
+        assert row.trades + row.rejected == 300 and row.trades_per_s > 0
+        assert len(row.cpu_us_per_trade) == row.primaries and all(us > 0 for us in row.cpu_us_per_trade)
+    assert rows["1 shard, 1 primary"].first_trade_p50_ms is None
+    assert all(rows[name].first_trade_p50_ms and rows[name].transfer_p50_ms
+               for name in ("8 shards, 1 primary", "8 shards, 3-master cluster"))
+    assert len(json.loads((tmp_path / RESULTS_FILE).read_text())["shards"]["rows"]) == 3
+    out = io.StringIO()
+    print_report(Console(file=out, width=200), results)
+    assert "the engine over shards" in out.getvalue()

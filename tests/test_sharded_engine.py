@@ -79,14 +79,14 @@ async def test_a_trade_in_another_shard_brings_the_shortfall_from_home(engine: S
     account = await engine.account(alice.user_id)
     assert account.available == 100 * MICRO - trade.cost  # one balance, across sub-wallets
     assert [(p.market_id, p.shares) for p in account.positions] == [(market, 10 * MICRO)]
-    balances = await engine._balances(alice.user_id)
+    balances = await engine.balances(alice.user_id)
     assert balances[shard] == 0  # exactly the shortfall was moved
     assert balances[home] == 100 * MICRO - trade.cost
 
     # A second trade there brings only what is missing again; a sale pays into the shard's sub-wallet.
     more = await engine.execute_trade(Order(alice.user_id, market, Side.BUY, Outcome.NO, shares=5 * MICRO))
     sale = await engine.execute_trade(Order(alice.user_id, market, Side.SELL, Outcome.YES, shares=4 * MICRO))
-    balances = await engine._balances(alice.user_id)
+    balances = await engine.balances(alice.user_id)
     assert balances[shard] == sale.cost
     assert sum(balances) == 100 * MICRO - trade.cost - more.cost + sale.cost
     await assert_invariants(engine)
@@ -122,11 +122,11 @@ async def test_withdrawing_everything_brings_every_sub_wallet_home(engine: Shard
         await engine.execute_trade(Order(carol.user_id, market, Side.BUY, Outcome.YES, shares=5 * MICRO))
         await engine.execute_trade(Order(carol.user_id, market, Side.SELL, Outcome.YES, shares=5 * MICRO))
     total = (await engine.account(carol.user_id)).available
-    assert sum(1 for b in await engine._balances(carol.user_id) if b) > 1  # spread over shards
+    assert sum(1 for b in await engine.balances(carol.user_id) if b) > 1  # spread over shards
     with pytest.raises(InsufficientFunds):
         await engine.withdraw(carol.user_id, total + 1)
     assert (await engine.withdraw(carol.user_id, total)).available == 0
-    assert await engine._balances(carol.user_id) == [0] * SHARDS
+    assert await engine.balances(carol.user_id) == [0] * SHARDS
     await assert_invariants(engine)
 
 
@@ -150,7 +150,7 @@ async def test_markets_are_funded_in_their_shard_and_settle_into_sub_wallets(eng
     market_id = market.market_id
     market_engine = engine.market_engine(market_id)
     await market_engine.markets.open(market_id)
-    house = await engine._balances(HOUSE)
+    house = await engine.balances(HOUSE)
     assert house[engine.market_shard(market_id)] == 0  # the subsidy was moved there and spent on the pool
     assert sum(house) == 1_000 * MICRO - pools
 
@@ -160,7 +160,7 @@ async def test_markets_are_funded_in_their_shard_and_settle_into_sub_wallets(eng
     await market_engine.markets.close(market_id)
     await market_engine.markets.resolve(market_id, "YES")
     await market_engine.markets.settle(market_id)
-    balances = await engine._balances(erin.user_id)
+    balances = await engine.balances(erin.user_id)
     assert balances[engine.market_shard(market_id)] == 20 * MICRO  # the payout, in the market's shard
     await assert_invariants(engine)
 
@@ -240,4 +240,5 @@ def test_the_rejection_names_the_shortfall() -> None:
     from predmarket.engine.sharded import shortfall
 
     assert shortfall(InsufficientFunds("available 5.000000 < cost 7.250000")) == 2_250_000
+    assert shortfall(InsufficientFunds("available 5.000000 < cost 7.250000"), 2) == 2_250_000 + 1_450_000
     assert shortfall(InsufficientFunds("something else")) is None

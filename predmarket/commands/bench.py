@@ -14,7 +14,7 @@ import predmarket
 from predmarket.commands import Subcommands
 from predmarket.engine.settings import get_settings
 
-SECTIONS_HELP = "engine,policy,http,persister,peers,hotset,streams,views"  # bench.options.SECTIONS (a test compares)
+SECTIONS_HELP = "engine,policy,http,persister,peers,hotset,streams,shards,views"  # bench.options.SECTIONS (a test compares)
 
 
 def register(sub: Subcommands) -> None:
