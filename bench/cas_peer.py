@@ -16,7 +16,7 @@ from predmarket.engine.keys import Keys
 from predmarket.engine.models import Outcome, Side
 from predmarket.engine.orders import fill
 from predmarket.engine.scripts import Scripts
-from predmarket.engine.wire import OrderLine, market_keys, order_keys
+from predmarket.engine.wire import OrderLine, head_args, head_keys, market_keys, order_keys
 from redis.asyncio import Redis
 
 #: A trade still conflicting after this many re-reads is given up (counted as UNAVAILABLE).
@@ -28,8 +28,8 @@ class NaiveCas:
         self._redis = redis
         self._scripts = Scripts(redis)
         self._keys = keys
-        self._head_keys = [keys.events, keys.trade_seq, keys.dirty]
-        self._head_args: list[str | int] = [idempotency_ttl_s]
+        self._head_keys = head_keys(keys)
+        self._head_args = head_args(idempotency_ttl_s)
 
     async def trade(self, user_id: str, market_id: str, side: Side, outcome: Outcome, shares: int) -> int:
         """Execute one trade; returns the retries it took."""

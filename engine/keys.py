@@ -62,6 +62,9 @@ key                             contents
 ``<p>:trade_seq``               counter: last trade id
 ``<p>:idem:<user>:<key>``       string with TTL (PM_IDEMPOTENCY_TTL_S): the first response to
                                 an Idempotency-Key, ``|``-separated (lua/trade.lua)
+``<p>:idemclaim:<user>:<key>``  string with TTL (PM_IDEMPOTENCY_TTL_S), in the user's home shard of a
+                                sharded deployment: ``<request hash>|<shard>``, the request and the
+                                market's shard an Idempotency-Key was first used for (engine/sharded.py)
 ``<p>:dirty``                   sorted set: market ids scored by their last change (idle flush)
 ``<p>:closing``                 sorted set: ids of OPEN or CREATED markets with a close time, scored
                                 by it (ms); the janitor closes those due (lua/close_market.lua)
@@ -127,6 +130,10 @@ class Keys:
 
     def idempotency(self, user_id: str, key: str) -> str:
         return f"{self.prefix}:idem:{user_id}:{key}"
+
+    def idempotency_claim(self, user_id: str, key: str) -> str:
+        """A sharded deployment's claim of an Idempotency-Key in the user's home shard (engine/sharded.py)."""
+        return f"{self.prefix}:idemclaim:{user_id}:{key}"
 
     def rate_bucket(self, user_id: str) -> str:
         return f"{self.prefix}:rl:{user_id}"

@@ -23,7 +23,8 @@ from redis.asyncio import Redis
 class MarketEngine:
     """Accounts, markets and trading over one Redis, under one key prefix."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, trade_ids: tuple[int, int] = (1, 0)) -> None:
+        """``trade_ids``: (stride, offset) of the trade ids it makes: (S, k) as shard k of S (engine/sharded.py)."""
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
@@ -38,7 +39,7 @@ class MarketEngine:
             max_conflicts=settings.max_conflict_retries, idempotency_ttl_s=settings.idempotency_ttl_s,
             pipeline_depth=settings.pipeline_depth,
             split_from=settings.split_from,
-            replicas=settings.replica_acks, replica_wait_ms=settings.replica_wait_ms,
+            replicas=settings.replica_acks, replica_wait_ms=settings.replica_wait_ms, trade_ids=trade_ids,
         )
 
     @property

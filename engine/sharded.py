@@ -17,9 +17,11 @@ single-slot engine's, unchanged. What spans shards is here:
   sub-wallet there before the market is made.
 * **accounts**: ``available`` is the sum of the sub-wallets (exact whenever nothing is in
   transit, never counted twice); positions are every shard's.
+* **trade ids** are unique across shards: shard k of S numbers its trades S + k, 2S + k, ...
+* **Idempotency-Keys** stay the user's across shards: claimed in the home shard for one
+  request, then executed (and replayed) in the market's shard.
 
-Not here yet (issue 14): the persister, API, audit and recovery over shards, trade ids
-unique across shards, and Idempotency-Keys per user across shards (today per shard).
+Not here yet (issue 14): the persister, API, audit and recovery over shards.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from typing import cast
 
 from predmarket.engine import pricing_n
 from predmarket.engine.accounts import new_id
-from predmarket.engine.errors import AlreadyExists, InsufficientFunds, InsufficientShares, NotFound
+from predmarket.engine.errors import (
+    AlreadyExists,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    InsufficientShares,
+    NotFound,
+)
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import check_labels
 from predmarket.engine.market_engine import MarketEngine
@@ -43,6 +51,7 @@ from predmarket.engine.shards import MAX_SHARDS, home_of, shard_keys, shard_of, 
 from predmarket.engine.state import Breach, check_invariants, read_redis_state
 from predmarket.engine.transfers import Transfers
 from predmarket.engine.units import format_micro, micro_from_decimal
+from predmarket.engine.wire import request_hash
 from redis.asyncio import Redis
 
 #: lua/trade.lua's rejection for funds; the difference is what a transfer must bring.
@@ -76,9 +85,11 @@ class ShardedEngine:
         self.count = shards
         #: the directory: keys under the deployment's own prefix, outside every shard
         self.keys = Keys(settings.key_prefix)
-        # Each shard's engine is a one-shard deployment under the shard's prefix.
+        # Each shard's engine is a one-shard deployment under the shard's prefix; shard k numbers its
+        # trades S + k, 2S + k, 3S + k, ...: ids unique across shards.
         self.engines = [MarketEngine(redis, settings.model_copy(update={
-            "key_prefix": shard_prefix(settings.key_prefix, k, shards), "shards": 1})) for k in range(shards)]
+            "key_prefix": shard_prefix(settings.key_prefix, k, shards), "shards": 1}), trade_ids=(shards, k))
+            for k in range(shards)]
         self.transfers = Transfers(redis, Scripts(redis), settings.key_prefix, shards,
                                    fence=self._fence if settings.replica_acks else None)
 
@@ -200,6 +211,8 @@ class ShardedEngine:
     async def execute_trade(self, order: Order) -> Trade:
         """Execute ``order`` in its market's shard, funding the sub-wallet there when it falls short."""
         shard = self.market_shard(order.market_id)
+        if order.idempotency_key:
+            await self._claim(order, shard)
         engine = self.engines[shard]
         for funding_round in range(FUNDING_ROUNDS + 1):
             try:
@@ -216,6 +229,22 @@ class ShardedEngine:
                 if not await self._first_in_shard(order, shard):
                     raise
         raise AssertionError("unreachable: the last round raises or returns")
+
+    async def _claim(self, order: Order, shard: int) -> None:
+        """An Idempotency-Key is the user's across every market and shard: claimed in the home shard for
+        this request before it executes where its market lives. The same key with another request is
+        IDEMPOTENCY_KEY_REUSED, wherever its market; the same request is sent on, and its market's
+        shard (which keeps the reply, lua/trade.lua) replays it."""
+        claim = self.wallet_keys(self.home(order.user_id)).idempotency_claim(order.user_id, order.idempotency_key)
+        fingerprint = request_hash(order.fingerprint)
+        while True:
+            if await self.redis.set(claim, f"{fingerprint}|{shard}", nx=True, ex=self.settings.idempotency_ttl_s):
+                return
+            held = await self.redis.get(claim)
+            if held is not None:
+                break  # else it expired between the two calls: claim it again
+        if str(held).rpartition("|")[0] != fingerprint:
+            raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
 
     async def _first_in_shard(self, order: Order, shard: int) -> bool:
         """A NOT_FOUND from a shard where the user has no sub-wallet yet: bring what the order needs

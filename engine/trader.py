@@ -47,7 +47,7 @@ from predmarket.engine.sequencer import (
     state_from,
     state_of,
 )
-from predmarket.engine.wire import market_keys
+from predmarket.engine.wire import head_args, head_keys, market_keys
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -93,15 +93,16 @@ class Trader:
 
     def __init__(self, redis: Redis, keys: Keys, trade: Script, *, max_batch: int, max_conflicts: int,
                  idempotency_ttl_s: int, pipeline_depth: int = 2, split_from: int = 8, replicas: int = 0,
-                 replica_wait_ms: int = 100) -> None:
+                 replica_wait_ms: int = 100, trade_ids: tuple[int, int] = (1, 0)) -> None:
+        """``trade_ids``: (stride, offset) of the trade ids this engine's shard makes (wire.head_args)."""
         self.redis = redis
         self.keys = keys
         self.stats = SequencerStats()
         self.books: dict[str, MarketBook] = {}
         # Pipelined in order (see engine.channel); answered once ``replicas`` replicas have each call.
         self._trade = OrderedScript(redis, trade.source, replicas, replica_wait_ms, on_shortfall=self._shortfall)
-        self._head_keys = [keys.events, keys.trade_seq, keys.dirty]
-        self._head_args: list[str | int] = [idempotency_ttl_s]
+        self._head_keys = head_keys(keys)
+        self._head_args = head_args(idempotency_ttl_s, *trade_ids)
         self._max_batch = max_batch
         self._max_conflicts = max_conflicts
         self._ready: deque[MarketBook] = deque()

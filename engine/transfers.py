@@ -17,10 +17,12 @@ finishes every one older than a threshold (steps 2-4 again: step 2 answers DUP i
 Money in transit (debited, not yet credited) is in no sub-wallet: :func:`in_transit` finds
 it, so that sub-wallets + in transit + pools = deposits - withdrawals holds at every moment.
 
-With replicas (``PM_REPLICA_ACKS``), step 1 must be on a replica before step 2 runs: a
-failover that took back the debit after the credit ran would create money. The ``fence``
-(engine/replication.py's WAIT on the source shard's master) is awaited in between, and a
-transfer whose debit no replica confirmed stays pending for the sweeper.
+With replicas (``PM_REPLICA_ACKS``), step 1 must be on a replica before step 2 runs (a
+failover that took back the debit after the credit ran would create money), and step 2
+before step 3 (one that took back the credit of a transfer marked done would destroy it).
+The ``fence`` (engine/replication.py's WAIT on the shard's master) is awaited after each,
+and a transfer a replica did not confirm stays pending for the sweeper (step 2 sent again
+answers DUP where its credit survived, and credits where a failover took it back).
 """
 
 from __future__ import annotations
@@ -116,6 +118,11 @@ class Transfers:
         src, dst = self.keys(transfer.source), self.keys(transfer.dest)
         await self._scripts.transfer_in(
             [dst.user(transfer.user_id), dst.transfer(transfer.transfer_id), dst.events, dst.totals], transfer.args)
+        # And the credit before the source forgets the transfer: a failover that took the credit
+        # back after the transfer was marked done would destroy the money.
+        if self._fence is not None and not await self._fence(transfer.dest):
+            raise Unavailable(f"no replica confirmed transfer {transfer.transfer_id}'s credit in shard "
+                              f"{transfer.dest}: it stays pending, the sweeper finishes it")
         await self._scripts.transfer_done([src.transfer(transfer.transfer_id), src.outbox],
                                           [transfer.transfer_id, self._keep_s])
         await self._scripts.transfer_forget([dst.transfer(transfer.transfer_id)], [self._keep_s])

@@ -38,6 +38,18 @@ def request_hash(fingerprint: str) -> str:
     return hashlib.sha256(fingerprint.encode()).hexdigest() if fingerprint else ""
 
 
+def head_keys(keys: Keys) -> list[str]:
+    """``trade.lua``'s first KEYS: the events stream, the trade counter, the dirty set."""
+    return [keys.events, keys.trade_seq, keys.dirty]
+
+
+def head_args(idempotency_ttl_s: int, id_stride: int = 1, id_offset: int = 0) -> list[str | int]:
+    """``trade.lua``'s first ARGV: the Idempotency-Key TTL, then how trade ids are made from the
+    counter (``n * id_stride + id_offset``: shard k of S numbers its trades S + k, 2S + k, 3S + k, ... so
+    that ids stay unique across shards; one shard numbers them 1, 2, 3, ...)."""
+    return [idempotency_ttl_s, id_stride, id_offset]
+
+
 def market_keys(keys: Keys, market_id: str) -> tuple[str, str, str]:
     """One market's three KEYS of a ``trade`` call (lua/trade.lua's header): its hash, positions, net costs."""
     return keys.market(market_id), keys.market_positions(market_id), keys.market_costs(market_id)

@@ -8,7 +8,9 @@
 --   <p>:u:<user>:cost, the idempotency key <p>:idem:<user>:<key> (for an order without an
 --   Idempotency-Key, the user's hash again: a declared key never used as one). So a market of
 --   n orders takes 3 + 4n keys (engine/wire.py's market_keys and order_keys).
--- ARGV[1] idempotency TTL (seconds), then per market:
+-- ARGV[1] idempotency TTL (seconds), ARGV[2] and ARGV[3] the trade ids' stride and offset (the
+--   n-th trade of this counter gets id n * stride + offset: 1 and 0 for one shard; S and k for
+--   shard k of S, so ids stay unique across shards), then per market:
 --   market id, expected "<version>:<q_1>:...:<q_n>" (each label's outstanding total, in label
 --   order: "<version>:<q_yes>:<q_no>" for a YES/NO market), n (orders), then n order lines, each
 --   engine/wire.py's OrderLine: the TAB-joined fields user id, side BUY|SELL, outcome (a label of
@@ -52,7 +54,7 @@
 -- with its debit. Every key arrives in KEYS, named by engine/keys.py alone.
 
 local events, seq, dirty = KEYS[1], KEYS[2], KEYS[3]
-local ttl = ARGV[1]
+local ttl, id_stride, id_offset = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 -- Counters kept here and written once at the end, not once per trade.
 local last_id = tonumber(redis.call('GET', seq) or '0')
 local first_id = last_id
@@ -132,7 +134,7 @@ local function apply(m, o, user_key, user_pos, user_cost, idem_key, ms)
   local net_cost = add_net_cost(m, field, delta)
   redis.call('HSET', user_cost, m.id .. ':' .. outcome, net_cost)
   last_id = last_id + 1
-  local trade_id = int_str(last_id)
+  local trade_id = int_str(last_id * id_stride + id_offset)
   local prices, avg, fp, idem = o.prices, o.avg_price, o.request_hash, o.idempotency_key
   local fields, price_fields
   if m.yes_no then
@@ -271,7 +273,7 @@ local function market_batch(k, a, ms)
 end
 
 local ms = now_ms()
-local replies, a, k = {}, 2, 4
+local replies, a, k = {}, 4, 4
 while a <= #ARGV do
   local reply, n = market_batch(k, a, ms)
   replies[#replies + 1] = reply

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from predmarket.engine.connection import connect
-from predmarket.engine.errors import AlreadyExists, InsufficientFunds, InsufficientShares
+from predmarket.engine.errors import AlreadyExists, IdempotencyKeyReused, InsufficientFunds, InsufficientShares
 from predmarket.engine.models import HOUSE, Order, Outcome, Side
 from predmarket.engine.settings import Settings
 from predmarket.engine.sharded import ShardedEngine
@@ -80,10 +80,11 @@ async def test_a_trade_in_another_shard_brings_the_shortfall_from_home(engine: S
     assert account.available == 100 * MICRO - trade.cost  # one balance, across sub-wallets
     assert [(p.market_id, p.shares) for p in account.positions] == [(market, 10 * MICRO)]
     balances = await engine.balances(alice.user_id)
-    assert balances[shard] == 0  # exactly the shortfall was moved
-    assert balances[home] == 100 * MICRO - trade.cost
+    assert balances[shard] == trade.cost // 10  # the quoted cost was moved, and a tenth more as a margin
+    assert balances[home] == 100 * MICRO - trade.cost - trade.cost // 10
 
-    # A second trade there brings only what is missing again; a sale pays into the shard's sub-wallet.
+    # A second trade there brings only what is missing (the margin did not cover it); a sale pays into
+    # the shard's sub-wallet.
     more = await engine.execute_trade(Order(alice.user_id, market, Side.BUY, Outcome.NO, shares=5 * MICRO))
     sale = await engine.execute_trade(Order(alice.user_id, market, Side.SELL, Outcome.YES, shares=4 * MICRO))
     balances = await engine.balances(alice.user_id)
@@ -157,11 +158,13 @@ async def test_markets_are_funded_in_their_shard_and_settle_into_sub_wallets(eng
     erin = await engine.create_user("erin")
     await engine.deposit(erin.user_id, 100 * MICRO)
     await engine.execute_trade(Order(erin.user_id, market_id, Side.BUY, Outcome.YES, shares=20 * MICRO))
+    before = await engine.balances(erin.user_id)  # the first trade's margin is left in the market's shard
     await market_engine.markets.close(market_id)
     await market_engine.markets.resolve(market_id, "YES")
     await market_engine.markets.settle(market_id)
     balances = await engine.balances(erin.user_id)
-    assert balances[engine.market_shard(market_id)] == 20 * MICRO  # the payout, in the market's shard
+    shard = engine.market_shard(market_id)
+    assert balances[shard] - before[shard] == 20 * MICRO  # the payout, in the market's shard
     await assert_invariants(engine)
 
 
@@ -236,9 +239,45 @@ async def test_the_same_contract_on_a_3_master_cluster(redis_cluster: PrivateClu
         delete_prefix(prefix, redis_cluster.url)
 
 
+async def test_trade_ids_are_unique_across_shards(engine: ShardedEngine) -> None:
+    await fund_house(engine)
+    grace = await engine.create_user("grace")
+    await engine.deposit(grace.user_id, 1_000 * MICRO)
+    markets = [await market_in(engine, only=k) for k in range(3)]
+    trades = [await engine.execute_trade(Order(grace.user_id, m, Side.BUY, Outcome.YES, shares=MICRO))
+              for m in markets for _ in range(3)]
+    assert len({t.trade_id for t in trades}) == len(trades)
+    for trade in trades:  # shard k of S numbers its n-th trade n * S + k
+        assert trade.trade_id % SHARDS == engine.market_shard(trade.market_id) and trade.trade_id >= SHARDS
+    assert sorted(t.trade_id for t in trades if t.market_id == markets[1]) == [SHARDS + 1, 2 * SHARDS + 1,
+                                                                              3 * SHARDS + 1]
+
+
 def test_the_rejection_names_the_shortfall() -> None:
     from predmarket.engine.sharded import shortfall
 
     assert shortfall(InsufficientFunds("available 5.000000 < cost 7.250000")) == 2_250_000
     assert shortfall(InsufficientFunds("available 5.000000 < cost 7.250000"), 2) == 2_250_000 + 1_450_000
     assert shortfall(InsufficientFunds("something else")) is None
+
+
+async def test_an_idempotency_key_is_the_users_across_shards(engine: ShardedEngine) -> None:
+    await fund_house(engine)
+    hank = await engine.create_user("hank")
+    await engine.deposit(hank.user_id, 100 * MICRO)
+    first = await market_in(engine)
+    second = await market_in(engine, avoid={engine.market_shard(first)})
+
+    def order(market: str) -> Order:
+        return Order(hank.user_id, market, Side.BUY, Outcome.YES, shares=2 * MICRO, idempotency_key="k1",
+                     fingerprint=f"POST /v1/markets/{market}/trades BUY YES 2")
+
+    trade = await engine.execute_trade(order(first))
+    again = await engine.execute_trade(order(first))  # the same request: replayed, nothing runs twice
+    assert again.trade_id == trade.trade_id and again.replayed
+    # The same key for a market in another shard: refused, though that shard never saw the key.
+    with pytest.raises(IdempotencyKeyReused):
+        await engine.execute_trade(order(second))
+    account = await engine.account(hank.user_id)
+    assert [(p.market_id, p.shares) for p in account.positions] == [(first, 2 * MICRO)]
+    await assert_invariants(engine)

@@ -14,7 +14,8 @@ import predmarket
 from predmarket.commands import Subcommands
 from predmarket.engine.settings import get_settings
 
-SECTIONS_HELP = "engine,policy,http,persister,peers,hotset,streams,shards,views"  # bench.options.SECTIONS (a test compares)
+#: bench.options.SECTIONS (a test compares)
+SECTIONS_HELP = "engine,policy,http,persister,peers,hotset,streams,shards,views"
 
 
 def register(sub: Subcommands) -> None:
@@ -27,7 +28,8 @@ def register(sub: Subcommands) -> None:
         "on the same workload (PostgreSQL-only with row locks, and the naive unbatched CAS on Redis). Checks "
         "the invariants after every workload and exits 1 naming the breach. Prints a table with machine facts "
         "and writes bench-results.json and bench-throughput.png (matplotlib, the 'bench' extra) to --out. "
-        "Also the sequencer's batch policy (pipeline depth, queue split, batch size) against the defaults. "
+        "Also the sequencer's batch policy (pipeline depth, queue split, batch size) against the defaults, "
+        "and the engine over 8 shards against one, on the primary and on a 3-master cluster it starts. "
         "About 5 minutes on a 2-core machine; --quick is a smoke test.",
     )
     p.add_argument("--quick", action="store_true", help="fewer and smaller runs (a smoke test, well under a minute)")
