@@ -30,7 +30,7 @@ def _configured() -> Settings | None:
     """The settings the command ran with (a store error comes after they were read), if they are valid."""
     try:
         return get_settings()
-    except pydantic.ValidationError:
+    except ValueError:  # invalid (pydantic's ValidationError is one), or PM_SHARDS refused
         return None
 
 
