@@ -39,6 +39,7 @@ from predmarket.engine.errors import (
     InsufficientFunds,
     InsufficientShares,
     NotFound,
+    Unavailable,
 )
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import check_labels
@@ -60,6 +61,10 @@ _SHORT = re.compile(r"available (\d+\.\d{6}) < cost (\d+\.\d{6})")
 #: script reported and a margin (the price can move between rounds); the last brings all
 #: the user holds elsewhere, so the rejection after it is checked against every sub-wallet.
 FUNDING_ROUNDS = 4
+
+
+#: Reads of every sub-wallet before an account's balance is given up on (a transfer caught twice in each).
+SNAPSHOT_TRIES = 20
 
 
 def shortfall(exc: InsufficientFunds, funding_round: int = 0) -> int | None:
@@ -147,23 +152,45 @@ class ShardedEngine:
         return await self.account(user_id)
 
     async def account(self, user_id: str) -> Account:
-        """The account as one: the home shard's profile, every sub-wallet's money and positions."""
+        """The account as one: the home shard's profile, every sub-wallet's money (as of one moment:
+        :meth:`_snapshot`) and positions."""
         home = self.home(user_id)
         account = await self.engines[home].accounts.get(user_id)
-        available, positions = account.available, list(account.positions)
-        for shard, balance in enumerate(await self._sub_wallets(user_id)):
+        wallets = await self._snapshot(user_id)
+        positions = list(account.positions)
+        for shard, balance in enumerate(wallets):
             if shard != home and balance is not None:
-                part = await self.engines[shard].accounts.get(user_id)
-                available += part.available
-                positions += part.positions
-        return replace(account, available=available, positions=positions)
+                positions += (await self.engines[shard].accounts.get(user_id)).positions
+        return replace(account, available=sum(int(b) for b in wallets if b is not None), positions=positions)
 
     async def _sub_wallets(self, user_id: str) -> list[str | None]:
         """Each shard's sub-wallet balance of ``user_id`` as stored (None where it has none)."""
+        return [available for available, _, _ in await self._collect(user_id)]
+
+    async def _collect(self, user_id: str) -> list[tuple[str | None, int, int]]:
+        """Each shard's sub-wallet of ``user_id``: (available, moved in, moved out), read shard after shard."""
         pipe = self.redis.pipeline(transaction=False)
         for shard in range(self.count):
-            pipe.hget(self.wallet_keys(shard).user(user_id), "available")
-        return cast(list[str | None], await pipe.execute())
+            pipe.hmget(self.wallet_keys(shard).user(user_id), ["available", "moved_in", "moved_out"])
+        replies = cast(list[list[str | None]], await pipe.execute())
+        return [(available, int(moved_in or 0), int(moved_out or 0)) for available, moved_in, moved_out in replies]
+
+    async def _snapshot(self, user_id: str) -> list[str | None]:
+        """The sub-wallets' balances, read so that no transfer is counted twice.
+
+        Read one after the other (on a cluster, on different masters), they could count a
+        transfer twice: its source read before the debit, its destination after the credit. Each
+        sub-wallet counts what it ever sent and received by transfers; every credit follows its
+        debit, so a read whose credits exceed its debits caught a transfer twice, and is read
+        again. A read that passes holds no more money than the user has: a transfer caught between
+        its debit and its credit (in transit) is counted nowhere, and at rest the read is exact.
+        Trades change no count, so a busy trader's reads do not have to be retried.
+        """
+        for _ in range(SNAPSHOT_TRIES):
+            wallets = await self._collect(user_id)
+            if sum(moved_in for _, moved_in, _ in wallets) <= sum(moved_out for _, _, moved_out in wallets):
+                return [available for available, _, _ in wallets]
+        raise Unavailable(f"transfers of {user_id} kept landing between reads of its sub-wallets: try again")
 
     async def balances(self, user_id: str) -> list[int]:
         """Each shard's sub-wallet of ``user_id``, micro-units (0 where it has none)."""

@@ -26,6 +26,7 @@ if not available then
 end
 local after = add_int(available, ARGV[5])
 redis.call('HSET', KEYS[1], 'available', after)
+redis.call('HINCRBY', KEYS[1], 'moved_in', ARGV[5])  -- see transfer_out.lua
 redis.call('SET', KEYS[2], table.concat({'in', ARGV[2], ARGV[3], ARGV[4], ARGV[5], ms}, '|'))
 redis.call('HINCRBY', KEYS[4], 'transfers_in', ARGV[5])
 local event = redis.call('XADD', KEYS[3], '*', 'type', 'TransferIn', 'ts', ms, 'transfer_id', ARGV[1],

@@ -25,6 +25,9 @@ end
 local after = sub_int(available, ARGV[5])
 local ms = now_ms()
 redis.call('HSET', KEYS[1], 'available', after)
+-- What this sub-wallet sent and received by transfers, ever: an account read over shards uses
+-- them to see a transfer caught between its debit and its credit (engine/sharded.py).
+redis.call('HINCRBY', KEYS[1], 'moved_out', ARGV[5])
 redis.call('SET', KEYS[2], table.concat({'out', ARGV[2], ARGV[3], ARGV[4], ARGV[5], ms}, '|'))
 redis.call('ZADD', KEYS[3], ms, ARGV[1])
 redis.call('HINCRBY', KEYS[5], 'transfers_out', ARGV[5])

@@ -12,6 +12,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from predmarket.engine.connection import connect
@@ -281,3 +282,53 @@ async def test_an_idempotency_key_is_the_users_across_shards(engine: ShardedEngi
     account = await engine.account(hank.user_id)
     assert [(p.market_id, p.shares) for p in account.positions] == [(first, 2 * MICRO)]
     await assert_invariants(engine)
+
+
+class SlowReader(ShardedEngine):
+    """Sub-wallets read one round trip each, other tasks let run in between, a random number of turns
+    (on a cluster the shards' reads go to different masters one after the other, and transfers land
+    between them)."""
+
+    rng = random.Random(5)
+
+    async def _collect(self, user_id: str) -> list[tuple[str | None, int, int]]:
+        out = []
+        for shard in range(self.count):
+            fields = await self.redis.hmget(self.wallet_keys(shard).user(user_id),
+                                            ["available", "moved_in", "moved_out"])
+            out.append((cast(str | None, fields[0]), int(fields[1] or 0), int(fields[2] or 0)))
+            for _ in range(self.rng.randrange(4)):
+                await asyncio.sleep(0)
+        return out
+
+
+async def test_the_account_never_counts_money_in_flight_twice(engine: ShardedEngine, prefix: str) -> None:
+    """One client moves a user's money back and forth between two sub-wallets as fast as it can;
+    another reads the account meanwhile: every read is at most the money the user has (a transfer
+    in flight is counted nowhere, never in both sub-wallets), and the last, at rest, all of it."""
+    ivan = await engine.create_user("ivan", user_id=next(f"u_{i:016x}" for i in range(1000)
+                                                        if engine.home(f"u_{i:016x}") == 0))
+    await engine.deposit(ivan.user_id, 100 * MICRO)
+    home, away = 0, SHARDS - 1  # read first and last: room for a whole transfer between the two reads
+    reader = SlowReader(new_redis(), Settings(key_prefix=prefix, redis_url=REDIS_URL, shards=SHARDS))
+    stop = asyncio.Event()
+
+    async def bounce() -> int:
+        moves = 0
+        while not stop.is_set():
+            source, dest = (home, away) if moves % 2 == 0 else (away, home)
+            await engine.transfers.move(ivan.user_id, source, dest, 60 * MICRO)
+            moves += 1
+        return moves
+
+    try:
+        mover = asyncio.create_task(bounce())
+        reads = []
+        for _ in range(300):
+            reads.append((await reader.account(ivan.user_id)).available)
+        stop.set()
+        assert await mover > 20
+        assert max(reads) <= 100 * MICRO, sorted(set(reads))[-3:]
+        assert (await reader.account(ivan.user_id)).available == 100 * MICRO
+    finally:
+        await reader.close()
