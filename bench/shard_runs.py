@@ -2,7 +2,8 @@
 
 One process, 32 tasks, the seed's random trades over ``shards_markets`` markets and
 ``shards_users`` users, run on: one shard (today's layout) and 8 shards on the same
-primary, then 8 shards on a private 3-master loopback cluster. Before the clock starts,
+primary, then on a private 3-master loopback cluster one shard (today's cluster
+deployment: one tag, one master) and 8 shards. Before the clock starts,
 every sharded user trades once in every shard (its first trade there moves the shortfall
 in by the transfer saga: timed, as "first trade in a new shard") and then has its money
 spread over its sub-wallets (each transfer timed), so the measured trades find their funds
@@ -44,7 +45,7 @@ DEPOSIT = 1_000_000 * MICRO
 
 @dataclass
 class ShardRow:
-    layout: str  # "1 shard, 1 primary", "8 shards, 1 primary", "8 shards, 3-master cluster"
+    layout: str  # "1 shard, 1 primary", "8 shards, 1 primary", "1 shard, 3-master cluster", ...
     shards: int
     primaries: int
     trades: int
@@ -222,6 +223,10 @@ def shards_section(settings: Settings, sizes: Sizes, say: Callable[[str], None],
         result.skipped = "redis-server or redis-cli not installed: no cluster row"
     else:
         with private_cluster.private_cluster() as (url, masters):
+            # Today's cluster deployment first: one shard, every key under one tag, so one master.
+            one_tag = settings.model_copy(update={"redis_url": url, "key_prefix": "{bench}"})
+            result.rows.append(_run(one_tag, MarketEngine.from_settings, masters, sizes,
+                                    "1 shard, 3-master cluster", seed))
             on_cluster = settings.model_copy(update={"redis_url": url, "key_prefix": "bench", "shards": SHARDS})
             result.rows.append(_run(on_cluster, _sharded, masters, sizes,
                                     f"{SHARDS} shards, 3-master cluster", seed))
