@@ -18,6 +18,7 @@ import pytest
 from predmarket.engine.connection import connect
 from predmarket.engine.errors import AlreadyExists, IdempotencyKeyReused, InsufficientFunds, InsufficientShares
 from predmarket.engine.models import HOUSE, Order, Outcome, Side
+from predmarket.engine.resolutions import Resolution
 from predmarket.engine.settings import Settings
 from predmarket.engine.sharded import ShardedEngine
 from predmarket.engine.shards import shard_prefix
@@ -332,3 +333,40 @@ async def test_the_account_never_counts_money_in_flight_twice(engine: ShardedEng
         assert (await reader.account(ivan.user_id)).available == 100 * MICRO
     finally:
         await reader.close()
+
+
+@pytest.mark.parametrize("resolution", [Resolution.of_outcome("Lions"),
+                                        Resolution.prob([("Lions", 500_000), ("Tigers", 300_000),
+                                                         ("Bears", 200_000)]),
+                                        Resolution.cancel()], ids=lambda r: r.outcome)
+async def test_every_resolution_of_a_labelled_market_pays_into_the_markets_shard(
+        engine: ShardedEngine, resolution: Resolution) -> None:
+    """A 3-label market in a shard none of its traders calls home: every resolution type pays into
+    their sub-wallets there, the house gets the rest of the pool there, and the shards balance."""
+    await fund_house(engine, 1_000)
+    traders = [(await engine.create_user(f"fan{i}")).user_id for i in range(3)]
+    homes = {engine.home(t) for t in traders} | {engine.home(HOUSE)}
+    while True:
+        market = await engine.create_market("cup final", 100 * MICRO, outcomes=["Lions", "Tigers", "Bears"])
+        if engine.market_shard(market.market_id) not in homes:
+            break
+    market_id, shard = market.market_id, engine.market_shard(market.market_id)
+    market_engine = engine.market_engine(market_id)
+    await market_engine.markets.open(market_id)
+    for trader in traders:
+        await engine.deposit(trader, 200 * MICRO)
+    for trader, label in zip(traders, ("Lions", "Tigers", "Bears"), strict=True):
+        await engine.execute_trade(Order(trader, market_id, Side.BUY, label, shares=30 * MICRO))
+    # One exits at a loss or a profit: its net cost stays (a CANCEL refunds by net cost).
+    await engine.execute_trade(Order(traders[0], market_id, Side.SELL, "Lions", shares=10 * MICRO))
+    before = [await engine.balances(t) for t in traders]
+    await market_engine.markets.close(market_id)
+    await market_engine.markets.resolve(market_id, resolution)
+    settled = await market_engine.markets.settle(market_id)
+    paid = 0
+    for trader, earlier in zip(traders, before, strict=True):
+        after = await engine.balances(trader)
+        assert [a - b for a, b in zip(after, earlier, strict=True) if a != b] in ([], [after[shard] - earlier[shard]])
+        paid += after[shard] - earlier[shard]
+    assert paid == settled.payouts_total  # every payout or refund landed in the market's shard
+    await assert_invariants(engine)
