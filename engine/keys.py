@@ -21,7 +21,9 @@ key                             contents
                                 both). Dropped with the user on eviction; a load puts back the
                                 rows of markets not SETTLED (record/loader.py)
 ``<p>:usernames``               hash: username -> user id, every user ever (never evicted:
-                                uniqueness without PostgreSQL)
+                                uniqueness without PostgreSQL). In a sharded deployment
+                                (engine/sharded.py) the deployment's own directory holds
+                                ``<user id>|<claimed ms>`` (lua/claim_username.lua)
 ``<p>:user_ids``                set: every user id ever (never evicted: uniqueness and
                                 existence of an evicted user without PostgreSQL)
 ``<p>:apikeys``                 hash: sha256(api key) -> user id, every live key of every

@@ -132,6 +132,7 @@ class _Registry(Generic[S]):
     """Every script of ``lua/``, one attribute each (the file's name)."""
 
     archive_market: S
+    claim_username: S
     clear_dirty: S
     close_market: S
     create_api_key: S

@@ -7,8 +7,9 @@ slot, so on Redis Cluster each shard may sit on any master, and the engine's cod
 single-slot engine's, unchanged. What spans shards is here:
 
 * **users**: the username is claimed in the deployment's directory (``<p>:usernames``, one
-  key: ``HSETNX``), then the account is created in its home shard (profile and home
-  sub-wallet). Deposits land there; a withdrawal first brings money home.
+  key), then the account is created in its home shard (profile and home sub-wallet); a
+  claim left by a creation that died in between is taken over after a grace period.
+  Deposits land there; a withdrawal first brings money home.
 * **funding a trade**: a trade pays from the sub-wallet of its market's shard. Rejected
   for funds there (or with no sub-wallet there yet), it has the shortfall moved in by the
   transfer saga (engine/transfers.py) from the user's other sub-wallets, home first, and
@@ -63,6 +64,9 @@ _SHORT = re.compile(r"available (\d+\.\d{6}) < cost (\d+\.\d{6})")
 FUNDING_ROUNDS = 4
 
 
+#: How old a username's claim with no account must be before another creation takes it over (ms):
+#: far longer than creating an account takes, so a creation in flight is never taken over.
+CLAIM_GRACE_MS = 30_000
 #: Reads of every sub-wallet before an account's balance is given up on (a transfer caught twice in each).
 SNAPSHOT_TRIES = 20
 
@@ -95,7 +99,8 @@ class ShardedEngine:
         self.engines = [MarketEngine(redis, settings.model_copy(update={
             "key_prefix": shard_prefix(settings.key_prefix, k, shards), "shards": 1}), trade_ids=(shards, k))
             for k in range(shards)]
-        self.transfers = Transfers(redis, Scripts(redis), settings.key_prefix, shards,
+        self._directory = Scripts(redis)
+        self.transfers = Transfers(redis, self._directory, settings.key_prefix, shards,
                                    fence=self._fence if settings.replica_acks else None)
 
     async def _fence(self, shard: int) -> bool:
@@ -115,7 +120,7 @@ class ShardedEngine:
 
     async def start(self) -> None:
         """A ``house`` in every shard (its home shard's is the one deposits reach)."""
-        await self.redis.hsetnx(self.keys.usernames, HOUSE, HOUSE)
+        await self.redis.hsetnx(self.keys.usernames, HOUSE, f"{HOUSE}|0")
         for engine in self.engines:
             await engine.start()
 
@@ -129,15 +134,31 @@ class ShardedEngine:
     async def create_user(self, username: str, user_id: str | None = None) -> Account:
         """Claim ``username`` across shards, then create the account in its home shard."""
         user_id = user_id or new_id("u")
-        if not await self.redis.hsetnx(self.keys.usernames, username, user_id):
-            raise AlreadyExists("username is taken")
+        await self._claim_username(username, user_id)
         try:
             return await self.engines[self.home(user_id)].accounts.create(username, user_id)
-        except BaseException:
-            # Not created: give the name back (only if it is still this id's claim).
-            if await self.redis.hget(self.keys.usernames, username) == user_id:
+        except Exception:
+            # Not created: give the name back (only if it is still this id's claim). A process
+            # killed right here leaves the claim: the next creation of the name takes it over.
+            held = await self.redis.hget(self.keys.usernames, username)
+            if held is not None and str(held).partition("|")[0] == user_id:
                 await self.redis.hdel(self.keys.usernames, username)
             raise
+
+    async def _claim_username(self, username: str, user_id: str) -> None:
+        """The name for ``user_id`` in the deployment's directory, or AlreadyExists. A claim whose
+        account does not exist and is older than :data:`CLAIM_GRACE_MS` was left by a creation that
+        died half-way (claimed, never made): it is taken over (lua/claim_username.lua)."""
+        claim = self._directory.claim_username
+        taken, held = await claim([self.keys.usernames], [username, user_id, "", CLAIM_GRACE_MS])
+        if taken:
+            return
+        held_id = str(held).partition("|")[0]
+        if await self.redis.exists(self.wallet_keys(self.home(held_id)).user(held_id)):
+            raise AlreadyExists("username is taken")
+        taken, _ = await claim([self.keys.usernames], [username, user_id, held, CLAIM_GRACE_MS])
+        if not taken:
+            raise AlreadyExists("username is taken")  # being created right now, or just taken over
 
     async def deposit(self, user_id: str, amount: int) -> Account:
         await self.engines[self.home(user_id)].accounts.deposit(user_id, amount)

@@ -370,3 +370,21 @@ async def test_every_resolution_of_a_labelled_market_pays_into_the_markets_shard
         paid += after[shard] - earlier[shard]
     assert paid == settled.payouts_total  # every payout or refund landed in the market's shard
     await assert_invariants(engine)
+
+
+async def test_a_username_left_claimed_by_a_dead_creation_is_taken_over(engine: ShardedEngine) -> None:
+    # A process claimed the name and died before making the account (claimed at ms 1: long ago).
+    await engine.redis.hset(engine.keys.usernames, "judy", "u_00000000deadbeef|1")
+    judy = await engine.create_user("judy")
+    assert (await engine.account(judy.user_id)).username == "judy"
+    held = await engine.redis.hget(engine.keys.usernames, "judy")
+    assert str(held).startswith(f"{judy.user_id}|")
+    # A claim just made, its account not (yet) there: a creation in flight, never taken over.
+    seconds, _ = await engine.redis.time()
+    await engine.redis.hset(engine.keys.usernames, "kate", f"u_00000000cafef00d|{seconds * 1000}")
+    with pytest.raises(AlreadyExists):
+        await engine.create_user("kate")
+    # And a name whose account exists is taken, however old its claim.
+    await engine.redis.hset(engine.keys.usernames, "judy", f"{judy.user_id}|1")
+    with pytest.raises(AlreadyExists):
+        await engine.create_user("judy")
