@@ -21,12 +21,17 @@ single-slot engine's, unchanged. What spans shards is here:
 * **trade ids** are unique across shards: shard k of S numbers its trades S + k, 2S + k, ...
 * **Idempotency-Keys** stay the user's across shards: claimed in the home shard for one
   request, then executed (and replayed) in the market's shard.
+* **the sweeper**: every engine finishes, once a second, the transfers a dead process left
+  between the saga's steps.
 
 Not here yet (issue 14): the persister, API, audit and recovery over shards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
 from dataclasses import replace
 from decimal import Decimal
@@ -34,8 +39,10 @@ from typing import cast
 
 from predmarket.engine import pricing_n
 from predmarket.engine.accounts import new_id
+from predmarket.engine.connection import UNREACHABLE
 from predmarket.engine.errors import (
     AlreadyExists,
+    EngineError,
     IdempotencyKeyReused,
     InsufficientFunds,
     InsufficientShares,
@@ -56,6 +63,8 @@ from predmarket.engine.units import format_micro, micro_from_decimal
 from predmarket.engine.wire import request_hash
 from redis.asyncio import Redis
 
+log = logging.getLogger("predmarket.engine")
+
 #: lua/trade.lua's rejection for funds; the difference is what a transfer must bring.
 _SHORT = re.compile(r"available (\d+\.\d{6}) < cost (\d+\.\d{6})")
 #: Transfers in before a trade's rejection for funds stands: each brings the shortfall the
@@ -64,6 +73,10 @@ _SHORT = re.compile(r"available (\d+\.\d{6}) < cost (\d+\.\d{6})")
 FUNDING_ROUNDS = 4
 
 
+#: How often each engine sweeps for transfers left pending, and how long one must have been pending:
+#: a transfer's four steps take about a millisecond, so one pending for seconds was left by a crash.
+SWEEP_EVERY_S = 1.0
+SWEEP_AFTER_MS = 5_000
 #: How old a username's claim with no account must be before another creation takes it over (ms):
 #: far longer than creating an account takes, so a creation in flight is never taken over.
 CLAIM_GRACE_MS = 30_000
@@ -85,7 +98,10 @@ def shortfall(exc: InsufficientFunds, funding_round: int = 0) -> int | None:
 class ShardedEngine:
     """Accounts, markets and trading over ``settings.shards`` shards of one Redis (or one Redis Cluster)."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, *, sweep_every_s: float | None = SWEEP_EVERY_S,
+                 sweep_after_ms: int = SWEEP_AFTER_MS) -> None:
+        """``sweep_every_s``: how often :meth:`start`'s sweeper finishes the transfers left pending for
+        ``sweep_after_ms`` (by a process that died between the saga's steps); None: no sweeper."""
         shards = settings.shards
         if not 1 < shards <= MAX_SHARDS:
             raise ValueError(f"a sharded deployment has 2 to {MAX_SHARDS} shards, not {shards}")
@@ -99,6 +115,8 @@ class ShardedEngine:
         self.engines = [MarketEngine(redis, settings.model_copy(update={
             "key_prefix": shard_prefix(settings.key_prefix, k, shards), "shards": 1}), trade_ids=(shards, k))
             for k in range(shards)]
+        self._sweep_every_s, self._sweep_after_ms = sweep_every_s, sweep_after_ms
+        self._sweeper: asyncio.Task[None] | None = None
         self._directory = Scripts(redis)
         self.transfers = Transfers(redis, self._directory, settings.key_prefix, shards,
                                    fence=self._fence if settings.replica_acks else None)
@@ -123,8 +141,28 @@ class ShardedEngine:
         await self.redis.hsetnx(self.keys.usernames, HOUSE, f"{HOUSE}|0")
         for engine in self.engines:
             await engine.start()
+        if self._sweep_every_s is not None and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(self._sweep_every_s))
+
+    async def _sweep_forever(self, every_s: float) -> None:
+        """Finish, every ``every_s``, the transfers a dead process left between steps. Every process
+        running the engine sweeps: two sweepers finishing one transfer credit it once (each step is
+        idempotent), so none has to be elected."""
+        while True:
+            await asyncio.sleep(every_s)  # the sweeper's period, not a wait for something
+            try:
+                finished = await self.transfers.sweep(self._sweep_after_ms)
+            except (EngineError, *UNREACHABLE) as exc:
+                log.warning("transfer sweep failed (%s: %s); next in %.1fs", exc.__class__.__name__, exc, every_s)
+                continue
+            if finished:
+                log.info("finished %d transfers left pending", finished)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         for engine in self.engines:
             await engine.close_trading()
         await self.redis.aclose()

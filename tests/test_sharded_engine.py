@@ -22,11 +22,13 @@ from predmarket.engine.resolutions import Resolution
 from predmarket.engine.settings import Settings
 from predmarket.engine.sharded import ShardedEngine
 from predmarket.engine.shards import shard_prefix
+from predmarket.engine.transfers import Transfer
 from predmarket.engine.units import MICRO
 
 from tests.support.cluster import PrivateCluster
 from tests.support.redis_data import delete_prefix, delete_prefix_async
 from tests.support.services import REDIS_URL, new_redis
+from tests.support.waiting import wait_until_async
 
 SHARDS = 8
 
@@ -388,3 +390,28 @@ async def test_a_username_left_claimed_by_a_dead_creation_is_taken_over(engine: 
     await engine.redis.hset(engine.keys.usernames, "judy", f"{judy.user_id}|1")
     with pytest.raises(AlreadyExists):
         await engine.create_user("judy")
+
+
+async def test_the_engines_sweeper_finishes_a_transfer_a_dead_process_left(prefix: str) -> None:
+    engine = ShardedEngine(new_redis(), Settings(key_prefix=prefix, redis_url=REDIS_URL, shards=SHARDS),
+                           sweep_every_s=0.05, sweep_after_ms=0)
+    try:
+        await engine.start()
+        lena = await engine.create_user("lena")
+        await engine.deposit(lena.user_id, 10 * MICRO)
+        home = engine.home(lena.user_id)
+        # Another process took the money out of home and died before crediting it anywhere.
+        await engine.transfers.take_out(Transfer("t-dead", lena.user_id, home, (home + 3) % SHARDS, 4 * MICRO))
+        assert await engine.transfers.in_transit() == {lena.user_id: 4 * MICRO}
+
+        async def finished() -> bool:
+            return await engine.transfers.in_transit() == {} and not await engine.transfers.pending(home)
+
+        await wait_until_async(finished, 10, "the sweeper to finish the transfer")
+        assert (await engine.account(lena.user_id)).available == 10 * MICRO
+        await assert_invariants(engine)
+    finally:
+        await engine.close()
+        redis = new_redis()
+        await delete_prefix_async(redis, prefix)  # the shards' keys are under it
+        await redis.aclose()
