@@ -127,15 +127,23 @@ class Transfers:
                                           [transfer.transfer_id, self._keep_s])
         await self._scripts.transfer_forget([dst.transfer(transfer.transfer_id)], [self._keep_s])
 
-    async def pending(self, shard: int, older_than_ms: int = 0) -> list[Transfer]:
-        """Shard ``shard``'s transfers out not marked done, taken out at least ``older_than_ms`` ago."""
-        k = self.keys(shard)
+    async def _now_ms(self) -> int:
         seconds, micros = await self._redis.time()
-        now_ms = seconds * 1000 + micros // 1000
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def pending(self, shard: int, older_than_ms: int = 0, now_ms: int | None = None) -> list[Transfer]:
+        """Shard ``shard``'s transfers out not marked done, taken out at least ``older_than_ms`` before
+        ``now_ms`` (Redis's clock now if None)."""
+        k = self.keys(shard)
+        now_ms = await self._now_ms() if now_ms is None else now_ms
         ids = cast(list[str], await self._redis.zrangebyscore(k.outbox, "-inf", now_ms - older_than_ms))
-        out = []
+        if not ids:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
         for transfer_id in ids:
-            record = await self._redis.get(k.transfer(transfer_id))
+            pipe.get(k.transfer(transfer_id))
+        out = []
+        for transfer_id, record in zip(ids, await pipe.execute(), strict=True):
             if record is None:
                 continue  # done meanwhile (the record is never dropped while the id is in the outbox)
             state, transfer = parse_record(transfer_id, str(record))
@@ -146,8 +154,9 @@ class Transfers:
     async def sweep(self, older_than_ms: int) -> int:
         """Finish every transfer left pending longer than ``older_than_ms``; how many it finished."""
         finished = 0
+        now_ms = await self._now_ms()  # one clock reading for the whole round
         for shard in range(len(self._shards)):
-            for transfer in await self.pending(shard, older_than_ms):
+            for transfer in await self.pending(shard, older_than_ms, now_ms):
                 await self.finish(transfer)
                 finished += 1
         return finished
@@ -155,8 +164,9 @@ class Transfers:
     async def in_transit(self) -> dict[str, int]:
         """User -> micro-units debited by a pending transfer and not yet credited (in no sub-wallet)."""
         owed: dict[str, int] = {}
+        now_ms = await self._now_ms()
         for shard in range(len(self._shards)):
-            for transfer in await self.pending(shard):
+            for transfer in await self.pending(shard, 0, now_ms):
                 credited = await self._redis.exists(self.keys(transfer.dest).transfer(transfer.transfer_id))
                 if not credited:
                     owed[transfer.user_id] = owed.get(transfer.user_id, 0) + transfer.amount

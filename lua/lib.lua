@@ -191,3 +191,21 @@ local function decimal_json(labels, values)
   for i, label in ipairs(labels) do parts[i] = '"' .. label .. '":"' .. values[i] .. '"' end
   return '{' .. table.concat(parts, ',') .. '}'
 end
+
+-- One step of a transfer between sub-wallets (lua/transfer_out.lua, lua/transfer_in.lua), `step`
+-- 'out' or 'in': the sub-wallet's new balance and its moved_out / moved_in (what it ever sent or
+-- received by transfers: engine/sharded.py reads them so that an account read over shards never
+-- counts a transfer twice), the transfer's record "<step>|<user>|<from>|<to>|<amount>|<ms>", the
+-- shard's transfers_out / transfers_in total, and the TransferOut / TransferIn event. `args` is the
+-- scripts' ARGV: transfer id, user id, source shard, destination shard, amount. Returns the event id.
+local function record_transfer_step(step, wallet, record, totals, events, args, after, ms)
+  redis.call('HSET', wallet, 'available', after)
+  redis.call('HINCRBY', wallet, 'moved_' .. step, args[5])
+  redis.call('SET', record, table.concat({step, args[2], args[3], args[4], args[5], ms}, '|'))
+  redis.call('HINCRBY', totals, 'transfers_' .. step, args[5])
+  local event = redis.call('XADD', events, '*', 'type', step == 'out' and 'TransferOut' or 'TransferIn',
+    'ts', ms, 'transfer_id', args[1], 'user_id', args[2], 'from_shard', args[3], 'to_shard', args[4],
+    'amount', fmt6(args[5]), 'available', fmt6(after))
+  redis.call('HSET', wallet, 'last_event', event)
+  return event
+end

@@ -25,12 +25,5 @@ if not available then
   redis.call('HSET', KEYS[1], 'username', '', 'locked', '0', 'created_ms', ms)
 end
 local after = add_int(available, ARGV[5])
-redis.call('HSET', KEYS[1], 'available', after)
-redis.call('HINCRBY', KEYS[1], 'moved_in', ARGV[5])  -- see transfer_out.lua
-redis.call('SET', KEYS[2], table.concat({'in', ARGV[2], ARGV[3], ARGV[4], ARGV[5], ms}, '|'))
-redis.call('HINCRBY', KEYS[4], 'transfers_in', ARGV[5])
-local event = redis.call('XADD', KEYS[3], '*', 'type', 'TransferIn', 'ts', ms, 'transfer_id', ARGV[1],
-  'user_id', ARGV[2], 'from_shard', ARGV[3], 'to_shard', ARGV[4], 'amount', fmt6(ARGV[5]),
-  'available', fmt6(after))
-redis.call('HSET', KEYS[1], 'last_event', event)
+local event = record_transfer_step('in', KEYS[1], KEYS[2], KEYS[4], KEYS[3], ARGV, after, ms)
 return {'OK', after, event}

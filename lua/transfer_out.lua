@@ -24,15 +24,6 @@ if lt_int(available, ARGV[5]) then
 end
 local after = sub_int(available, ARGV[5])
 local ms = now_ms()
-redis.call('HSET', KEYS[1], 'available', after)
--- What this sub-wallet sent and received by transfers, ever: an account read over shards uses
--- them to see a transfer caught between its debit and its credit (engine/sharded.py).
-redis.call('HINCRBY', KEYS[1], 'moved_out', ARGV[5])
-redis.call('SET', KEYS[2], table.concat({'out', ARGV[2], ARGV[3], ARGV[4], ARGV[5], ms}, '|'))
 redis.call('ZADD', KEYS[3], ms, ARGV[1])
-redis.call('HINCRBY', KEYS[5], 'transfers_out', ARGV[5])
-local event = redis.call('XADD', KEYS[4], '*', 'type', 'TransferOut', 'ts', ms, 'transfer_id', ARGV[1],
-  'user_id', ARGV[2], 'from_shard', ARGV[3], 'to_shard', ARGV[4], 'amount', fmt6(ARGV[5]),
-  'available', fmt6(after))
-redis.call('HSET', KEYS[1], 'last_event', event)
+local event = record_transfer_step('out', KEYS[1], KEYS[2], KEYS[5], KEYS[4], ARGV, after, ms)
 return {'OK', after, event}

@@ -18,7 +18,7 @@ import pytest
 from tests.support.api import Api, Stack, StackFactory, assert_trade, dec
 from tests.support.cluster import PrivateCluster
 from tests.support.event_streams import atrade, check_message, sse
-from tests.support.faults import Load, cli, diff, full_snapshot, without_last_uses
+from tests.support.faults import Load, assert_audit_passes, cli, diff, full_snapshot, without_last_uses
 from tests.support.redis_data import delete_prefix
 from tests.support.services import sync_client
 from tests.support.waiting import wait_until
@@ -111,7 +111,3 @@ def test_audit_and_recover_on_a_cluster_rebuild_the_same_state(cluster_stack: St
     finally:
         api.close()
 
-
-def assert_audit_passes(stack: Stack) -> None:
-    done = cli(stack, "audit", "--wait", "30")
-    assert done.returncode == 0 and "audit passed" in done.stdout, done.stdout + done.stderr

@@ -31,14 +31,14 @@ import redis
 from predmarket.engine.keys import Keys
 from predmarket.engine.units import micro_from_decimal
 
-from tests.support.api import Stack, bearer
+from tests.support.api import bearer
 from tests.support.cluster import PrivateCluster
 from tests.support.faults import (
     Load,
     Reliability,
     assert_accounts_match_acks,
     assert_acks_exactly_once,
-    cli,
+    assert_audit_passes,
     deployment,
     pg_trades,
     stream_trades,
@@ -184,7 +184,7 @@ def test_chaos_on_a_cluster_master_api_and_persister_kills_lose_and_duplicate_no
         assert {t["trade_id"] for t in load.acks.values()} <= set(executed)
         figures.lost, figures.duplicates = assert_acks_exactly_once(load.acks, load.rejected,
                                                                     pg_trades(stack.database_url), seq=seq)
-        assert_audit_passes_on(stack)
+        assert_audit_passes(stack)
         statuses = load.statuses
         figures.trades, figures.requests = len(load.acks), load.requests
         answered = sum(len(m.acked) for m in movers)
@@ -195,8 +195,3 @@ def test_chaos_on_a_cluster_master_api_and_persister_kills_lose_and_duplicate_no
     figures.faults = "1 master SIGKILL (replica promoted), 1 API replica SIGKILL + restart, 1 persister SIGKILL"
     figures.report()
 
-
-def assert_audit_passes_on(stack: Stack) -> None:
-    done = cli(stack, "audit", "--wait", "30")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "audit passed" in done.stdout

@@ -30,6 +30,7 @@ from tests.support.faults import (
     api_view,
     assert_accounts_match_acks,
     assert_acks_exactly_once,
+    assert_audit_passes,
     cli,
     deployment,
     diff,
@@ -59,12 +60,6 @@ def private_redis(directory: Path, aof: bool = False) -> Iterator[RedisServer]:
 
 def redis_of(stack: Stack) -> sync_redis.Redis:
     return sync_redis.Redis.from_url(stack.redis_url, decode_responses=True, socket_timeout=5)
-
-
-def assert_audit_passes(stack: Stack) -> None:
-    done = cli(stack, "audit", "--wait", "30")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "audit passed" in done.stdout
 
 
 def settle_all(stack: Stack, load: Load, figures: Reliability) -> None:

@@ -172,55 +172,44 @@ async def test_a_young_pending_transfer_is_left_to_its_mover(wallets: Wallets) -
     assert await wallets.transfers.in_transit() == {"alice": MICRO}
 
 
-async def test_a_debit_no_replica_confirmed_is_not_credited_until_one_does(prefix: str) -> None:
-    redis = new_redis()
+async def test_a_debit_no_replica_confirmed_is_not_credited_until_one_does(wallets: Wallets) -> None:
     confirmed = False
 
     async def fence(shard: int) -> bool:
         return confirmed
 
-    try:
-        wallets = Wallets(redis, prefix, SHARDS)
-        await wallets.open("alice", 2, 10)
-        fenced = Transfers(redis, wallets.scripts, prefix, SHARDS, fence=fence)
-        with pytest.raises(Unavailable):
-            await fenced.move("alice", 2, 0, 4 * MICRO)
-        assert await wallets.available("alice") == [0, 0, 6 * MICRO, 0]
-        assert await wallets.transfers.in_transit() == {"alice": 4 * MICRO}
-        confirmed = True
-        assert await fenced.sweep(older_than_ms=0) == 1
-        assert await wallets.available("alice") == [4 * MICRO, 0, 6 * MICRO, 0]
-        await wallets.assert_conserved(["alice"])
-    finally:
-        await delete_prefix_async(redis, prefix)
-        await redis.aclose()
+    await wallets.open("alice", 2, 10)
+    fenced = Transfers(wallets.redis, wallets.scripts, wallets.prefix, SHARDS, fence=fence)
+    with pytest.raises(Unavailable):
+        await fenced.move("alice", 2, 0, 4 * MICRO)
+    assert await wallets.available("alice") == [0, 0, 6 * MICRO, 0]
+    assert await wallets.transfers.in_transit() == {"alice": 4 * MICRO}
+    confirmed = True
+    assert await fenced.sweep(older_than_ms=0) == 1
+    assert await wallets.available("alice") == [4 * MICRO, 0, 6 * MICRO, 0]
+    await wallets.assert_conserved(["alice"])
 
 
-async def test_a_credit_no_replica_confirmed_keeps_the_transfer_pending_and_is_not_paid_twice(prefix: str) -> None:
-    redis = new_redis()
+async def test_a_credit_no_replica_confirmed_keeps_the_transfer_pending_and_is_not_paid_twice(
+        wallets: Wallets) -> None:
     confirmed = {2}  # the source's master has replicas in step; the destination's does not (yet)
 
     async def fence(shard: int) -> bool:
         return shard in confirmed
 
-    try:
-        wallets = Wallets(redis, prefix, SHARDS)
-        await wallets.open("alice", 2, 10)
-        fenced = Transfers(redis, wallets.scripts, prefix, SHARDS, fence=fence)
-        with pytest.raises(Unavailable):
-            await fenced.move("alice", 2, 0, 4 * MICRO)
-        # Credited, but not marked done: a failover could still take the credit back.
-        assert await wallets.available("alice") == [4 * MICRO, 0, 6 * MICRO, 0]
-        assert len(await wallets.transfers.pending(2)) == 1
-        assert await wallets.transfers.in_transit() == {}
-        confirmed.add(0)
-        assert await fenced.sweep(older_than_ms=0) == 1
-        assert await wallets.available("alice") == [4 * MICRO, 0, 6 * MICRO, 0]  # credited once
-        assert await wallets.transfers.pending(2) == []
-        await wallets.assert_conserved(["alice"])
-    finally:
-        await delete_prefix_async(redis, prefix)
-        await redis.aclose()
+    await wallets.open("alice", 2, 10)
+    fenced = Transfers(wallets.redis, wallets.scripts, wallets.prefix, SHARDS, fence=fence)
+    with pytest.raises(Unavailable):
+        await fenced.move("alice", 2, 0, 4 * MICRO)
+    # Credited, but not marked done: a failover could still take the credit back.
+    assert await wallets.available("alice") == [4 * MICRO, 0, 6 * MICRO, 0]
+    assert len(await wallets.transfers.pending(2)) == 1
+    assert await wallets.transfers.in_transit() == {}
+    confirmed.add(0)
+    assert await fenced.sweep(older_than_ms=0) == 1
+    assert await wallets.available("alice") == [4 * MICRO, 0, 6 * MICRO, 0]  # credited once
+    assert await wallets.transfers.pending(2) == []
+    await wallets.assert_conserved(["alice"])
 
 
 async def test_movers_and_two_sweepers_on_separate_clients_credit_each_transfer_once(prefix: str) -> None:

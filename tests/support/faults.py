@@ -66,6 +66,12 @@ def cli(stack: Stack, *args: str, timeout_s: float = CLI_TIMEOUT_S, **env: str) 
     return run_predmarket(*args, env={**stack.env, **env}, timeout_s=timeout_s)
 
 
+def assert_audit_passes(stack: Stack) -> None:
+    """``predmarket audit --wait 30`` on the stack passes (Redis, PostgreSQL, and the two agree)."""
+    done = cli(stack, "audit", "--wait", "30")
+    assert done.returncode == 0 and "audit passed" in done.stdout, done.stdout + done.stderr
+
+
 #: The janitor's "now" at which every idle user without positions qualifies for eviction.
 FAR_FUTURE_MS = 10**14
 
