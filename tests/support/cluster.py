@@ -193,13 +193,12 @@ class NodeView:
     node_id: str
     port: int
     flags: frozenset[str]
-    master_id: str  # "-" for a master
 
     @classmethod
     def parse(cls, line: str) -> NodeView:
-        node_id, address, flags, master_id = line.split()[:4]
+        node_id, address, flags = line.split()[:3]
         port = int(address.split("@")[0].rpartition(":")[2])
-        return cls(node_id, port, frozenset(flags.split(",")), master_id)
+        return cls(node_id, port, frozenset(flags.split(",")))
 
 
 class PrivateCluster:
@@ -218,8 +217,8 @@ class PrivateCluster:
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="pm-cluster-")) if root is None else root
         self.nodes: list[Node] = []
-        #: node id -> the id of its master, as of the last :meth:`_remember_topology`
-        self._master_of: dict[str, str] = {}
+        #: a killed master's port -> the ports of the replicas it had when killed (its own ROLE)
+        self._replicas_when_killed: dict[int, list[int]] = {}
 
     # ----------------------------------------------------------------- life cycle
 
@@ -240,7 +239,6 @@ class PrivateCluster:
             self._create(timeout_s)
             wait_until(self._settled, timeout_s, "every node: cluster_state:ok, all slots covered, "
                        "one slot map, replicas in sync")
-            self._remember_topology()
         except BaseException:
             self.stop()
             raise
@@ -332,7 +330,11 @@ class PrivateCluster:
                        and self._by_port(v.port).alive()), key=lambda n: n.port)
 
     def replicas_of(self, master: Node) -> list[Node]:
-        return [self._by_port(v.port) for v in self._views() if v.master_id == master.node_id]
+        """The replicas linked to ``master`` now, as the master itself says (ROLE): another node's
+        ``CLUSTER NODES`` may not have heard of the link yet."""
+        role = master.command("ROLE")
+        assert role[0] == "master", f"{master.address} is a {role[0]}"
+        return [self._by_port(int(port)) for _, port, _ in role[2]]
 
     def slot_map(self, node: Node | None = None) -> list[tuple[int, int, int]]:
         """``CLUSTER SLOTS`` as ``(first, last, master port)``, sorted, as ``node`` (or any live node) sees it."""
@@ -375,22 +377,21 @@ class PrivateCluster:
     def wait_healthy(self, timeout_s: float = 30.0) -> None:
         wait_until(self._settled, timeout_s, "the cluster to be ok on every live node")
 
-    def _remember_topology(self) -> None:
-        self._master_of = {view.node_id: view.master_id for view in self._views()}
-
     # ----------------------------------------------------------------- faults
 
     def kill(self, node: Node) -> None:
         """SIGKILL one node (no shutdown, nothing saved). Its directory stays until :meth:`stop`."""
-        self._remember_topology()  # who replicated whom, for wait_promoted
+        # Who replicates it, for wait_promoted.
+        if node.command("ROLE")[0] == "master":
+            self._replicas_when_killed[node.port] = [replica.port for replica in self.replicas_of(node)]
         node.kill()
 
     def wait_promoted(self, old_master: Node, timeout_s: float = 30.0) -> Node:
         """Wait until a replica of the killed ``old_master`` is master and the cluster is ok again
         everywhere; return the promoted node."""
         assert not old_master.alive(), "kill the master first"
-        candidates = [node for node in self.nodes
-                      if self._master_of.get(node.node_id) == old_master.node_id and node.alive()]
+        candidates = [self._by_port(port) for port in self._replicas_when_killed.get(old_master.port, [])
+                      if self._by_port(port).alive()]
         assert candidates, f"{old_master.address} had no live replica to promote"
 
         def promoted() -> Node | None:
@@ -400,9 +401,7 @@ class PrivateCluster:
                 return None
             return winner if winner is not None and self._settled() else None
 
-        winner = wait_for(promoted, timeout_s, f"a replica of {old_master.address} to be promoted, cluster ok")
-        self._remember_topology()
-        return winner
+        return wait_for(promoted, timeout_s, f"a replica of {old_master.address} to be promoted, cluster ok")
 
     def rejoin(self, node: Node, timeout_s: float = 30.0) -> None:
         """Start a killed node again on its port and with its ``nodes.conf``: a master that was failed
@@ -411,7 +410,6 @@ class PrivateCluster:
         assert not node.alive(), "kill the node first"
         node.start(self.node_timeout_ms)
         self.wait_healthy(timeout_s)
-        self._remember_topology()
 
 
 def require_binaries() -> None:
