@@ -189,19 +189,19 @@ def redacted(settings: Settings) -> dict[str, Any]:
     return view
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
+@lru_cache(maxsize=2)
+def get_settings(*, over_shards: bool = False) -> Settings:
     """The process's settings, read from the environment once.
 
-    ``PM_SHARDS`` above 1 is refused here, where every command and the API read their settings:
-    so far only the engine runs over shards (engine/sharded.py), and a process that ignored
-    the setting would keep a deployment's money in the wrong keys.
+    ``PM_SHARDS`` above 1 is refused here unless the caller runs over shards (``over_shards``: the
+    persister): so far the API and the other commands do not, and a process that ignored the
+    setting would keep a deployment's money in the wrong keys.
     """
     settings = Settings()
-    if settings.shards > 1:
-        raise ShardsNotSupported(f"PM_SHARDS={settings.shards}: the API, the persister and the commands run with "
-                                 "PM_SHARDS=1 so far; the per-shard layout runs in the engine only "
-                                 "(engine/sharded.py, docs/SCALING.md)")
+    if settings.shards > 1 and not over_shards:
+        raise ShardsNotSupported(f"PM_SHARDS={settings.shards}: the API and the commands other than the persister "
+                                 "run with PM_SHARDS=1 so far; the per-shard layout runs in the engine and the "
+                                 "persister (engine/sharded.py, persister/sharded.py, docs/SCALING.md)")
     return settings
 
 

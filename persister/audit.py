@@ -12,6 +12,12 @@
    and every trade Redis counted is in PostgreSQL (once the persister has
    caught up).
 
+Over several shards (PM_SHARDS, engine/shards.py) Redis is read shard by shard
+and summed (a user's balance is the sum of its sub-wallets; money in transit
+between two is counted apart), and each sub-wallet is checked on its own: its
+row in ``balances``, its ledger sum (the legs its shard's events wrote) and
+Redis agree; every transfer's debit has at most one credit, of its amount.
+
 Each breach names what broke, where, and the numbers that disagree.
 """
 
@@ -31,6 +37,7 @@ from predmarket.engine.connection import connect
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import YES_NO, q_field, settled_field
 from predmarket.engine.resolutions import CANCEL, PROB
+from predmarket.engine.shards import shard_keys
 from predmarket.engine.state import (
     Breach,
     MarketRecord,
@@ -45,7 +52,7 @@ from predmarket.engine.units import format_micro
 from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.persister.lag import group_lag
 from predmarket.persister.stream import GROUP
-from predmarket.record.pg_state import read_pg_state
+from predmarket.record.pg_state import IN_TRANSIT, read_pg_state
 from sqlalchemy import Connection, Engine, Row, text
 
 MAX_LISTED = 50  # breaches of one kind listed in full; the rest are counted
@@ -74,22 +81,29 @@ def _lag(client: redis.Redis, keys: Keys) -> int:
     return int(client.xlen(keys.events))
 
 
-def wait_for_persister(client: redis.Redis, keys: Keys, wait_s: float) -> int:
-    """Entries still unacknowledged after waiting up to ``wait_s`` for the persister."""
+def wait_for_persister(client: redis.Redis, shards: list[Keys], wait_s: float) -> int:
+    """Entries of the shards' streams still unacknowledged after waiting up to ``wait_s`` for the persister."""
     deadline = time.monotonic() + wait_s
-    lag = _lag(client, keys)
+    lag = sum(_lag(client, keys) for keys in shards)
     while lag and time.monotonic() < deadline:
         time.sleep(0.1)
-        lag = _lag(client, keys)
+        lag = sum(_lag(client, keys) for keys in shards)
     return lag
 
 
-def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: float = 10.0) -> AuditReport:
+#: (user, shard) -> a sub-wallet's balance
+Wallets = dict[tuple[str, int], int]
+
+
+def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: float = 10.0,
+          shards: int = 1) -> AuditReport:
+    """Audit the deployment under ``keys``' prefix, of ``shards`` shards."""
     report = AuditReport()
-    lag = wait_for_persister(client, keys, wait_s)
+    every_shard = [shard_keys(keys.prefix, k, shards) for k in range(shards)]
+    lag = wait_for_persister(client, every_shard, wait_s)
     if lag:
         report.add(Breach("persister caught up", "event stream", "0 entries unacknowledged", f"{lag}"))
-    hot, market_side = asyncio.run(_read_redis(redis_url, keys))
+    hot, market_side, redis_wallets = asyncio.run(_read_redis(redis_url, every_shard))
     _compare_positions("redis: market-side vs user-side positions", hot.positions, market_side, report)
     _compare_net_cost_copies(hot, report)
     with pg.connect() as conn:
@@ -98,7 +112,12 @@ def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: f
         tables = read_pg_state(conn)
         _check_ledger(conn, report)
         _check_closes(conn, report)
-        last_trade = conn.execute(text("SELECT COALESCE(MAX(trade_id), 0) FROM trades")).scalar_one()
+        last_trades = {int(k): int(t) for k, t in conn.execute(text(
+            "SELECT shard, MAX(trade_id) FROM trades GROUP BY shard"))}
+        if shards > 1:
+            record_wallets = _check_sub_wallets(conn, report)
+            if not lag:  # another shard's persister may have written a credit before its debit
+                _check_transfers(conn, report)
         conn.rollback()
     redis_state = _with_evicted(hot, replayed, report)
     for breach in check_invariants(redis_state):
@@ -112,10 +131,16 @@ def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: f
     _compare("postgres: tables vs replay", tables, replayed, report, markets=False)
     if not lag:
         _compare("redis vs postgres", redis_state, replayed, report, markets=True)
-        seq = int(client.get(keys.trade_seq) or 0)
-        if seq != last_trade:
-            report.add(Breach("every acknowledged trade persisted", "trades", f"last trade_id {seq}",
-                              f"{last_trade} in PostgreSQL"))
+        for k, keys_k in enumerate(every_shard):
+            # Shard k of S numbers its n-th trade n*S + k (one shard: n).
+            seq = int(client.get(keys_k.trade_seq) or 0)
+            last = seq * shards + k if seq else 0
+            subject = "trades" if shards == 1 else f"trades of shard {k}"
+            if last != last_trades.get(k, 0):
+                report.add(Breach("every acknowledged trade persisted", subject, f"last trade_id {last}",
+                                  f"{last_trades.get(k, 0)} in PostgreSQL"))
+        if shards > 1:
+            _compare_wallets("redis vs postgres", redis_wallets, record_wallets, report)
     report.counts.update(users=len(redis_state.users), markets=len(redis_state.markets),
                          positions=len(redis_state.positions), **{"users in redis": len(hot.users),
                                                                   "markets in redis": len(hot.markets)})
@@ -152,7 +177,7 @@ def _with_evicted(hot: State, record: State, report: AuditReport) -> State:
     anything else missing is reported (Redis lost data: run ``predmarket recover``).
     """
     state = State(dict(hot.users), dict(hot.markets), dict(hot.positions), hot.deposits, hot.withdrawals,
-                  dict(hot.net_costs), refunded=set(hot.refunded))
+                  dict(hot.net_costs), refunded=set(hot.refunded), in_transit=hot.in_transit)
     holders = {user_id for (user_id, _, _) in record.positions}
     for user_id, user in record.users.items():
         if user_id not in state.users:
@@ -193,13 +218,38 @@ def _signed(value: int | None) -> str:
     return "absent" if value is None else format_micro(value)
 
 
-async def _read_redis(url: str, keys: Keys) -> tuple[State, dict[PositionKey, int]]:
+async def _read_redis(url: str, shards: list[Keys]) -> tuple[State, dict[PositionKey, int], Wallets]:
+    """Redis's state summed over the shards, the market-side positions, and every sub-wallet."""
     client = connect(url, timeout_s=30.0)
     try:
-        state = await read_redis_state(client, keys)
-        return state, await market_position_sums(client, keys, list(state.markets))
+        state, market_side, wallets = State(), {}, {}
+        for k, keys in enumerate(shards):
+            part = await read_redis_state(client, keys)
+            market_side.update(await market_position_sums(client, keys, list(part.markets)))
+            add_shard(state, part)
+            wallets.update({(user_id, k): u.available for user_id, u in part.users.items()})
+            totals = await client.hmget(keys.totals, ["transfers_out", "transfers_in"])
+            state.in_transit += int(totals[0] or 0) - int(totals[1] or 0)
+        return state, market_side, wallets
     finally:
         await client.aclose()
+
+
+def add_shard(state: State, part: State) -> None:
+    """Fold one shard's state into ``state``: sub-wallets summed per user (the name from the one that
+    has it: a sub-wallet outside the user's home shard has none); markets and positions are each in
+    one shard."""
+    for user_id, u in part.users.items():
+        held = state.users.get(user_id)
+        state.users[user_id] = u if held is None else UserRecord(
+            held.username or u.username, held.available + u.available, held.locked + u.locked)
+    state.markets.update(part.markets)
+    state.positions.update(part.positions)
+    state.net_costs.update(part.net_costs)
+    state.user_net_costs.update(part.user_net_costs)
+    state.refunded |= part.refunded
+    state.deposits += part.deposits
+    state.withdrawals += part.withdrawals
 
 
 def _limited(report: AuditReport, kind: str, breach: Breach) -> None:
@@ -276,6 +326,7 @@ def _replay(conn: Connection, report: AuditReport) -> State:
         "SELECT COALESCE(SUM(amount) FILTER (WHERE kind = 'deposit'), 0), "
         "COALESCE(SUM(amount) FILTER (WHERE kind = 'withdrawal'), 0) FROM ledger WHERE leg = 1")).one()
     state.deposits, state.withdrawals = micro(deposits), micro(withdrawals)
+    state.in_transit = micro(conn.execute(text(IN_TRANSIT)).scalar_one())
     return state
 
 
@@ -332,10 +383,51 @@ def _check_closes(conn: Connection, report: AuditReport) -> None:
 
 
 def _check_ledger(conn: Connection, report: AuditReport) -> None:
-    for r in conn.execute(text("SELECT event_id, SUM(amount) AS total FROM ledger GROUP BY event_id "
+    for r in conn.execute(text("SELECT event_id, shard, SUM(amount) AS total FROM ledger GROUP BY event_id, shard "
                                "HAVING SUM(amount) <> 0 LIMIT 100")):
         _limited(report, "postgres: double entry", Breach(
-            "postgres: double entry", f"event {r.event_id}", "legs summing to 0", format_micro(micro(r.total))))
+            "postgres: double entry", f"event {r.event_id} of shard {r.shard}", "legs summing to 0",
+            format_micro(micro(r.total))))
+
+
+def _check_sub_wallets(conn: Connection, report: AuditReport) -> Wallets:
+    """Each sub-wallet's ``balances`` row equals its ledger sum (the legs its shard's events wrote);
+    returns the rows."""
+    rows = {(r.user_id, int(r.shard)): micro(r.available) for r in conn.execute(text(
+        "SELECT user_id, shard, available + locked AS available FROM balances"))}
+    replayed = {(r.user_id, int(r.shard)): micro(r.total) for r in conn.execute(text(
+        "SELECT user_id, shard, SUM(amount) AS total FROM ledger WHERE user_id IS NOT NULL GROUP BY user_id, shard"))}
+    _compare_wallets("postgres: tables vs replay", rows, replayed, report)
+    return rows
+
+
+def _compare_wallets(kind: str, left: Wallets, right: Wallets, report: AuditReport) -> None:
+    """Sub-wallets that differ; one absent on a side counts as 0 there (a row is made by the first
+    event that touches it, and an emptied one may be absent from the ledger's sums)."""
+    for key in sorted(set(left) | set(right)):
+        a, b = left.get(key, 0), right.get(key, 0)
+        if a != b:
+            _limited(report, kind, Breach(kind, f"sub-wallet {key[0]} in shard {key[1]}", format_micro(a),
+                                          format_micro(b)))
+
+
+def _check_transfers(conn: Connection, report: AuditReport) -> None:
+    """Every transfer's transit account: one TransferOut, at most one TransferIn, of the same amount (the
+    account then empty). A credit without its debit, or twice, would make money."""
+    for r in conn.execute(text(
+        "SELECT account, COUNT(*) FILTER (WHERE kind = 'transfer_out') AS outs, "
+        "COUNT(*) FILTER (WHERE kind = 'transfer_in') AS ins, SUM(amount) AS held, "
+        "COALESCE(SUM(amount) FILTER (WHERE kind = 'transfer_out'), 0) AS sent "
+        "FROM ledger WHERE kind IN ('transfer_out', 'transfer_in') AND account LIKE 'transit:%' "
+        "GROUP BY account HAVING COUNT(*) FILTER (WHERE kind = 'transfer_out') <> 1 "
+        "OR COUNT(*) FILTER (WHERE kind = 'transfer_in') > 1 "
+        "OR SUM(amount) NOT IN (0, COALESCE(SUM(amount) FILTER (WHERE kind = 'transfer_out'), 0)) LIMIT 100"
+    )):
+        _, dest, transfer_id = r.account.split(":")  # transit:<to shard>:<transfer id>
+        _limited(report, "postgres: transfers", Breach(
+            "postgres: transfers", f"transfer {transfer_id} to shard {dest}",
+            "one debit, then at most one credit of its amount",
+            f"{r.outs} debits, {r.ins} credits, {format_micro(micro(r.held))} left of {format_micro(micro(r.sent))}"))
 
 
 def _compare_positions(kind: str, mine: dict[PositionKey, int], theirs: dict[PositionKey, int],

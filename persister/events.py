@@ -226,6 +226,8 @@ class Batch:
     #: key_id -> newest lifecycle row (ApiKeyCreated/ApiKeyRevoked); last uses come apart (key_uses.py)
     api_keys: dict[str, Row] = field(default_factory=dict)
     entries: int = 0
+    #: the shard whose stream the entries come from (engine/shards.py): stamped on the rows it keys
+    shard: int = 0
 
     def add(self, entry_id: str, fields: dict[str, str]) -> None:
         """Fold one entry in; raises MalformedEvent (and adds nothing) if it is not valid."""
@@ -248,6 +250,7 @@ class Batch:
     def balance(self, user_id: str, available: Dec, order: int, when: datetime) -> None:
         self._newest(self.balances, user_id, {
             "user_id": user_id, "available": available, "locked": ZERO, "updated_at": when, "event_order": order,
+            "shard": self.shard,
         })
 
     def position(self, user_id: str, market_id: str, outcome: str, shares: Dec, order: int,
@@ -282,13 +285,14 @@ class Batch:
                 "event_id": f.entry_id, "leg": leg, "kind": kind, "account": account,
                 "user_id": account[5:] if account.startswith("user:") else None,
                 "market_id": market_id, "trade_id": trade_id, "amount": signed, "created_at": when,
+                "shard": self.shard,
             })
 
 
 def _user_created(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
     user_id, username = f.ident("user_id"), f.text("username", 64)
     batch.users.append({"user_id": user_id, "username": username, "api_key_hash": None,
-                    "created_at": when, "event_id": f.entry_id})
+                    "created_at": when, "event_id": f.entry_id, "shard": batch.shard})
     batch.balance(user_id, ZERO, order, when)
 
 
@@ -322,6 +326,7 @@ def _market_created(batch: Batch, f: _Fields, order: int, when: datetime) -> Non
         "settled_yes": ZERO, "settled_no": ZERO, "payouts_total": ZERO, "holders_paid": 0, "version": 1,
         "last_trade_id": 0, "created_at": when, "last_updated": when, "event_id": f.entry_id,
         "status_order": order, "close_time": _close_time(f), "closed_at": None, "probabilities": None,
+        "shard": batch.shard,
     })
     batch.movement(f, "subsidy", "user:house", f"pool:{market_id}", pool, when, market_id=market_id)
     batch.balance("house", house, order, when)
@@ -362,7 +367,7 @@ def _trade_executed(batch: Batch, f: _Fields, order: int, when: datetime) -> Non
         "cost": cost, "price_yes": f.dec("price_yes") if yes_no else None,
         "price_no": f.dec("price_no") if yes_no else None, "yes_shares": f.dec("yes_shares") if yes_no else None,
         "no_shares": f.dec("no_shares") if yes_no else None, "pool": f.dec("pool"), "created_at": when,
-        "prices": None, "outstanding": None,
+        "prices": None, "outstanding": None, "shard": batch.shard,
     }
     if not yes_no:
         row["prices"], row["outstanding"] = _labelled_numbers(f, outcome)
@@ -462,6 +467,24 @@ def _api_key_revoked(batch: Batch, f: _Fields, order: int, when: datetime) -> No
     _api_key(batch, f, order, created, when)
 
 
+def _transfer(step: str) -> Callable[[Batch, _Fields, int, datetime], None]:
+    """TransferOut (the debit in the source shard) or TransferIn (the credit in the destination), steps
+    of engine/transfers.py's saga: the money goes through the transfer's own account
+    ``transit:<destination shard>:<transfer id>``, which holds it between the two events and is empty
+    once both are recorded (``recover`` puts a transfer with money left there back in its outbox)."""
+    def handle(batch: Batch, f: _Fields, order: int, when: datetime) -> None:
+        transfer_id, user_id, amount = f.ident("transfer_id"), f.ident("user_id"), f.dec("amount")
+        available, source, dest = f.dec("available"), f.integer("from_shard"), f.integer("to_shard")
+        if batch.shard != (source if step == "out" else dest):
+            raise MalformedEvent(f"a Transfer{step.title()} of shard {source} -> {dest} "
+                                 f"in shard {batch.shard}'s stream")
+        user, transit = f"user:{user_id}", f"transit:{dest}:{transfer_id}"
+        debit, credit = (user, transit) if step == "out" else (transit, user)
+        batch.movement(f, f"transfer_{step}", debit, credit, amount, when)
+        batch.balance(user_id, available, order, when)
+    return handle
+
+
 _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {
     "UserCreated": _user_created,
     "Deposit": _deposit,
@@ -477,4 +500,6 @@ _HANDLERS: dict[str, Callable[[Batch, _Fields, int, datetime], None]] = {
     "MarketSettled": _market_settled,
     "ApiKeyCreated": _api_key_created,
     "ApiKeyRevoked": _api_key_revoked,
+    "TransferOut": _transfer("out"),
+    "TransferIn": _transfer("in"),
 }

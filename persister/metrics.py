@@ -7,7 +7,7 @@ Values are read from the worker at scrape time, so nothing is counted twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -15,27 +15,33 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from predmarket.persister.sharded import ShardedPersister
     from predmarket.persister.worker import Persister
 
 PREFIX = "predmarket_persister_"
 
 
 class PersisterCollector(Collector):
-    def __init__(self, persister: Persister) -> None:
+    def __init__(self, persister: Persister | ShardedPersister) -> None:
         self.persister = persister
 
     def collect(self) -> Iterable[Metric]:
-        c, janitor = self.persister.counters, self.persister.janitor.stats
+        loops = self.persister.parts  # one per shard: their sums
+
+        def total(count: Callable[[Persister], int]) -> int:
+            return sum(count(loop) for loop in loops)
+
         counters = (
-            ("entries", "Stream entries written to PostgreSQL and acknowledged", c.entries),
-            ("rows", "Rows written to PostgreSQL", c.rows),
-            ("trades", "Trades written to PostgreSQL", c.trades),
-            ("dead_letters", "Malformed stream entries set aside", c.dead),
-            ("batches", "Batches committed", c.batches),
-            ("rounds", "Loop rounds, idle ones included", c.rounds),
-            ("market_writes", "Market snapshot rows written by the idle flush", self.persister.flusher.writes),
-            ("users_evicted", "Idle users evicted from Redis", janitor.users_evicted),
-            ("markets_archived", "Settled markets archived out of Redis", janitor.markets_archived),
+            ("entries", "Stream entries written to PostgreSQL and acknowledged", total(lambda p: p.counters.entries)),
+            ("rows", "Rows written to PostgreSQL", total(lambda p: p.counters.rows)),
+            ("trades", "Trades written to PostgreSQL", total(lambda p: p.counters.trades)),
+            ("dead_letters", "Malformed stream entries set aside", total(lambda p: p.counters.dead)),
+            ("batches", "Batches committed", total(lambda p: p.counters.batches)),
+            ("rounds", "Loop rounds, idle ones included", total(lambda p: p.counters.rounds)),
+            ("market_writes", "Market snapshot rows written by the idle flush", total(lambda p: p.flusher.writes)),
+            ("users_evicted", "Idle users evicted from Redis", total(lambda p: p.janitor.stats.users_evicted)),
+            ("markets_archived", "Settled markets archived out of Redis",
+             total(lambda p: p.janitor.stats.markets_archived)),
         )
         for name, help_text, value in counters:
             # CounterMetricFamily adds the _total suffix to the sample's name.
@@ -43,8 +49,9 @@ class PersisterCollector(Collector):
             counter.add_metric([], value)
             yield counter
         gauges = (
-            ("hot_users", "Users in Redis at the janitor's last full pass", janitor.hot_users),
-            ("hot_markets", "Markets in Redis at the janitor's last pass", janitor.hot_markets),
+            ("hot_users", "Users in Redis at the janitor's last full pass", total(lambda p: p.janitor.stats.hot_users)),
+            ("hot_markets", "Markets in Redis at the janitor's last pass",
+             total(lambda p: p.janitor.stats.hot_markets)),
         )
         for name, help_text, value in gauges:
             gauge = GaugeMetricFamily(PREFIX + name, help_text)
@@ -52,13 +59,13 @@ class PersisterCollector(Collector):
             yield gauge
 
 
-def registry_of(persister: Persister) -> CollectorRegistry:
+def registry_of(persister: Persister | ShardedPersister) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(PersisterCollector(persister))
     return registry
 
 
-def serve_metrics(persister: Persister, host: str, port: int) -> int:
+def serve_metrics(persister: Persister | ShardedPersister, host: str, port: int) -> int:
     """Serve the persister's metrics in a background thread; returns the port bound (``port`` 0: any)."""
     server, _thread = start_http_server(port, addr=host, registry=registry_of(persister))
     return int(server.server_port)

@@ -11,6 +11,17 @@ trade id counter continues after the highest recorded id.
 Everything is read in one REPEATABLE READ transaction (one consistent view)
 and written with pipelined commands. The Redis side must be empty (or
 ``force``, which first deletes every key of the prefix).
+
+Over several shards (PM_SHARDS, engine/shards.py) each key goes to its shard:
+a market and everything of it (positions, net costs, idempotent replies) to
+the market's shard, a user's profile and keys to its home shard, and every
+sub-wallet (a ``balances`` row per user and shard) to its shard with the
+transfer counts an account read needs (``moved_in``/``moved_out``, from the
+ledger). Each shard gets its own counters (trade ids, totals, committed
+mark); usernames go to the deployment's directory. A transfer whose debit is
+recorded and whose credit is not goes back into its source's outbox (the
+sweeper finishes it); the credit records of recent ones come back, so a
+late re-send of a credit answers DUP.
 """
 
 from __future__ import annotations
@@ -26,7 +37,9 @@ from typing import Any
 import redis
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import labels_field, q_field, settled_field
-from predmarket.engine.models import Side
+from predmarket.engine.models import HOUSE, Side
+from predmarket.engine.shards import home_of, shard_keys, shard_of
+from predmarket.engine.transfers import KEEP_DONE_S
 from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.engine.wire import StoredReply
 from predmarket.record.loader import LIVE_CREATION_KEY, epoch_ms, key_record, market_fields, user_fields
@@ -103,9 +116,33 @@ def _rows(conn: Connection, sql: str, **params: Any) -> Iterable[Any]:
     return conn.execute(text(sql), params)
 
 
+class Layout:
+    """Which shard's keys hold what, in a deployment of ``shards`` shards under ``prefix`` (one shard:
+    every key under the prefix itself)."""
+
+    def __init__(self, prefix: str, shards: int) -> None:
+        self.deployment = Keys(prefix)
+        self.count = shards
+        self.shards = [shard_keys(prefix, k, shards) for k in range(shards)]
+
+    def market(self, market_id: str) -> Keys:
+        return self.shards[shard_of(market_id, self.count)]
+
+    def home_shard(self, user_id: str) -> int:
+        return home_of(user_id, self.count)
+
+    def home(self, user_id: str) -> Keys:
+        return self.shards[self.home_shard(user_id)]
+
+    def profiles(self, user_id: str) -> list[Keys]:
+        """Where a user's profile (name, creation) is kept: its home shard; the house's, every shard
+        (each shard's engine has a house)."""
+        return self.shards if user_id == HOUSE else [self.home(user_id)]
+
+
 def recover(pg: Engine, client: redis.Redis, keys: Keys, *, force: bool = False,
-            idempotency_ttl_s: int = 86_400, progress: Progress | None = None) -> RecoveryReport:
-    """Rebuild Redis under ``keys.prefix`` from the database; see the module doc."""
+            idempotency_ttl_s: int = 86_400, progress: Progress | None = None, shards: int = 1) -> RecoveryReport:
+    """Rebuild Redis under ``keys.prefix`` (of ``shards`` shards) from the database; see the module doc."""
     started = time.monotonic()
     say = progress or (lambda _phase, _n: None)
     if redis_holds_state(client, keys):
@@ -114,33 +151,45 @@ def recover(pg: Engine, client: redis.Redis, keys: Keys, *, force: bool = False,
         say("deleted old keys", delete_prefix(client, keys))
     report = RecoveryReport()
     write = _Writer(client)
+    layout = Layout(keys.prefix, shards)
     with pg.connect() as conn:
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-        report.users = _users(conn, write, keys, say)
-        report.positions = _positions(conn, write, keys, say)
-        report.net_costs = _net_costs(conn, write, keys, say)
-        report.api_keys = _api_keys(conn, write, keys, say)
-        report.markets, report.trades_replayed = _markets(conn, write, keys, say)
-        report.trade_seq = _counters(conn, write, keys)
-        report.idempotency_keys = _idempotency(conn, write, keys, idempotency_ttl_s, say)
+        report.users = _users(conn, write, layout, say)
+        if shards > 1:
+            _sub_wallets(conn, write, layout, say)
+            _transfers(conn, write, layout, say)
+        report.positions = _positions(conn, write, layout, say)
+        report.net_costs = _net_costs(conn, write, layout, say)
+        report.api_keys = _api_keys(conn, write, layout, say)
+        report.markets, report.trades_replayed = _markets(conn, write, layout, say)
+        report.trade_seq = _counters(conn, write, layout)
+        report.idempotency_keys = _idempotency(conn, write, layout, idempotency_ttl_s, say)
         conn.rollback()
     write.flush()
     report.seconds = time.monotonic() - started
     return report
 
 
-def _users(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
+def _users(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> int:
+    """Each user's profile in its home shard, with its balance there when there is one shard (over
+    several, :func:`_sub_wallets` writes every shard's money)."""
     n = 0
     # loaded_ms: the hot set counts a recovered user as active from now, not from its creation.
     loaded_ms = int(time.time() * 1000)
-    for r in _rows(conn, "SELECT u.user_id, u.username, k.key_hash AS api_key_hash, u.created_at, "
-                         "COALESCE(b.available, 0) AS available, COALESCE(b.locked, 0) AS locked "
-                         f"FROM users u LEFT JOIN balances b USING (user_id) {LIVE_CREATION_KEY}"):
-        write("hset", keys.user(r.user_id), mapping=user_fields(r, loaded_ms))
-        write("hset", keys.usernames, r.username, r.user_id)
-        write("sadd", keys.user_ids, r.user_id)  # the directory (see engine.keys)
-        if r.api_key_hash:
-            write("hset", keys.apikeys, r.api_key_hash, r.user_id)
+    money = ("COALESCE(b.available, 0) AS available, COALESCE(b.locked, 0) AS locked "
+             "FROM users u LEFT JOIN balances b USING (user_id)") if layout.count == 1 else \
+        "0::numeric AS available, 0::numeric AS locked FROM users u"
+    for r in _rows(conn, f"SELECT u.user_id, u.username, k.key_hash AS api_key_hash, u.created_at, {money} "
+                         f"{LIVE_CREATION_KEY}"):
+        for keys in layout.profiles(r.user_id):
+            write("hset", keys.user(r.user_id), mapping=user_fields(r, loaded_ms))
+            write("hset", keys.usernames, r.username, r.user_id)
+            write("sadd", keys.user_ids, r.user_id)  # the directory (see engine.keys)
+            if r.api_key_hash:
+                write("hset", keys.apikeys, r.api_key_hash, r.user_id)
+        if layout.count > 1:
+            # The deployment's username directory (lua/claim_username.lua's claims; an old claim time).
+            write("hset", layout.deployment.usernames, r.username, f"{r.user_id}|0")
         n += 1
         if n % 10_000 == 0:
             say("users", n)
@@ -148,11 +197,68 @@ def _users(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
     return n
 
 
-def _api_keys(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
-    """Every live key: its record, its directory entry, its last use (revoked keys stay out)."""
+def _sub_wallets(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> int:
+    """Every sub-wallet (over several shards): its money and what it ever sent and received by transfers
+    (an account read over shards uses those to never count a transfer twice). One outside the user's
+    home shard has no name, as the saga's first credit makes it (lua/transfer_in.lua)."""
+    n = 0
+    for r in _rows(conn, """
+            SELECT b.user_id, b.shard, b.available, b.locked, b.updated_at, t.moved_in, t.moved_out
+            FROM balances b LEFT JOIN (
+                SELECT user_id, shard, SUM(amount) FILTER (WHERE kind = 'transfer_in') AS moved_in,
+                       -SUM(amount) FILTER (WHERE kind = 'transfer_out') AS moved_out
+                FROM ledger WHERE kind IN ('transfer_in', 'transfer_out') AND user_id IS NOT NULL
+                GROUP BY user_id, shard) t USING (user_id, shard)"""):
+        fields: dict[str, str | int] = {"available": micro(r.available), "locked": micro(r.locked)}
+        fields.update({name: micro(value) for name, value in (("moved_in", r.moved_in), ("moved_out", r.moved_out))
+                       if value is not None})
+        if r.user_id != HOUSE and r.shard != layout.home_shard(r.user_id):
+            fields.update(username="", created_ms=epoch_ms(r.updated_at))
+        write("hset", layout.shards[r.shard].user(r.user_id), mapping=fields)
+        n += 1
+    say("sub-wallets", n)
+    return n
+
+
+def _transfers(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> int:
+    """Transfers between sub-wallets (over several shards), from their transit accounts
+    (``transit:<to shard>:<id>``, persister/events.py): one debited and not credited goes back into its
+    source's outbox as pending (the sweeper credits it); one credited within KEEP_DONE_S gets back its
+    records (source: done; destination: credited), so a step re-sent late answers DUP and never
+    credits twice. Returns the transfers put back as pending."""
+    pending = 0
+    for r in _rows(conn, """
+            SELECT t.account, o.user_id, o.shard AS source, -o.amount AS amount, o.created_at,
+                   t.credited, t.credited_at
+            FROM (SELECT account, SUM(amount) <> 0 AS open, bool_or(kind = 'transfer_in') AS credited,
+                         MAX(created_at) FILTER (WHERE kind = 'transfer_in') AS credited_at
+                  FROM ledger WHERE kind IN ('transfer_out', 'transfer_in') AND account LIKE 'transit:%'
+                  GROUP BY account) t
+            JOIN ledger x ON x.account = t.account AND x.kind = 'transfer_out'
+            JOIN ledger o ON o.event_id = x.event_id AND o.shard = x.shard AND o.user_id IS NOT NULL
+            WHERE t.open OR t.credited_at > now() - make_interval(secs => :keep)""", keep=KEEP_DONE_S):
+        _, dest, transfer_id = r.account.split(":")
+        source, to, amount, ms = int(r.source), int(dest), micro(r.amount), epoch_ms(r.created_at)
+        record = f"{r.user_id}|{source}|{to}|{amount}|{ms}"
+        src, dst = layout.shards[source], layout.shards[to]
+        if not r.credited:
+            write("set", src.transfer(transfer_id), f"out|{record}")  # no expiry while pending
+            write("zadd", src.outbox, {transfer_id: ms})
+            pending += 1
+        else:
+            write("set", src.transfer(transfer_id), f"done|{record}", ex=KEEP_DONE_S)
+            write("set", dst.transfer(transfer_id), f"in|{record}", ex=KEEP_DONE_S)
+    say("transfers pending", pending)
+    return pending
+
+
+def _api_keys(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> int:
+    """Every live key, in its user's home shard: its record, its directory entry, its last use (revoked
+    keys stay out)."""
     n = 0
     for r in _rows(conn, "SELECT key_id, user_id, key_hash, last4, created_at, last_used_at FROM api_keys "
                          "WHERE revoked_at IS NULL"):
+        keys = layout.home(r.user_id)
         write("hset", keys.user_api_keys(r.user_id), r.key_id, key_record(r))
         write("hset", keys.apikeys, r.key_hash, r.user_id)
         if r.last_used_at is not None:
@@ -162,27 +268,30 @@ def _api_keys(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> in
     return n
 
 
-def _positions(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
-    return _both_copies(conn, write, say, "positions", "SELECT user_id, market_id, outcome, shares FROM positions",
-                        keys.user_positions, keys.market_positions)
+def _positions(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> int:
+    return _both_copies(conn, write, layout, say, "positions",
+                        "SELECT user_id, market_id, outcome, shares FROM positions",
+                        Keys.user_positions, Keys.market_positions)
 
 
-def _net_costs(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> int:
+def _net_costs(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> int:
     """Every position's net cost, zero-share ones too, in both copies: every user and market comes back
     resident, as if none had been evicted or archived (the hot set drops them again later)."""
-    return _both_copies(conn, write, say, "net costs",
+    return _both_copies(conn, write, layout, say, "net costs",
                         "SELECT user_id, market_id, outcome, net_cost FROM position_state",
-                        keys.user_costs, keys.market_costs)
+                        Keys.user_costs, Keys.market_costs)
 
 
-def _both_copies(conn: Connection, write: _Writer, say: Progress, what: str, sql: str,
-                 user_hash: Callable[[str], str], market_hash: Callable[[str], str]) -> int:
-    """Rows of (user_id, market_id, outcome, amount) written to the user's and the market's hash alike."""
+def _both_copies(conn: Connection, write: _Writer, layout: Layout, say: Progress, what: str, sql: str,
+                 user_hash: Callable[[Keys, str], str], market_hash: Callable[[Keys, str], str]) -> int:
+    """Rows of (user_id, market_id, outcome, amount) written to the user's and the market's hash alike,
+    both in the market's shard (a trade writes them in one script)."""
     n = 0
     for user_id, market_id, outcome, amount in _rows(conn, sql):
         value = micro(amount)
-        write("hset", user_hash(user_id), f"{market_id}:{outcome}", value)
-        write("hset", market_hash(market_id), f"{user_id}:{outcome}", value)
+        keys = layout.market(market_id)
+        write("hset", user_hash(keys, user_id), f"{market_id}:{outcome}", value)
+        write("hset", market_hash(keys, market_id), f"{user_id}:{outcome}", value)
         n += 1
         if n % 50_000 == 0:
             say(what, n)
@@ -289,10 +398,11 @@ def _numbers(r: Any, deltas: dict[str, int], held: dict[str, int]) -> dict[str, 
     return fields
 
 
-def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tuple[int, int]:
+def _markets(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> tuple[int, int]:
     n = replayed = 0
     deltas, held = _by_label(conn, _LABEL_DELTAS_SQL), _by_label(conn, _LABEL_HELD_SQL)
     for r in _rows(conn, _MARKETS_SQL):
+        keys = layout.market(r.market_id)
         snapshot = r.snap_version is not None
         pool = micro(r.snap_pool if snapshot else r.subsidy) + micro(r.d_trade_pool) + micro(r.d_out_pool)
         # The version is a concurrency token: it only has to move on from the snapshot's.
@@ -321,44 +431,50 @@ def _markets(conn: Connection, write: _Writer, keys: Keys, say: Progress) -> tup
             write("zadd", keys.dirty, {r.market_id: epoch_ms(updated)})
         n += 1
         replayed += r.n_after
-    _refunded(conn, write, keys)
+    _refunded(conn, write, layout)
     say("markets", n)
     return n, replayed
 
 
-def _refunded(conn: Connection, write: _Writer, keys: Keys) -> None:
+def _refunded(conn: Connection, write: _Writer, layout: Layout) -> None:
     """The users a CANCEL settlement under way had refunded (lua/settle_users.lua's set), from their
     refunds in the ledger: a settlement resumed after the recovery refunds only the others."""
     for r in _rows(conn, "SELECT l.market_id, l.user_id FROM ledger l JOIN markets m USING (market_id) "
                          "WHERE l.kind = 'refund' AND l.leg = 1 AND m.status = 'RESOLVED'"):
-        write("sadd", keys.market_refunded(r.market_id), r.user_id)
+        write("sadd", layout.market(r.market_id).market_refunded(r.market_id), r.user_id)
 
 
-def _counters(conn: Connection, write: _Writer, keys: Keys) -> int:
-    last_trade = conn.execute(text("SELECT COALESCE(MAX(trade_id), 0) FROM trades")).scalar_one()
-    write("set", keys.trade_seq, last_trade)
-    deposits, withdrawals = conn.execute(text(
-        "SELECT COALESCE(SUM(amount) FILTER (WHERE kind = 'deposit'), 0), "
-        "COALESCE(SUM(amount) FILTER (WHERE kind = 'withdrawal'), 0) FROM ledger WHERE leg = 1 "
-        "AND kind IN ('deposit', 'withdrawal')"
-    )).one()
-    write("hset", keys.totals, mapping={"deposits": micro(deposits), "withdrawals": micro(withdrawals)})
-    # Every event PostgreSQL holds is committed: a durable wait on any of them must succeed.
-    newest = conn.execute(text(
-        "SELECT event_id FROM (SELECT event_id FROM trades UNION ALL SELECT event_id FROM ledger "
-        "UNION ALL SELECT event_id FROM users) e ORDER BY split_part(event_id, '-', 1)::bigint DESC, "
-        "split_part(event_id, '-', 2)::numeric DESC LIMIT 1"
-    )).scalar()
-    if newest:
-        write("set", keys.committed, newest)
-    return int(last_trade)
+def _counters(conn: Connection, write: _Writer, layout: Layout) -> int:
+    """Each shard's trade counter (shard k of S numbers its n-th trade n*S + k), totals and committed
+    mark; returns the highest trade id."""
+    last = {int(k): int(t) for k, t in conn.execute(text("SELECT shard, MAX(trade_id) FROM trades GROUP BY shard"))}
+    moved = {(int(r.shard), r.kind): micro(r.total) for r in conn.execute(text(
+        "SELECT shard, kind, SUM(amount) AS total FROM ledger WHERE leg = 1 "
+        "AND kind IN ('deposit', 'withdrawal', 'transfer_out', 'transfer_in') GROUP BY shard, kind"))}
+    for k, keys in enumerate(layout.shards):
+        write("set", keys.trade_seq, (last[k] - k) // layout.count if k in last else 0)
+        totals = {"deposits": moved.get((k, "deposit"), 0), "withdrawals": moved.get((k, "withdrawal"), 0)}
+        totals.update({f"transfers_{step}": moved[(k, f"transfer_{step}")] for step in ("out", "in")
+                       if (k, f"transfer_{step}") in moved})
+        write("hset", keys.totals, mapping=totals)
+        # Every event PostgreSQL holds is committed: a durable wait on any of them must succeed.
+        newest = conn.execute(text(
+            "SELECT event_id FROM (SELECT event_id, shard FROM trades UNION ALL SELECT event_id, shard FROM ledger "
+            "UNION ALL SELECT event_id, shard FROM users) e WHERE shard = :k "
+            "ORDER BY split_part(event_id, '-', 1)::bigint DESC, split_part(event_id, '-', 2)::numeric DESC LIMIT 1"
+        ), {"k": k}).scalar()
+        if newest:
+            write("set", keys.committed, newest)
+    return max(last.values(), default=0)
 
 
-def _idempotency(conn: Connection, write: _Writer, keys: Keys, ttl_s: int, say: Progress) -> int:
-    """Restore the first answers of keyed trades still inside their TTL."""
+def _idempotency(conn: Connection, write: _Writer, layout: Layout, ttl_s: int, say: Progress) -> int:
+    """Restore the first answers of keyed trades still inside their TTL, in their market's shard; over
+    several shards, the key's claim in the user's home shard too (engine/sharded.py)."""
     now = datetime.now(tz=UTC)
     n = 0
-    for r in _rows(conn, "SELECT trade_id, user_id, side, outcome, shares, cost, price, price_yes, price_no, "
+    for r in _rows(conn, "SELECT trade_id, user_id, market_id, side, outcome, shares, cost, price, price_yes, "
+                         "price_no, "
                          "prices, created_at, event_id, idempotency_key, request_hash FROM trades "
                          "WHERE idempotency_key IS NOT NULL AND created_at > :since",
                    since=datetime.fromtimestamp(now.timestamp() - ttl_s, tz=UTC)):
@@ -368,7 +484,11 @@ def _idempotency(conn: Connection, write: _Writer, keys: Keys, ttl_s: int, say: 
         stored = StoredReply(
             r.request_hash, int(r.trade_id), Side(r.side), r.outcome, micro(r.shares), micro(r.cost),
             micro(r.price), _reply_prices(r), epoch_ms(r.created_at), r.event_id)
+        keys = layout.market(r.market_id)
         write("set", keys.idempotency(r.user_id, r.idempotency_key), stored.encode(), ex=remaining)
+        if layout.count > 1:
+            claim = layout.home(r.user_id).idempotency_claim(r.user_id, r.idempotency_key)
+            write("set", claim, f"{r.request_hash}|{shard_of(r.market_id, layout.count)}", ex=remaining)
         n += 1
     say("idempotency keys", n)
     return n

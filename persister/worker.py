@@ -28,6 +28,7 @@ from predmarket.engine.connection import UNREACHABLE, connect_sync
 from predmarket.engine.keys import Keys
 from predmarket.engine.replication import ReplicasBehind, fence
 from predmarket.engine.settings import Settings
+from predmarket.engine.shards import shard_keys
 from predmarket.persister.closer import close_due_markets
 from predmarket.persister.events import Batch, MalformedEvent
 from predmarket.persister.flush import IdleFlusher
@@ -95,17 +96,30 @@ def _stream_vanished(exc: redis.ResponseError) -> bool:
     return str(exc).startswith(("NOGROUP", "ERR no such key", "UNBLOCKED"))
 
 
+def default_consumer() -> str:
+    """A consumer name no other process takes: host, pid and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
 class Persister:
+    """The loop over one shard's stream (``shard`` of ``settings.shards``: with one shard, the
+    deployment's own stream); persister/sharded.py runs one per shard."""
+
     def __init__(self, client: redis.Redis, pg: Engine, settings: Settings, cadence: Cadence | None = None,
-                 consumer: str | None = None) -> None:
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.stream = EventStream(client, Keys(settings.key_prefix), self.consumer)
+                 consumer: str | None = None, shard: int = 0) -> None:
+        self.consumer = consumer or default_consumer()
+        self.shard = shard
+        keys: Keys = shard_keys(settings.key_prefix, shard, settings.shards)
+        self.stream = EventStream(client, keys, self.consumer)
         self.pg = pg
         self.settings = settings
         self.cadence = cadence or Cadence()
         self.flusher = IdleFlusher(self.stream, pg, int(settings.idle_flush_s * 1000), settings.max_dirty_s)
-        self.janitor = Janitor(client, self.stream.keys, settings.user_idle_ttl_s, settings.market_archive_after_s,
-                               self.stream.scripts)
+        # The hot set runs on one shard only so far: an evicted sub-wallet would lose the transfer
+        # counts an account read over shards needs (moved_in/moved_out). Over shards everything stays.
+        hot_set = settings.shards == 1
+        self.janitor = Janitor(client, self.stream.keys, settings.user_idle_ttl_s if hot_set else 0.0,
+                               settings.market_archive_after_s if hot_set else 0.0, self.stream.scripts)
         self.counters = Counters()
         #: entries written as of the last logged report: an idle persister has nothing new to say
         self._reported_entries = 0
@@ -119,13 +133,13 @@ class Persister:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def install_signal_handlers(self) -> None:
-        def stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %s: finishing the current batch, then exiting", signum)
-            self.stopping = True
+    @property
+    def parts(self) -> list[Persister]:
+        """The loops this persister runs: itself (a sharded one runs one per shard)."""
+        return [self]
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+    def install_signal_handlers(self) -> None:
+        install_stop_handlers(self.parts)
 
     def run(self) -> None:
         """Loop until stopped; every failure of Redis or PostgreSQL is retried with backoff.
@@ -202,11 +216,13 @@ class Persister:
             self.stream.ensure_group()
             self._group_ready = True
 
-    def close(self) -> None:
-        """Release the connections and the commit thread (after run() returned, or instead of it)."""
+    def close(self, stores: bool = True) -> None:
+        """Release the commit thread and (``stores``) the connections, after run() returned or instead of
+        it; a sharded persister's loops share their connections, released once."""
         self._committer.shutdown(wait=True)
-        self.stream.redis.close()
-        self.pg.dispose()
+        if stores:
+            self.stream.redis.close()
+            self.pg.dispose()
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -284,7 +300,7 @@ class Persister:
 
     def _prepare(self, entries: list[Entry]) -> _Work:
         """Parse entries into rows (malformed ones set aside) and fetch the API key hashes they need."""
-        batch = Batch()
+        batch = Batch(shard=self.shard)
         dead: list[tuple[str, dict[str, str] | None, str]] = []
         for entry_id, fields in entries:
             if fields is None:
@@ -371,9 +387,27 @@ class Persister:
                      extra={"written": written, "lag_entries": lag.entries, "oldest_age_ms": lag.oldest_age_ms})
 
 
-def build(settings: Settings, consumer: str | None = None, cadence: Cadence | None = None) -> Persister:
+def install_stop_handlers(loops: list[Persister]) -> None:
+    """SIGTERM and SIGINT: every loop finishes the batch in hand, then returns."""
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: finishing the current batch, then exiting", signum)
+        for loop in loops:
+            loop.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def connect_stores(settings: Settings, loops: int = 1) -> tuple[redis.Redis, Engine]:
+    """The Redis client and the PostgreSQL pool for ``loops`` loops (two connections each: the
+    commit and the chores)."""
     # surrogateescape: an entry that is not UTF-8 is read (and dead-lettered), not a crash on every read.
     client = connect_sync(settings.redis_url, max(settings.redis_timeout_s, 5.0),
                           connect_timeout_s=settings.redis_timeout_s, encoding_errors="surrogateescape")
-    pg = make_engine(settings.database_url, pool_size=2, max_overflow=0)
+    return client, make_engine(settings.database_url, pool_size=2 * loops, max_overflow=0)
+
+
+def build(settings: Settings, consumer: str | None = None, cadence: Cadence | None = None) -> Persister:
+    """The persister of a deployment of one shard (persister.sharded.build for any number)."""
+    client, pg = connect_stores(settings)
     return Persister(client, pg, settings, cadence, consumer)

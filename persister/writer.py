@@ -187,7 +187,7 @@ def write_batch(conn: Connection, batch: Batch, key_hashes: Mapping[str, str | N
     _insert_new(conn, ledger, batch.ledger)
     # Rows in key order: concurrent persisters then lock shared rows (house, busy users) in one
     # order, instead of deadlocking on them.
-    _upsert_newer(conn, balances, [batch.balances[k] for k in sorted(batch.balances)], ["user_id"],
+    _upsert_newer(conn, balances, [batch.balances[k] for k in sorted(batch.balances)], ["user_id", "shard"],
                   ["available", "locked", "updated_at"])
     _upsert_positions(conn, [batch.positions[k] for k in sorted(batch.positions)])
     if batch.net_costs_unknown:

@@ -30,12 +30,13 @@ def market_record(row: Row[Any]) -> MarketRecord:
 
 
 def read_pg_state(conn: Connection) -> State:
-    """Users with balances, positions (> 0), every position's net cost, markets as last flushed, and
-    deposit/withdrawal totals."""
+    """Users with balances (each the sum of its sub-wallets), positions (> 0), every position's net
+    cost, markets as last flushed, deposit/withdrawal totals and the money in transit between
+    sub-wallets (transfers whose debit is recorded and credit not yet)."""
     state = State()
     for user_id, username, available, locked in conn.execute(text(
         "SELECT u.user_id, u.username, COALESCE(b.available, 0), COALESCE(b.locked, 0) "
-        "FROM users u LEFT JOIN balances b USING (user_id)"
+        "FROM users u LEFT JOIN user_balances b USING (user_id)"
     )):
         state.users[user_id] = UserRecord(username, micro(available), micro(locked))
     for user_id, market_id, outcome, shares in conn.execute(text(
@@ -57,4 +58,10 @@ def read_pg_state(conn: Connection) -> State:
         "FROM ledger WHERE account = 'external'"
     )).one()
     state.deposits, state.withdrawals = -micro(deposits), micro(withdrawals)
+    state.in_transit = micro(conn.execute(text(IN_TRANSIT)).scalar_one())
     return state
+
+
+#: What the transit accounts hold: a TransferOut's credit not yet taken by its TransferIn.
+IN_TRANSIT = ("SELECT COALESCE(SUM(amount), 0) FROM ledger "
+              "WHERE kind IN ('transfer_out', 'transfer_in') AND account LIKE 'transit:%'")

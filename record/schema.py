@@ -43,13 +43,21 @@ def money(name: str, nullable: bool = False) -> Column[object]:
     return Column(name, Numeric(20, 6), nullable=nullable)
 
 
+def shard(primary_key: bool = False) -> Column[int]:
+    """The shard whose event stream wrote the row (engine/shards.py; 0 with one shard). Stream entry ids
+    are unique per shard only, so an event id is unique with its shard (migration 0011)."""
+    return Column("shard", SmallInteger, nullable=False, server_default=text("0"), primary_key=primary_key)
+
+
 users = Table(
     "users", metadata,
     Column("user_id", String(64), primary_key=True),
     Column("username", String(64), nullable=False, unique=True),
     Column("api_key_hash", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("event_id", String(40), nullable=False, unique=True),
+    Column("event_id", String(40), nullable=False),
+    shard(),
+    UniqueConstraint("event_id", "shard", name="uq_users_event"),
     # An evicted user's key is looked up here when Redis does not know it.
     Index("ix_users_api_key_hash", "api_key_hash", unique=True, postgresql_where=text("api_key_hash IS NOT NULL")),
 )
@@ -72,6 +80,7 @@ api_keys = Table(
     Index("ix_api_keys_user", "user_id"),
 )
 
+#: One row per sub-wallet: (user, shard). Readers of a user's whole balance use the ``user_balances`` view.
 balances = Table(
     "balances", metadata,
     Column("user_id", String(64), primary_key=True),
@@ -79,6 +88,7 @@ balances = Table(
     money("locked"),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("event_order", BigInteger, nullable=False),
+    shard(primary_key=True),
     CheckConstraint("available >= 0 AND locked >= 0", name="ck_balances_non_negative"),
     # Room on each page for updated row versions (HOT updates: no index churn).
     postgresql_with={"fillfactor": 70},
@@ -116,9 +126,11 @@ markets = Table(
     Column("last_trade_id", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("last_updated", DateTime(timezone=True), nullable=False),
-    Column("event_id", String(40), nullable=False, unique=True),
+    Column("event_id", String(40), nullable=False),
     #: stream position of the last lifecycle event applied (status/outcome guard)
     Column("status_order", BigInteger, nullable=False),
+    shard(),
+    UniqueConstraint("event_id", "shard", name="uq_markets_event"),
     CheckConstraint("pool >= 0", name="ck_markets_pool_non_negative"),
     Index("ix_markets_status", "status"),
 )
@@ -178,8 +190,9 @@ position_state = Table(
 
 trades = Table(
     "trades", metadata,
+    #: unique across shards: shard k of S numbers its trades S + k, 2S + k, ...
     Column("trade_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("event_id", String(40), nullable=False, unique=True),
+    Column("event_id", String(40), nullable=False),
     Column("user_id", String(64), nullable=False),
     Column("market_id", String(64), nullable=False),
     Column("side", String(4), nullable=False),
@@ -201,6 +214,8 @@ trades = Table(
     #: the client's Idempotency-Key and the request's hash, so recovery can restore replays
     Column("idempotency_key", String(255), nullable=True),
     Column("request_hash", String(64), nullable=True),
+    shard(),
+    UniqueConstraint("event_id", "shard", name="uq_trades_event"),
     Index("ix_trades_market_trade", "market_id", "trade_id"),
     # A user's trade pages, over every market and in one (migration 0003; api/history.py).
     Index("ix_trades_user_trade", "user_id", "trade_id"),
@@ -234,15 +249,16 @@ ledger = Table(
     Column("event_id", String(40), primary_key=True),
     #: 0 and 1: the two legs of one movement (double entry: they sum to zero)
     Column("leg", SmallInteger, primary_key=True),
-    #: deposit, withdrawal, subsidy, trade, payout, house_return
+    #: deposit, withdrawal, subsidy, trade, payout, refund, house_return, transfer_out, transfer_in
     Column("kind", String(16), nullable=False),
-    #: "user:<id>", "pool:<market>" or "external"
+    #: "user:<id>", "pool:<market>", "external" or "transit:<to shard>:<transfer id>" (money between two sub-wallets)
     Column("account", String(80), nullable=False),
     Column("user_id", String(64), nullable=True),
     Column("market_id", String(64), nullable=True),
     Column("trade_id", BigInteger, nullable=True),
     Column("amount", Numeric(20, 6), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    shard(primary_key=True),
     #: a user's payouts by market: realized profit of settled positions (migration 0007, api/positions.py)
     Index("ix_ledger_user_payouts", "user_id", "market_id", postgresql_where=text("kind IN ('payout', 'refund')")),
 )

@@ -215,6 +215,8 @@ def _revision(url: str) -> str:
 
 NEW_COLUMNS = {"markets": ("outcomes", "totals", "settled"), "market_snapshots": ("outcomes", "totals", "settled"),
                "trades": ("prices", "outstanding")}
+#: migration 0011's: every existing row is shard 0
+SHARD_COLUMNS = {table: ("shard",) for table in ("users", "markets", "trades", "ledger", "balances")}
 
 
 @pytest.mark.skipif(not REAL_REDIS, reason="recover and audit need a real Redis")
@@ -236,8 +238,13 @@ async def test_a_yes_no_record_made_at_0009_upgrades_in_place_then_recovers_and_
 
     await asyncio.to_thread(command.upgrade, config, "head")
 
-    assert _table_rows(url, leave_out=NEW_COLUMNS) == before
+    after = _table_rows(url, leave_out={t: NEW_COLUMNS.get(t, ()) + SHARD_COLUMNS.get(t, ())
+                                        for t in {*NEW_COLUMNS, *SHARD_COLUMNS}})
+    assert after == before
     assert _new_columns_null(url)
+    with pg_connection(url) as conn:
+        assert all(conn.execute(text(f"SELECT count(*) FROM {table} WHERE shard <> 0")).scalar_one() == 0
+                   for table in SHARD_COLUMNS)
     assert pg_state(url) == await read_redis_state(engine.redis, engine.keys)
     await assert_recovers_and_audits(engine, pg_settings)
 

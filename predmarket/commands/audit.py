@@ -32,7 +32,7 @@ def register(sub: Subcommands) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = get_settings()
+    settings = get_settings(over_shards=True)
     if refuse_unmigrated("audit", settings.database_url):
         return NOT_MIGRATED_EXIT
     console = Console()
@@ -41,7 +41,8 @@ def main(args: argparse.Namespace) -> int:
         if nothing:
             print(f"predmarket audit: {nothing}", file=sys.stderr)
             return 2
-        report = audit(pg, client, settings.redis_url, Keys(settings.key_prefix), wait_s=args.wait)
+        report = audit(pg, client, settings.redis_url, Keys(settings.key_prefix), wait_s=args.wait,
+                       shards=settings.shards)
     counts = ", ".join(f"{k} {v:,}" for k, v in sorted(report.counts.items()))
     if report.ok:
         console.print(f"[green]audit passed[/green]: every invariant holds ({counts})")

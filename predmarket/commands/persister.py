@@ -11,7 +11,7 @@ from predmarket.commands import Subcommands
 from predmarket.commands.migrated import NOT_MIGRATED_EXIT, refuse_unmigrated
 from predmarket.engine.settings import get_settings
 from predmarket.persister.metrics import serve_metrics
-from predmarket.persister.worker import build
+from predmarket.persister.sharded import build
 
 log = logging.getLogger("predmarket.persister")
 
@@ -19,15 +19,16 @@ log = logging.getLogger("predmarket.persister")
 def register(sub: Subcommands) -> None:
     p = sub.add_parser(
         "persister", help="drain the event stream into PostgreSQL, idle-flush market snapshots",
-        description="Reads <prefix>:events in consumer group 'persister' and writes every event to "
-        "PostgreSQL exactly once; several can run at once. Stops cleanly on SIGTERM.",
+        description="Reads <prefix>:events in consumer group 'persister' (with PM_SHARDS > 1, every "
+        "shard's stream, a thread each) and writes every event to PostgreSQL exactly once; several can "
+        "run at once. Stops cleanly on SIGTERM.",
     )
     p.add_argument("--consumer", default=None, help="consumer name in the group (default host-pid-random)")
     p.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = get_settings()
+    settings = get_settings(over_shards=True)
     configure(settings)
     if refuse_unmigrated("persister", settings.database_url):
         return NOT_MIGRATED_EXIT
