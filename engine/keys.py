@@ -184,6 +184,13 @@ class Keys:
         return f"{self.prefix}:trade_seq"
 
     @property
+    def trade_seq_base(self) -> str:
+        """The trade counter as a cutover set it (``recover --reshard``, persister/recover.py: it starts
+        every counter above the highest recorded id, on an id no trade has): ``audit`` requires the
+        record to hold the counter's last trade only once trades were made after it."""
+        return f"{self.prefix}:trade_seq:base"
+
+    @property
     def dirty(self) -> str:
         return f"{self.prefix}:dirty"
 

@@ -96,6 +96,15 @@ def shortfall(exc: InsufficientFunds, funding_round: int = 0) -> int | None:
     return max(cost - available, 1) + cost * funding_round // 10
 
 
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was cancelled and the cancellation got lost on the way: the
+    Redis client may turn it into a connection error, or swallow it, when it cuts a call short. A close()
+    that cancels the sweeper mid-sweep then waited on it forever (seen in the cluster chaos test)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ShardedEngine:
     """Accounts, markets and trading over ``settings.shards`` shards of one Redis (or one Redis Cluster)."""
 
@@ -150,10 +159,12 @@ class ShardedEngine:
         running the engine sweeps: two sweepers finishing one transfer credit it once (each step is
         idempotent), so none has to be elected."""
         while True:
+            _stop_if_cancelled()
             await asyncio.sleep(every_s)  # the sweeper's period, not a wait for something
             try:
                 finished = await self.transfers.sweep(self._sweep_after_ms)
             except (EngineError, *UNREACHABLE) as exc:
+                _stop_if_cancelled()
                 log.warning("transfer sweep failed (%s: %s); next in %.1fs", exc.__class__.__name__, exc, every_s)
                 continue
             if finished:

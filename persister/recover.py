@@ -42,6 +42,7 @@ from predmarket.engine.shards import home_of, shard_keys, shard_of
 from predmarket.engine.transfers import KEEP_DONE_S
 from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.engine.wire import StoredReply
+from predmarket.persister.reshard import LayoutMismatch, ReshardReport, check_layout, reshard
 from predmarket.record.loader import LIVE_CREATION_KEY, epoch_ms, key_record, market_fields, user_fields
 from sqlalchemy import Connection, Engine, text
 
@@ -63,6 +64,8 @@ class RecoveryReport:
     trades_replayed: int = 0
     idempotency_keys: int = 0
     trade_seq: int = 0
+    #: what ``reshard`` moved (None: the record's layout was kept)
+    resharded: ReshardReport | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -141,15 +144,29 @@ class Layout:
 
 
 def recover(pg: Engine, client: redis.Redis, keys: Keys, *, force: bool = False,
-            idempotency_ttl_s: int = 86_400, progress: Progress | None = None, shards: int = 1) -> RecoveryReport:
-    """Rebuild Redis under ``keys.prefix`` (of ``shards`` shards) from the database; see the module doc."""
+            idempotency_ttl_s: int = 86_400, progress: Progress | None = None, shards: int = 1,
+            resharding: bool = False) -> RecoveryReport:
+    """Rebuild Redis under ``keys.prefix`` (of ``shards`` shards) from the database; see the module doc.
+
+    ``resharding``: the record was written with another number of shards (the cutover,
+    persister/reshard.py): every user's money is first moved home in the record. Without it, a
+    record of another layout is refused (RecoveryRefused)."""
     started = time.monotonic()
     say = progress or (lambda _phase, _n: None)
+    if not resharding:
+        with pg.connect() as conn:
+            try:
+                check_layout(conn, shards)
+            except LayoutMismatch as exc:
+                raise RecoveryRefused(str(exc)) from None
     if redis_holds_state(client, keys):
         if not force:
             raise RecoveryRefused(f"Redis still holds keys under '{keys.prefix}:'; use --force to replace them")
         say("deleted old keys", delete_prefix(client, keys))
     report = RecoveryReport()
+    if resharding:
+        with pg.begin() as conn:
+            report.resharded = reshard(conn, shards)
     write = _Writer(client)
     layout = Layout(keys.prefix, shards)
     with pg.connect() as conn:
@@ -157,12 +174,15 @@ def recover(pg: Engine, client: redis.Redis, keys: Keys, *, force: bool = False,
         report.users = _users(conn, write, layout, say)
         if shards > 1:
             _sub_wallets(conn, write, layout, say)
-            _transfers(conn, write, layout, say)
+            if not resharding:  # a cutover closed every transfer, and the old layout's processes are gone
+                _transfers(conn, write, layout, say)
         report.positions = _positions(conn, write, layout, say)
+        if shards > 1:
+            _holders_wallets(conn, write, layout)
         report.net_costs = _net_costs(conn, write, layout, say)
         report.api_keys = _api_keys(conn, write, layout, say)
         report.markets, report.trades_replayed = _markets(conn, write, layout, say)
-        report.trade_seq = _counters(conn, write, layout)
+        report.trade_seq = _counters(conn, write, layout, resharding)
         report.idempotency_keys = _idempotency(conn, write, layout, idempotency_ttl_s, say)
         conn.rollback()
     write.flush()
@@ -209,6 +229,8 @@ def _sub_wallets(conn: Connection, write: _Writer, layout: Layout, say: Progress
                        -SUM(amount) FILTER (WHERE kind = 'transfer_out') AS moved_out
                 FROM ledger WHERE kind IN ('transfer_in', 'transfer_out') AND user_id IS NOT NULL
                 GROUP BY user_id, shard) t USING (user_id, shard)"""):
+        if r.shard >= layout.count:
+            continue  # an emptied sub-wallet of a layout with more shards (check_layout, reshard)
         fields: dict[str, str | int] = {"available": micro(r.available), "locked": micro(r.locked)}
         fields.update({name: micro(value) for name, value in (("moved_in", r.moved_in), ("moved_out", r.moved_out))
                        if value is not None})
@@ -239,6 +261,8 @@ def _transfers(conn: Connection, write: _Writer, layout: Layout, say: Progress) 
             WHERE t.open OR t.credited_at > now() - make_interval(secs => :keep)""", keep=KEEP_DONE_S):
         _, dest, transfer_id = r.account.split(":")
         source, to, amount, ms = int(r.source), int(dest), micro(r.amount), epoch_ms(r.created_at)
+        if max(source, to) >= layout.count:
+            continue  # a credited transfer of a layout with more shards (before a cutover): nothing re-sends it
         record = f"{r.user_id}|{source}|{to}|{amount}|{ms}"
         src, dst = layout.shards[source], layout.shards[to]
         if not r.credited:
@@ -250,6 +274,16 @@ def _transfers(conn: Connection, write: _Writer, layout: Layout, say: Progress) 
             write("set", dst.transfer(transfer_id), f"in|{record}", ex=KEEP_DONE_S)
     say("transfers pending", pending)
     return pending
+
+
+def _holders_wallets(conn: Connection, write: _Writer, layout: Layout) -> None:
+    """A sub-wallet in its market's shard for every holder (over several shards): settlement pays there.
+    One a holder's trades made is there already; after a cutover (persister/reshard.py) the market
+    may have moved to a shard where the user has none. Only fields the hash lacks are written."""
+    for user_id, market_id in _rows(conn, "SELECT DISTINCT user_id, market_id FROM position_state"):
+        wallet = layout.market(market_id).user(user_id)
+        for name in ("username", "available", "locked"):
+            write("hsetnx", wallet, name, "" if name == "username" else 0)
 
 
 def _api_keys(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> int:
@@ -444,18 +478,40 @@ def _refunded(conn: Connection, write: _Writer, layout: Layout) -> None:
         write("sadd", layout.market(r.market_id).market_refunded(r.market_id), r.user_id)
 
 
-def _counters(conn: Connection, write: _Writer, layout: Layout) -> int:
-    """Each shard's trade counter (shard k of S numbers its n-th trade n*S + k), totals and committed
-    mark; returns the highest trade id."""
-    last = {int(k): int(t) for k, t in conn.execute(text("SELECT shard, MAX(trade_id) FROM trades GROUP BY shard"))}
-    moved = {(int(r.shard), r.kind): micro(r.total) for r in conn.execute(text(
-        "SELECT shard, kind, SUM(amount) AS total FROM ledger WHERE leg = 1 "
-        "AND kind IN ('deposit', 'withdrawal', 'transfer_out', 'transfer_in') GROUP BY shard, kind"))}
+def _counters(conn: Connection, write: _Writer, layout: Layout, resharding: bool) -> int:
+    """Each shard's trade counter, totals and committed mark; returns the highest trade id.
+
+    Shard k of S numbers its n-th trade n*S + k: its counter is n of its own last trade (the highest
+    id that is k modulo S). After a cutover to another S (``resharding``) a market may move to a shard
+    whose ids are below its last trade's: every counter then starts above the highest recorded id, so
+    each market's trade ids keep rising (replay, candles and pages go by them), and the counter as set
+    is kept as its base (Keys.trade_seq_base, for ``audit``). With several shards, a shard's deposits total is
+    what its contents require (sub-wallets + pools = deposits - withdrawals + transfers in - out, the
+    shard's invariant), whatever layout wrote the record: their sum is the record's deposits."""
+    last = {int(k): int(t) for k, t in conn.execute(text(
+        "SELECT trade_id % :s AS k, MAX(trade_id) FROM trades GROUP BY 1"), {"s": layout.count})}
+    # A shard beyond the layout's (written before a cutover to fewer) counts in shard k mod S: the
+    # sums over shards stay the record's (transfers out - in = money in transit).
+    moved: dict[tuple[int, str], int] = {}
+    for r in conn.execute(text(
+            "SELECT shard, kind, SUM(amount) AS total FROM ledger WHERE leg = 1 "
+            "AND kind IN ('deposit', 'withdrawal', 'transfer_out', 'transfer_in') GROUP BY shard, kind")):
+        key = (int(r.shard) % layout.count, r.kind)
+        moved[key] = moved.get(key, 0) + micro(r.total)
+    held = _held_per_shard(conn, layout) if layout.count > 1 else {}
+    highest = max(last.values(), default=0)
     for k, keys in enumerate(layout.shards):
-        write("set", keys.trade_seq, (last[k] - k) // layout.count if k in last else 0)
+        top = highest if resharding else last.get(k, 0)
+        seq = (top - k) // layout.count if top >= k else 0
+        write("set", keys.trade_seq, seq)
+        if resharding:  # the last id is then one no trade has (without a cutover it is the shard's last trade)
+            write("set", keys.trade_seq_base, seq)
         totals = {"deposits": moved.get((k, "deposit"), 0), "withdrawals": moved.get((k, "withdrawal"), 0)}
         totals.update({f"transfers_{step}": moved[(k, f"transfer_{step}")] for step in ("out", "in")
                        if (k, f"transfer_{step}") in moved})
+        if layout.count > 1:
+            totals["deposits"] = (held.get(k, 0) + totals["withdrawals"] + totals.get("transfers_out", 0)
+                                  - totals.get("transfers_in", 0))
         write("hset", keys.totals, mapping=totals)
         # Every event PostgreSQL holds is committed: a durable wait on any of them must succeed.
         newest = conn.execute(text(
@@ -465,7 +521,19 @@ def _counters(conn: Connection, write: _Writer, layout: Layout) -> int:
         ), {"k": k}).scalar()
         if newest:
             write("set", keys.committed, newest)
-    return max(last.values(), default=0)
+    return highest
+
+
+def _held_per_shard(conn: Connection, layout: Layout) -> dict[int, int]:
+    """Shard -> its sub-wallets' money plus its markets' pools (their ledger sums)."""
+    held: dict[int, int] = {}
+    for r in _rows(conn, "SELECT shard, SUM(available + locked) AS total FROM balances GROUP BY shard"):
+        held[int(r.shard)] = held.get(int(r.shard), 0) + micro(r.total)
+    for r in _rows(conn, "SELECT market_id, SUM(amount) AS pool FROM ledger WHERE account = 'pool:' || market_id "
+                         "GROUP BY market_id"):
+        shard = shard_of(r.market_id, layout.count)
+        held[shard] = held.get(shard, 0) + micro(r.pool)
+    return held
 
 
 def _idempotency(conn: Connection, write: _Writer, layout: Layout, ttl_s: int, say: Progress) -> int:

@@ -26,11 +26,11 @@ from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
 from predmarket.engine.settings import Settings
 from predmarket.engine.sharded import ShardedEngine
 from predmarket.engine.shards import shard_keys, shard_prefix
-from predmarket.engine.state import read_redis_state
+from predmarket.engine.state import State, read_redis_state
 from predmarket.engine.transfers import Transfer
 from predmarket.engine.units import MICRO, micro_from_decimal
-from predmarket.persister.audit import audit
-from predmarket.persister.recover import recover
+from predmarket.persister.audit import add_shard, audit
+from predmarket.persister.recover import RecoveryRefused, recover
 from predmarket.persister.sharded import ShardedPersister, build
 from sqlalchemy import Connection, text
 
@@ -100,6 +100,7 @@ async def market_in_each_shard(engine: ShardedEngine) -> list[str]:
     """One OPEN market in every shard."""
     by_shard: dict[int, str] = {}
     while len(by_shard) < SHARDS:
+        await engine.deposit(HOUSE, 35 * MICRO)  # the subsidy (50 ln 2), however many markets it takes
         market = await engine.create_market(f"m{len(by_shard)}", 50 * MICRO)
         shard = engine.market_shard(market.market_id)
         if shard not in by_shard:
@@ -251,7 +252,8 @@ async def test_two_persisters_share_the_shards_and_a_second_copy_writes_nothing_
 
 def run_audit(settings: Settings) -> list[str]:
     with stores(settings) as (client, pg):
-        report = audit(pg, client, settings.redis_url, Keys(settings.key_prefix), wait_s=10.0, shards=SHARDS)
+        report = audit(pg, client, settings.redis_url, Keys(settings.key_prefix), wait_s=10.0,
+                       shards=settings.shards)
     return [str(b) for b in report.breaches]
 
 
@@ -434,3 +436,78 @@ async def test_the_commands_over_shards_a_killed_persister_s_entries_claimed_the
         assert shard_snapshot(target, every) == shard_snapshot(shard_settings.key_prefix, every)
     finally:
         await delete_deployment(target)
+
+
+# --------------------------------------------------------------------------- the cutover to another S
+
+async def merged_state(redis: Any, prefix: str, shards: int) -> State:
+    state = State()
+    for k in range(shards):
+        add_shard(state, await read_redis_state(redis, shard_keys(prefix, k, shards)))
+    return state
+
+
+async def test_recover_reshards_every_user_s_money_home_and_the_record_stays_audited(
+        shard_settings: Settings, persister: ShardedPersister) -> None:
+    """A deployment of 4 shards (a transfer left in transit) recovered into 3: refused without
+    --reshard; with it every user's money (the transfer's too) is in its new home sub-wallet,
+    positions and markets are where their ids map, the invariants hold in every shard, audit passes,
+    and trading goes on with ids no trade had, copied by a persister over the 3 shards."""
+    new_shards = 3
+    target = shard_settings.model_copy(update={"key_prefix": f"{shard_settings.key_prefix}-3",
+                                               "shards": new_shards})
+    async with sharded_engine(shard_settings, sweep_every_s=None) as engine:
+        await engine.deposit(HOUSE, 1_000 * MICRO)
+        users = [(await engine.create_user(f"s{n}")).user_id for n in range(5)]
+        for user in users:
+            await engine.deposit(user, 150 * MICRO)
+        markets = await market_in_each_shard(engine)
+        await trading(engine, users, markets, 40, seed=21)
+        settled = markets[0]
+        await engine.market_engine(settled).markets.close(settled)
+        await engine.market_engine(settled).markets.resolve(settled, "YES")
+        await engine.market_engine(settled).markets.settle(settled)
+        home = engine.home(users[3])
+        stuck = Transfer(uuid.uuid4().hex, users[3], home, (home + 2) % SHARDS, 2 * MICRO)
+        await engine.transfers.take_out(stuck)
+        drain(persister)
+        every = [*users, HOUSE]
+        owed = {user: sum(await engine.balances(user)) for user in every}
+        owed[users[3]] += stuck.amount
+        before = await merged_state(engine.redis, shard_settings.key_prefix, SHARDS)
+
+    try:
+        with stores(target) as (client, pg):
+            with pytest.raises(RecoveryRefused, match="--reshard"):
+                recover(pg, client, Keys(target.key_prefix), shards=new_shards)
+            report = recover(pg, client, Keys(target.key_prefix), shards=new_shards, resharding=True)
+        assert report.resharded is not None and report.resharded.transits_closed == 1
+        assert report.resharded.wallets_moved > 0 and report.resharded.markets_moved > 0
+        async with sharded_engine(target, sweep_every_s=None) as rebuilt:
+            for user in every:
+                wallets = await rebuilt.balances(user)
+                assert wallets[rebuilt.home(user)] == owed[user] == sum(wallets), user
+            after = await merged_state(rebuilt.redis, target.key_prefix, new_shards)
+            assert (after.positions, after.net_costs, after.markets) == (before.positions, before.net_costs,
+                                                                         before.markets)
+            assert await rebuilt.invariants() == []
+            assert await asyncio.to_thread(run_audit, target) == []
+            recorded = set(scalar_list(target.database_url, "SELECT trade_id FROM trades"))
+            fresh = await trading(rebuilt, users, markets[1:], 12, seed=22)
+            assert not {t.trade_id for t in fresh} & recorded
+            settings, cadence = tuned(target, **QUIET)
+            copier = build(settings, consumer="after", cadence=cadence)
+            assert isinstance(copier, ShardedPersister)
+            try:
+                drain(copier)
+            finally:
+                copier.close()
+            assert await rebuilt.invariants() == []
+            assert await asyncio.to_thread(run_audit, target) == []
+    finally:
+        await delete_deployment(target.key_prefix)
+
+
+def scalar_list(url: str, sql: str) -> list[Any]:
+    with pg_connection(url) as conn:
+        return list(conn.execute(text(sql)).scalars())

@@ -3,7 +3,10 @@ trades keep moving money between sub-wallets by the transfer saga) are SIGKILLed
 in flight, and a master is SIGKILLed (its replica promoted, the failed node then rejoining). Once the
 engine's sweeper has finished what the killed left between steps, every shard's books balance, money
 in transit is zero, every transfer was credited exactly once and answered a debit of the same user and
-amount: nothing was created or destroyed.
+amount: nothing was created or destroyed. A ``predmarket persister`` over the 8 shards copies every
+stream meanwhile (SIGKILLed once, its heir claiming what it held): afterwards PostgreSQL holds every
+trade Redis counted exactly once, and ``audit`` passes in both stores (sub-wallets, transfers each
+debited once and credited once, money in transit, every trade's cost replayed).
 
 3 masters with a replica each; 8 shards; ``PM_REPLICA_ACKS=1`` (each saga step on a replica before
 the next, each trade on a replica before its answer).
@@ -11,6 +14,7 @@ the next, each trade on a replica before its answer).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -21,13 +25,17 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from predmarket.engine.connection import UNREACHABLE, connect
+from predmarket.engine.connection import UNREACHABLE, connect, connect_sync
 from predmarket.engine.models import HOUSE
 from predmarket.engine.settings import Settings
 from predmarket.engine.sharded import ShardedEngine
 from predmarket.engine.units import MICRO
+from predmarket.persister.audit import audit, wait_for_persister
+from sqlalchemy import create_engine
 
 from tests.support.cluster import PrivateCluster
+from tests.support.persister import persister_env, scalar
+from tests.support.processes import Process, start_persister
 from tests.support.redis_data import delete_prefix
 from tests.support.waiting import wait_until_async
 
@@ -82,11 +90,14 @@ def chaos_prefix(redis_cluster_with_replicas: PrivateCluster) -> Iterator[str]:
 
 
 async def test_workers_and_a_master_killed_mid_transfer_create_and_destroy_no_money(
-    redis_cluster_with_replicas: PrivateCluster, chaos_prefix: str, tmp_path: Path,
+    redis_cluster_with_replicas: PrivateCluster, chaos_prefix: str, tmp_path: Path, database_url: str,
 ) -> None:
     cluster = redis_cluster_with_replicas
     settings = Settings(redis_url=cluster.url, key_prefix=chaos_prefix, shards=SHARDS, replica_acks=1,
-                        replica_wait_ms=500)
+                        replica_wait_ms=500, database_url=database_url)
+    persister_environment = persister_env(settings, PM_SHARDS=str(SHARDS), PM_REPLICA_ACKS="1",
+                                          PM_CLAIM_IDLE_S="1")
+    persisters: list[Process] = []
     # The test's own engine sweeps too, as every process running the engine does: it is what
     # finishes the transfers the killed workers leave between steps.
     engine = ShardedEngine(connect(cluster.url, 2.0), settings, sweep_every_s=0.2, sweep_after_ms=1_000)
@@ -119,6 +130,7 @@ async def test_workers_and_a_master_killed_mid_transfer_create_and_destroy_no_mo
 
         workers = Workers(cluster.url, chaos_prefix, users, markets, tmp_path)
         kills = 0
+        persisters.append(start_persister(persister_environment, "first", tmp_path / "persister1.log"))
         try:
             for _ in range(WORKERS):
                 workers.start()
@@ -129,6 +141,9 @@ async def test_workers_and_a_master_killed_mid_transfer_create_and_destroy_no_mo
                 workers.kill(workers.processes[victim])
                 kills += 1
                 workers.start()
+            # The persister dies too, whatever it held; its heir claims it.
+            persisters[0].kill()
+            persisters.append(start_persister(persister_environment, "heir", tmp_path / "persister2.log"))
             mark = await traded()
             await wait_until_async(lambda: _at_least(traded, mark + 100), 60, "trading by the restarted workers")
             # The master carrying shard 0 dies; its replica takes over; the node comes back as a replica.
@@ -155,11 +170,36 @@ async def test_workers_and_a_master_killed_mid_transfer_create_and_destroy_no_mo
         assert await engine.transfers.in_transit() == {}
         breaches = await engine.invariants()
         assert breaches == [], [str(b) for b in breaches]
+
+        # The record: every trade once, and audit passes in Redis and PostgreSQL.
+        lag, record_breaches = await asyncio.to_thread(_audit_both_stores, cluster, engine, database_url)
+        assert lag == 0, persisters[-1].log_tail()
+        assert record_breaches == [], record_breaches
+        recorded = scalar(database_url, "SELECT count(DISTINCT trade_id) FROM trades")
+        assert recorded == scalar(database_url, "SELECT count(*) FROM trades") == trades
         print(f"CHAOS sharded: {trades:,} trades, {await moved_out() / MICRO:,.0f} units moved by transfers, "
-              f"{kills} workers SIGKILLed, 1 master failed over, {left} transfers left pending, finished by "
-              "the sweeper; invariants hold")
+              f"{kills} workers and 1 persister SIGKILLed, 1 master failed over, {left} transfers left pending, "
+              f"finished by the sweeper; invariants hold; every trade in PostgreSQL once, audit passes")
     finally:
+        for process in persisters:
+            process.kill()
         await engine.close()
+
+
+def _audit_both_stores(cluster: PrivateCluster, engine: ShardedEngine, database_url: str) -> tuple[int, list[str]]:
+    """Once the persister has caught up on every shard (the entries left, if it never does), ``audit``'s
+    breaches."""
+    client = connect_sync(cluster.url, 30.0)
+    pg = create_engine(database_url)
+    try:
+        lag = wait_for_persister(client, [engine.wallet_keys(k) for k in range(SHARDS)], 60)
+        if lag:
+            return lag, []
+        report = audit(pg, client, cluster.url, engine.keys, wait_s=10, shards=SHARDS)
+        return 0, [str(b) for b in report.breaches]
+    finally:
+        pg.dispose()
+        client.close()
 
 
 async def _at_most(measure: Callable[[], Awaitable[int]], n: int) -> bool:

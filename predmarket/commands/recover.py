@@ -29,6 +29,10 @@ def register(sub: Subcommands) -> None:
     p.add_argument("--directory", action="store_true",
                    help="only add the users and archived markets Redis's directory lacks (safe while running; "
                    "for a deployment that evicted users or archived markets before the directory existed)")
+    p.add_argument("--reshard", action="store_true",
+                   help="the record was written with another PM_SHARDS: first move every user's money to its "
+                   "home shard under the new one, in the record (drain first: no traffic, the persister "
+                   "caught up); without it such a record is refused")
     p.set_defaults(handler=main)
 
 
@@ -58,10 +62,16 @@ def main(args: argparse.Namespace) -> int:
                 pg, client, Keys(settings.key_prefix), force=args.force,
                 idempotency_ttl_s=settings.idempotency_ttl_s,
                 progress=lambda phase, n: status.update(f"recovering: {phase} {n:,}"), shards=settings.shards,
+                resharding=args.reshard,
             )
     except RecoveryRefused as exc:
         console.print(f"[red]refused:[/red] {exc}")
         return 2
+    if report.resharded is not None:
+        moved = report.resharded
+        console.print(f"resharded to {settings.shards} shards: {moved.wallets_moved:,} sub-wallets and "
+                      f"{moved.transits_closed:,} transfers in transit moved to their users' home shards, "
+                      f"{moved.markets_moved:,} markets in another shard")
     ids = (f"next trade id {report.trade_seq + 1:,}" if settings.shards == 1 else
            f"{settings.shards} shards, highest trade id {report.trade_seq:,}")
     console.print(
