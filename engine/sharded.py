@@ -72,6 +72,9 @@ _SHORT = re.compile(r"available (\d+\.\d{6}) < cost (\d+\.\d{6})")
 #: script reported and a margin (the price can move between rounds); the last brings all
 #: the user holds elsewhere, so the rejection after it is checked against every sub-wallet.
 FUNDING_ROUNDS = 4
+#: Tries of one order in its shard at most: the funding rounds, then as many again for the user's
+#: concurrent orders, which take what was brought for this one (and bring money for it).
+MAX_TRIES = 2 * FUNDING_ROUNDS
 
 
 #: How often each engine sweeps for transfers left pending, and how long one must have been pending:
@@ -94,6 +97,10 @@ def shortfall(exc: InsufficientFunds, funding_round: int = 0) -> int | None:
         return None
     available, cost = (micro_from_decimal(Decimal(v)) for v in found.groups())
     return max(cost - available, 1) + cost * funding_round // 10
+
+
+#: How lua/trade.lua's NOT_FOUND names an order's user with no hash in the shard (a market's says "no market").
+NO_USER = "no user "
 
 
 def _stop_if_cancelled() -> None:
@@ -312,21 +319,25 @@ class ShardedEngine:
         if order.idempotency_key:
             await self._claim(order, shard)
         engine = self.engines[shard]
-        for funding_round in range(FUNDING_ROUNDS + 1):
+        exhausted = False  # a bring found nothing left in the user's other sub-wallets
+        for funding_round in range(MAX_TRIES):
             try:
                 return await engine.execute_trade(order)
             except InsufficientFunds as exc:
-                if funding_round == FUNDING_ROUNDS:
-                    raise  # everything the user had elsewhere was brought before this try
+                if exhausted or funding_round == MAX_TRIES - 1:
+                    raise  # tried here after nothing was left elsewhere (or others kept taking it)
                 need = shortfall(exc, funding_round)
-                if need is None or funding_round == FUNDING_ROUNDS - 1:
-                    need = sum(await self.balances(order.user_id))  # the last round brings it all
+                if need is None or funding_round >= FUNDING_ROUNDS - 1:
+                    need = sum(await self.balances(order.user_id))  # from the last round on, bring it all
                 if not await self._bring(order.user_id, shard, need):
-                    raise  # nothing left elsewhere: checked against every sub-wallet now
-            except NotFound:
-                if not await self._first_in_shard(order, shard):
+                    # Nothing left elsewhere. Another of the user's orders may have brought money here
+                    # meanwhile (its own shortfall and margin): one more try here decides.
+                    exhausted = True
+            except NotFound as exc:
+                if funding_round == MAX_TRIES - 1 or not await self._first_in_shard(
+                        order, shard, wallet_missing=exc.message.startswith(NO_USER)):
                     raise
-        raise AssertionError("unreachable: the last round raises or returns")
+        raise AssertionError("unreachable: the last try raises or returns")
 
     async def _claim(self, order: Order, shard: int) -> None:
         """An Idempotency-Key is the user's across every market and shard: claimed in the home shard for
@@ -344,12 +355,15 @@ class ShardedEngine:
         if str(held).rpartition("|")[0] != fingerprint:
             raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request")
 
-    async def _first_in_shard(self, order: Order, shard: int) -> bool:
-        """A NOT_FOUND from a shard where the user has no sub-wallet yet: bring what the order needs
-        and say to send it again (False: the user or the market is what is missing)."""
+    async def _first_in_shard(self, order: Order, shard: int, wallet_missing: bool) -> bool:
+        """A NOT_FOUND from a shard where the user has no sub-wallet yet (``wallet_missing``: the script
+        said so): bring what the order needs and say to send it again (False: the user or the market is
+        what is missing)."""
         wallet = self.wallet_keys(shard).user(order.user_id)
         if await self.redis.exists(wallet):
-            return False  # the sub-wallet is there: the market is missing
+            # Made meanwhile by another of the user's first orders in this shard (its transfer): send
+            # this one again. A NOT_FOUND that was the market's is final.
+            return wallet_missing
         if not await self.redis.exists(self.wallet_keys(self.home(order.user_id)).user(order.user_id)):
             return False  # no such user
         if order.side is Side.SELL:

@@ -97,6 +97,22 @@ async def test_a_trade_in_another_shard_brings_the_shortfall_from_home(engine: S
     await assert_invariants(engine)
 
 
+async def test_a_users_first_orders_in_a_shard_at_once_all_execute(engine: ShardedEngine) -> None:
+    """Several first orders of one user in a shard where it has no sub-wallet, sent together: each
+    meets NOT_FOUND, the first one's transfer makes the sub-wallet, and the others are sent again
+    rather than answered NOT_FOUND (they were, before: the bench's 64 concurrent orders found it)."""
+    await fund_house(engine)
+    bob = await engine.create_user("bob")
+    await engine.deposit(bob.user_id, 500 * MICRO)
+    market = await market_in(engine, avoid={engine.home(bob.user_id)})
+    orders = [Order(bob.user_id, market, Side.BUY, Outcome.YES, shares=MICRO) for _ in range(12)]
+    trades = await asyncio.gather(*(engine.execute_trade(order) for order in orders))
+    assert len({t.trade_id for t in trades}) == 12
+    account = await engine.account(bob.user_id)
+    assert account.available == 500 * MICRO - sum(t.cost for t in trades)
+    await assert_invariants(engine)
+
+
 async def test_a_rejection_for_funds_is_final_only_when_no_sub_wallet_can_pay(engine: ShardedEngine) -> None:
     await fund_house(engine)
     bob = await engine.create_user("bob")
