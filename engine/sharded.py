@@ -72,6 +72,9 @@ _SHORT = re.compile(r"available (\d+\.\d{6}) < cost (\d+\.\d{6})")
 #: script reported and a margin (the price can move between rounds); the last brings all
 #: the user holds elsewhere, so the rejection after it is checked against every sub-wallet.
 FUNDING_ROUNDS = 4
+#: A trade short of funds in a shard brings, beyond what it needs, this fraction (1/n) of what the
+#: user's home sub-wallet holds beyond that (ShardedEngine._fund).
+FLOAT_SHARE = 4
 #: Tries of one order in its shard at most: the funding rounds, then as many again for the user's
 #: concurrent orders, which take what was brought for this one (and bring money for it).
 MAX_TRIES = 2 * FUNDING_ROUNDS
@@ -274,6 +277,18 @@ class ShardedEngine:
         """Each shard's sub-wallet of ``user_id``, micro-units (0 where it has none)."""
         return [int(v or 0) for v in await self._sub_wallets(user_id)]
 
+    async def _fund(self, user_id: str, shard: int, need: int) -> int:
+        """Fund a trade in ``shard``: bring ``need`` and a float from home, a quarter of what the home
+        sub-wallet holds beyond it (:data:`FLOAT_SHARE`), so that the user's next trades there find
+        money without a transfer each (a transfer is four script calls and two events: bringing the
+        shortfall alone made nearly every trade outside a user's home shard pay one). The float comes
+        from home only: taken from another shard the user trades in, it would have to come back. How
+        much it moved."""
+        held = await self.balances(user_id)
+        home = self.home(user_id)
+        float_ = max(held[home] - need, 0) // FLOAT_SHARE if shard != home else 0
+        return await self._bring(user_id, shard, need + float_, held)
+
     async def _bring(self, user_id: str, dest: int, need: int, held: list[int] | None = None) -> int:
         """Move up to ``need`` of the user's money into sub-wallet ``dest`` from the others, home first
         then the fullest; how much it moved (less than ``need`` when the others hold less)."""
@@ -329,7 +344,7 @@ class ShardedEngine:
                 need = shortfall(exc, funding_round)
                 if need is None or funding_round >= FUNDING_ROUNDS - 1:
                     need = sum(await self.balances(order.user_id))  # from the last round on, bring it all
-                if not await self._bring(order.user_id, shard, need):
+                if not await self._fund(order.user_id, shard, need):
                     # Nothing left elsewhere. Another of the user's orders may have brought money here
                     # meanwhile (its own shortfall and margin): one more try here decides.
                     exhausted = True
@@ -374,7 +389,7 @@ class ShardedEngine:
             quote = await self.engines[shard].markets.quote(order.market_id, order.side, order.outcome,
                                                             shares=order.shares)
             need = quote.cost + quote.cost // 10  # a margin: the price may move before it executes
-        if not await self._bring(order.user_id, shard, need):
+        if not await self._fund(order.user_id, shard, need):
             raise InsufficientFunds(f"available 0.000000 < cost {format_micro(need)}") from None
         return True
 

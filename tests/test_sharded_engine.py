@@ -20,7 +20,7 @@ from predmarket.engine.errors import AlreadyExists, IdempotencyKeyReused, Insuff
 from predmarket.engine.models import HOUSE, Order, Outcome, Side
 from predmarket.engine.resolutions import Resolution
 from predmarket.engine.settings import Settings
-from predmarket.engine.sharded import ShardedEngine
+from predmarket.engine.sharded import FLOAT_SHARE, ShardedEngine
 from predmarket.engine.shards import shard_prefix
 from predmarket.engine.transfers import Transfer
 from predmarket.engine.units import MICRO
@@ -71,7 +71,7 @@ async def assert_invariants(engine: ShardedEngine) -> None:
     assert breaches == [], [str(b) for b in breaches]
 
 
-async def test_a_trade_in_another_shard_brings_the_shortfall_from_home(engine: ShardedEngine) -> None:
+async def test_a_trade_in_another_shard_brings_what_it_needs_and_a_float_from_home(engine: ShardedEngine) -> None:
     await fund_house(engine)
     alice = await engine.create_user("alice")
     await engine.deposit(alice.user_id, 100 * MICRO)
@@ -83,16 +83,21 @@ async def test_a_trade_in_another_shard_brings_the_shortfall_from_home(engine: S
     account = await engine.account(alice.user_id)
     assert account.available == 100 * MICRO - trade.cost  # one balance, across sub-wallets
     assert [(p.market_id, p.shares) for p in account.positions] == [(market, 10 * MICRO)]
+    # The quoted cost was moved, with a tenth more as a margin, and a float: a quarter of what home
+    # held beyond that, for the trades to come there.
+    need = trade.cost + trade.cost // 10
+    brought = need + (100 * MICRO - need) // FLOAT_SHARE
     balances = await engine.balances(alice.user_id)
-    assert balances[shard] == trade.cost // 10  # the quoted cost was moved, and a tenth more as a margin
-    assert balances[home] == 100 * MICRO - trade.cost - trade.cost // 10
+    assert balances[shard] == brought - trade.cost
+    assert balances[home] == 100 * MICRO - brought
 
-    # A second trade there brings only what is missing (the margin did not cover it); a sale pays into
-    # the shard's sub-wallet.
+    # The next trades there are paid from the float, no transfer (home unchanged); a sale pays into the
+    # shard's sub-wallet.
     more = await engine.execute_trade(Order(alice.user_id, market, Side.BUY, Outcome.NO, shares=5 * MICRO))
     sale = await engine.execute_trade(Order(alice.user_id, market, Side.SELL, Outcome.YES, shares=4 * MICRO))
     balances = await engine.balances(alice.user_id)
-    assert balances[shard] == sale.cost
+    assert balances[home] == 100 * MICRO - brought
+    assert balances[shard] == brought - trade.cost - more.cost + sale.cost
     assert sum(balances) == 100 * MICRO - trade.cost - more.cost + sale.cost
     await assert_invariants(engine)
 
