@@ -7,7 +7,9 @@ deployment: one tag, one master) and 8 shards. Before the clock starts,
 every sharded user trades once in every shard (its first trade there moves the shortfall
 in by the transfer saga: timed, as "first trade in a new shard") and then has its money
 spread over its sub-wallets (each transfer timed), so the measured trades find their funds
-in their shard. Each primary's Redis CPU time (``INFO cpu``, user + system) per measured
+in their shard. One more row on the primary starts with every user's money at home, as
+deposits leave it: the measured trades then pay the transfers that bring it where they trade.
+Each primary's Redis CPU time (``INFO cpu``, user + system) per measured
 trade is the scaling figure: flat as shards are added means N primaries on N cores give
 N times the rate. (On the shared primary it includes whatever else runs there.)
 """
@@ -155,12 +157,12 @@ async def _spread(engine: ShardedEngine, users: list[str], markets: list[str], r
 
 
 async def _measure(settings: Settings, engine: MarketEngine | ShardedEngine, primaries: list[sync_redis.Redis],
-                   sizes: Sizes, layout: str, seed: int | None) -> ShardRow:
+                   sizes: Sizes, layout: str, seed: int | None, spread: bool = True) -> ShardRow:
     shards = engine.count if isinstance(engine, ShardedEngine) else 1
     row = ShardRow(layout, shards, len(primaries), 0, 0.0, 0.0, 0.0, [])
     wrapped = _Layout(engine)
     users, markets = await wrapped.setup(sizes.shards_users, sizes.shards_markets)
-    if isinstance(engine, ShardedEngine):
+    if isinstance(engine, ShardedEngine) and spread:
         await _spread(engine, users, markets, row)
     workload = RandomTrades(random.Random(seed), users, markets)
     rejected = 0
@@ -192,11 +194,12 @@ async def _measure(settings: Settings, engine: MarketEngine | ShardedEngine, pri
 
 
 def _run(settings: Settings, make: Callable[[Settings], MarketEngine | ShardedEngine],
-         primaries: list[sync_redis.Redis], sizes: Sizes, layout: str, seed: int | None) -> ShardRow:
+         primaries: list[sync_redis.Redis], sizes: Sizes, layout: str, seed: int | None,
+         spread: bool = True) -> ShardRow:
     async def go() -> ShardRow:
         engine = make(settings)
         try:
-            return await _measure(settings, engine, primaries, sizes, layout, seed)
+            return await _measure(settings, engine, primaries, sizes, layout, seed, spread)
         finally:
             await engine.close()
 
@@ -217,6 +220,12 @@ def shards_section(settings: Settings, sizes: Sizes, say: Callable[[str], None],
             # The shards' keys (<p>:{s<k>}:...) are under the scratch prefix: removed with it.
             eight = scoped.model_copy(update={"shards": SHARDS})
             result.rows.append(_run(eight, _sharded, [primary], sizes, f"{SHARDS} shards, 1 primary", seed))
+        with scratch_prefix(settings, "shards8home") as scoped:
+            # The same with every user's money at home when the clock starts: its trades in other
+            # shards bring it there (transfers timed with the trades: what a deployment meets).
+            eight = scoped.model_copy(update={"shards": SHARDS})
+            result.rows.append(_run(eight, _sharded, [primary], sizes, f"{SHARDS} shards, 1 primary, money at home",
+                                    seed, spread=False))
     finally:
         primary.close()
     if not private_cluster.available():

@@ -205,15 +205,15 @@ def test_shards_section_compares_one_shard_with_eight_on_a_primary_and_a_cluster
                                      seed=4), say=lines.append)
     assert results.shards is not None
     rows = {row.layout: row for row in results.shards.rows}
-    assert list(rows) == ["1 shard, 1 primary", "8 shards, 1 primary", "1 shard, 3-master cluster",
-                          "8 shards, 3-master cluster"]
+    assert list(rows) == ["1 shard, 1 primary", "8 shards, 1 primary", "8 shards, 1 primary, money at home",
+                          "1 shard, 3-master cluster", "8 shards, 3-master cluster"]
     for row in rows.values():
         assert row.trades + row.rejected == 300 and row.trades_per_s > 0
         assert len(row.cpu_us_per_trade) == row.primaries and max(row.cpu_us_per_trade) > 0
     assert rows["1 shard, 1 primary"].first_trade_p50_ms is None
     assert all(rows[name].first_trade_p50_ms and rows[name].transfer_p50_ms
                for name in ("8 shards, 1 primary", "8 shards, 3-master cluster"))
-    assert len(json.loads((tmp_path / RESULTS_FILE).read_text())["shards"]["rows"]) == 4
+    assert len(json.loads((tmp_path / RESULTS_FILE).read_text())["shards"]["rows"]) == 5
     out = io.StringIO()
     print_report(Console(file=out, width=200), results)
     assert "the engine over shards" in out.getvalue()
