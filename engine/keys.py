@@ -211,6 +211,16 @@ class Keys:
         return f"{self.prefix}:persister:committed"
 
     @property
+    def persister_lease(self) -> str:
+        """Which persister works this shard's stream now (persister/leases.py; a consumer name, expiring)."""
+        return f"{self.prefix}:persister:lease"
+
+    @property
+    def persisters(self) -> str:
+        """The deployment's live persisters: consumer name -> last heartbeat, ms (persister/leases.py)."""
+        return f"{self.prefix}:persister:live"
+
+    @property
     def persister_stats(self) -> str:
         return f"{self.prefix}:persister:stats"
 

@@ -151,6 +151,7 @@ class _Registry(Generic[S]):
     settle_batch: S
     settle_finish: S
     settle_users: S
+    shard_lease: S
     touch_api_keys: S
     trade: S
     transfer_done: S

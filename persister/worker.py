@@ -17,6 +17,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,9 @@ class Persister:
         self.janitor = Janitor(client, self.stream.keys, settings.user_idle_ttl_s if hot_set else 0.0,
                                settings.market_archive_after_s if hot_set else 0.0, self.stream.scripts)
         self.counters = Counters()
+        #: whether the loop may work its shard now (persister/leases.py: while its persister holds the
+        #: shard's lease); checked every round
+        self.may_work: Callable[[], bool] = lambda: True
         #: entries written as of the last logged report: an idle persister has nothing new to say
         self._reported_entries = 0
         self.stopping = False
@@ -152,6 +156,10 @@ class Persister:
         try:
             while not self.stopping:
                 try:
+                    if not self.may_work():
+                        self._complete_in_flight()  # the batch in hand is committed and acknowledged
+                        self._sleep(self.cadence.block_ms / 1000)
+                        continue
                     self._pipelined_round()
                     backoff = 0.1
                 except STORE_ERRORS as exc:
@@ -387,12 +395,14 @@ class Persister:
                      extra={"written": written, "lag_entries": lag.entries, "oldest_age_ms": lag.oldest_age_ms})
 
 
-def install_stop_handlers(loops: list[Persister]) -> None:
-    """SIGTERM and SIGINT: every loop finishes the batch in hand, then returns."""
+def install_stop_handlers(loops: list[Persister], also: Callable[[], None] | None = None) -> None:
+    """SIGTERM and SIGINT: every loop finishes the batch in hand, then returns (``also`` is called too)."""
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: finishing the current batch, then exiting", signum)
         for loop in loops:
             loop.stopping = True
+        if also is not None:
+            also()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

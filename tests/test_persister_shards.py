@@ -193,27 +193,29 @@ async def test_every_shard_is_copied_with_a_row_per_sub_wallet_and_transfers_thr
 
 async def test_two_persisters_share_the_shards_and_a_second_copy_writes_nothing_twice(
         sharded: ShardedEngine, shard_settings: Settings) -> None:
-    """Two sharded persisters in one group per shard, running their loops in threads (as the
-    command does): every entry is written once; re-reading the streams from the start changes nothing."""
+    """Two sharded persisters, running their loops in threads (as the command does), share the shards
+    by lease (half each): every entry is written once; re-reading the streams from the start (a third
+    persister, once they stopped and gave their leases back) changes nothing."""
     await sharded.deposit(HOUSE, 1_000 * MICRO)
     users = [(await sharded.create_user(f"v{n}")).user_id for n in range(4)]
     for user in users:
         await sharded.deposit(user, 100 * MICRO)
     markets = await market_in_each_shard(sharded)
-    settings, cadence = tuned(shard_settings, **QUIET)
+    # Leases last PM_CLAIM_IDLE_S and are renewed (and the shards shared again) every third of it.
+    settings, cadence = tuned(shard_settings, **{**QUIET, "claim_idle_s": 1.5})
     runners = [build(settings, consumer=name, cadence=cadence) for name in ("a", "b")]
     threads = [threading.Thread(target=r.run) for r in runners]
     for thread in threads:
         thread.start()
     try:
-        client = sync_client()
-        try:
-            streams = [shard_keys(shard_settings.key_prefix, k, SHARDS).events for k in range(SHARDS)]
-            wait_until(lambda: all(consumer_seen(client, stream, name) for stream in streams for name in "ab"),
-                       30, "both persisters to read every shard")
-        finally:
-            client.close()
-        trades = await trading(sharded, users, markets, 40, seed=11)  # while both wait for entries
+        leased = [r for r in runners if isinstance(r, ShardedPersister)]
+
+        def shared() -> bool:
+            held = [set(r.leases.holding()) for r in leased]
+            return [len(h) for h in held] == [SHARDS // 2] * 2 and held[0] | held[1] == set(range(SHARDS))
+
+        wait_until(shared, 30, "the two persisters to hold half of the shards' leases each")
+        trades = await trading(sharded, users, markets, 40, seed=11)
 
         def all_written() -> bool:
             with pg_connection(shard_settings.database_url) as conn:
@@ -511,3 +513,43 @@ async def test_recover_reshards_every_user_s_money_home_and_the_record_stays_aud
 def scalar_list(url: str, sql: str) -> list[Any]:
     with pg_connection(url) as conn:
         return list(conn.execute(text(sql)).scalars())
+
+
+def lease_holders(prefix: str) -> list[str | None]:
+    client = sync_client()
+    try:
+        return [cast(str | None, client.get(shard_keys(prefix, k, SHARDS).persister_lease)) for k in range(SHARDS)]
+    finally:
+        client.close()
+
+
+async def test_two_persister_processes_share_the_shards_and_a_killed_one_s_are_taken_over(
+        sharded: ShardedEngine, shard_settings: Settings, tmp_path: Path) -> None:
+    await sharded.deposit(HOUSE, 1_000 * MICRO)
+    users = [(await sharded.create_user(f"k{n}")).user_id for n in range(4)]
+    for user in users:
+        await sharded.deposit(user, 300 * MICRO)
+    markets = await market_in_each_shard(sharded)
+    env = persister_env(shard_settings, PM_SHARDS=str(SHARDS), PM_CLAIM_IDLE_S="1")
+    procs = [start_persister(env, name, tmp_path / f"{name}.log") for name in ("one", "two")]
+    try:
+        wait_until(lambda: sorted(map(str, lease_holders(shard_settings.key_prefix))) == ["one"] * 2 + ["two"] * 2,
+                   30, "the two persisters to hold two shards each")
+        executed = await trading(sharded, users, markets, 20, seed=31)
+        procs[0].signal(signal.SIGKILL)
+        assert procs[0].wait(10) == -signal.SIGKILL
+        executed += await trading(sharded, users, markets, 20, seed=32)
+        wait_until(lambda: lease_holders(shard_settings.key_prefix) == ["two"] * SHARDS, 30,
+                   "the survivor to take the dead one's shards once their leases expire")
+
+        def written() -> bool:
+            return int(scalar(shard_settings.database_url, "SELECT count(*) FROM trades")) == len(executed)
+
+        wait_until(written, 30, "every trade written, the dead one's pending entries claimed")
+        assert await asyncio.to_thread(run_audit, shard_settings) == []
+        procs[1].signal(signal.SIGTERM)
+        assert procs[1].wait(20) == 0
+        assert lease_holders(shard_settings.key_prefix) == [None] * SHARDS  # given back on a clean stop
+    finally:
+        for proc in procs:
+            proc.kill()
