@@ -158,6 +158,7 @@ class Persister:
                 try:
                     if not self.may_work():
                         self._complete_in_flight()  # the batch in hand is committed and acknowledged
+                        self._heartbeat()  # a persister holding no lease is alive all the same
                         self._sleep(self.cadence.block_ms / 1000)
                         continue
                     self._pipelined_round()
@@ -367,8 +368,11 @@ class Persister:
             close_due_markets(self.stream.redis, self.stream.scripts, self.stream.keys)
         if self.janitor.enabled and self._every("janitor", cadence.janitor_every_s):
             self.janitor.round(self.stream.committed())
-        if settings.heartbeat_file and self._every("heartbeat", cadence.heartbeat_every_s):
-            Path(settings.heartbeat_file).touch()
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        if self.settings.heartbeat_file and self._every("heartbeat", self.cadence.heartbeat_every_s):
+            Path(self.settings.heartbeat_file).touch()
 
     def save_key_uses(self) -> int:
         """Copy a page of API keys' last uses to PostgreSQL (persister.key_uses); how many."""
