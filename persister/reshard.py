@@ -26,8 +26,8 @@ from predmarket.persister.events import event_order
 from predmarket.record.loader import epoch_ms
 from sqlalchemy import Connection, text
 
-#: The layout-dependent rows a cutover checks before recovering without --reshard.
-_MISPLACED_MARKETS = "SELECT market_id, shard FROM markets"
+#: The layout-dependent rows: where the record has each market, and money in shards beyond a layout.
+_MARKET_SHARDS = "SELECT market_id, shard FROM markets"
 _MONEY_OUTSIDE = "SELECT user_id, shard FROM balances WHERE shard >= :shards AND (available <> 0 OR locked <> 0)"
 
 
@@ -45,7 +45,7 @@ class ReshardReport:
 def check_layout(conn: Connection, shards: int) -> None:
     """Refuse a recovery into ``shards`` shards of a record written with another number (some market
     recorded in a shard its id does not map to, or money in a shard that would not exist)."""
-    moved = sum(1 for r in conn.execute(text(_MISPLACED_MARKETS)) if r.shard != shard_of(r.market_id, shards))
+    moved = sum(1 for r in conn.execute(text(_MARKET_SHARDS)) if r.shard != shard_of(r.market_id, shards))
     outside = conn.execute(text(_MONEY_OUTSIDE), {"shards": shards}).all()
     if moved or outside:
         raise LayoutMismatch(
@@ -76,7 +76,7 @@ def reshard(conn: Connection, shards: int) -> ReshardReport:
         moves.credit(r.account, r.user_id, home_of(r.user_id, shards), micro(r.held))
         report.transits_closed += 1
     moves.write()
-    for r in conn.execute(text(_MISPLACED_MARKETS)).all():
+    for r in conn.execute(text(_MARKET_SHARDS)).all():
         shard = shard_of(r.market_id, shards)
         if r.shard != shard:
             conn.execute(text("UPDATE markets SET shard = :s WHERE market_id = :m"), {"s": shard, "m": r.market_id})
