@@ -136,14 +136,15 @@ def shards_table(results: BenchResults) -> Table | None:
     table = Table(title="the engine over shards: 1 process, 32 tasks, the seed's trades"
                   + (f" ({sh.skipped})" if sh.skipped else ""))
     for column in ("layout", "trades/s", "p50 ms", "p99 ms", "Redis CPU µs/trade (each primary)",
-                   "first trade in a new shard p50 / p99 ms", "transfer p50 ms"):
+                   "first trade in a new shard p50 / p99 ms", "transfer p50 ms", "persister entries/s"):
         table.add_column(column, justify="left" if column == "layout" else "right")
     for row in sh.rows:
         first = ("–" if row.first_trade_p50_ms is None
                  else f"{row.first_trade_p50_ms:.2f} / {row.first_trade_p99_ms:.2f}")
         table.add_row(row.layout, f"{row.trades_per_s:,.0f}", f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}",
                       ", ".join(f"{us:.0f}" for us in row.cpu_us_per_trade), first,
-                      "–" if row.transfer_p50_ms is None else f"{row.transfer_p50_ms:.2f}")
+                      "–" if row.transfer_p50_ms is None else f"{row.transfer_p50_ms:.2f}",
+                      "–" if row.drain_entries_per_s is None else f"{row.drain_entries_per_s:,.0f}")
     return table
 
 

@@ -9,6 +9,8 @@ in by the transfer saga: timed, as "first trade in a new shard") and then has it
 spread over its sub-wallets (each transfer timed), so the measured trades find their funds
 in their shard. One more row on the primary starts with every user's money at home, as
 deposits leave it: the measured trades then pay the transfers that bring it where they trade.
+The one-shard row and that one then have their streams drained by one persister into a fresh
+database (a loop per shard over 8): its entries/s, transfers' events included.
 Each primary's Redis CPU time (``INFO cpu``, user + system) per measured
 trade is the scaling figure: flat as shards are added means N primaries on N cores give
 N times the rate. (On the shared primary it includes whatever else runs there.)
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -25,17 +28,21 @@ from functools import partial
 from typing import Any
 
 import redis as sync_redis
-from predmarket.engine.connection import connect
+from predmarket.engine.connection import connect, connect_sync
 from predmarket.engine.errors import EngineError
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order, Side
 from predmarket.engine.settings import Settings
 from predmarket.engine.sharded import ShardedEngine
+from predmarket.engine.shards import shard_keys
 from predmarket.engine.units import MICRO
+from predmarket.persister.lag import group_lag
+from predmarket.persister.sharded import ShardedPersister, build
+from predmarket.persister.stream import GROUP
 
 from bench import private_cluster
 from bench.options import Sizes
-from bench.scratch import scratch_prefix
+from bench.scratch import scratch_database, scratch_prefix
 from bench.stats import p50_p99_ms
 from predmarket.workload import RandomTrades
 
@@ -62,13 +69,25 @@ class ShardRow:
     first_trade_p99_ms: float | None = None
     transfer_p50_ms: float | None = None
     rejected: int = 0
+    #: the row's streams (setup included) drained by one ``predmarket persister`` into a fresh
+    #: database: entries and seconds until every group caught up (None: not drained)
+    drain_entries: int | None = None
+    drain_s: float | None = None
+
+    @property
+    def drain_entries_per_s(self) -> float | None:
+        if self.drain_entries is None or not self.drain_s:
+            return None
+        return self.drain_entries / self.drain_s
 
     @property
     def trades_per_s(self) -> float:
         return self.trades / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "trades_per_s": round(self.trades_per_s, 1)}
+        rate = self.drain_entries_per_s
+        return {**asdict(self), "trades_per_s": round(self.trades_per_s, 1),
+                "drain_entries_per_s": None if rate is None else round(rate, 1)}
 
 
 @dataclass
@@ -206,6 +225,35 @@ def _run(settings: Settings, make: Callable[[Settings], MarketEngine | ShardedEn
     return asyncio.run(go())
 
 
+def _drain(settings: Settings, row: ShardRow, timeout_s: float = 300.0) -> None:
+    """Copy the row's streams into a fresh database with one persister (``persister.sharded.build``,
+    its production loop in a thread: a loop per shard when there are several); time it."""
+    shards = [shard_keys(settings.key_prefix, k, row.shards) for k in range(row.shards)]
+    with scratch_database(settings, "shards", migrated=True) as pg_url:
+        scoped = settings.model_copy(update={"database_url": pg_url})
+        client = connect_sync(scoped.redis_url, 30.0)
+        persister = build(scoped, consumer="bench")
+        thread = threading.Thread(target=persister.run, name="bench-shards-persister", daemon=True)
+        try:
+            entries = sum(int(client.xlen(keys.events)) for keys in shards)
+            started = time.perf_counter()
+            thread.start()
+            while not all((lag := group_lag(client, keys.events, GROUP)) is not None and lag.entries == 0
+                          for keys in shards):
+                if time.perf_counter() - started > timeout_s or not thread.is_alive():
+                    raise RuntimeError(f"{row.layout}: the persister did not catch up")
+                time.sleep(0.02)  # polling the groups' lag, as bench/persister_runs.py does
+            row.drain_entries, row.drain_s = entries, time.perf_counter() - started
+        finally:
+            for loop in persister.parts:
+                loop.stopping = True
+            if isinstance(persister, ShardedPersister):
+                persister.stop()
+            thread.join(timeout=30)
+            persister.close()
+            client.close()
+
+
 def _sharded(settings: Settings) -> ShardedEngine:
     return ShardedEngine(connect(settings.redis_url, settings.redis_timeout_s), settings)
 
@@ -216,6 +264,7 @@ def shards_section(settings: Settings, sizes: Sizes, say: Callable[[str], None],
     try:
         with scratch_prefix(settings, "shards1") as one:
             result.rows.append(_run(one, MarketEngine.from_settings, [primary], sizes, "1 shard, 1 primary", seed))
+            _drain(one, result.rows[-1])
         with scratch_prefix(settings, "shards8") as scoped:
             # The shards' keys (<p>:{s<k>}:...) are under the scratch prefix: removed with it.
             eight = scoped.model_copy(update={"shards": SHARDS})
@@ -226,6 +275,7 @@ def shards_section(settings: Settings, sizes: Sizes, say: Callable[[str], None],
             eight = scoped.model_copy(update={"shards": SHARDS})
             result.rows.append(_run(eight, _sharded, [primary], sizes, f"{SHARDS} shards, 1 primary, money at home",
                                     seed, spread=False))
+            _drain(eight, result.rows[-1])
     finally:
         primary.close()
     if not private_cluster.available():
@@ -240,7 +290,10 @@ def shards_section(settings: Settings, sizes: Sizes, say: Callable[[str], None],
             result.rows.append(_run(on_cluster, _sharded, masters, sizes,
                                     f"{SHARDS} shards, 3-master cluster", seed))
     for row in result.rows:
-        first = ("" if row.first_trade_p50_ms is None else
+        drained = ("" if row.drain_entries_per_s is None else
+                   f"; a persister drained its {row.drain_entries:,} entries in {row.drain_s:.2f} s = "
+                   f"{row.drain_entries_per_s:,.0f}/s")
+        first = drained + ("" if row.first_trade_p50_ms is None else
                  f"; first trade in a new shard p50 {row.first_trade_p50_ms:.2f} ms, p99 "
                  f"{row.first_trade_p99_ms:.2f} ms; a transfer p50 {row.transfer_p50_ms:.2f} ms")
         say(f"{row.layout}: {row.trades:,} trades in {row.elapsed_s:.2f} s = {row.trades_per_s:,.0f}/s, "

@@ -213,6 +213,10 @@ def test_shards_section_compares_one_shard_with_eight_on_a_primary_and_a_cluster
     assert rows["1 shard, 1 primary"].first_trade_p50_ms is None
     assert all(rows[name].first_trade_p50_ms and rows[name].transfer_p50_ms
                for name in ("8 shards, 1 primary", "8 shards, 3-master cluster"))
+    # Two rows' streams drained by a persister (a loop per shard over 8): every entry, a rate.
+    drained = [name for name, row in rows.items() if row.drain_entries_per_s]
+    assert drained == ["1 shard, 1 primary", "8 shards, 1 primary, money at home"]
+    assert rows["8 shards, 1 primary, money at home"].drain_entries > 2 * 300  # type: ignore[operator]  # drained
     assert len(json.loads((tmp_path / RESULTS_FILE).read_text())["shards"]["rows"]) == 5
     out = io.StringIO()
     print_report(Console(file=out, width=200), results)
