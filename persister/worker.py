@@ -116,11 +116,12 @@ class Persister:
         self.settings = settings
         self.cadence = cadence or Cadence()
         self.flusher = IdleFlusher(self.stream, pg, int(settings.idle_flush_s * 1000), settings.max_dirty_s)
-        # The hot set runs on one shard only so far: an evicted sub-wallet would lose the transfer
-        # counts an account read over shards needs (moved_in/moved_out). Over shards everything stays.
-        hot_set = settings.shards == 1
-        self.janitor = Janitor(client, self.stream.keys, settings.user_idle_ttl_s if hot_set else 0.0,
-                               settings.market_archive_after_s if hot_set else 0.0, self.stream.scripts)
+        # Over shards users are never evicted (docs/SCALING.md: an evicted sub-wallet would lose the
+        # transfer counts an account read needs, and a transfer into it would replace it); settled
+        # markets are archived as with one shard (each comes back from its shard's Redis alone).
+        user_ttl_s = settings.user_idle_ttl_s if settings.shards == 1 else 0.0
+        self.janitor = Janitor(client, self.stream.keys, user_ttl_s, settings.market_archive_after_s,
+                               self.stream.scripts)
         self.counters = Counters()
         #: whether the loop may work its shard now (persister/leases.py: while its persister holds the
         #: shard's lease); checked every round

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from predmarket.engine.errors import MarketNotOpen
 from predmarket.engine.keys import Keys
 from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
 from predmarket.engine.settings import Settings
@@ -39,7 +40,7 @@ from tests.support.persister import QUIET, consumer_seen, pending, persister_env
 from tests.support.processes import Process, run_predmarket, start_persister
 from tests.support.redis_data import delete_prefix_async
 from tests.support.services import REDIS_URL, new_redis, sync_client
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_until, wait_until_async
 
 SHARDS = 4
 
@@ -553,3 +554,42 @@ async def test_two_persister_processes_share_the_shards_and_a_killed_one_s_are_t
     finally:
         for proc in procs:
             proc.kill()
+
+
+async def test_settled_markets_are_archived_shard_by_shard_and_come_back(
+        sharded: ShardedEngine, shard_settings: Settings) -> None:
+    """Over shards the janitor archives a settled market in its shard (users stay: no eviction); the
+    market comes back from its shard's Redis when asked for, and audit holds meanwhile."""
+    await sharded.deposit(HOUSE, 1_000 * MICRO)
+    users = [(await sharded.create_user(f"a{n}")).user_id for n in range(3)]
+    for user in users:
+        await sharded.deposit(user, 200 * MICRO)
+    markets = await market_in_each_shard(sharded)
+    await trading(sharded, users, markets, 20, seed=41)
+    settled = markets[2]
+    shard_engine = sharded.market_engine(settled)
+    await shard_engine.markets.close(settled)
+    await shard_engine.markets.resolve(settled, "YES")
+    await shard_engine.markets.settle(settled)
+    settings, cadence = tuned(shard_settings, **{**QUIET, "market_archive_after_s": 0.05, "user_idle_ttl_s": 0.05})
+    made = build(settings, consumer="janitor", cadence=cadence)
+    assert isinstance(made, ShardedPersister)
+    try:
+        drain(made)
+        loop = made.parts[2]
+        assert loop.janitor.user_ttl_ms == 0  # users stay over shards
+
+        async def archived() -> bool:
+            loop.janitor.round(loop.stream.committed())
+            return not await sharded.redis.exists(shard_engine.keys.market(settled))
+
+        await wait_until_async(archived, 10, "the settled market archived")
+    finally:
+        made.close()
+    assert await sharded.redis.hexists(shard_engine.keys.archived, settled)
+    assert all([await sharded.redis.exists(sharded.wallet_keys(sharded.home(u)).user(u)) for u in users])
+    assert await asyncio.to_thread(run_audit, shard_settings) == []
+    with pytest.raises(MarketNotOpen):  # a trade meets the archived market, brought back, settled
+        await sharded.execute_trade(Order(users[0], settled, Side.BUY, Outcome.YES, shares=MICRO))
+    assert (await shard_engine.markets.get(settled)).status == "SETTLED"
+    assert await sharded.invariants() == []
