@@ -230,7 +230,7 @@ async def _read_redis(url: str, shards: list[Keys]) -> tuple[State, dict[Positio
             part = await read_redis_state(client, keys)
             market_side.update(await market_position_sums(client, keys, list(part.markets)))
             add_shard(state, part)
-            wallets.update({(user_id, k): u.available for user_id, u in part.users.items()})
+            wallets.update({(user_id, k): u.available + u.locked for user_id, u in part.users.items()})
             totals = await client.hmget(keys.totals, ["transfers_out", "transfers_in"])
             state.in_transit += int(totals[0] or 0) - int(totals[1] or 0)
         return state, market_side, wallets
