@@ -44,6 +44,7 @@ from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.engine.wire import StoredReply
 from predmarket.persister.reshard import LayoutMismatch, ReshardReport, check_layout, reshard
 from predmarket.record.loader import LIVE_CREATION_KEY, epoch_ms, key_record, market_fields, user_fields
+from predmarket.record.pg_state import TRANSFERS
 from sqlalchemy import Connection, Engine, text
 
 PIPELINE = 2_000
@@ -249,16 +250,8 @@ def _transfers(conn: Connection, write: _Writer, layout: Layout, say: Progress) 
     records (source: done; destination: credited), so a step re-sent late answers DUP and never
     credits twice. Returns the transfers put back as pending."""
     pending = 0
-    for r in _rows(conn, """
-            SELECT t.account, o.user_id, o.shard AS source, -o.amount AS amount, o.created_at,
-                   t.credited, t.credited_at
-            FROM (SELECT account, SUM(amount) <> 0 AS open, bool_or(kind = 'transfer_in') AS credited,
-                         MAX(created_at) FILTER (WHERE kind = 'transfer_in') AS credited_at
-                  FROM ledger WHERE kind IN ('transfer_out', 'transfer_in') AND account LIKE 'transit:%'
-                  GROUP BY account) t
-            JOIN ledger x ON x.account = t.account AND x.kind = 'transfer_out'
-            JOIN ledger o ON o.event_id = x.event_id AND o.shard = x.shard AND o.user_id IS NOT NULL
-            WHERE t.open OR t.credited_at > now() - make_interval(secs => :keep)""", keep=KEEP_DONE_S):
+    for r in _rows(conn, f"{TRANSFERS} WHERE t.held <> 0 OR t.credited_at > now() - make_interval(secs => :keep)",
+                   keep=KEEP_DONE_S):
         _, dest, transfer_id = r.account.split(":")
         source, to, amount, ms = int(r.source), int(dest), micro(r.amount), epoch_ms(r.created_at)
         if max(source, to) >= layout.count:

@@ -24,6 +24,7 @@ from predmarket.engine.units import format_micro
 from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.persister.events import event_order
 from predmarket.record.loader import epoch_ms
+from predmarket.record.pg_state import TRANSFERS
 from sqlalchemy import Connection, text
 
 #: The layout-dependent rows: where the record has each market, and money in shards beyond a layout.
@@ -67,12 +68,7 @@ def reshard(conn: Connection, shards: int) -> ReshardReport:
             moves.transfer(r.user_id, int(r.shard), home, micro(r.available))
             report.wallets_moved += 1
     # A transfer in transit (its debit recorded, not its credit) is credited at the new home instead.
-    for r in conn.execute(text(
-        "SELECT t.account, o.user_id, t.held FROM (SELECT account, SUM(amount) AS held FROM ledger "
-        "WHERE kind IN ('transfer_out', 'transfer_in') AND account LIKE 'transit:%' GROUP BY account "
-        "HAVING SUM(amount) <> 0) t JOIN ledger x ON x.account = t.account AND x.kind = 'transfer_out' "
-        "JOIN ledger o ON o.event_id = x.event_id AND o.shard = x.shard AND o.user_id IS NOT NULL"
-    )).all():
+    for r in conn.execute(text(f"{TRANSFERS} WHERE t.held <> 0")).all():
         moves.credit(r.account, r.user_id, home_of(r.user_id, shards), micro(r.held))
         report.transits_closed += 1
     moves.write()

@@ -65,3 +65,18 @@ def read_pg_state(conn: Connection) -> State:
 #: What the transit accounts hold: a TransferOut's credit not yet taken by its TransferIn.
 IN_TRANSIT = ("SELECT COALESCE(SUM(amount), 0) FROM ledger "
               "WHERE kind IN ('transfer_out', 'transfer_in') AND account LIKE 'transit:%'")
+
+#: Every transfer between sub-wallets as the ledger holds it (persister/events.py: a TransferOut moves the
+#: money from ``user:<id>`` to ``transit:<to shard>:<id>``, a TransferIn from there to the user): the
+#: transit account, the user and source shard of its debit, the amount debited and when, what the
+#: account still holds (non-zero: in transit), whether and when it was credited. Callers add a WHERE.
+TRANSFERS = """
+SELECT t.account, o.user_id, o.shard AS source, -o.amount AS amount, o.created_at, t.held, t.credited,
+       t.credited_at
+FROM (SELECT account, SUM(amount) AS held, bool_or(kind = 'transfer_in') AS credited,
+             MAX(created_at) FILTER (WHERE kind = 'transfer_in') AS credited_at
+      FROM ledger WHERE kind IN ('transfer_out', 'transfer_in') AND account LIKE 'transit:%'
+      GROUP BY account) t
+JOIN ledger x ON x.account = t.account AND x.kind = 'transfer_out'
+JOIN ledger o ON o.event_id = x.event_id AND o.shard = x.shard AND o.user_id IS NOT NULL
+"""

@@ -36,7 +36,16 @@ from predmarket.persister.sharded import ShardedPersister, build
 from sqlalchemy import Connection, text
 
 from predmarket.commands.stores import stores
-from tests.support.persister import QUIET, consumer_seen, pending, persister_env, pg_connection, scalar, tuned
+from tests.support.persister import (
+    QUIET,
+    consumer_seen,
+    drain,
+    pending,
+    persister_env,
+    pg_connection,
+    scalar,
+    tuned,
+)
 from tests.support.processes import Process, run_predmarket, start_persister
 from tests.support.redis_data import delete_prefix_async
 from tests.support.services import REDIS_URL, new_redis, sync_client
@@ -79,10 +88,12 @@ async def sharded(shard_settings: Settings) -> AsyncIterator[ShardedEngine]:
         yield engine
 
 
-@pytest.fixture
-def persister(shard_settings: Settings) -> Iterator[ShardedPersister]:
-    settings, cadence = tuned(shard_settings, **QUIET)
-    made = build(settings, consumer="p1", cadence=cadence)
+@contextlib.contextmanager
+def sharded_persister(settings: Settings, consumer: str, **overrides: float | int) -> Iterator[ShardedPersister]:
+    """A persister over the shards of ``settings``, built as the command builds it (quiet cadence,
+    ``overrides`` on top); its connections closed after."""
+    tuned_settings, cadence = tuned(settings, **{**QUIET, **overrides})
+    made = build(tuned_settings, consumer=consumer, cadence=cadence)
     assert isinstance(made, ShardedPersister)
     try:
         yield made
@@ -90,11 +101,19 @@ def persister(shard_settings: Settings) -> Iterator[ShardedPersister]:
         made.close()
 
 
-def drain(p: ShardedPersister) -> int:
-    total = 0
-    while n := p.step():
-        total += n
-    return total
+@pytest.fixture
+def persister(shard_settings: Settings) -> Iterator[ShardedPersister]:
+    with sharded_persister(shard_settings, "p1") as made:
+        yield made
+
+
+async def users_and_markets(engine: ShardedEngine, tag: str, count: int, each: int) -> tuple[list[str], list[str]]:
+    """A funded house, ``count`` users named ``<tag><n>`` with ``each`` at home, an OPEN market per shard."""
+    await engine.deposit(HOUSE, 1_000 * MICRO)
+    users = [(await engine.create_user(f"{tag}{n}")).user_id for n in range(count)]
+    for user in users:
+        await engine.deposit(user, each)
+    return users, await market_in_each_shard(engine)
 
 
 async def market_in_each_shard(engine: ShardedEngine) -> list[str]:
@@ -148,11 +167,7 @@ def sub_wallets_in_redis(prefix: str, users: list[str]) -> dict[tuple[str, int],
 
 async def test_every_shard_is_copied_with_a_row_per_sub_wallet_and_transfers_through_transit(
         sharded: ShardedEngine, persister: ShardedPersister, shard_settings: Settings) -> None:
-    await sharded.deposit(HOUSE, 1_000 * MICRO)
-    users = [(await sharded.create_user(f"u{n}")).user_id for n in range(5)]
-    for user in users:
-        await sharded.deposit(user, 200 * MICRO)
-    markets = await market_in_each_shard(sharded)
+    users, markets = await users_and_markets(sharded, "u", 5, 200 * MICRO)
     trades = await trading(sharded, users, markets, 60)
     await sharded.withdraw(users[0], 20 * MICRO)  # brings money home first
     settled = markets[1]
@@ -197,11 +212,7 @@ async def test_two_persisters_share_the_shards_and_a_second_copy_writes_nothing_
     """Two sharded persisters, running their loops in threads (as the command does), share the shards
     by lease (half each): every entry is written once; re-reading the streams from the start (a third
     persister, once they stopped and gave their leases back) changes nothing."""
-    await sharded.deposit(HOUSE, 1_000 * MICRO)
-    users = [(await sharded.create_user(f"v{n}")).user_id for n in range(4)]
-    for user in users:
-        await sharded.deposit(user, 100 * MICRO)
-    markets = await market_in_each_shard(sharded)
+    users, markets = await users_and_markets(sharded, "v", 4, 100 * MICRO)
     # Leases last PM_CLAIM_IDLE_S and are renewed (and the shards shared again) every third of it.
     settings, cadence = tuned(shard_settings, **{**QUIET, "claim_idle_s": 1.5})
     runners = [build(settings, consumer=name, cadence=cadence) for name in ("a", "b")]
@@ -242,12 +253,8 @@ async def test_two_persisters_share_the_shards_and_a_second_copy_writes_nothing_
             client.xgroup_destroy(shard_keys(shard_settings.key_prefix, k, SHARDS).events, "persister")
     finally:
         client.close()
-    again = build(settings, consumer="c", cadence=cadence)
-    assert isinstance(again, ShardedPersister)
-    try:
+    with sharded_persister(shard_settings, "c") as again:
         assert drain(again) > 0
-    finally:
-        again.close()
     with pg_connection(shard_settings.database_url) as conn:
         assert ledger_kinds(conn) == before
         assert int(conn.execute(text("SELECT count(*) FROM trades")).scalar_one()) == len(trades)
@@ -262,11 +269,7 @@ def run_audit(settings: Settings) -> list[str]:
 
 async def test_audit_passes_over_shards_and_names_a_sub_wallet_or_a_transfer_that_is_wrong(
         sharded: ShardedEngine, persister: ShardedPersister, shard_settings: Settings) -> None:
-    await sharded.deposit(HOUSE, 1_000 * MICRO)
-    users = [(await sharded.create_user(f"w{n}")).user_id for n in range(4)]
-    for user in users:
-        await sharded.deposit(user, 150 * MICRO)
-    markets = await market_in_each_shard(sharded)
+    users, markets = await users_and_markets(sharded, "w", 4, 150 * MICRO)
     await trading(sharded, users, markets, 40, seed=5)
     drain(persister)
     assert await asyncio.to_thread(run_audit, shard_settings) == []
@@ -331,11 +334,7 @@ async def test_recover_rebuilds_every_shard_and_the_engine_goes_on_from_there(
     new ids in every shard."""
     target = shard_settings.model_copy(update={"key_prefix": f"{shard_settings.key_prefix}-r"})
     async with sharded_engine(shard_settings, sweep_every_s=None) as engine:
-        await engine.deposit(HOUSE, 1_000 * MICRO)
-        users = [(await engine.create_user(f"r{n}")).user_id for n in range(4)]
-        for user in users:
-            await engine.deposit(user, 150 * MICRO)
-        markets = await market_in_each_shard(engine)
+        users, markets = await users_and_markets(engine, "r", 4, 150 * MICRO)
         await trading(engine, users, markets, 30, seed=9)
         keyed = Order(users[0], markets[2], Side.BUY, Outcome.YES, shares=MICRO, idempotency_key="once",
                       fingerprint="buy 1 YES")
@@ -383,11 +382,7 @@ async def test_the_commands_over_shards_a_killed_persister_s_entries_claimed_the
     """``predmarket persister`` with PM_SHARDS=4 reads every shard; SIGKILLed while it holds entries of
     some shard, its heir claims them; ``predmarket audit`` then passes and ``predmarket recover`` rebuilds
     every shard into an empty prefix (each sub-wallet back in its shard)."""
-    await sharded.deposit(HOUSE, 1_000 * MICRO)
-    users = [(await sharded.create_user(f"p{n}")).user_id for n in range(6)]
-    for user in users:
-        await sharded.deposit(user, 500 * MICRO)
-    markets = await market_in_each_shard(sharded)
+    users, markets = await users_and_markets(sharded, "p", 6, 500 * MICRO)
     env = persister_env(shard_settings, PM_SHARDS=str(SHARDS), PM_CLAIM_IDLE_S="1", PM_PERSISTER_BATCH="20")
     streams = [shard_keys(shard_settings.key_prefix, k, SHARDS).events for k in range(SHARDS)]
     client = sync_client()
@@ -460,11 +455,7 @@ async def test_recover_reshards_every_user_s_money_home_and_the_record_stays_aud
     target = shard_settings.model_copy(update={"key_prefix": f"{shard_settings.key_prefix}-3",
                                                "shards": new_shards})
     async with sharded_engine(shard_settings, sweep_every_s=None) as engine:
-        await engine.deposit(HOUSE, 1_000 * MICRO)
-        users = [(await engine.create_user(f"s{n}")).user_id for n in range(5)]
-        for user in users:
-            await engine.deposit(user, 150 * MICRO)
-        markets = await market_in_each_shard(engine)
+        users, markets = await users_and_markets(engine, "s", 5, 150 * MICRO)
         await trading(engine, users, markets, 40, seed=21)
         settled = markets[0]
         await engine.market_engine(settled).markets.close(settled)
@@ -498,13 +489,8 @@ async def test_recover_reshards_every_user_s_money_home_and_the_record_stays_aud
             recorded = set(scalar_list(target.database_url, "SELECT trade_id FROM trades"))
             fresh = await trading(rebuilt, users, markets[1:], 12, seed=22)
             assert not {t.trade_id for t in fresh} & recorded
-            settings, cadence = tuned(target, **QUIET)
-            copier = build(settings, consumer="after", cadence=cadence)
-            assert isinstance(copier, ShardedPersister)
-            try:
+            with sharded_persister(target, "after") as copier:
                 drain(copier)
-            finally:
-                copier.close()
             assert await rebuilt.invariants() == []
             assert await asyncio.to_thread(run_audit, target) == []
     finally:
@@ -526,11 +512,7 @@ def lease_holders(prefix: str) -> list[str | None]:
 
 async def test_two_persister_processes_share_the_shards_and_a_killed_one_s_are_taken_over(
         sharded: ShardedEngine, shard_settings: Settings, tmp_path: Path) -> None:
-    await sharded.deposit(HOUSE, 1_000 * MICRO)
-    users = [(await sharded.create_user(f"k{n}")).user_id for n in range(4)]
-    for user in users:
-        await sharded.deposit(user, 300 * MICRO)
-    markets = await market_in_each_shard(sharded)
+    users, markets = await users_and_markets(sharded, "k", 4, 300 * MICRO)
     env = persister_env(shard_settings, PM_SHARDS=str(SHARDS), PM_CLAIM_IDLE_S="1")
     procs = [start_persister(env, name, tmp_path / f"{name}.log") for name in ("one", "two")]
     try:
@@ -560,21 +542,14 @@ async def test_settled_markets_are_archived_shard_by_shard_and_come_back(
         sharded: ShardedEngine, shard_settings: Settings) -> None:
     """Over shards the janitor archives a settled market in its shard (users stay: no eviction); the
     market comes back from its shard's Redis when asked for, and audit holds meanwhile."""
-    await sharded.deposit(HOUSE, 1_000 * MICRO)
-    users = [(await sharded.create_user(f"a{n}")).user_id for n in range(3)]
-    for user in users:
-        await sharded.deposit(user, 200 * MICRO)
-    markets = await market_in_each_shard(sharded)
+    users, markets = await users_and_markets(sharded, "a", 3, 200 * MICRO)
     await trading(sharded, users, markets, 20, seed=41)
     settled = markets[2]
     shard_engine = sharded.market_engine(settled)
     await shard_engine.markets.close(settled)
     await shard_engine.markets.resolve(settled, "YES")
     await shard_engine.markets.settle(settled)
-    settings, cadence = tuned(shard_settings, **{**QUIET, "market_archive_after_s": 0.05, "user_idle_ttl_s": 0.05})
-    made = build(settings, consumer="janitor", cadence=cadence)
-    assert isinstance(made, ShardedPersister)
-    try:
+    with sharded_persister(shard_settings, "janitor", market_archive_after_s=0.05, user_idle_ttl_s=0.05) as made:
         drain(made)
         loop = made.parts[2]
         assert loop.janitor.user_ttl_ms == 0  # users stay over shards
@@ -584,8 +559,6 @@ async def test_settled_markets_are_archived_shard_by_shard_and_come_back(
             return not await sharded.redis.exists(shard_engine.keys.market(settled))
 
         await wait_until_async(archived, 10, "the settled market archived")
-    finally:
-        made.close()
     assert await sharded.redis.hexists(shard_engine.keys.archived, settled)
     assert all([await sharded.redis.exists(sharded.wallet_keys(sharded.home(u)).user(u)) for u in users])
     assert await asyncio.to_thread(run_audit, shard_settings) == []

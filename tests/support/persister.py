@@ -20,6 +20,7 @@ from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
 from predmarket.engine.settings import Settings
 from predmarket.engine.state import State, read_redis_state
 from predmarket.engine.units import MICRO, micro_from_decimal
+from predmarket.persister.sharded import ShardedPersister
 from predmarket.persister.stream import GROUP
 from predmarket.persister.worker import Cadence, Persister, build
 from predmarket.record.pg_state import read_pg_state
@@ -66,7 +67,7 @@ def close(p: Persister) -> None:
     p.close()
 
 
-def drain(p: Persister) -> int:
+def drain(p: Persister | ShardedPersister) -> int:
     """Step until a step finds nothing; returns the entries processed."""
     total = 0
     while n := p.step():
