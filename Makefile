@@ -1,10 +1,11 @@
-# One entry point for every check: `make test` = lint + types + the suite (twice for the HTTP contract:
-# once as configured, once with the hot set evicting everything idle after a second). `make check` is the same.
+# One entry point for every check: `make test` = lint + types + the suite, then the HTTP modules again three
+# times: with the hot set evicting everything idle after a second, on a private Redis Cluster, and over 8 shards.
+# `make check` is the same.
 PY ?= .venv/bin/python
 
-.PHONY: test check lint typecheck suite suite-evicting suite-cluster
+.PHONY: test check lint typecheck suite suite-evicting suite-cluster suite-shards
 
-test: lint typecheck suite suite-evicting suite-cluster
+test: lint typecheck suite suite-evicting suite-cluster suite-shards
 
 check: test
 
@@ -35,4 +36,10 @@ suite-evicting:
 # test_api_cluster runs in `suite` (its own cluster); the OpenAPI document does not depend on the layout.
 suite-cluster:
 	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_LAYOUT=cluster $(PY) -m pytest -q $(filter-out tests/test_api_cluster.py \
+		tests/test_api_openapi.py tests/test_api_schemathesis.py,$(wildcard tests/test_api_*.py))
+
+# Every HTTP test module again with PM_SHARDS=8 on the shared primary: the API over the sharded engine (per-shard
+# sub-wallets and transfers, streams merged behind composite event ids, per-shard persister loops), end to end.
+suite-shards:
+	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_LAYOUT=shards $(PY) -m pytest -q $(filter-out tests/test_api_cluster.py \
 		tests/test_api_openapi.py tests/test_api_schemathesis.py,$(wildcard tests/test_api_*.py))

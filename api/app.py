@@ -19,7 +19,9 @@ from predmarket.api.responses import JSONResponse
 from predmarket.api.routes import api_keys, candles, events, markets, me, ops, trades, users, web
 from predmarket.api.stream_hub import READ_BLOCK_MS, StreamHub
 from predmarket.engine.connection import UNREACHABLE, connect
+from predmarket.engine.deployment import Engine, engine_for
 from predmarket.engine.errors import Unavailable
+from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.settings import Settings, get_settings
 from predmarket.record.loader import PgLoader
@@ -32,7 +34,7 @@ log = logging.getLogger("predmarket.api")
 STREAM_SIDE_CONNECTIONS = 8
 
 
-async def _ensure_house(engine: MarketEngine) -> None:
+async def _ensure_house(engine: Engine) -> None:
     """Create ``house`` as soon as Redis answers (it may be down when the API starts)."""
     delay = 0.1
     while True:
@@ -44,46 +46,66 @@ async def _ensure_house(engine: MarketEngine) -> None:
             delay = min(delay * 2, 5.0)
 
 
+def _stream_keys(engine: Engine) -> list[Keys]:
+    """Each shard's keys, whose event stream a hub reads (one shard: the engine's own)."""
+    return [engine.keys] if isinstance(engine, MarketEngine) else [shard.keys for shard in engine.engines]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings or get_settings(over_shards=True)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = MarketEngine.from_settings(settings)
-        # Live streams and durable answers never take a connection of the trading pool: the
-        # stream reader has one of its own (a timeout above its blocking wait), subscribers
-        # share a small side pool for their start positions and backlogs, and the durable
-        # watcher has its own client.
-        stream_reader = connect(settings.redis_url, timeout_s=READ_BLOCK_MS / 1000 + 10, max_connections=1)
+        engine = engine_for(settings)
+        stream_keys = _stream_keys(engine)
+        # Live streams and durable answers never take a connection of the trading pool: each
+        # shard's stream reader has one of its own (a timeout above its blocking wait),
+        # subscribers share a small side pool for their start positions and backlogs, and the
+        # durable watcher has its own client.
+        stream_readers = [connect(settings.redis_url, timeout_s=READ_BLOCK_MS / 1000 + 10, max_connections=1)
+                          for _ in stream_keys]
         stream_redis = connect(settings.redis_url, timeout_s=settings.redis_timeout_s,
                                max_connections=STREAM_SIDE_CONNECTIONS)
-        hub = StreamHub(stream_reader, stream_redis, engine.keys, settings.max_subscribers)
+        hubs = [StreamHub(reader, stream_redis, keys, settings.max_subscribers)
+                for reader, keys in zip(stream_readers, stream_keys, strict=True)]
         pg = create_async_engine(settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
         watcher = CommittedWatcher(connect(settings.redis_url, timeout_s=max(settings.redis_timeout_s, 5.0),
-                                           max_connections=4), engine.keys)
-        engine.loader = PgLoader(pg, engine.scripts, engine.keys)  # the hot set: reload on demand
+                                           max_connections=4), stream_keys)
+        if isinstance(engine, MarketEngine):
+            # The hot set: reload on demand. Over shards no user is evicted, and an archived market
+            # comes back from its shard's Redis alone (persister/sharded.py).
+            engine.loader = PgLoader(pg, engine.scripts, engine.keys)
         app.state.engine = engine
         app.state.auth = Authenticator(engine, settings.admin_token, settings.rate_limit_per_s)
         app.state.auth.start()  # flushes the API keys' last use every few seconds
         app.state.stream_redis = stream_redis
-        app.state.hub = hub
+        app.state.hubs = hubs
+        app.state.stream_keys = stream_keys
         app.state.pg = pg
         app.state.committed = watcher
         watcher.start()
-        hub.start()
+        for hub in hubs:
+            hub.start()
         house = asyncio.create_task(_ensure_house(engine))
         tune_collector()
+
+        def close_streams() -> None:
+            for hub in hubs:
+                hub.close()
+
         try:
-            with on_stop_signal(hub.close):
+            with on_stop_signal(close_streams):
                 yield
         finally:
             house.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await house
-            await hub.stop()
+            for hub in hubs:
+                await hub.stop()
             await watcher.stop()
             await pg.dispose()
-            await stream_reader.aclose()
+            for reader in stream_readers:
+                await reader.aclose()
             await stream_redis.aclose()
             await app.state.auth.close()
             await engine.close()

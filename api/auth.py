@@ -32,8 +32,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from predmarket.api.errors import ApiError, forbidden, unauthenticated
 from predmarket.engine.api_keys import KeyUse
 from predmarket.engine.connection import UNREACHABLE, unavailable_on_disconnect
+from predmarket.engine.deployment import Engine
 from predmarket.engine.errors import EngineError
-from predmarket.engine.market_engine import MarketEngine
 
 #: Keys whose user a replica remembers (to name the rate-limit bucket in the same round trip).
 KEY_HINTS_SIZE = 10_000
@@ -67,7 +67,7 @@ def hash_key(key: str) -> str:
 
 
 class Authenticator:
-    def __init__(self, engine: MarketEngine, admin_token: str, rate_per_s: float,
+    def __init__(self, engine: Engine, admin_token: str, rate_per_s: float,
                  flush_every_s: float = LAST_USED_FLUSH_S) -> None:
         self._engine = engine
         self._keys = engine.accounts.api_keys
@@ -113,7 +113,7 @@ class Authenticator:
         return user_id
 
     async def _rate_limit(self, key_hash: str, user_id: str) -> None:
-        k = self._engine.keys
+        k = self._engine.user_keys(user_id)  # the user's home shard: its key directory and bucket
         with unavailable_on_disconnect():
             allowed, retry_ms, live = await self._limit([k.rate_bucket(user_id), k.apikeys],
                                                         [self._rate, 2 * self._rate, key_hash, user_id])

@@ -32,7 +32,21 @@ from predmarket.api import schemas
 from predmarket.api.pages import trade_cursor
 from predmarket.record.revision import SchemaStatus, current_revision_async, pg_unavailable
 from predmarket.record.schema import trades
-from sqlalchemy import BigInteger, Row, Select, Text, cast, func, literal, select, text, tuple_
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Row,
+    Select,
+    Text,
+    and_,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -52,19 +66,22 @@ _COLUMNS = (trades.c.trade_id, trades.c.market_id, trades.c.user_id, trades.c.si
 
 
 def trade_page_query(limit: int, *, market_id: str | None = None, user_id: str | None = None,
-                     before: int | None = None, committed: tuple[int, int] | None = None) -> Select[Any]:
+                     before: int | None = None, committed: tuple[int, int] | None = None,
+                     shard_marks: dict[int, tuple[int, int] | None] | None = None) -> Select[Any]:
     """One page of a market's or a user's trades (or a user's in one market): ids below
     ``before``, newest first, ``limit + 1`` rows at most; on a first page (no ``before``),
-    only trades whose event is at or before the ``committed`` mark (see the module's docstring)."""
+    only trades whose event is at or before the ``committed`` mark (see the module's docstring),
+    or over shards at or before their shard's mark in ``shard_marks`` (shard -> mark, None: none
+    heard of yet, so no bound)."""
     if market_id is None and user_id is None:
         raise ValueError("a trade page belongs to a market, a user or both")
     query = select(*_COLUMNS)
     if before is None and committed is not None:
-        # Stream ids compare as (milliseconds, sequence) numbers, not as text. A mark just below
-        # a pending entry "ms-0" reads "ms-1 - 2^64-1"; no sequence comes near 2^63, so clamp it.
-        parts = (func.split_part(trades.c.event_id, "-", n).cast(BigInteger) for n in (1, 2))
-        mark = (committed[0], min(committed[1], BIGINT_MAX))
-        query = query.where(tuple_(*parts) <= tuple_(*(literal(v, BigInteger) for v in mark)))
+        query = query.where(_at_or_before(committed))
+    if before is None and shard_marks:
+        query = query.where(or_(*(trades.c.shard == shard if mark is None
+                                  else and_(trades.c.shard == shard, _at_or_before(mark))
+                                  for shard, mark in shard_marks.items())))
     if user_id is not None:
         query = query.where(trades.c.user_id == user_id)
     if market_id is not None:
@@ -72,6 +89,14 @@ def trade_page_query(limit: int, *, market_id: str | None = None, user_id: str |
     if before is not None:
         query = query.where(trades.c.trade_id < before)
     return query.order_by(trades.c.trade_id.desc()).limit(limit + 1)
+
+
+def _at_or_before(mark: tuple[int, int]) -> ColumnElement[bool]:
+    # Stream ids compare as (milliseconds, sequence) numbers, not as text. A mark just below
+    # a pending entry "ms-0" reads "ms-1 - 2^64-1"; no sequence comes near 2^63, so clamp it.
+    parts = (func.split_part(trades.c.event_id, "-", n).cast(BigInteger) for n in (1, 2))
+    clamped = (mark[0], min(mark[1], BIGINT_MAX))
+    return tuple_(*parts) <= tuple_(*(literal(v, BigInteger) for v in clamped))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +108,11 @@ class TradeRows:
 
 
 async def trade_page(pg: AsyncEngine, limit: int, *, market_id: str | None = None, user_id: str | None = None,
-                     before: int | None = None, committed: tuple[int, int] | None = None) -> TradeRows:
+                     before: int | None = None, committed: tuple[int, int] | None = None,
+                     shard_marks: dict[int, tuple[int, int] | None] | None = None) -> TradeRows:
     """See :func:`trade_page_query`; PostgreSQL unreachable or behind is ``503 UNAVAILABLE``."""
-    query = trade_page_query(limit, market_id=market_id, user_id=user_id, before=before, committed=committed)
+    query = trade_page_query(limit, market_id=market_id, user_id=user_id, before=before, committed=committed,
+                             shard_marks=shard_marks)
     try:
         async with pg.begin() as conn:
             await conn.execute(IN_INDEX_ORDER)

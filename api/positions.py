@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from predmarket.api import schemas
-from predmarket.engine.hotset import HotSet, reloading
-from predmarket.engine.keys import Keys
+from predmarket.engine.deployment import Engine
 from predmarket.engine.models import MarketStatus
-from predmarket.engine.positions import LiveBook, live_positions
+from predmarket.engine.positions import LiveBook
 from predmarket.engine.resolutions import CANCEL, PROB, parse_probabilities_text, split_exact
 from predmarket.engine.units import MICRO, format_micro, micro_from_decimal
 from predmarket.record.revision import pg_unavailable
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -91,9 +89,8 @@ async def settled_positions(pg: AsyncEngine, user_id: str) -> list[Realized]:
     return realized
 
 
-async def positions_answer(redis: Redis, keys: Keys, hotset: HotSet, pg: AsyncEngine,
-                           user_id: str) -> schemas.Positions:
-    live: LiveBook = await reloading(lambda: live_positions(redis, keys, user_id), hotset, user_id=user_id)
+async def positions_answer(engine: Engine, pg: AsyncEngine, user_id: str) -> schemas.Positions:
+    live: LiveBook = await engine.live_book(user_id)
     settled = await settled_positions(pg, user_id)
     entries: list[schemas.ValuedPosition] = []
     for p in live.positions:

@@ -13,14 +13,15 @@ from starlette.requests import HTTPConnection
 if TYPE_CHECKING:
     from predmarket.api.durable import CommittedWatcher
     from predmarket.api.stream_hub import StreamHub
-    from predmarket.engine.market_engine import MarketEngine
+    from predmarket.engine.deployment import Engine
+    from predmarket.engine.keys import Keys
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 
-def engine_of(connection: HTTPConnection) -> MarketEngine:
-    """The replica's engine."""
-    engine: MarketEngine = connection.app.state.engine
+def engine_of(connection: HTTPConnection) -> Engine:
+    """The replica's engine (one shard's, or the sharded deployment's)."""
+    engine: Engine = connection.app.state.engine
     return engine
 
 
@@ -42,7 +43,24 @@ def committed_of(connection: HTTPConnection) -> CommittedWatcher:
     return watcher
 
 
-def hub_of(connection: HTTPConnection) -> StreamHub:
-    """The replica's stream hub, shared by every live subscriber."""
-    hub: StreamHub = connection.app.state.hub
-    return hub
+def hubs_of(connection: HTTPConnection) -> list[StreamHub]:
+    """The replica's stream hubs, one per shard, shared by every live subscriber."""
+    hubs: list[StreamHub] = connection.app.state.hubs
+    return hubs
+
+
+def stream_keys_of(connection: HTTPConnection) -> list[Keys]:
+    """The keys of each shard's event stream (one: the deployment's own)."""
+    keys: list[Keys] = connection.app.state.stream_keys
+    return keys
+
+def page_marks(connection: HTTPConnection, market_id: str | None
+               ) -> tuple[tuple[int, int] | None, dict[int, tuple[int, int] | None] | None]:
+    """What bounds a first page of trades (api/history.py): the committed mark of the shard holding
+    ``market_id``; of no market, over shards, each shard's (``shard_marks``)."""
+    marks = committed_of(connection).marks
+    if len(marks) == 1:
+        return marks[0], None
+    if market_id is not None:
+        return marks[engine_of(connection).market_shard(market_id)], None
+    return None, dict(enumerate(marks))

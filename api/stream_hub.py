@@ -137,6 +137,10 @@ class Entry:
         value = raw_value(raw, raw_name)
         return None if value is None else value.decode()
 
+    def visible_fields(self, view: str) -> dict[str, str] | None:
+        """The fields of this entry a subscriber of ``view`` is shown; None if not visible."""
+        return public_fields(self.fields) if view == PUBLIC else whole_fields(self.fields)
+
     def encoded(self, view: str, websocket: bool) -> bytes | str | None:
         """The SSE message (bytes) or WebSocket message (text) of this entry in ``view``; None if not visible."""
         forms = self._forms
@@ -144,7 +148,7 @@ class Entry:
             forms = self._forms = {}
         form = forms.get((view, websocket), False)
         if form is False:
-            fields = public_fields(self.fields) if view == PUBLIC else whole_fields(self.fields)
+            fields = self.visible_fields(view)
             form = None if fields is None else (ws_message(self.id, fields) if websocket
                                                 else sse_message(self.id, fields))
             forms[(view, websocket)] = form

@@ -26,11 +26,14 @@ NO_RING_RETRY_S = 0.5
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """``entries`` (SSE bytes, or WebSocket texts), ``gap``, ``heartbeat`` or ``closing``."""
+    """``entries`` (SSE bytes, or WebSocket texts), ``gap``, ``heartbeat`` or ``closing``; from a
+    session that is one shard's part of a merged stream (api/merged_streaming.py), ``visible``:
+    the entries as (entry id, fields shown), for the merge to encode under its own ids."""
 
     kind: str
     sse: bytes = b""
     texts: tuple[str, ...] = ()
+    visible: tuple[tuple[str, dict[str, str]], ...] = ()
 
 
 GAP = Item("gap")
@@ -146,11 +149,13 @@ async def held_markets(redis: Redis, keys: Keys, user_id: str) -> dict[str, set[
 class Session:
     """One subscriber from admission to its last message; use as an async context manager."""
 
-    def __init__(self, hub: StreamHub, audience: Audience, websocket: bool) -> None:
+    def __init__(self, hub: StreamHub, audience: Audience, websocket: bool, *, part: bool = False) -> None:
+        """``part``: one shard's part of a merged stream, giving its entries as ``visible`` items."""
         self.hub = hub
         self.subscriber = Subscriber(audience, websocket)
         self._gap = False
         self._admitted = False
+        self._part = part
 
     async def open(self, redis: Redis, keys: Keys, after: str | None) -> None:
         """Admit the subscriber (:class:`~api.stream_hub.Capacity` if full) and fix its start.
@@ -235,6 +240,10 @@ class Session:
             return None
         subscriber.advance(fresh[-1])
         audience, websocket = subscriber.audience, subscriber.websocket
+        if self._part:
+            visible = tuple((e.id, fields) for e in fresh if (view := audience.view(e)) is not None
+                            and (fields := e.visible_fields(view)) is not None)
+            return self._sent(Item("visible", visible=visible)) if visible else None
         if start_seq is not None and fresh is entries and audience.shared:
             # The common case: caught up on the ring. One encoding serves every subscriber of an equal audience.
             chunk = self.hub.span(start_seq, fresh, audience, websocket)

@@ -7,10 +7,11 @@ from dataclasses import replace
 from predmarket.engine.accounts import Accounts
 from predmarket.engine.connection import connect, unavailable_on_disconnect
 from predmarket.engine.errors import NotFound
-from predmarket.engine.hotset import HotSet, Loader
+from predmarket.engine.hotset import HotSet, Loader, reloading
 from predmarket.engine.keys import Keys
 from predmarket.engine.markets import Markets
 from predmarket.engine.models import Order, Trade
+from predmarket.engine.positions import LiveBook, live_positions
 from predmarket.engine.replication import ReplicaFence
 from predmarket.engine.scripts import Scripts
 from predmarket.engine.sequencer import SequencerStats
@@ -62,6 +63,18 @@ class MarketEngine:
     def _admin_shortfall(self) -> None:
         # One count for every write answered short of PM_REPLICA_ACKS, trades and admin writes alike.
         self._trader.stats.replica_shortfalls += 1
+
+    def market_shard(self, market_id: str) -> int:
+        """The shard holding the market: the one there is."""
+        return 0
+
+    def user_keys(self, user_id: str) -> Keys:
+        """The keys of the user's profile, API keys and rate limit (one shard: the engine's own)."""
+        return self.keys
+
+    async def live_book(self, user_id: str) -> LiveBook:
+        """The user's balance and live positions, read in one transaction (the user reloaded if evicted)."""
+        return await reloading(lambda: live_positions(self.redis, self.keys, user_id), self.hotset, user_id=user_id)
 
     async def start(self) -> None:
         """Make sure the deployment's ``house`` account exists."""

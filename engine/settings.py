@@ -194,14 +194,13 @@ def get_settings(*, over_shards: bool = False) -> Settings:
     """The process's settings, read from the environment once.
 
     ``PM_SHARDS`` above 1 is refused here unless the caller runs over shards (``over_shards``: the
-    persister): so far the API and the other commands do not, and a process that ignored the
-    setting would keep a deployment's money in the wrong keys.
+    API, the persister, ``audit``, ``recover`` and ``migrate``): ``demo``, ``simulate`` and ``bench``
+    do not yet, and a process that ignored the setting would keep a deployment's money in the wrong keys.
     """
     settings = Settings()
     if settings.shards > 1 and not over_shards:
-        raise ShardsNotSupported(f"PM_SHARDS={settings.shards}: the API and the commands other than the persister "
-                                 "run with PM_SHARDS=1 so far; the per-shard layout runs in the engine and the "
-                                 "persister (engine/sharded.py, persister/sharded.py, docs/SCALING.md)")
+        raise ShardsNotSupported(f"PM_SHARDS={settings.shards}: demo, simulate and bench run with PM_SHARDS=1 so "
+                                 "far; serve, persister, audit and recover run over shards (docs/SCALING.md)")
     return settings
 
 

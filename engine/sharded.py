@@ -24,8 +24,9 @@ single-slot engine's, unchanged. What spans shards is here:
 * **the sweeper**: every engine finishes, once a second, the transfers a dead process left
   between the saga's steps.
 
-The persister, ``audit`` and ``recover`` run over shards too (persister/sharded.py); the API
-does not yet (issue 14).
+The persister, ``audit`` and ``recover`` run over shards too (persister/sharded.py), and so
+does the API: ``accounts``, ``markets`` and ``scripts`` have the single-shard engine's interface
+(engine/sharded_facades.py).
 """
 
 from __future__ import annotations
@@ -54,13 +55,17 @@ from predmarket.engine.keys import Keys
 from predmarket.engine.labels import check_labels
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Account, Market, Order, Side, Trade
+from predmarket.engine.positions import LiveBook, live_positions
 from predmarket.engine.replication import fence_async
 from predmarket.engine.scripts import Scripts
+from predmarket.engine.sequencer import SequencerStats
 from predmarket.engine.settings import Settings
+from predmarket.engine.sharded_facades import ShardedAccounts, ShardedMarkets
 from predmarket.engine.shards import MAX_SHARDS, home_of, shard_keys, shard_of, shard_prefix
 from predmarket.engine.state import Breach, check_invariants, read_redis_state
 from predmarket.engine.transfers import Transfers, parse_record
 from predmarket.engine.units import format_micro, micro_from_decimal
+from predmarket.engine.validation import check_id, check_liquidity, check_market_name
 from predmarket.engine.wire import request_hash
 from redis.asyncio import Redis
 
@@ -140,6 +145,10 @@ class ShardedEngine:
         self._directory = Scripts(redis)
         self.transfers = Transfers(redis, self._directory, settings.key_prefix, shards,
                                    fence=self._fence if settings.replica_acks else None)
+        # What the API's routes call, as on a single-shard MarketEngine (engine/sharded_facades.py).
+        self.scripts = self._directory
+        self.accounts = ShardedAccounts(self)
+        self.markets = ShardedMarkets(self)
 
     async def _fence(self, shard: int) -> bool:
         """Whether replicas have every write made so far in ``shard`` (engine/replication.py)."""
@@ -155,6 +164,31 @@ class ShardedEngine:
 
     def wallet_keys(self, shard: int) -> Keys:
         return self.engines[shard].keys
+
+    def user_keys(self, user_id: str) -> Keys:
+        """The keys of the user's home shard (profile, API keys, rate limit)."""
+        return self.wallet_keys(self.home(user_id))
+
+    @property
+    def stats(self) -> SequencerStats:
+        """The shards' trade counters summed."""
+        total = SequencerStats()
+        for engine in self.engines:
+            for name in SequencerStats.__dataclass_fields__:
+                setattr(total, name, getattr(total, name) + getattr(engine.stats, name))
+        return total
+
+    async def live_book(self, user_id: str) -> LiveBook:
+        """The user's money and live positions over every shard holding a sub-wallet of theirs
+        (each shard read in one transaction; NotFound if the user does not exist)."""
+        wallets = await self._sub_wallets(user_id)
+        home = self.home(user_id)
+        if wallets[home] is None:
+            raise NotFound(f"no user {user_id}")
+        books = [await live_positions(self.redis, self.wallet_keys(shard), user_id)
+                 for shard, wallet in enumerate(wallets) if wallet is not None]
+        return LiveBook(sum(b.available for b in books), sum(b.locked for b in books),
+                        [p for b in books for p in b.positions])
 
     async def start(self) -> None:
         """A ``house`` in every shard (its home shard's is the one deposits reach)."""
@@ -191,12 +225,14 @@ class ShardedEngine:
 
     # ------------------------------------------------------------------ accounts
 
-    async def create_user(self, username: str, user_id: str | None = None) -> Account:
-        """Claim ``username`` across shards, then create the account in its home shard."""
+    async def create_user(self, username: str, user_id: str | None = None, key_hash: str = "",
+                          last4: str = "") -> Account:
+        """Claim ``username`` across shards, then create the account (with its first API key's hash
+        and last 4 characters, if given) in its home shard."""
         user_id = user_id or new_id("u")
         await self._claim_username(username, user_id)
         try:
-            return await self.engines[self.home(user_id)].accounts.create(username, user_id)
+            return await self.engines[self.home(user_id)].accounts.create(username, user_id, key_hash, last4)
         except Exception:
             # Not created: give the name back (only if it is still this id's claim). A process
             # killed right here leaves the claim: the next creation of the name takes it over.
@@ -313,9 +349,12 @@ class ShardedEngine:
     # ------------------------------------------------------------------ markets
 
     async def create_market(self, name: str, liquidity_b: int, *, close_ms: int | None = None,
-                            outcomes: list[str] | None = None) -> Market:
-        """A market in the shard its new id names, its subsidy first moved to the house's sub-wallet there."""
-        market_id = new_id("m")
+                            outcomes: list[str] | None = None, market_id: str | None = None) -> Market:
+        """A market in the shard its id (new if not given) names, its subsidy first moved to the
+        house's sub-wallet there."""
+        check_market_name(name)  # the request's shape before any money moves
+        check_liquidity(liquidity_b)
+        market_id = check_id(market_id, "market_id") if market_id is not None else new_id("m")
         shard = self.market_shard(market_id)
         subsidy = pricing_n.subsidy_n(liquidity_b, len(check_labels(outcomes)))
         held = await self.balances(HOUSE)
@@ -341,6 +380,7 @@ class ShardedEngine:
             except InsufficientFunds as exc:
                 if exhausted or funding_round == MAX_TRIES - 1:
                     raise  # tried here after nothing was left elsewhere (or others kept taking it)
+                await self._refuse_if_short(order.user_id, exc)
                 need = shortfall(exc, funding_round)
                 if need is None or funding_round >= FUNDING_ROUNDS - 1:
                     need = sum(await self.balances(order.user_id))  # from the last round on, bring it all
@@ -383,15 +423,40 @@ class ShardedEngine:
             return False  # no such user
         if order.side is Side.SELL:
             raise InsufficientShares(f"holding 0.000000 < {format_micro(order.shares or 0)}") from None
-        need = order.amount or order.max_cost
-        if need is None:
+        if order.amount is not None:
+            cost = need = order.amount
+        else:
             assert order.shares is not None
             quote = await self.engines[shard].markets.quote(order.market_id, order.side, order.outcome,
                                                             shares=order.shares)
-            need = quote.cost + quote.cost // 10  # a margin: the price may move before it executes
+            cost, need = quote.cost, quote.cost + quote.cost // 10  # a margin: the price may move meanwhile
+        total = await self._exact_total(order.user_id)
+        if total is not None and total < cost:
+            raise InsufficientFunds(f"available {format_micro(total)} < cost {format_micro(cost)}") from None
         if not await self._fund(order.user_id, shard, need):
             raise InsufficientFunds(f"available 0.000000 < cost {format_micro(need)}") from None
         return True
+
+    async def _exact_total(self, user_id: str) -> int | None:
+        """The user's whole balance when no transfer of theirs is in transit (the read is then exact,
+        :meth:`_snapshot`); None while one is (its money is in no sub-wallet)."""
+        wallets = await self._collect(user_id)
+        if sum(moved_in for _, moved_in, _ in wallets) != sum(moved_out for _, _, moved_out in wallets):
+            return None
+        return sum(int(available or 0) for available, _, _ in wallets)
+
+    async def _refuse_if_short(self, user_id: str, exc: InsufficientFunds) -> None:
+        """Refuse for funds at once, moving nothing, when the user's whole balance cannot pay the cost
+        the trade script just priced: bringing money in for a trade that fails anyway would move the
+        user's money between sub-wallets for a rejected order. Money in transit makes the read
+        inexact: then the funding rounds decide."""
+        found = _SHORT.search(str(exc))
+        if found is None:
+            return
+        cost = micro_from_decimal(Decimal(found.group(2)))
+        total = await self._exact_total(user_id)
+        if total is not None and total < cost:
+            raise InsufficientFunds(f"available {format_micro(total)} < cost {format_micro(cost)}") from None
 
     # ------------------------------------------------------------------ invariants
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect as ws_connect
 
-from tests.support.api import DECIMAL, Api, Stack, assert_error, bearer, stream_id, unique
+from tests.support.api import DECIMAL, Api, Stack, assert_error, bearer, one_stream, stream_id, unique
 from tests.support.event_streams import (
     PERSONAL,
     PRICE_UPDATED_FIELDS,
@@ -26,6 +26,7 @@ from tests.support.event_streams import (
 
 # --------------------------------------------------------------------------- SSE
 
+@one_stream
 async def test_sse_messages_and_start_with_entries_newer_than_the_connection(api: Api, api_stack: Stack) -> None:
     user = api.create_user("100")
     market_id = api.create_market()
@@ -53,6 +54,7 @@ async def test_sse_messages_and_start_with_entries_newer_than_the_connection(api
         (i, f) for i, f in stream_entries(api_stack, market_id) if stream_id(i) >= ids[0]]
 
 
+@one_stream
 async def test_sse_without_filter_starts_after_the_connection(api: Api, api_stack: Stack) -> None:
     before = stream_id(api_stack.last_event_id())
     async with sse(api_stack.url, token=api.admin_token) as stream:  # UserCreated is for the admin only
@@ -67,6 +69,7 @@ async def test_sse_without_filter_starts_after_the_connection(api: Api, api_stac
         assert message.data["user_id"] == r.json()["user_id"]
 
 
+@one_stream
 async def test_sse_market_filter(api: Api, api_stack: Stack) -> None:
     user = api.create_user("100")
     a, b = api.create_market(), api.create_market()
@@ -80,6 +83,7 @@ async def test_sse_market_filter(api: Api, api_stack: Stack) -> None:
     assert pairs_in_order(got_both) == [str(trade_b["trade_id"]), str(trade_a["trade_id"])]
 
 
+@one_stream
 async def test_trade_executed_precedes_price_updated_under_concurrency(api: Api, api_stack: Stack) -> None:
     users = [api.create_user("100") for _ in range(4)]
     market_id = api.create_market()
@@ -93,6 +97,7 @@ async def test_trade_executed_precedes_price_updated_under_concurrency(api: Api,
     assert [int(t) for t in trade_ids] == sorted(int(t) for t in trade_ids)  # stream order = execution order
 
 
+@one_stream
 async def test_sse_resume_with_last_event_id_has_no_gap_and_no_duplicate(api: Api, api_stack: Stack) -> None:
     user = api.create_user("100")
     market_id = api.create_market()
@@ -120,6 +125,7 @@ async def test_sse_resume_with_last_event_id_has_no_gap_and_no_duplicate(api: Ap
     assert [(m.id, m.data) for m in again] == expected[6:]
 
 
+@one_stream
 async def test_last_event_id_older_than_the_trimmed_stream_yields_a_gap(api: Api, api_stack: Stack) -> None:
     user = api.create_user("100")
     market_id = api.create_market()
@@ -175,6 +181,7 @@ async def ws_take(uri: str, count: int, action: Callable[[], Any] | None = None)
     return received
 
 
+@one_stream
 async def test_websocket_delivers_the_same_entries_as_sse(api: Api, api_stack: Stack) -> None:
     user = api.create_user("100")
     market_id = api.create_market()
@@ -202,6 +209,7 @@ async def test_websocket_live_entries_start_after_the_connection(api: Api, api_s
     assert received[0]["data"]["trade_id"] == str(trades[0]["trade_id"])
 
 
+@one_stream
 async def test_subscribers_do_not_see_other_clients_idempotency_keys(api: Api, api_stack: Stack) -> None:
     user = api.create_user("100")
     market = api.create_market()

@@ -28,7 +28,7 @@ from predmarket.engine.units import MICRO, micro_from_decimal
 from predmarket.record.database import alembic_config
 from sqlalchemy import text
 
-from tests.support.api import Api, Stack, User, assert_error, dec
+from tests.support.api import Api, Stack, User, assert_error, dec, evicts_users
 from tests.support.factories import MarketFactory, UserFactory
 from tests.support.faults import deployment, evict_idle_users
 from tests.support.persister import catch_up, generate_trades, persister, persister_env, pg_connection
@@ -44,7 +44,7 @@ def position(account: dict[str, Any], market_id: str, outcome: str = "YES") -> d
 
 def redis_net_costs(stack: Stack, user: User, market_id: str, outcome: str = "YES") -> tuple[str | None, str | None]:
     """Both Redis copies of one position's net cost, in micro-units (market side, user side)."""
-    keys = Keys(stack.prefix)
+    keys = stack.market_keys(market_id)
     with stack.redis() as client:
         return (client.hget(keys.market_costs(market_id), f"{user.user_id}:{outcome}"),
                 client.hget(keys.user_costs(user.user_id), f"{market_id}:{outcome}"))
@@ -96,7 +96,7 @@ def test_net_cost_follows_buys_partial_sells_and_a_profitable_exit_on_both_repli
     assert pg_net_cost(api.stack, user, market_id) == (Decimal(0), paid)
     # The trade event carries it to the user's own stream, never to the public one (PERSONAL_FIELDS).
     with api.stack.redis() as client:
-        entries = client.xrevrange(Keys(api.stack.prefix).events, count=50)
+        entries = client.xrevrange(api.stack.market_keys(market_id).events, count=50)
     executed = [f for _, f in entries if f.get("type") == "TradeExecuted" and f.get("user_id") == user.user_id]
     assert executed[0]["net_cost"] == f"{paid:.6f}"
 
@@ -220,6 +220,7 @@ needs_redis = pytest.mark.skipif(not REAL_REDIS, reason="deployments run as subp
 
 @needs_redis
 @pytest.mark.slow
+@evicts_users
 def test_net_cost_survives_eviction_and_reload_and_trading_goes_on(database_url: str, tmp_path: Path) -> None:
     with deployment("netcost", database_url, REDIS_URL, tmp_path, PM_USER_IDLE_TTL_S="0",
                     PM_MARKET_ARCHIVE_AFTER_S="0") as (stack, api):

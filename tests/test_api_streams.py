@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import connect as ws_connect
 
-from tests.support.api import Api, Stack, User, assert_error, bearer, stream_id
+from tests.support.api import Api, Stack, User, assert_error, bearer, one_stream, stream_id
 from tests.support.event_streams import (
     INTERNAL,
     PERSONAL,
@@ -53,6 +53,7 @@ def admin(api: Api, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- /v1/events
 
+@one_stream
 async def test_public_stream_hides_users_money_and_the_admin_sees_every_event_whole(
         api: Api, api_stack: Stack) -> None:
     watcher = api.create_user(None)  # a user's token on /v1/events gets the public stream too
@@ -94,6 +95,7 @@ async def test_bad_token_on_the_public_stream_is_401(api_stack: Stack) -> None:
 
 # --------------------------------------------------------------------------- /v1/me/events
 
+@one_stream
 async def test_my_events_are_my_own_whole_and_the_public_events_of_markets_i_hold(
         api: Api, api_stack: Stack) -> None:
     me, other = api.create_user("100"), api.create_user("100")
@@ -148,6 +150,7 @@ async def test_my_events_need_a_user_token(api: Api, api_stack: Stack) -> None:
                      422, "VALIDATION_ERROR")
 
 
+@one_stream
 async def test_resume_on_my_events_and_the_admin_stream_has_no_gap_and_no_duplicate(
         api: Api, api_stack: Stack) -> None:
     me = api.create_user("100")
@@ -172,6 +175,7 @@ async def test_resume_on_my_events_and_the_admin_stream_has_no_gap_and_no_duplic
     assert [(m.id, m.data) for m in rest] == everything[2:]
 
 
+@one_stream
 async def test_resume_older_than_the_trimmed_stream_gives_a_gap_on_my_events_and_the_admin_stream(
         api: Api, api_stack: Stack) -> None:
     me = api.create_user("100")
@@ -205,6 +209,7 @@ async def ws_messages(uri: str, count: int, headers: dict[str, str] | None = Non
     return received
 
 
+@one_stream
 async def test_websocket_is_public_and_whole_with_the_admin_token(api: Api, api_stack: Stack) -> None:
     user: User = api.create_user("100")
     market_id = api.create_market()

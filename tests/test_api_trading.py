@@ -23,8 +23,9 @@ def trader(api: Api) -> tuple[User, str]:
 
 
 def state(api: Api, user: User, market_id: str) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """What a rejected request must leave unchanged: the account, the market, the event stream's end."""
-    return api.me(user), api.market(market_id), api.stack.last_event_id()
+    """What a rejected request must leave unchanged: the account, the market, the event streams' ends
+    (every shard's: a rejected order moves no money between the user's sub-wallets)."""
+    return api.me(user), api.market(market_id), ".".join(api.stack.last_event_id(k) for k in range(api.stack.shards))
 
 
 # --------------------------------------------------------------------------- validation of trade requests

@@ -267,8 +267,8 @@ async def test_drained_pool_names_the_market(
     ({"PM_REDIS_URL": "redis+cluster://127.0.0.1:1,127.0.0.1:2", "PM_KEY_PREFIX": "{pm}"},
      "cannot reach Redis at redis+cluster://127.0.0.1:1,127.0.0.1:2"),
     ({"PM_MAX_BATCH": "abc"}, "PM_MAX_BATCH"),
-    # the per-shard layout runs in the engine and the persister only so far: no other process may ignore it
-    ({"PM_SHARDS": "8"}, "PM_SHARDS=8: the API and the commands other than the persister run with PM_SHARDS=1"),
+    # simulate does not run over shards yet: it may not ignore the setting
+    ({"PM_SHARDS": "8"}, "PM_SHARDS=8: demo, simulate and bench run with PM_SHARDS=1 so far"),
     ({"PM_SHARDS": "8", "PM_KEY_PREFIX": "{pm}"}, "PM_KEY_PREFIX must not carry a hash tag with PM_SHARDS=8"),
     ({"PM_ENVIRONMENT": "production", "PM_ADMIN_TOKEN": "changeme"}, "PM_ADMIN_TOKEN must be set"),
 ])

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Request, WebSocket, WebSocketDisconnect
 from predmarket.api.auth import Principal, User, any_caller
 from predmarket.api.errors import ApiError, error_response
+from predmarket.api.merged_streaming import MergedSession, valid_composite_id
 from predmarket.api.routes.common import ERRORS
 from predmarket.api.schemas import Error
-from predmarket.api.state import engine_of, hub_of, stream_redis_of
+from predmarket.api.state import engine_of, hubs_of, stream_keys_of, stream_redis_of
 from predmarket.api.stream_hub import AdminAudience, Audience, Capacity, StreamHub
 from predmarket.api.streaming import Item, Session, UserAudience, held_markets, valid_stream_id
 from predmarket.engine.connection import UNREACHABLE, unavailable_on_disconnect
@@ -42,13 +44,17 @@ STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _filters(market_ids: list[str] | None, after: str | None) -> tuple[frozenset[str], str | None]:
+def _filters(connection: HTTPConnection, market_ids: list[str] | None, after: str | None
+             ) -> tuple[frozenset[str], str | None]:
     ids = frozenset(market_ids or ())
     for market_id in ids:
         if not ID_PATTERN.fullmatch(market_id):
             raise ValidationError("market_id must match ^[A-Za-z0-9_-]{1,64}$")
-    if after is not None and not valid_stream_id(after):
+    shards = len(hubs_of(connection))
+    if after is not None and shards == 1 and not valid_stream_id(after):
         raise ValidationError("Last-Event-ID / after must be a stream entry id like 1700000000000-0")
+    if after is not None and shards > 1 and not valid_composite_id(after, shards):
+        raise ValidationError("Last-Event-ID / after must be an event id this stream sent")
     return ids, after
 
 
@@ -57,11 +63,26 @@ def at_capacity(hub: StreamHub) -> ApiError:
                     "streams; retry later or on another replica", {"Retry-After": str(RETRY_AFTER_S)})
 
 
-async def _open(session: Session, connection: HTTPConnection, after: str | None) -> None:
+def _session(connection: HTTPConnection, audience_of: Callable[[int], Audience], market_ids: frozenset[str],
+             websocket: bool) -> Session | MergedSession:
+    """One shard's session, or over shards a merged one reading the shards of ``market_ids`` (all: none given)."""
+    hubs = hubs_of(connection)
+    if len(hubs) == 1:
+        return Session(hubs[0], audience_of(0), websocket)
+    engine = engine_of(connection)
+    shards_read = {engine.market_shard(m) for m in market_ids} if market_ids else None
+    return MergedSession(hubs, audience_of, websocket, shards_read)
+
+
+async def _open(session: Session | MergedSession, connection: HTTPConnection, after: str | None) -> None:
     """Admit and position ``session``; 503 at capacity or with Redis unreachable."""
     try:
         with unavailable_on_disconnect():
-            await session.open(stream_redis_of(connection), engine_of(connection).keys, after)
+            keys = stream_keys_of(connection)
+            if isinstance(session, MergedSession):
+                await session.open(stream_redis_of(connection), keys, after)
+            else:
+                await session.open(stream_redis_of(connection), keys[0], after)
     except Capacity:
         session.close()
         raise at_capacity(session.hub) from None
@@ -79,7 +100,7 @@ class SseResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session | MergedSession) -> None:
         self.status_code = 200
         self.background = None
         self.session = session
@@ -131,9 +152,9 @@ async def sse(
     after: Annotated[str | None, Query(description="resume after this entry id (or Last-Event-ID)")] = None,
 ) -> Response:
     principal = await any_caller(request) if "authorization" in request.headers else None
-    ids, start = _filters(market_id, request.headers.get("last-event-id") or after)
-    audience = AdminAudience(ids) if principal is not None and principal.is_admin else Audience(ids)
-    session = Session(hub_of(request), audience, websocket=False)
+    ids, start = _filters(request, market_id, request.headers.get("last-event-id") or after)
+    kind = AdminAudience if principal is not None and principal.is_admin else Audience
+    session = _session(request, lambda _: kind(ids), ids, websocket=False)
     await _open(session, request, start)
     return SseResponse(session)
 
@@ -144,18 +165,19 @@ async def my_events(
     request: Request, principal: User,
     after: Annotated[str | None, Query(description="resume after this entry id (or Last-Event-ID)")] = None,
 ) -> Response:
-    _, start = _filters(None, request.headers.get("last-event-id") or after)
+    _, start = _filters(request, None, request.headers.get("last-event-id") or after)
     return await _my_stream(request, principal, start)
 
 
 async def _my_stream(request: Request, principal: Principal, start: str | None) -> Response:
-    assert principal.user_id is not None
-    hub = hub_of(request)
-    if hub.closing or hub.count >= hub.max_subscribers:  # before reading the user's positions
-        raise at_capacity(hub)
+    user_id = principal.user_id
+    assert user_id is not None
+    for hub in hubs_of(request):
+        if hub.closing or hub.count >= hub.max_subscribers:  # before reading the user's positions
+            raise at_capacity(hub)
     with unavailable_on_disconnect():
-        held = await held_markets(stream_redis_of(request), engine_of(request).keys, principal.user_id)
-    session = Session(hub, UserAudience(principal.user_id, held), websocket=False)
+        held = [await held_markets(stream_redis_of(request), keys, user_id) for keys in stream_keys_of(request)]
+    session = _session(request, lambda k: UserAudience(user_id, held[k]), frozenset(), websocket=False)
     await _open(session, request, start)
     return SseResponse(session)
 
@@ -167,7 +189,8 @@ async def ws(socket: WebSocket) -> None:
     ``?market_id=`` and ``?after=`` as for SSE; a client refused at capacity gets an HTTP 503.
     """
     try:
-        ids, start = _filters(socket.query_params.getlist("market_id") or None, socket.query_params.get("after"))
+        ids, start = _filters(socket, socket.query_params.getlist("market_id") or None,
+                              socket.query_params.get("after"))
     except ValidationError as exc:
         await socket.close(code=1008, reason=exc.message[:120])
         return
@@ -175,8 +198,8 @@ async def ws(socket: WebSocket) -> None:
         # The authenticator reads only the headers and the app, which a WebSocket has as a Request does.
         principal = (await any_caller(cast(Request, socket))
                      if "authorization" in socket.headers else None)
-        audience = AdminAudience(ids) if principal is not None and principal.is_admin else Audience(ids)
-        session = Session(hub_of(socket), audience, websocket=True)
+        kind = AdminAudience if principal is not None and principal.is_admin else Audience
+        session = _session(socket, lambda _: kind(ids), ids, websocket=True)
         await _open(session, socket, start)
     except ApiError as exc:
         await _deny(socket, error_response(exc.status, exc.code, exc.message, exc.headers))
@@ -194,7 +217,7 @@ async def _deny(socket: WebSocket, response: Response) -> None:
     await socket.close(code=1013, reason="try again later")
 
 
-async def _serve_socket(socket: WebSocket, session: Session) -> None:
+async def _serve_socket(socket: WebSocket, session: Session | MergedSession) -> None:
     code, reason = 1000, ""
     watcher: asyncio.Future[None] | None = None
     try:

@@ -20,7 +20,7 @@ from predmarket.api.requests import (
 )
 from predmarket.api.responses import JSONResponse, market_json, quote_json
 from predmarket.api.routes.common import ERRORS, path_id
-from predmarket.api.state import committed_of, engine_of, pg_of
+from predmarket.api.state import engine_of, page_marks, pg_of
 from predmarket.engine.errors import ValidationError
 from predmarket.engine.labels import check_labels
 from predmarket.engine.markets import check_quote
@@ -164,8 +164,8 @@ async def market_trades(request: Request, market_id: str, cursor: OptionalQuery 
     principal = await any_caller(request) if "authorization" in request.headers else None
     n, before = page_limit(limit), trade_after(cursor)
     market_id = path_id(market_id, "market")
-    page = await trade_page(pg_of(request), n, market_id=market_id, before=before,
-                            committed=committed_of(request).mark)
+    committed, _ = page_marks(request, market_id)
+    page = await trade_page(pg_of(request), n, market_id=market_id, before=before, committed=committed)
     if not page.rows:
         await engine_of(request).markets.get(market_id)  # resident or archived, else 404
     with_user = principal is not None and principal.is_admin

@@ -12,7 +12,7 @@ from predmarket.api.pages import page_limit, trade_after
 from predmarket.api.positions import positions_answer
 from predmarket.api.responses import JSONResponse
 from predmarket.api.routes.common import ERRORS
-from predmarket.api.state import committed_of, engine_of, pg_of
+from predmarket.api.state import engine_of, page_marks, pg_of
 from predmarket.engine.errors import ValidationError
 from predmarket.engine.models import ID_PATTERN
 from starlette.responses import Response
@@ -30,8 +30,9 @@ async def my_trades(request: Request, principal: User, market_id: OptionalQuery 
     # A query parameter is part of the request's shape: a bad id is 422, not the path's 404.
     if market_id is not None and not ID_PATTERN.fullmatch(market_id):
         raise ValidationError("market_id must match ^[A-Za-z0-9_-]{1,64}$")
+    committed, shard_marks = page_marks(request, market_id)
     page = await trade_page(pg_of(request), n, user_id=principal.user_id, market_id=market_id, before=before,
-                            committed=committed_of(request).mark)
+                            committed=committed, shard_marks=shard_marks)
     if not page.rows and market_id is not None:
         await engine_of(request).markets.get(market_id)  # resident or archived, else 404
     return JSONResponse(schemas.TradeList(trades=[trade_json(r) for r in page.rows],
@@ -43,7 +44,5 @@ async def my_trades(request: Request, principal: User, market_id: OptionalQuery 
                     "profit and loss, realized profit of settled markets, totals")
 async def my_positions(request: Request, principal: User) -> Response:
     assert principal.user_id is not None
-    engine = engine_of(request)
-    return JSONResponse(await positions_answer(engine.redis, engine.keys, engine.hotset, pg_of(request),
-                                               principal.user_id))
+    return JSONResponse(await positions_answer(engine_of(request), pg_of(request), principal.user_id))
 

@@ -12,6 +12,7 @@ from predmarket.api.metrics import render
 from predmarket.api.responses import JSONResponse
 from predmarket.api.state import engine_of, pg_of
 from predmarket.engine.connection import UNREACHABLE
+from predmarket.engine.deployment import Engine
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.record.revision import SchemaStatus
 from starlette.responses import Response
@@ -27,7 +28,7 @@ async def healthz() -> Response:
     return JSONResponse(schemas.Health(status="ok"))
 
 
-async def _redis_status(engine: MarketEngine) -> Literal["ok", "down"]:
+async def _redis_status(engine: Engine) -> Literal["ok", "down"]:
     """``ok`` when Redis answers and holds every script (loaded here if it lost them), else ``down``."""
     try:
         await asyncio.wait_for(engine.scripts.ensure_loaded(), READY_TIMEOUT_S)
@@ -59,10 +60,21 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
-    engine = engine_of(request)
     try:
-        # redis-py types replies as Any: HGETALL's shape on a decoding client
-        persister = cast(dict[str, str], await engine.redis.hgetall(engine.keys.persister_stats))
+        persister = await _persister_report(engine_of(request))
     except UNREACHABLE:
         persister = {}
     return Response(render(persister), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _persister_report(engine: Engine) -> dict[str, str]:
+    """The persister's last report of its lag; over shards, the shards' lags summed and the oldest entry's age."""
+    if isinstance(engine, MarketEngine):
+        # redis-py types replies as Any: HGETALL's shape on a decoding client
+        return cast(dict[str, str], await engine.redis.hgetall(engine.keys.persister_stats))
+    reports = [cast(dict[str, str], await engine.redis.hgetall(shard.keys.persister_stats)) for shard in engine.engines]
+    reports = [r for r in reports if r]
+    if not reports:
+        return {}
+    return {"lag_entries": str(sum(int(r.get("lag_entries") or 0) for r in reports)),
+            "oldest_age_ms": str(max(int(r.get("oldest_age_ms") or 0) for r in reports))}

@@ -97,7 +97,8 @@ async def _submit(request: Request, market_id: str, principal: Principal, body: 
         return JSONResponse(trade_json(trade), status_code=201)
     watcher = committed_of(request)
     settings = engine.settings
-    if trade.event_id and await watcher.wait(trade.event_id, settings.durable_wait_s):
+    if trade.event_id and await watcher.wait(trade.event_id, settings.durable_wait_s,
+                                             engine.market_shard(order.market_id)):
         return JSONResponse(trade_json(trade), status_code=201, headers={"Preference-Applied": DURABLE})
     # Executed (and acknowledged in Redis), not yet in PostgreSQL: say so, never hang.
     return JSONResponse(trade_json(trade), status_code=202)

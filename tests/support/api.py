@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import httpx
+import pytest
 import redis as sync_redis
 from predmarket.engine.connection import connect_sync, is_cluster_url
 from predmarket.engine.keys import Keys
+from predmarket.engine.shards import shard_keys, shard_of
 
 from tests.support.database import clone_database, drop_database
 from tests.support.network import free_port
@@ -36,6 +38,17 @@ from tests.support.services import REDIS_URL
 from tests.support.waiting import wait_for
 
 START_TIMEOUT_S = 30.0
+#: Shards of every stack under PM_TEST_LAYOUT=shards (make suite-shards).
+TEST_SHARDS = 8
+#: Whether this run's stacks run over shards (make suite-shards).
+SHARDED = os.environ.get("PM_TEST_LAYOUT") == "shards"
+#: A test comparing what a stream sends with the entries of the one Redis stream (``stack.events_key``):
+#: over shards each shard has a stream and event ids are composite (api/merged_streaming.py); the
+#: same properties are checked over shards in tests/test_api_sharded_streams.py.
+one_stream = pytest.mark.skipif(SHARDED, reason="compares events with the one Redis stream of a one-shard "
+                                "deployment; over shards: tests/test_api_sharded_streams.py")
+#: A test of the hot set's eviction of idle users, which a sharded persister does not do (docs/SCALING.md).
+evicts_users = pytest.mark.skipif(SHARDED, reason="no user is evicted over shards (docs/SCALING.md)")
 HTTP_TIMEOUT_S = 10.0
 
 DECIMAL = re.compile(r"^[0-9]+\.[0-9]{6}$")
@@ -109,8 +122,22 @@ class Stack:
             # The hot set at its most eager: every idle user and settled market leaves Redis
             # after a second; the contract must hold all the same (`make test-evicting`).
             env.update({"PM_USER_IDLE_TTL_S": "1", "PM_MARKET_ARCHIVE_AFTER_S": "1"})
+        if os.environ.get("PM_TEST_LAYOUT") == "shards":
+            env["PM_SHARDS"] = str(TEST_SHARDS)  # `make suite-shards`: the contract over 8 shards of one primary
         env.update(self.overrides)
         return env
+
+    @property
+    def shards(self) -> int:
+        return int(self.env.get("PM_SHARDS", "1"))
+
+    def shard_keys(self) -> list[Keys]:
+        """Each shard's keys (one shard: the stack's prefix's own)."""
+        return [shard_keys(self.prefix, k, self.shards) for k in range(self.shards)]
+
+    def market_keys(self, market_id: str) -> Keys:
+        """The keys of the shard holding ``market_id``."""
+        return self.shard_keys()[shard_of(market_id, self.shards)]
 
     @property
     def urls(self) -> list[str]:
@@ -191,19 +218,21 @@ class Stack:
     def events_key(self) -> str:
         return Keys(self.prefix).events
 
-    def last_event_id(self) -> str:
+    def last_event_id(self, shard: int = 0) -> str:
         with self.redis() as r:
-            last = r.xrevrange(self.events_key, count=1)
+            last = r.xrevrange(self.shard_keys()[shard].events, count=1)
         return str(last[0][0]) if last else "0-0"
 
-    def committed(self) -> str:
+    def committed(self, shard: int = 0) -> str:
         with self.redis() as r:
-            return str(r.get(Keys(self.prefix).committed) or "0-0")
+            return str(r.get(self.shard_keys()[shard].committed) or "0-0")
 
     def wait_persisted(self, timeout_s: float = 15.0) -> None:
-        """Wait until the persister has committed every entry written so far."""
-        target = stream_id(self.last_event_id())
-        wait_for(lambda: stream_id(self.committed()) >= target, timeout_s, "the persister to catch up")
+        """Wait until the persister has committed every entry written so far (in every shard)."""
+        for shard in range(self.shards):
+            target = stream_id(self.last_event_id(shard))
+            wait_for(lambda shard=shard, target=target: stream_id(self.committed(shard)) >= target,  # type: ignore[misc]
+                     timeout_s, f"the persister to catch up in shard {shard}")
 
 
 def stream_id(value: str) -> tuple[int, int]:
