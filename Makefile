@@ -30,16 +30,19 @@ suite-evicting:
 	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_AGGRESSIVE_EVICTION=1 $(PY) -m pytest -q tests/test_api_contract.py \
 		tests/test_api_trading.py tests/test_api_auth.py tests/test_api_events.py
 
+# HTTP modules that choose their layout themselves (a cluster of their own, 4 shards on the primary), or whose
+# subject does not depend on it (the OpenAPI document): run once, by `suite`.
+OWN_LAYOUT = tests/test_api_cluster.py tests/test_api_sharded_streams.py tests/test_api_openapi.py \
+	tests/test_api_schemathesis.py
+
 # Every HTTP test module again on a private 3-master Redis Cluster (PM_REDIS_URL=redis+cluster://..., each stack
 # under a prefix with a hash tag). Only the API tests: they go through the deployed processes, so they check the
 # contract in that layout end to end; the engine-level tests build their own single-primary clients on purpose.
 # test_api_cluster runs in `suite` (its own cluster); the OpenAPI document does not depend on the layout.
 suite-cluster:
-	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_LAYOUT=cluster $(PY) -m pytest -q $(filter-out tests/test_api_cluster.py \
-		tests/test_api_openapi.py tests/test_api_schemathesis.py,$(wildcard tests/test_api_*.py))
+	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_LAYOUT=cluster $(PY) -m pytest -q $(filter-out $(OWN_LAYOUT),$(wildcard tests/test_api_*.py))
 
 # Every HTTP test module again with PM_SHARDS=8 on the shared primary: the API over the sharded engine (per-shard
 # sub-wallets and transfers, streams merged behind composite event ids, per-shard persister loops), end to end.
 suite-shards:
-	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_LAYOUT=shards $(PY) -m pytest -q $(filter-out tests/test_api_cluster.py \
-		tests/test_api_openapi.py tests/test_api_schemathesis.py,$(wildcard tests/test_api_*.py))
+	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_LAYOUT=shards $(PY) -m pytest -q $(filter-out $(OWN_LAYOUT),$(wildcard tests/test_api_*.py))

@@ -21,6 +21,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from tests.support.api import Api, Stack, StackFactory, User, assert_error, bearer, dec, stream_id, unique
 from tests.support.event_streams import WAIT_S, sse
+from tests.support.services import REDIS_URL
 
 SHARDS = 4
 Position = tuple[int, str]  # (shard, entry id)
@@ -28,8 +29,9 @@ Position = tuple[int, str]  # (shard, entry id)
 
 @pytest.fixture(scope="module")
 def sharded(stacks: StackFactory) -> Iterator[Api]:
-    """Two replicas and a persister over 4 shards of the shared Redis."""
-    stack = stacks.start("sharded", PM_SHARDS=str(SHARDS))
+    """Two replicas and a persister over 4 shards of the shared Redis (whatever PM_TEST_LAYOUT says: a
+    prefix on a cluster carries one hash tag, which a sharded deployment's may not)."""
+    stack = stacks.start("sharded", redis_url=REDIS_URL, PM_SHARDS=str(SHARDS))
     client = Api(stack)
     try:
         yield client
