@@ -129,6 +129,23 @@ async def market_in_each_shard(engine: ShardedEngine) -> list[str]:
     return [by_shard[k] for k in range(SHARDS)]
 
 
+async def settle(engine: ShardedEngine, market_id: str, outcome: str) -> None:
+    """Close, resolve and settle the market in its shard."""
+    markets = engine.market_engine(market_id).markets
+    await markets.close(market_id)
+    await markets.resolve(market_id, outcome)
+    await markets.settle(market_id)
+
+
+async def leave_in_transit(engine: ShardedEngine, user_id: str, hops: int, amount: int) -> Transfer:
+    """A transfer of ``amount`` from the user's home to the shard ``hops`` further, debited and never
+    credited: as a process that died between the saga's first two steps leaves it."""
+    home = engine.home(user_id)
+    stuck = Transfer(uuid.uuid4().hex, user_id, home, (home + hops) % SHARDS, amount)
+    await engine.transfers.take_out(stuck)
+    return stuck
+
+
 async def trading(engine: ShardedEngine, users: list[str], markets: list[str], count: int,
                   seed: int = 3) -> list[Trade]:
     """``count`` trades over every shard: buys, and sells of what was bought. Money follows the
@@ -340,12 +357,8 @@ async def test_recover_rebuilds_every_shard_and_the_engine_goes_on_from_there(
                       fingerprint="buy 1 YES")
         first = await engine.execute_trade(keyed)
         settled = markets[3]
-        await engine.market_engine(settled).markets.close(settled)
-        await engine.market_engine(settled).markets.resolve(settled, "NO")
-        await engine.market_engine(settled).markets.settle(settled)
-        home = engine.home(users[1])
-        stuck = Transfer(uuid.uuid4().hex, users[1], home, (home + 1) % SHARDS, 3 * MICRO)
-        await engine.transfers.take_out(stuck)  # the process "died" before the credit
+        await settle(engine, settled, "NO")
+        stuck = await leave_in_transit(engine, users[1], 1, 3 * MICRO)
         drain(persister)
         every = [*users, HOUSE]
         before = shard_snapshot(shard_settings.key_prefix, every)
@@ -458,12 +471,8 @@ async def test_recover_reshards_every_user_s_money_home_and_the_record_stays_aud
         users, markets = await users_and_markets(engine, "s", 5, 150 * MICRO)
         await trading(engine, users, markets, 40, seed=21)
         settled = markets[0]
-        await engine.market_engine(settled).markets.close(settled)
-        await engine.market_engine(settled).markets.resolve(settled, "YES")
-        await engine.market_engine(settled).markets.settle(settled)
-        home = engine.home(users[3])
-        stuck = Transfer(uuid.uuid4().hex, users[3], home, (home + 2) % SHARDS, 2 * MICRO)
-        await engine.transfers.take_out(stuck)
+        await settle(engine, settled, "YES")
+        stuck = await leave_in_transit(engine, users[3], 2, 2 * MICRO)
         drain(persister)
         every = [*users, HOUSE]
         owed = {user: sum(await engine.balances(user)) for user in every}
