@@ -25,6 +25,7 @@ from predmarket.engine.units import MICRO
 from predmarket.persister.closer import close_due_markets
 from sqlalchemy import text
 
+from tests.support.api import stream_id
 from tests.support.factories import EngineFactory, MarketFactory, UserFactory
 from tests.support.faults import full_snapshot
 from tests.support.persister import catch_up, drain, persister, pg_connection
@@ -134,7 +135,7 @@ async def test_no_trade_executes_at_or_after_the_close_time_under_load(
     closed = await events(engine, "MarketClosed")
     assert len(closed) == 1
     # The stream agrees: the close comes after every trade, and names the last of them.
-    assert closed[0][0] > trades[-1][0]
+    assert stream_id(closed[0][0]) > stream_id(trades[-1][0])  # as (ms, seq) numbers: '…-10' < '…-8' as text
     assert closed[0][1]["last_trade_id"] == trades[-1][1]["trade_id"]
     assert check_invariants(await read_redis_state(engine.redis, engine.keys)) == []
 
