@@ -68,19 +68,23 @@ class Accounts:
         with contextlib.suppress(AlreadyExists):  # another process created it first
             await self.create(HOUSE, HOUSE)
 
-    async def deposit(self, user_id: str, amount: int) -> Account:
+    async def deposit(self, user_id: str, amount: int, *, elsewhere: int | None = None) -> Account:
+        """``elsewhere``: over shards, the user's money in its other sub-wallets as
+        :meth:`ShardedEngine.own_money <predmarket.engine.sharded.ShardedEngine.own_money>` counts it,
+        so that lua/deposit.lua bounds the whole balance."""
         deposit = self._scripts.deposit
-        return await reloading(lambda: self._move(deposit, user_id, amount), self._hotset, user_id=user_id)
+        extra = () if elsewhere is None else (elsewhere,)
+        return await reloading(lambda: self._move(deposit, user_id, amount, *extra), self._hotset, user_id=user_id)
 
     async def withdraw(self, user_id: str, amount: int) -> Account:
         withdraw = self._scripts.withdraw
         return await reloading(lambda: self._move(withdraw, user_id, amount), self._hotset, user_id=user_id)
 
-    async def _move(self, script: Script, user_id: str, amount: int) -> Account:
+    async def _move(self, script: Script, user_id: str, amount: int, *extra: int) -> Account:
         check_quantity(amount, "amount")
         k = self._keys
         with unavailable_on_disconnect():
-            await script([k.user(user_id), k.events, k.totals], [user_id, amount])
+            await script([k.user(user_id), k.events, k.totals], [user_id, amount, *extra])
         return await self._get(user_id)
 
     async def get(self, user_id: str) -> Account:

@@ -257,7 +257,12 @@ class ShardedEngine:
             raise AlreadyExists("username is taken")  # being created right now, or just taken over
 
     async def deposit(self, user_id: str, amount: int) -> Account:
-        await self.engines[self.home(user_id)].accounts.deposit(user_id, amount)
+        """Into the home sub-wallet, within the balance bound on the user's whole balance: the home
+        script is given the other sub-wallets' money (:meth:`own_money`), and adds its own."""
+        home = self.home(user_id)
+        owned = await self.own_money(user_id)
+        elsewhere = sum(money for shard, money in enumerate(owned) if shard != home)
+        await self.engines[home].accounts.deposit(user_id, amount, elsewhere=elsewhere)
         return await self.account(user_id)
 
     async def withdraw(self, user_id: str, amount: int) -> Account:
@@ -430,32 +435,36 @@ class ShardedEngine:
             quote = await self.engines[shard].markets.quote(order.market_id, order.side, order.outcome,
                                                             shares=order.shares)
             cost, need = quote.cost, quote.cost + quote.cost // 10  # a margin: the price may move meanwhile
-        total = await self._exact_total(order.user_id)
-        if total is not None and total < cost:
+        total = sum(await self.own_money(order.user_id))
+        if total < cost:
             raise InsufficientFunds(f"available {format_micro(total)} < cost {format_micro(cost)}") from None
         if not await self._fund(order.user_id, shard, need):
             raise InsufficientFunds(f"available 0.000000 < cost {format_micro(need)}") from None
         return True
 
-    async def _exact_total(self, user_id: str) -> int | None:
-        """The user's whole balance when no transfer of theirs is in transit (the read is then exact,
-        :meth:`_snapshot`); None while one is (its money is in no sub-wallet)."""
-        wallets = await self._collect(user_id)
-        if sum(moved_in for _, moved_in, _ in wallets) != sum(moved_out for _, _, moved_out in wallets):
-            return None
-        return sum(int(available or 0) for available, _, _ in wallets)
+    async def own_money(self, user_id: str) -> list[int]:
+        """Each shard's sub-wallet of ``user_id`` counted as its balance plus what it sent to the user's
+        other sub-wallets less what it received from them: the money deposits, withdrawals and trades
+        in that shard brought the user (negative where they took more than they brought).
+
+        A transfer adds to one side's count what it takes from the other's, so each count moves only
+        with deposits, withdrawals and trades, and their sum is the user's whole balance, money in
+        transit included, however transfers interleave with the reads (no retry, unlike
+        :meth:`_snapshot`): exact when no trade or deposit of the user's lands between them.
+        """
+        return [int(available or 0) + moved_out - moved_in for available, moved_in, moved_out
+                in await self._collect(user_id)]
 
     async def _refuse_if_short(self, user_id: str, exc: InsufficientFunds) -> None:
         """Refuse for funds at once, moving nothing, when the user's whole balance cannot pay the cost
         the trade script just priced: bringing money in for a trade that fails anyway would move the
-        user's money between sub-wallets for a rejected order. Money in transit makes the read
-        inexact: then the funding rounds decide."""
+        user's money between sub-wallets for a rejected order. Money in transit counts: it lands."""
         found = _SHORT.search(str(exc))
         if found is None:
             return
         cost = micro_from_decimal(Decimal(found.group(2)))
-        total = await self._exact_total(user_id)
-        if total is not None and total < cost:
+        total = sum(await self.own_money(user_id))
+        if total < cost:
             raise InsufficientFunds(f"available {format_micro(total)} < cost {format_micro(cost)}") from None
 
     # ------------------------------------------------------------------ invariants

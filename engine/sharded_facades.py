@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, cast
 from predmarket.engine.accounts import new_id
 from predmarket.engine.api_keys import ApiKey, ApiKeys, KeyUse
 from predmarket.engine.connection import unavailable_on_disconnect
-from predmarket.engine.errors import InsufficientFunds, ValidationError
+from predmarket.engine.errors import InsufficientFunds
 from predmarket.engine.markets import Markets
 from predmarket.engine.models import Account, Market, MarketStatus, Quote, Settlement, Side
 from predmarket.engine.resolutions import Resolution
-from predmarket.engine.units import MAX_TOTAL, MICRO, format_micro
+from predmarket.engine.units import format_micro
 from predmarket.engine.validation import check_id, check_quantity, check_username
 
 if TYPE_CHECKING:
@@ -82,12 +82,7 @@ class ShardedAccounts:
         return await self._engine.account(user_id)
 
     async def deposit(self, user_id: str, amount: int) -> Account:
-        """Into the home sub-wallet; the balance bound holds for the user's whole balance (the
-        deposit script sees the home sub-wallet alone)."""
         check_quantity(amount, "amount")
-        account = await self._engine.account(user_id)  # NotFound before anything moves
-        if account.available + amount > MAX_TOTAL:
-            raise ValidationError(f"balance would exceed {MAX_TOTAL // MICRO}")
         return await self._engine.deposit(user_id, amount)
 
     async def withdraw(self, user_id: str, amount: int) -> Account:

@@ -2,7 +2,9 @@
 -- deposit: credit money from outside to an account.
 --
 -- KEYS[1] user hash <p>:u:<user>, KEYS[2] events stream, KEYS[3] totals hash <p>:totals
--- ARGV[1] user id, ARGV[2] amount (micro-units, > 0)
+-- ARGV[1] user id, ARGV[2] amount (micro-units, > 0); over shards, ARGV[3]: the user's money
+-- in its other sub-wallets (a signed integer string, engine/sharded.py's own_money), so that the
+-- bound holds for the whole balance.
 -- Returns {available} after the deposit, as an integer string.
 -- Errors: NOT_FOUND (no such user), VALIDATION_ERROR (balance would pass 9e9 units, or the
 -- ledger's total deposits would pass 2^63 - 1 micro-units).
@@ -17,7 +19,22 @@
 local available = redis.call('HGET', KEYS[1], 'available')
 if not available then return reject('NOT_FOUND', 'no user ' .. ARGV[1]) end
 local after = add_int(available, ARGV[2])
-if lt_int(MAX_TOTAL_STR, after) then
+-- The whole balance as over - under (both non-negative, as the *_int helpers need): this
+-- sub-wallet's balance after the deposit, plus what it sent to the user's other sub-wallets and
+-- less what it received from them (each sub-wallet's balance so counted moves only with deposits,
+-- withdrawals and trades, so transfers in flight between the caller's read and this script can
+-- neither hide money from the bound nor count it twice), plus the other sub-wallets so counted.
+local over, under = after, '0'
+if ARGV[3] then
+  local moved = redis.call('HMGET', KEYS[1], 'moved_out', 'moved_in')
+  over, under = add_int(over, moved[1] or '0'), moved[2] or '0'
+  if string.sub(ARGV[3], 1, 1) == '-' then
+    under = add_int(under, string.sub(ARGV[3], 2))
+  else
+    over = add_int(over, ARGV[3])
+  end
+end
+if lt_int(add_int(MAX_TOTAL_STR, under), over) then
   return reject('VALIDATION_ERROR', 'balance would exceed 9000000000')
 end
 local deposits = redis.call('HGET', KEYS[3], 'deposits') or '0'

@@ -16,14 +16,20 @@ from typing import cast
 
 import pytest
 from predmarket.engine.connection import connect
-from predmarket.engine.errors import AlreadyExists, IdempotencyKeyReused, InsufficientFunds, InsufficientShares
+from predmarket.engine.errors import (
+    AlreadyExists,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    InsufficientShares,
+    ValidationError,
+)
 from predmarket.engine.models import HOUSE, Order, Outcome, Side
 from predmarket.engine.resolutions import Resolution
 from predmarket.engine.settings import Settings
 from predmarket.engine.sharded import FLOAT_SHARE, ShardedEngine
 from predmarket.engine.shards import shard_prefix
 from predmarket.engine.transfers import Transfer
-from predmarket.engine.units import MICRO
+from predmarket.engine.units import MAX_TOTAL, MICRO
 
 from tests.support.cluster import PrivateCluster
 from tests.support.redis_data import delete_prefix, delete_prefix_async
@@ -436,3 +442,30 @@ async def test_the_engines_sweeper_finishes_a_transfer_a_dead_process_left(prefi
         redis = new_redis()
         await delete_prefix_async(redis, prefix)  # the shards' keys are under it
         await redis.aclose()
+
+
+async def test_the_balance_bound_is_on_the_whole_balance_in_transit_and_concurrent_deposits_included(
+        engine: ShardedEngine) -> None:
+    """Deposits land at home, but the bound (contract: 9,000,000,000 units) is on the user's whole
+    balance: money in other sub-wallets and in transit counts, and deposits sent at once cannot pass it
+    together (lua/deposit.lua adds each sub-wallet's own money, which transfers do not move)."""
+    bound, most = MAX_TOTAL, 1_000_000_000 * MICRO  # the bound, and the largest single deposit
+    bob = await engine.create_user("bob")
+    for _ in range(bound // most):
+        await engine.accounts.deposit(bob.user_id, most)
+    home = engine.home(bob.user_id)
+    await engine.transfers.move(bob.user_id, home, (home + 1) % SHARDS, 4 * most)
+    stuck = Transfer(uuid.uuid4().hex, bob.user_id, home, (home + 2) % SHARDS, most)
+    await engine.transfers.take_out(stuck)  # debited, not yet credited: in no sub-wallet
+    assert sum(await engine.balances(bob.user_id)) == bound - most
+
+    with pytest.raises(ValidationError, match="balance would exceed 9000000000"):
+        await engine.accounts.deposit(bob.user_id, 1)
+    for _ in range(2):  # room for two more deposits of the largest
+        await engine.accounts.withdraw(bob.user_id, most)
+    answers = await asyncio.gather(*(engine.accounts.deposit(bob.user_id, most) for _ in range(5)),
+                                   return_exceptions=True)
+    assert sum(isinstance(a, ValidationError) for a in answers) == 3, answers
+    await engine.transfers.finish(stuck)
+    assert sum(await engine.balances(bob.user_id)) == bound
+    await assert_invariants(engine)
