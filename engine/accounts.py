@@ -12,6 +12,7 @@ from predmarket.engine.hotset import HotSet, reloading
 from predmarket.engine.keys import Keys
 from predmarket.engine.models import HOUSE, Account, Position
 from predmarket.engine.scripts import Script, Scripts
+from predmarket.engine.units import MAX_EXACT
 from predmarket.engine.validation import check_id, check_quantity, check_username
 from redis.asyncio import Redis
 
@@ -68,12 +69,14 @@ class Accounts:
         with contextlib.suppress(AlreadyExists):  # another process created it first
             await self.create(HOUSE, HOUSE)
 
-    async def deposit(self, user_id: str, amount: int, *, elsewhere: int | None = None) -> Account:
-        """``elsewhere``: over shards, the user's money in its other sub-wallets as
+    async def deposit(self, user_id: str, amount: int, *, elsewhere: int | None = None,
+                      deposits_bound: int = MAX_EXACT) -> Account:
+        """Over shards: ``elsewhere``, the user's money in its other sub-wallets as
         :meth:`ShardedEngine.own_money <predmarket.engine.sharded.ShardedEngine.own_money>` counts it,
-        so that lua/deposit.lua bounds the whole balance."""
+        so that lua/deposit.lua bounds the whole balance; ``deposits_bound``, this shard's share of the
+        bound on the ledger's total deposits."""
         deposit = self._scripts.deposit
-        extra = () if elsewhere is None else (elsewhere,)
+        extra = () if elsewhere is None else (elsewhere, deposits_bound)
         return await reloading(lambda: self._move(deposit, user_id, amount, *extra), self._hotset, user_id=user_id)
 
     async def withdraw(self, user_id: str, amount: int) -> Account:

@@ -64,7 +64,7 @@ from predmarket.engine.sharded_facades import ShardedAccounts, ShardedMarkets
 from predmarket.engine.shards import MAX_SHARDS, home_of, shard_keys, shard_of, shard_prefix
 from predmarket.engine.state import Breach, check_invariants, read_redis_state
 from predmarket.engine.transfers import Transfers, parse_record
-from predmarket.engine.units import format_micro, micro_from_decimal
+from predmarket.engine.units import MAX_EXACT, format_micro, micro_from_decimal
 from predmarket.engine.validation import check_id, check_liquidity, check_market_name
 from predmarket.engine.wire import request_hash
 from redis.asyncio import Redis
@@ -257,12 +257,15 @@ class ShardedEngine:
             raise AlreadyExists("username is taken")  # being created right now, or just taken over
 
     async def deposit(self, user_id: str, amount: int) -> Account:
-        """Into the home sub-wallet, within the balance bound on the user's whole balance: the home
-        script is given the other sub-wallets' money (:meth:`own_money`), and adds its own."""
+        """Into the home sub-wallet, within the balance bound on the user's whole balance (the home
+        script is given the other sub-wallets' money, :meth:`own_money`, and adds its own) and within
+        the shard's share of the deposits' bound (all shards' deposits together stay within int64,
+        so every sub-wallet does, wherever transfers take the money)."""
         home = self.home(user_id)
         owned = await self.own_money(user_id)
         elsewhere = sum(money for shard, money in enumerate(owned) if shard != home)
-        await self.engines[home].accounts.deposit(user_id, amount, elsewhere=elsewhere)
+        await self.engines[home].accounts.deposit(user_id, amount, elsewhere=elsewhere,
+                                                  deposits_bound=MAX_EXACT // self.count)
         return await self.account(user_id)
 
     async def withdraw(self, user_id: str, amount: int) -> Account:

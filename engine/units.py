@@ -21,6 +21,9 @@ MAX_QUANTITY = 1_000_000_000 * MICRO
 #: (proceeds, payouts, the house's return) is credited past it: balances reach 2**63 - 1
 #: and the scripts do their arithmetic on decimal strings (lua/lib.lua).
 MAX_TOTAL = 9_000_000_000 * MICRO
+#: Balances and totals are exact up to here (HINCRBY's int64, the contract's 2^63 - 1 micro-units):
+#: the ledger's total deposits stays within it (lua/deposit.lua), and so does every balance.
+MAX_EXACT = 2**63 - 1
 #: liquidity_b bounds, in micro-units.
 MIN_LIQUIDITY = 1 * MICRO
 MAX_LIQUIDITY = 1_000_000_000 * MICRO

@@ -2,12 +2,13 @@
 -- deposit: credit money from outside to an account.
 --
 -- KEYS[1] user hash <p>:u:<user>, KEYS[2] events stream, KEYS[3] totals hash <p>:totals
--- ARGV[1] user id, ARGV[2] amount (micro-units, > 0); over shards, ARGV[3]: the user's money
+-- ARGV[1] user id, ARGV[2] amount (micro-units, > 0); over S shards, ARGV[3]: the user's money
 -- in its other sub-wallets (a signed integer string, engine/sharded.py's own_money), so that the
--- bound holds for the whole balance.
+-- bound holds for the whole balance, and ARGV[4]: this shard's share of the deposits' bound,
+-- floor((2^63 - 1) / S), so that all shards' deposits together stay within int64.
 -- Returns {available} after the deposit, as an integer string.
 -- Errors: NOT_FOUND (no such user), VALIDATION_ERROR (balance would pass 9e9 units, or the
--- ledger's total deposits would pass 2^63 - 1 micro-units).
+-- ledger's total deposits would pass 2^63 - 1 micro-units, or this shard's share of it).
 -- Emits Deposit {user_id, amount, available}.
 --
 -- Every balance and pool is money deposited and not withdrawn (conservation), so keeping
@@ -38,8 +39,9 @@ if lt_int(add_int(MAX_TOTAL_STR, under), over) then
   return reject('VALIDATION_ERROR', 'balance would exceed 9000000000')
 end
 local deposits = redis.call('HGET', KEYS[3], 'deposits') or '0'
-if lt_int(sub_int(MAX_EXACT_STR, deposits), ARGV[2]) then
-  return reject('VALIDATION_ERROR', 'total deposits would exceed 9223372036854.775807')
+local most = ARGV[4] or MAX_EXACT_STR
+if lt_int(most, add_int(deposits, ARGV[2])) then
+  return reject('VALIDATION_ERROR', 'total deposits would exceed ' .. fmt6(most))
 end
 redis.call('HSET', KEYS[1], 'available', after)
 redis.call('HINCRBY', KEYS[3], 'deposits', ARGV[2])

@@ -48,7 +48,7 @@ from predmarket.engine.state import (
     market_position_sums,
     read_redis_state,
 )
-from predmarket.engine.units import format_micro
+from predmarket.engine.units import MAX_EXACT, format_micro
 from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.persister.lag import group_lag
 from predmarket.persister.stream import GROUP
@@ -56,8 +56,6 @@ from predmarket.record.pg_state import IN_TRANSIT, read_pg_state
 from sqlalchemy import Connection, Engine, Row, text
 
 MAX_LISTED = 50  # breaches of one kind listed in full; the rest are counted
-#: Balances and totals are exact up to here (HINCRBY's int64, the contract's 2^63 - 1 micro-units).
-MAX_EXACT = 2**63 - 1
 
 
 @dataclass

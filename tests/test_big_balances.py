@@ -31,9 +31,9 @@ from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
 from predmarket.engine.settings import Settings
 from predmarket.engine.state import MarketRecord, State, UserRecord
-from predmarket.engine.units import MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro, micro_from_decimal
+from predmarket.engine.units import MAX_EXACT, MAX_QUANTITY, MAX_TOTAL, MICRO, format_micro, micro_from_decimal
 from predmarket.lua import SCRIPT_DIR
-from predmarket.persister.audit import MAX_EXACT, AuditReport, audit, exact_range_breaches
+from predmarket.persister.audit import AuditReport, audit, exact_range_breaches
 from predmarket.persister.recover import recover
 
 from predmarket.commands.stores import stores

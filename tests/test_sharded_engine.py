@@ -29,7 +29,7 @@ from predmarket.engine.settings import Settings
 from predmarket.engine.sharded import FLOAT_SHARE, ShardedEngine
 from predmarket.engine.shards import shard_prefix
 from predmarket.engine.transfers import Transfer
-from predmarket.engine.units import MAX_TOTAL, MICRO
+from predmarket.engine.units import MAX_EXACT, MAX_TOTAL, MICRO, format_micro
 
 from tests.support.cluster import PrivateCluster
 from tests.support.redis_data import delete_prefix, delete_prefix_async
@@ -469,3 +469,17 @@ async def test_the_balance_bound_is_on_the_whole_balance_in_transit_and_concurre
     await engine.transfers.finish(stuck)
     assert sum(await engine.balances(bob.user_id)) == bound
     await assert_invariants(engine)
+
+
+async def test_each_shard_takes_its_share_of_the_deposits_bound(engine: ShardedEngine) -> None:
+    """A sub-wallet may hold money deposited in every shard (transfers take it anywhere), so all shards'
+    deposits together stay within int64: each shard takes floor((2^63 - 1) / S). Reaching that honestly
+    takes ~1,150 deposits of 1e9, so the home shard's counter is set near it."""
+    carol = await engine.create_user("carol")
+    totals = engine.wallet_keys(engine.home(carol.user_id)).totals
+    share = MAX_EXACT // SHARDS
+    await engine.redis.hset(totals, "deposits", share - 5)
+    with pytest.raises(ValidationError, match=f"total deposits would exceed {format_micro(share)}"):
+        await engine.accounts.deposit(carol.user_id, 6)
+    assert (await engine.accounts.deposit(carol.user_id, 5)).available == 5
+    assert int(cast(str, await engine.redis.hget(totals, "deposits"))) == share
