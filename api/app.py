@@ -52,7 +52,7 @@ def _stream_keys(engine: Engine) -> list[Keys]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings(over_shards=True)
+    settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,7 +1,8 @@
 """The engine a deployment runs: one :class:`MarketEngine` for one shard, a :class:`ShardedEngine` for more.
 
 Both offer what the API and the commands call (``accounts``, ``markets``, ``execute_trade``,
-``live_book``, ``user_keys``, ``stats``, ``scripts``, ``start``, ``close``) with the same meaning.
+``live_book``, ``user_keys``, ``stats``, ``scripts``, ``invariants``, ``start``, ``close``) with the same
+meaning.
 """
 
 from __future__ import annotations

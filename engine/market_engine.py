@@ -16,6 +16,7 @@ from predmarket.engine.replication import ReplicaFence
 from predmarket.engine.scripts import Scripts
 from predmarket.engine.sequencer import SequencerStats
 from predmarket.engine.settings import Settings
+from predmarket.engine.state import Breach, check_invariants, read_redis_state
 from predmarket.engine.trader import Trader
 from predmarket.engine.validation import check_order
 from redis.asyncio import Redis
@@ -75,6 +76,10 @@ class MarketEngine:
     async def live_book(self, user_id: str) -> LiveBook:
         """The user's balance and live positions, read in one transaction (the user reloaded if evicted)."""
         return await reloading(lambda: live_positions(self.redis, self.keys, user_id), self.hotset, user_id=user_id)
+
+    async def invariants(self) -> list[Breach]:
+        """The contract's invariants over this engine's keys (consistent when nothing moves meanwhile)."""
+        return check_invariants(await read_redis_state(self.redis, self.keys))
 
     async def start(self) -> None:
         """Make sure the deployment's ``house`` account exists."""

@@ -190,17 +190,16 @@ def redacted(settings: Settings) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=2)
-def get_settings(*, over_shards: bool = False) -> Settings:
+def get_settings(*, one_shard: bool = False) -> Settings:
     """The process's settings, read from the environment once.
 
-    ``PM_SHARDS`` above 1 is refused here unless the caller runs over shards (``over_shards``: the
-    API, the persister, ``audit``, ``recover`` and ``migrate``): ``demo``, ``simulate`` and ``bench``
-    do not yet, and a process that ignored the setting would keep a deployment's money in the wrong keys.
+    ``one_shard``: the caller (``bench``) builds the deployments it measures itself, one shard each
+    unless a row says otherwise; ``PM_SHARDS`` above 1 is refused rather than silently ignored.
     """
     settings = Settings()
-    if settings.shards > 1 and not over_shards:
-        raise ShardsNotSupported(f"PM_SHARDS={settings.shards}: demo, simulate and bench run with PM_SHARDS=1 so "
-                                 "far; serve, persister, audit and recover run over shards (docs/SCALING.md)")
+    if settings.shards > 1 and one_shard:
+        raise ShardsNotSupported(f"PM_SHARDS={settings.shards}: bench picks its shard counts itself "
+                                 "(`predmarket bench --only shards` measures 1 and 8 shards); unset PM_SHARDS")
     return settings
 
 

@@ -29,7 +29,7 @@ def _safe(url: str) -> str:
 def _configured() -> Settings | None:
     """The settings the command ran with (a store error comes after they were read), if they are valid."""
     try:
-        return get_settings(over_shards=True)  # only read for the URLs to name
+        return get_settings()  # only read for the URLs to name
     except ValueError:  # invalid (pydantic's ValidationError is one)
         return None
 

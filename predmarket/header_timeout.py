@@ -29,7 +29,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     # Forwards whatever the server passes, so a uvicorn release adding an argument needs no change here.
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.header_timeout_s = get_settings(over_shards=True).header_timeout_s
+        self.header_timeout_s = get_settings().header_timeout_s
         self._header_deadline: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:

@@ -14,7 +14,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.deployment import Engine
 from predmarket.engine.resolutions import Resolution
 from predmarket.engine.units import MICRO, format_micro
 
@@ -56,7 +56,7 @@ def random_probabilities(rng: random.Random, n: int) -> list[int]:
     return [high - low for low, high in itertools.pairwise(edges)]
 
 
-async def resolve_and_settle(engine: MarketEngine, market_ids: list[str], seed: int | None) -> list[Settled]:
+async def resolve_and_settle(engine: Engine, market_ids: list[str], seed: int | None) -> list[Settled]:
     rng = random.Random(seed)
     done: list[Settled] = []
     for index, market_id in enumerate(market_ids):

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from predmarket.cli import main as cli_main
 from predmarket.services import find_binary, pg_answers, private_postgres, private_redis, redis_answers
+from tests.support.services import REDIS_URL
 from tests.support.waiting import wait_until
 
 
@@ -64,10 +65,14 @@ def test_a_private_postgresql_starts_answers_and_stops() -> None:
 
 
 @pytest.mark.slow
-def test_the_demo_runs_and_leaves_nothing_running() -> None:
+@pytest.mark.parametrize("shards", [1, 4])
+def test_the_demo_runs_and_leaves_nothing_running(shards: int) -> None:
+    """With one shard, and over four (the replicas and the persister run over shards; money moves
+    between each trader's sub-wallets as they trade the markets of every shard)."""
     before = _predmarket_processes()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
     env["COLUMNS"] = "1000"  # the summary on one line
+    env["PM_SHARDS"] = str(shards)
     # Resolving every 0.5 s: the YES/NO market and the cup final's four labels take turns, so a label of
     # each, PROB and CANCEL come within the first four resolutions.
     done = subprocess.run([sys.executable, "-m", "predmarket.cli", "demo", "--duration", "8", "--markets", "2",
@@ -79,6 +84,13 @@ def test_the_demo_runs_and_leaves_nothing_running() -> None:
     assert resolved and int(resolved.group(1)) >= 4, done.stdout[-2000:]
     assert resolved.group(2).split(", ")[:4] == ["YES", "Tigers", "PROB", "CANCEL"], resolved.group(2)
     assert _predmarket_processes() <= before, "the demo left processes running"
+    prefix = re.search(r"key prefix: (\S+)", done.stdout)
+    assert prefix, done.stdout[-2000:]
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert not list(client.scan_iter(match=f"{prefix.group(1)}:*", count=1000)), "the demo left keys behind"
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])

@@ -9,14 +9,17 @@ import os
 import random
 import re
 import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from typing import cast
 
 import pytest
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
-from predmarket.engine.models import Order, Outcome, Side
+from predmarket.engine.models import HOUSE, Order, Outcome, Side
 from predmarket.engine.settings import Settings
+from predmarket.engine.sharded import ShardedEngine
+from predmarket.engine.shards import shard_keys
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO, parse_micro
 
@@ -30,8 +33,10 @@ from tests.support.replay import assert_replay_matches
 from tests.support.services import REDIS_URL, new_redis
 
 
-def run_cli(prefix: str, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-    env = environment(key_prefix=prefix, redis_url=REDIS_URL, COLUMNS="200", NO_COLOR="1", TERM="dumb")
+def run_cli(prefix: str, *args: str, timeout_s: float = 120,
+            extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = environment(key_prefix=prefix, redis_url=REDIS_URL, COLUMNS="200", NO_COLOR="1", TERM="dumb",
+                      **(extra or {}))
     return run_predmarket(*args, env=env, timeout_s=timeout_s)
 
 
@@ -134,6 +139,60 @@ def test_simulate_outcomes_trades_every_label_settles_every_kind_and_the_invaria
             await redis.aclose()
 
     asyncio.run(check())
+
+
+def test_simulate_over_shards_moves_money_between_sub_wallets_settles_and_the_invariants_hold(
+        cli_prefix: str) -> None:
+    """Two processes trade 3-label markets spread over 4 shards: a trader's money follows its trades
+    between sub-wallets (transfers), every market is settled into its shard, and the invariants hold
+    shard by shard and across shards (ShardedEngine.invariants)."""
+    shards = 4
+    result = run_cli(cli_prefix, "simulate", "--outcomes", "3", "--markets", "8", "--users", "12", "--trades", "800",
+                     "--concurrency", "4", "--processes", "2", "--settle", extra={"PM_SHARDS": str(shards)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all invariants hold" in result.stdout and "settlements" in result.stdout
+    trades = int(figure(result.stdout, "trades"))
+
+    async def check() -> None:
+        redis = new_redis()
+        try:
+            events = [fields for k in range(shards)
+                      for _, fields in await stream_entries(redis, shard_keys(cli_prefix, k, shards).events)]
+            kinds = Counter(f["type"] for f in events)
+            assert kinds["TradeExecuted"] == trades and kinds["MarketSettled"] == 8
+            assert kinds["TransferIn"] > 0 and kinds["TransferIn"] == kinds["TransferOut"]
+            resolved = sorted(f["outcome"] for f in events if f["type"] == "MarketResolved")
+            assert resolved == sorted(["O1", "O2", "PROB", "CANCEL", "O3", "O1", "PROB", "CANCEL"])
+            assert len({k for k in range(shards) if await redis.zcard(shard_keys(cli_prefix, k, shards).markets)}) > 1
+        finally:
+            await redis.aclose()
+
+    asyncio.run(check())
+
+
+def test_simulate_over_shards_refuses_a_prefix_with_a_real_market_in_any_shard(cli_prefix: str) -> None:
+    shards = 4
+    engine = ShardedEngine(new_redis(), Settings(key_prefix=cli_prefix, redis_url=REDIS_URL, shards=shards))
+
+    async def real_market() -> str:
+        try:
+            await engine.start()
+            await engine.deposit(HOUSE, 1_000 * MICRO)
+            market = await engine.create_market("a real question", 100 * MICRO)
+            return market.market_id
+        finally:
+            await engine.close()
+
+    market_id = asyncio.run(real_market())
+    result = run_cli(cli_prefix, "simulate", "--trades", "1", extra={"PM_SHARDS": str(shards)})
+    assert result.returncode == 2
+    assert f"holds a live deployment (market {market_id!r}" in result.stderr
+
+
+def test_bench_refuses_pm_shards_it_picks_its_own() -> None:
+    done = run_predmarket("bench", "--quick", env={**os.environ, "PM_SHARDS": "8"}, timeout_s=60)
+    assert done.returncode == 2
+    assert "PM_SHARDS=8: bench picks its shard counts itself" in done.stderr and "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("bad", ["1", "17", "0", "three"])
@@ -267,8 +326,6 @@ async def test_drained_pool_names_the_market(
     ({"PM_REDIS_URL": "redis+cluster://127.0.0.1:1,127.0.0.1:2", "PM_KEY_PREFIX": "{pm}"},
      "cannot reach Redis at redis+cluster://127.0.0.1:1,127.0.0.1:2"),
     ({"PM_MAX_BATCH": "abc"}, "PM_MAX_BATCH"),
-    # simulate does not run over shards yet: it may not ignore the setting
-    ({"PM_SHARDS": "8"}, "PM_SHARDS=8: demo, simulate and bench run with PM_SHARDS=1 so far"),
     ({"PM_SHARDS": "8", "PM_KEY_PREFIX": "{pm}"}, "PM_KEY_PREFIX must not carry a hash tag with PM_SHARDS=8"),
     ({"PM_ENVIRONMENT": "production", "PM_ADMIN_TOKEN": "changeme"}, "PM_ADMIN_TOKEN must be set"),
 ])

@@ -90,7 +90,7 @@ def main(args: argparse.Namespace) -> int:
     if args.stream_sse is not None or args.stream_ws is not None:
         sizes = replace(sizes, stream_sse=sizes.stream_sse if args.stream_sse is None else args.stream_sse,
                         stream_websockets=sizes.stream_websockets if args.stream_ws is None else args.stream_ws)
-    options = BenchOptions(settings=get_settings(), sections=sections, sizes=sizes,
+    options = BenchOptions(settings=get_settings(one_shard=True), sections=sections, sizes=sizes,
                            out=results_dir(args, root), quick=args.quick, seed=args.seed,
                            rebuild_views=args.rebuild_views)
     try:

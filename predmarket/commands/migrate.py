@@ -19,7 +19,7 @@ def register(sub: Subcommands) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = get_settings(over_shards=True)
+    settings = get_settings()
     created = migrate(settings.database_url)
     print(f"database {'created and ' if created else ''}migrated to the newest schema")
     return 0

@@ -28,7 +28,7 @@ def register(sub: Subcommands) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = get_settings(over_shards=True)
+    settings = get_settings()
     configure(settings)
     if refuse_unmigrated("persister", settings.database_url):
         return NOT_MIGRATED_EXIT

@@ -37,7 +37,7 @@ def register(sub: Subcommands) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = get_settings(over_shards=True)
+    settings = get_settings()
     if refuse_unmigrated("recover", settings.database_url):
         return NOT_MIGRATED_EXIT
     console = Console()

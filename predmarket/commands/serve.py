@@ -55,7 +55,7 @@ def at_least_one(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = get_settings(over_shards=True)  # fail now, with a clear message, on bad configuration
+    settings = get_settings()  # fail now, with a clear message, on bad configuration
     if refuse_unmigrated("serve", settings.database_url):
         return NOT_MIGRATED_EXIT
     metrics_dir = None

@@ -17,11 +17,10 @@ from rich.table import Table
 
 from predmarket.commands import Subcommands
 from predmarket.engine.connection import connect_sync
-from predmarket.engine.keys import Keys
+from predmarket.engine.deployment import engine_for
 from predmarket.engine.labels import MAX_OUTCOMES, MIN_OUTCOMES
-from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.settings import Settings, get_settings
-from predmarket.engine.state import Breach, check_invariants, read_redis_state
+from predmarket.engine.state import Breach
 from predmarket.engine.units import MICRO, format_micro
 from predmarket.http_simulate import HttpSummary, run_over_api
 from predmarket.sim_settle import resolve_and_settle
@@ -80,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.into_live:
         client = connect_sync(settings.redis_url, 10.0)
         try:
-            found = live_deployment(client, Keys(settings.key_prefix))
+            found = live_deployment(client, settings.key_prefix, settings.shards)
         finally:
             client.close()
         if found:
@@ -110,10 +109,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _settle_all(settings: Settings, summary: Summary, seed: int | None, console: Console) -> list[Breach]:
-    engine = MarketEngine.from_settings(settings)
+    engine = engine_for(settings)
     try:
         settled = await resolve_and_settle(engine, summary.market_ids, seed)
-        state = await read_redis_state(engine.redis, engine.keys)
+        breaches = await engine.invariants()
     finally:
         await engine.close()
     table = Table(title="settlements")
@@ -123,14 +122,14 @@ async def _settle_all(settings: Settings, summary: Summary, seed: int | None, co
         table.add_row(row.market_id, row.resolution, "yes" if row.closed_first else "no",
                       format_micro(row.payouts_total), str(row.holders_paid), format_micro(row.house_return))
     console.print(table)
-    return check_invariants(state)
+    return breaches
 
 
 async def _final_check(settings: Settings, summary: Summary, console: Console) -> list[Breach]:
-    engine = MarketEngine.from_settings(settings)
+    engine = engine_for(settings)
     try:
         markets = [await engine.markets.get(m) for m in summary.market_ids]
-        state = await read_redis_state(engine.redis, engine.keys)
+        breaches = await engine.invariants()
     finally:
         await engine.close()
     table = Table(title="simulation")
@@ -157,7 +156,7 @@ async def _final_check(settings: Settings, summary: Summary, console: Console) -
         console.print(_label_prices_table(markets[0].outcomes, [
             (m.market_id, [format_micro(p) for p in m.prices], [format_micro(q) for q in m.totals],
              format_micro(m.pool)) for m in markets]))
-    return check_invariants(state)
+    return breaches
 
 
 def _label_prices_table(labels: Sequence[str], rows: list[tuple[str, Sequence[str], Sequence[str], str]],
