@@ -442,7 +442,13 @@ class ShardedEngine:
         if total < cost:
             raise InsufficientFunds(f"available {format_micro(total)} < cost {format_micro(cost)}") from None
         if not await self._fund(order.user_id, shard, need):
-            raise InsufficientFunds(f"available 0.000000 < cost {format_micro(need)}") from None
+            # Nothing moved: the user's other orders took the money meanwhile, maybe here (this
+            # order's own copies, sent at once with one Idempotency-Key, among them). If it is still
+            # the user's, in transit included, send this one again: the money lands, or a copy
+            # executed and this one replays it.
+            total = sum(await self.own_money(order.user_id))
+            if total < cost:
+                raise InsufficientFunds(f"available {format_micro(total)} < cost {format_micro(cost)}") from None
         return True
 
     async def own_money(self, user_id: str) -> list[int]:

@@ -124,6 +124,31 @@ async def test_a_users_first_orders_in_a_shard_at_once_all_execute(engine: Shard
     await assert_invariants(engine)
 
 
+async def test_copies_of_one_keyed_first_order_in_a_shard_all_answer_its_trade(engine: ShardedEngine) -> None:
+    """Twenty copies of one order (one Idempotency-Key) sent at once into a shard where the user has no
+    sub-wallet: each brings money from home and a float, so home runs dry before the first transfer
+    lands; a copy that then finds nothing to move was answered INSUFFICIENT_FUNDS although the money
+    was on its way (the HTTP suite on a cluster found it). Now it is sent again and replays the trade.
+    Each credit is made 50 ms slow, as across masters under load, so that home runs dry first."""
+    finish = engine.transfers.finish
+
+    async def slow_finish(transfer: Transfer) -> None:
+        await asyncio.sleep(0.05)  # injected latency, not a wait for anything
+        await finish(transfer)
+
+    engine.transfers.finish = slow_finish  # type: ignore[method-assign]
+    await fund_house(engine)
+    dora = await engine.create_user("dora")
+    await engine.deposit(dora.user_id, 100 * MICRO)
+    market = await market_in(engine, avoid={engine.home(dora.user_id)})
+    order = Order(dora.user_id, market, Side.BUY, Outcome.YES, shares=3 * MICRO,
+                  idempotency_key="race-1", fingerprint=f"{market}|BUY|YES|3")
+    trades = await asyncio.gather(*(engine.execute_trade(order) for _ in range(20)))
+    assert len({t.trade_id for t in trades}) == 1
+    assert (await engine.account(dora.user_id)).available == 100 * MICRO - trades[0].cost
+    await assert_invariants(engine)
+
+
 async def test_a_rejection_for_funds_is_final_only_when_no_sub_wallet_can_pay(engine: ShardedEngine) -> None:
     await fund_house(engine)
     bob = await engine.create_user("bob")
