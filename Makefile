@@ -35,12 +35,14 @@ suite-evicting:
 OWN_LAYOUT = tests/test_api_cluster.py tests/test_api_sharded_streams.py tests/test_api_openapi.py \
 	tests/test_api_schemathesis.py
 
-# Every HTTP test module again on a private 3-master Redis Cluster (PM_REDIS_URL=redis+cluster://..., each stack
-# under a prefix with a hash tag). Only the API tests: they go through the deployed processes, so they check the
-# contract in that layout end to end; the engine-level tests build their own single-primary clients on purpose.
-# test_api_cluster runs in `suite` (its own cluster); the OpenAPI document does not depend on the layout.
+# Every HTTP test module again on a private 3-master Redis Cluster with PM_SHARDS=8 (the layout a deployment outgrowing
+# one primary runs: each shard's keys under its own hash tag, so the shards spread over the masters, and a user's
+# money moves between sub-wallets on different masters). Only the API tests: they go through the deployed processes,
+# so they check the contract in that layout end to end; the engine-level tests build their own clients on purpose.
+# One shard on a cluster (a tagged prefix, one slot) is tested by test_api_cluster (in `suite`, its own cluster,
+# with failover); the OpenAPI document does not depend on the layout.
 suite-cluster:
-	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_LAYOUT=cluster $(PY) -m pytest -q $(filter-out $(OWN_LAYOUT),$(wildcard tests/test_api_*.py))
+	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_LAYOUT=cluster-shards $(PY) -m pytest -q $(filter-out $(OWN_LAYOUT),$(wildcard tests/test_api_*.py))
 
 # Every HTTP test module again with PM_SHARDS=8 on the shared primary: the API over the sharded engine (per-shard
 # sub-wallets and transfers, streams merged behind composite event ids, per-shard persister loops), end to end.

@@ -164,7 +164,7 @@ def stacks(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (``make suite-cluster``: the HTTP contract on Redis Cluster, each stack under a tagged prefix)."""
     with ExitStack() as context:
         redis_url = REDIS_URL
-        if os.environ.get("PM_TEST_LAYOUT") == "cluster":
+        if os.environ.get("PM_TEST_LAYOUT", "").startswith("cluster"):
             require_binaries()
             redis_url = context.enter_context(PrivateCluster(masters=3)).url
         factory = StackFactory(pg_template, tmp_path_factory.mktemp("api-stacks"), redis_url)

@@ -38,10 +38,14 @@ from tests.support.services import REDIS_URL
 from tests.support.waiting import wait_for
 
 START_TIMEOUT_S = 30.0
-#: Shards of every stack under PM_TEST_LAYOUT=shards (make suite-shards).
+#: Where this run's stacks run: "" (one shard of the shared primary), "shards" (8 shards of it:
+#: make suite-shards), "cluster" (one shard, a tagged prefix, on a private 3-master cluster) or
+#: "cluster-shards" (8 shards spread over that cluster's masters: make suite-cluster).
+LAYOUT = os.environ.get("PM_TEST_LAYOUT", "")
+#: Shards of every stack under a sharded layout.
 TEST_SHARDS = 8
-#: Whether this run's stacks run over shards (make suite-shards).
-SHARDED = os.environ.get("PM_TEST_LAYOUT") == "shards"
+#: Whether this run's stacks run over shards.
+SHARDED = LAYOUT in ("shards", "cluster-shards")
 #: A test comparing what a stream sends with the entries of the one Redis stream (``stack.events_key``):
 #: over shards each shard has a stream and event ids are composite (api/merged_streaming.py); the
 #: same properties are checked over shards in tests/test_api_sharded_streams.py.
@@ -122,8 +126,8 @@ class Stack:
             # The hot set at its most eager: every idle user and settled market leaves Redis
             # after a second; the contract must hold all the same (`make test-evicting`).
             env.update({"PM_USER_IDLE_TTL_S": "1", "PM_MARKET_ARCHIVE_AFTER_S": "1"})
-        if os.environ.get("PM_TEST_LAYOUT") == "shards":
-            env["PM_SHARDS"] = str(TEST_SHARDS)  # `make suite-shards`: the contract over 8 shards of one primary
+        if SHARDED:
+            env["PM_SHARDS"] = str(TEST_SHARDS)  # the contract over 8 shards of one primary or of a cluster
         env.update(self.overrides)
         return env
 
@@ -261,12 +265,14 @@ class StackFactory:
     def start(self, name: str, *, replicas: int = 2, persister: bool = True, database_url: str | None = None,
               redis_url: str | None = None, wait_house: bool = True, prefix: str | None = None,
               **overrides: str) -> Stack:
-        """``prefix``: the key prefix (by default a fresh one; tagged on a cluster, where every
-        key of a deployment must share one slot)."""
+        """``prefix``: the key prefix (by default a fresh one; tagged on a cluster with one shard,
+        where every key of the deployment must share one slot; over shards each shard's keys carry
+        their own tag)."""
         redis_url = redis_url or self.redis_url
         fresh = f"pmtest-api-{name}-{uuid.uuid4().hex[:8]}"
         if prefix is None:
-            prefix = f"{{{fresh}}}" if is_cluster_url(redis_url) else fresh
+            one_slot = is_cluster_url(redis_url) and int(overrides.get("PM_SHARDS", TEST_SHARDS if SHARDED else 1)) == 1
+            prefix = f"{{{fresh}}}" if one_slot else fresh
         stack = Stack(name=name, prefix=prefix,
                       database_url=database_url or self.database(), redis_url=redis_url,
                       admin_token=self.admin_token, workdir=self.workdir, overrides=overrides)
