@@ -218,29 +218,61 @@ def _users(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> i
     return n
 
 
+#: What each sub-wallet ever received and sent by transfers, from the ledger ({where}: more conditions);
+#: NULL where it never did (its hash then has no such field, as HINCRBY makes it).
+_MOVED = """SELECT user_id, shard, SUM(amount) FILTER (WHERE kind = 'transfer_in') AS moved_in,
+                   -SUM(amount) FILTER (WHERE kind = 'transfer_out') AS moved_out
+            FROM ledger WHERE kind IN ('transfer_in', 'transfer_out') AND user_id IS NOT NULL {where}
+            GROUP BY user_id, shard"""
+
+
 def _sub_wallets(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> int:
     """Every sub-wallet (over several shards): its money and what it ever sent and received by transfers
-    (an account read over shards uses those to never count a transfer twice). One outside the user's
-    home shard has no name, as the saga's first credit makes it (lua/transfer_in.lua)."""
+    (``moved_out``/``moved_in``: an account read over shards uses them to never count a transfer twice, the
+    deposit bound to count money in transit). One outside the user's home shard has no name, as the
+    saga's first credit makes it (lua/transfer_in.lua).
+
+    After a cutover to fewer shards the record still has what the dropped shards sent and received:
+    those counts go to the user's home sub-wallet, so that a user's counts still add up, over the shards
+    there are, to the money in transit (engine/sharded.py, ``own_money``); dropped, they made a
+    resharded user's balance read as short of its money.
+    """
+    folded: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+    for r in _rows(conn, _MOVED.format(where="AND shard >= :count"), count=layout.count):
+        moved_in, moved_out = folded.get(r.user_id, (None, None))
+        folded[r.user_id] = (_plus(moved_in, r.moved_in), _plus(moved_out, r.moved_out))
     n = 0
-    for r in _rows(conn, """
+    for r in _rows(conn, f"""
             SELECT b.user_id, b.shard, b.available, b.locked, b.updated_at, t.moved_in, t.moved_out
-            FROM balances b LEFT JOIN (
-                SELECT user_id, shard, SUM(amount) FILTER (WHERE kind = 'transfer_in') AS moved_in,
-                       -SUM(amount) FILTER (WHERE kind = 'transfer_out') AS moved_out
-                FROM ledger WHERE kind IN ('transfer_in', 'transfer_out') AND user_id IS NOT NULL
-                GROUP BY user_id, shard) t USING (user_id, shard)"""):
+            FROM balances b LEFT JOIN ({_MOVED.format(where="")}) t USING (user_id, shard)"""):
         if r.shard >= layout.count:
             continue  # an emptied sub-wallet of a layout with more shards (check_layout, reshard)
+        moved_in, moved_out = r.moved_in, r.moved_out
+        home = layout.home_shard(r.user_id)
+        if r.shard == home and r.user_id in folded:
+            more_in, more_out = folded.pop(r.user_id)
+            moved_in, moved_out = _plus(moved_in, more_in), _plus(moved_out, more_out)
         fields: dict[str, str | int] = {"available": micro(r.available), "locked": micro(r.locked)}
-        fields.update({name: micro(value) for name, value in (("moved_in", r.moved_in), ("moved_out", r.moved_out))
-                       if value is not None})
-        if r.user_id != HOUSE and r.shard != layout.home_shard(r.user_id):
+        fields.update(_moved_fields(moved_in, moved_out))
+        if r.user_id != HOUSE and r.shard != home:
             fields.update(username="", created_ms=epoch_ms(r.updated_at))
         write("hset", layout.shards[r.shard].user(r.user_id), mapping=fields)
         n += 1
+    for user_id, (moved_in, moved_out) in folded.items():  # no balances row at home (the profile is there)
+        write("hset", layout.home(user_id).user(user_id), mapping=_moved_fields(moved_in, moved_out))
     say("sub-wallets", n)
     return n
+
+
+def _plus(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    """a + b where None is "never": None only if both are."""
+    return b if a is None else a if b is None else a + b
+
+
+def _moved_fields(moved_in: Decimal | None, moved_out: Decimal | None) -> dict[str, str | int]:
+    """The ``moved_in``/``moved_out`` fields of a sub-wallet, each only if it ever moved money that way."""
+    return {name: micro(value) for name, value in (("moved_in", moved_in), ("moved_out", moved_out))
+            if value is not None}
 
 
 def _transfers(conn: Connection, write: _Writer, layout: Layout, say: Progress) -> int:

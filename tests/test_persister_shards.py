@@ -490,6 +490,8 @@ async def test_recover_reshards_every_user_s_money_home_and_the_record_stays_aud
             for user in every:
                 wallets = await rebuilt.balances(user)
                 assert wallets[rebuilt.home(user)] == owed[user] == sum(wallets), user
+                # what the dropped shard sent and received is counted at home: the counts still add up
+                assert sum(await rebuilt.own_money(user)) == owed[user], user
             after = await merged_state(rebuilt.redis, target.key_prefix, new_shards)
             assert (after.positions, after.net_costs, after.markets) == (before.positions, before.net_costs,
                                                                          before.markets)
