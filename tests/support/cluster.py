@@ -352,20 +352,26 @@ class PrivateCluster:
 
     def _settled(self) -> bool:
         """Every live node: state ok, all slots ok, the same slot map with only live masters; replicas
-        linked to their master and not syncing."""
+        linked to their master and not syncing, and known as replicas to the node :attr:`masters` and
+        :attr:`replicas` ask (right after a create, gossip may not have told it yet: it listed all six
+        nodes of a 3+3 cluster as masters once)."""
         try:
             live = [node for node in self.nodes if node.alive()]
             maps = set()
+            roles: dict[int, str] = {}
             for node in live:
                 info = _info(str(node.command("CLUSTER", "INFO")))
                 if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != str(SLOTS):
                     return False
                 maps.add(tuple(self.slot_map(node)))
                 replication = node.command("INFO", "replication")  # redis-py parses INFO into a dict
+                roles[node.port] = replication["role"]
                 if replication["role"] == "slave" and (replication.get("master_link_status") != "up"
                                                        or replication.get("master_sync_in_progress") != 0):
                     return False
             if len(maps) != 1:
+                return False
+            if any(("slave" in v.flags) != (roles[v.port] == "slave") for v in self._views() if v.port in roles):
                 return False
             (slot_map,) = maps
             live_ports = {node.port for node in live}
