@@ -25,10 +25,12 @@ typecheck:
 suite:
 	PM_REQUIRE_REAL_SERVICES=1 $(PY) -m pytest
 
-# The HTTP contract again, with the hot set evicting every idle user and settled market after 1 s.
+# The HTTP contract again, with the hot set evicting every idle user and settled market after 1 s: with one shard, and
+# over 8 shards of the primary (each shard's sub-wallets evicted and loaded back, transfers into evicted ones).
+EVICTING = tests/test_api_contract.py tests/test_api_trading.py tests/test_api_auth.py tests/test_api_events.py
 suite-evicting:
-	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_AGGRESSIVE_EVICTION=1 $(PY) -m pytest -q tests/test_api_contract.py \
-		tests/test_api_trading.py tests/test_api_auth.py tests/test_api_events.py
+	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_AGGRESSIVE_EVICTION=1 $(PY) -m pytest -q $(EVICTING)
+	PM_REQUIRE_REAL_SERVICES=1 PM_TEST_AGGRESSIVE_EVICTION=1 PM_TEST_LAYOUT=shards $(PY) -m pytest -q $(EVICTING)
 
 # HTTP modules that choose their layout themselves (a cluster of their own, 4 shards on the primary), or whose
 # subject does not depend on it (the OpenAPI document): run once, by `suite`.

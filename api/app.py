@@ -24,7 +24,7 @@ from predmarket.engine.errors import Unavailable
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.settings import Settings, get_settings
-from predmarket.record.loader import PgLoader
+from predmarket.record.loader import load_from
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from predmarket.collector import tune_collector
@@ -71,10 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pg = create_async_engine(settings.database_url, pool_pre_ping=True, pool_size=5, max_overflow=10)
         watcher = CommittedWatcher(connect(settings.redis_url, timeout_s=max(settings.redis_timeout_s, 5.0),
                                            max_connections=4), stream_keys)
-        if isinstance(engine, MarketEngine):
-            # The hot set: reload on demand. Over shards no user is evicted, and an archived market
-            # comes back from its shard's Redis alone (persister/sharded.py).
-            engine.loader = PgLoader(pg, engine.scripts, engine.keys)
+        # The hot set: reload evicted users on demand (over shards, each shard's sub-wallets; an archived
+        # market comes back from its shard's Redis alone).
+        load_from(pg, engine)
         app.state.engine = engine
         app.state.auth = Authenticator(engine, settings.admin_token, settings.rate_limit_per_s)
         app.state.auth.start()  # flushes the API keys' last use every few seconds

@@ -57,15 +57,18 @@ class HotSet:
                 [k.market(market_id), k.markets, k.archived], [market_id]))
 
     async def load_user(self, user_id: str) -> bool:
-        """True if the user is resident now; only an evicted user (in the directory) asks the loader."""
+        """True if the user is resident now; only an evicted user asks the loader: one in the directory,
+        or (over shards, a sub-wallet outside the user's home, which no directory lists) one the janitor
+        marked evicted."""
         with unavailable_on_disconnect():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.exists(self._keys.user(user_id))
                 pipe.sismember(self._keys.user_ids, user_id)
-                resident, known = await pipe.execute()
+                pipe.hexists(self._keys.evicted, user_id)
+                resident, listed, evicted = await pipe.execute()
         if resident:
             return True  # whatever was missing, it was not this user
-        if not known or self.loader is None:
+        if not (listed or evicted) or self.loader is None:
             return False
         return await self.loader.load_user(user_id)
 

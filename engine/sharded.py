@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import cast
@@ -51,6 +52,7 @@ from predmarket.engine.errors import (
     NotFound,
     Unavailable,
 )
+from predmarket.engine.hotset import Loader
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import check_labels
 from predmarket.engine.market_engine import MarketEngine
@@ -63,7 +65,7 @@ from predmarket.engine.settings import Settings
 from predmarket.engine.sharded_facades import ShardedAccounts, ShardedMarkets
 from predmarket.engine.shards import MAX_SHARDS, home_of, shard_keys, shard_of, shard_prefix
 from predmarket.engine.state import Breach, check_invariants, read_redis_state
-from predmarket.engine.transfers import Transfers, parse_record
+from predmarket.engine.transfers import LOAD_TRIES, Transfers, parse_record
 from predmarket.engine.units import MAX_EXACT, format_micro, micro_from_decimal
 from predmarket.engine.validation import check_id, check_liquidity, check_market_name
 from predmarket.engine.wire import request_hash
@@ -250,7 +252,8 @@ class ShardedEngine:
         if taken:
             return
         held_id = str(held).partition("|")[0]
-        if await self.redis.exists(self.wallet_keys(self.home(held_id)).user(held_id)):
+        # The home shard's directory of ids, not the user's hash: the janitor may have evicted that.
+        if await self.redis.sismember(self.wallet_keys(self.home(held_id)).user_ids, held_id):
             raise AlreadyExists("username is taken")
         taken, _ = await claim([self.keys.usernames], [username, user_id, held, CLAIM_GRACE_MS])
         if not taken:
@@ -293,12 +296,37 @@ class ShardedEngine:
         return [available for available, _, _ in await self._collect(user_id)]
 
     async def _collect(self, user_id: str) -> list[tuple[str | None, int, int]]:
-        """Each shard's sub-wallet of ``user_id``: (available, moved in, moved out), read shard after shard."""
-        pipe = self.redis.pipeline(transaction=False)
-        for shard in range(self.count):
-            pipe.hmget(self.wallet_keys(shard).user(user_id), ["available", "moved_in", "moved_out"])
-        replies = cast(list[list[str | None]], await pipe.execute())
-        return [(available, int(moved_in or 0), int(moved_out or 0)) for available, moved_in, moved_out in replies]
+        """Each shard's sub-wallet of ``user_id``: (available, moved in, moved out), read shard after shard.
+        A sub-wallet the janitor evicted (its money in the durable record alone) is loaded back first."""
+        for _ in range(LOAD_TRIES):
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in range(self.count):
+                keys = self.wallet_keys(shard)
+                pipe.hmget(keys.user(user_id), ["available", "moved_in", "moved_out"])
+                pipe.hexists(keys.evicted, user_id)
+            replies = await pipe.execute()
+            wallets = cast(list[list[str | None]], replies[0::2])
+            evicted = [shard for shard, (wallet, gone) in enumerate(zip(wallets, replies[1::2], strict=True))
+                       if wallet[0] is None and gone]
+            if not evicted:
+                return [(available, int(moved_in or 0), int(moved_out or 0))
+                        for available, moved_in, moved_out in wallets]
+            for shard in evicted:
+                if not await self._load(user_id, shard):
+                    raise Unavailable(f"the sub-wallet of {user_id} in shard {shard} is evicted and this process "
+                                      "cannot load it (no durable record to read)")
+        raise Unavailable(f"sub-wallets of {user_id} kept being evicted while they were read: try again")
+
+    async def _load(self, user_id: str, shard: int) -> bool:
+        """Put the user's sub-wallet in ``shard`` back if the janitor evicted it; whether it is resident now."""
+        return await self.engines[shard].hotset.load_user(user_id)
+
+    def use_loaders(self, loader_for: Callable[[int, MarketEngine], Loader]) -> None:
+        """Read evicted sub-wallets from the durable record on demand: ``loader_for(shard, its engine)`` is
+        each shard's loader (record.loader.PgLoader; the engine itself knows no SQL)."""
+        for shard, engine in enumerate(self.engines):
+            engine.loader = loader_for(shard, engine)
+        self.transfers.load = self._load
 
     async def _snapshot(self, user_id: str) -> list[str | None]:
         """The sub-wallets' balances, read so that no transfer is counted twice.
@@ -349,8 +377,8 @@ class ShardedEngine:
             amount = min(held[source], need - moved)
             try:
                 await self.transfers.move(user_id, source, dest, amount)
-            except InsufficientFunds:
-                continue  # spent meanwhile by a trade in that shard: try the next one
+            except (InsufficientFunds, NotFound):
+                continue  # spent meanwhile by a trade in that shard (or evicted since read): try the next one
             moved += amount
         return moved
 
@@ -422,12 +450,11 @@ class ShardedEngine:
         """A NOT_FOUND from a shard where the user has no sub-wallet yet (``wallet_missing``: the script
         said so): bring what the order needs and say to send it again (False: the user or the market is
         what is missing)."""
-        wallet = self.wallet_keys(shard).user(order.user_id)
-        if await self.redis.exists(wallet):
-            # Made meanwhile by another of the user's first orders in this shard (its transfer): send
-            # this one again. A NOT_FOUND that was the market's is final.
+        if await self.engines[shard].hotset.load_user(order.user_id):
+            # Made meanwhile by another of the user's first orders in this shard (its transfer), or loaded
+            # back after an eviction: send this one again. A NOT_FOUND that was the market's is final.
             return wallet_missing
-        if not await self.redis.exists(self.wallet_keys(self.home(order.user_id)).user(order.user_id)):
+        if not await self.engines[self.home(order.user_id)].hotset.load_user(order.user_id):
             return False  # no such user
         if order.side is Side.SELL:
             raise InsufficientShares(f"holding 0.000000 < {format_micro(order.shares or 0)}") from None

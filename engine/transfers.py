@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
-from predmarket.engine.errors import Unavailable
+from predmarket.engine.errors import NotFound, Unavailable
 from predmarket.engine.keys import Keys
 from predmarket.engine.scripts import Scripts
 from predmarket.engine.shards import shard_keys
@@ -43,6 +43,11 @@ KEEP_DONE_S = 86_400
 
 #: ``fence(shard)``: whether replicas have every write made so far on the shard's master.
 Fence = Callable[[int], Awaitable[bool]]
+#: ``load(user_id, shard)``: put the user's sub-wallet in ``shard`` back from the durable record if the
+#: janitor evicted it; whether it is resident now (engine/hotset.py).
+Load = Callable[[str, int], Awaitable[bool]]
+#: Credits of one transfer tried, each after loading its evicted destination (evicted again meanwhile).
+LOAD_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class Transfers:
         self._shards = [shard_keys(prefix, k, shards) for k in range(shards)]
         self._keep_s = keep_s
         self._fence = fence
+        #: loads an evicted destination sub-wallet before its credit (None: nothing is evicted)
+        self.load: Load | None = None
 
     def keys(self, shard: int) -> Keys:
         return self._shards[shard]
@@ -101,10 +108,16 @@ class Transfers:
         return transfer
 
     async def take_out(self, transfer: Transfer) -> None:
-        """Step 1 (see the module docstring); DUP is success only for the same transfer."""
+        """Step 1 (see the module docstring); DUP is success only for the same transfer. A source the
+        janitor evicted is loaded back first (NotFound if there is none)."""
         k = self.keys(transfer.source)
-        reply = await self._scripts.transfer_out(
-            [k.user(transfer.user_id), k.transfer(transfer.transfer_id), k.outbox, k.events, k.totals], transfer.args)
+        keys = [k.user(transfer.user_id), k.transfer(transfer.transfer_id), k.outbox, k.events, k.totals]
+        try:
+            reply = await self._scripts.transfer_out(keys, transfer.args)
+        except NotFound:
+            if self.load is None or not await self.load(transfer.user_id, transfer.source):
+                raise
+            reply = await self._scripts.transfer_out(keys, transfer.args)
         if reply[0] == "DUP":
             _, recorded = parse_record(transfer.transfer_id, str(reply[1]))
             if recorded != transfer:
@@ -116,8 +129,7 @@ class Transfers:
             raise Unavailable(f"no replica confirmed transfer {transfer.transfer_id}'s debit in shard "
                               f"{transfer.source}: it stays pending, the sweeper finishes it")
         src, dst = self.keys(transfer.source), self.keys(transfer.dest)
-        await self._scripts.transfer_in(
-            [dst.user(transfer.user_id), dst.transfer(transfer.transfer_id), dst.events, dst.totals], transfer.args)
+        await self._credit(transfer, dst)
         # And the credit before the source forgets the transfer: a failover that took the credit
         # back after the transfer was marked done would destroy the money.
         if self._fence is not None and not await self._fence(transfer.dest):
@@ -126,6 +138,20 @@ class Transfers:
         await self._scripts.transfer_done([src.transfer(transfer.transfer_id), src.outbox],
                                           [transfer.transfer_id, self._keep_s])
         await self._scripts.transfer_forget([dst.transfer(transfer.transfer_id)], [self._keep_s])
+
+    async def _credit(self, transfer: Transfer, dst: Keys) -> None:
+        """Step 2, loading the destination sub-wallet first where the janitor evicted it (the script
+        refuses to credit a fresh one there: the record's balance would lose the evicted money)."""
+        for _ in range(LOAD_TRIES):
+            reply = await self._scripts.transfer_in(
+                [dst.user(transfer.user_id), dst.transfer(transfer.transfer_id), dst.events, dst.totals, dst.evicted],
+                transfer.args)
+            if reply[0] != "EVICTED":
+                return
+            if self.load is None or not await self.load(transfer.user_id, transfer.dest):
+                break
+        raise Unavailable(f"transfer {transfer.transfer_id}'s destination, an evicted sub-wallet, could not be "
+                          "loaded: it stays pending, the sweeper finishes it")
 
     async def _now_ms(self) -> int:
         seconds, micros = await self._redis.time()

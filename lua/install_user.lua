@@ -8,7 +8,9 @@
 -- ARGV[5] key hash ('' for none), ARGV[6] created_ms, ARGV[7] loaded_ms,
 -- ARGV[8] '1' if PostgreSQL records positions of the user, '0' if not,
 -- ARGV[9] the stream id of the newest event the PostgreSQL rows include (balance and keys),
--- ARGV[10] n, the number of net costs that follow, ARGV[11..10+2n] pairs "<market>:<outcome>",
+-- ARGV[10] moved_in, ARGV[11] moved_out: what the sub-wallet ever received and sent by transfers
+-- over shards ('' where it never did: no field, as HINCRBY makes it),
+-- ARGV[12] n, the number of net costs that follow, ARGV[13..12+2n] pairs "<market>:<outcome>",
 -- net cost (micro-units) of the user's positions in markets not SETTLED (position_state),
 -- then groups of three for each live key in api_keys: key id, key hash, its record
 -- (engine/api_keys.py's KeyRecord)
@@ -30,13 +32,16 @@ if gone and id_less(ARGV[9], gone) then return -2 end
 if ARGV[8] == '1' then return -1 end
 redis.call('HSET', KEYS[1], 'username', ARGV[2], 'available', ARGV[3], 'locked', ARGV[4],
   'key_hash', ARGV[5], 'created_ms', ARGV[6], 'loaded_ms', ARGV[7], 'last_event', ARGV[9])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[1], 'moved_in', ARGV[10]) end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'moved_out', ARGV[11]) end
+-- A sub-wallet outside the user's home shard has no name (lua/transfer_in.lua): nothing to list.
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[1]) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], ARGV[5], ARGV[1]) end
-local n_costs = tonumber(ARGV[10])
-for i = 11, 10 + 2 * n_costs, 2 do
+local n_costs = tonumber(ARGV[12])
+for i = 13, 12 + 2 * n_costs, 2 do
   redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1])
 end
-for i = 11 + 2 * n_costs, #ARGV, 3 do
+for i = 13 + 2 * n_costs, #ARGV, 3 do
   redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 2])
   redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[1])
 end

@@ -101,7 +101,7 @@ def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: f
     lag = wait_for_persister(client, every_shard, wait_s)
     if lag:
         report.add(Breach("persister caught up", "event stream", "0 entries unacknowledged", f"{lag}"))
-    hot, market_side, redis_wallets = asyncio.run(_read_redis(redis_url, every_shard))
+    hot, market_side, redis_wallets, evicted = asyncio.run(_read_redis(redis_url, every_shard))
     _compare_positions("redis: market-side vs user-side positions", hot.positions, market_side, report)
     _compare_net_cost_copies(hot, report)
     with pg.connect() as conn:
@@ -115,6 +115,7 @@ def audit(pg: Engine, client: redis.Redis, redis_url: str, keys: Keys, wait_s: f
             "SELECT trade_id % :s AS k, MAX(trade_id) FROM trades GROUP BY 1"), {"s": shards})}
         if shards > 1:
             record_wallets = _check_sub_wallets(conn, report)
+            _with_evicted_wallets(hot, redis_wallets, record_wallets, evicted, replayed)
             if not lag:  # another shard's persister may have written a credit before its debit
                 _check_transfers(conn, report)
         conn.rollback()
@@ -219,11 +220,13 @@ def _signed(value: int | None) -> str:
     return "absent" if value is None else format_micro(value)
 
 
-async def _read_redis(url: str, shards: list[Keys]) -> tuple[State, dict[PositionKey, int], Wallets]:
-    """Redis's state summed over the shards, the market-side positions, and every sub-wallet."""
+async def _read_redis(url: str, shards: list[Keys]) -> tuple[State, dict[PositionKey, int], Wallets,
+                                                             set[tuple[str, int]]]:
+    """Redis's state summed over the shards, the market-side positions, every sub-wallet, and (over
+    several shards) the sub-wallets the janitor evicted, as (user, shard)."""
     client = connect(url, timeout_s=30.0)
     try:
-        state, market_side, wallets = State(), {}, {}
+        state, market_side, wallets, evicted = State(), {}, {}, set()
         for k, keys in enumerate(shards):
             part = await read_redis_state(client, keys)
             market_side.update(await market_position_sums(client, keys, list(part.markets)))
@@ -231,9 +234,27 @@ async def _read_redis(url: str, shards: list[Keys]) -> tuple[State, dict[Positio
             wallets.update({(user_id, k): u.available + u.locked for user_id, u in part.users.items()})
             totals = await client.hmget(keys.totals, ["transfers_out", "transfers_in"])
             state.in_transit += int(totals[0] or 0) - int(totals[1] or 0)
-        return state, market_side, wallets
+            if len(shards) > 1:
+                evicted |= {(str(user_id), k) async for user_id, _ in client.hscan_iter(keys.evicted, count=1000)}
+        return state, market_side, wallets, evicted
     finally:
         await client.aclose()
+
+
+def _with_evicted_wallets(hot: State, redis_wallets: Wallets, record_wallets: Wallets,
+                          evicted: set[tuple[str, int]], record: State) -> None:
+    """Over shards, put back into Redis's state the sub-wallets the janitor evicted, from the record: each
+    user's balance is then its sub-wallets' wherever they are. Only one marked evicted: any other missing
+    is what :func:`_compare_wallets` reports (Redis lost it)."""
+    for user_id, shard in evicted:
+        if (user_id, shard) in redis_wallets or (user_id, shard) not in record_wallets:
+            continue
+        amount = record_wallets[user_id, shard]
+        redis_wallets[user_id, shard] = amount
+        held = hot.users.get(user_id)
+        named = record.users[user_id].username if user_id in record.users else ""
+        hot.users[user_id] = (UserRecord(named, amount, 0) if held is None else
+                              UserRecord(held.username or named, held.available + amount, held.locked))
 
 
 def add_shard(state: State, part: State) -> None:

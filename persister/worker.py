@@ -116,11 +116,10 @@ class Persister:
         self.settings = settings
         self.cadence = cadence or Cadence()
         self.flusher = IdleFlusher(self.stream, pg, int(settings.idle_flush_s * 1000), settings.max_dirty_s)
-        # Over shards users are never evicted (docs/SCALING.md: an evicted sub-wallet would lose the
-        # transfer counts an account read needs, and a transfer into it would replace it); settled
-        # markets are archived as with one shard (each comes back from its shard's Redis alone).
-        user_ttl_s = settings.user_idle_ttl_s if settings.shards == 1 else 0.0
-        self.janitor = Janitor(client, self.stream.keys, user_ttl_s, settings.market_archive_after_s,
+        # Over shards each loop's janitor evicts the idle sub-wallets of its shard (one comes back with its
+        # transfer counts, and a transfer into it loads it first: record/loader.py, lua/transfer_in.lua)
+        # and archives its settled markets (each comes back from its shard's Redis alone).
+        self.janitor = Janitor(client, self.stream.keys, settings.user_idle_ttl_s, settings.market_archive_after_s,
                                self.stream.scripts)
         self.counters = Counters()
         #: whether the loop may work its shard now (persister/leases.py: while its persister holds the

@@ -32,13 +32,12 @@ from predmarket.engine.deployment import Engine, engine_for
 from predmarket.engine.errors import EngineError
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import YES_NO
-from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order
 from predmarket.engine.pricing_n import subsidy_n
 from predmarket.engine.settings import Settings
 from predmarket.engine.shards import shard_keys
 from predmarket.engine.units import MICRO
-from predmarket.record.loader import PgLoader
+from predmarket.record.loader import load_from
 from predmarket.workload import LabelTrades, outcome_labels
 
 USER_FUNDS = 1_000_000 * MICRO
@@ -189,11 +188,9 @@ def run_worker(
 
     async def main() -> None:
         engine = engine_for(settings)
-        # Users idle past PM_USER_IDLE_TTL_S may have been evicted by a running persister (over
-        # shards the persister evicts none yet: docs/SCALING.md).
+        # Users idle past PM_USER_IDLE_TTL_S may have been evicted by a running persister.
         pg = create_async_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
-        if isinstance(engine, MarketEngine):
-            engine.loader = PgLoader(pg, engine.scripts, engine.keys)
+        load_from(pg, engine)
         try:
             start = time.perf_counter()
             await _trade_loop(engine, users, markets, count, concurrency, random.Random(seed), result, tick,

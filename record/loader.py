@@ -19,10 +19,13 @@ from decimal import Decimal
 from typing import Any
 
 from predmarket.engine.api_keys import KeyRecord
+from predmarket.engine.deployment import Engine
 from predmarket.engine.errors import Unavailable
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import labels_field, q_field, settled_field
+from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.scripts import Scripts
+from predmarket.engine.shards import home_of
 from predmarket.engine.units import micro_from_decimal as micro
 from predmarket.record.revision import pg_unavailable
 from sqlalchemy import Row, text
@@ -92,18 +95,29 @@ def label_fields(row: Row[Any]) -> dict[str, str | int]:
 #: ``api_key_hash``: the key the user was created with while it is live (Redis's ``key_hash`` field),
 #: else NULL; every live key comes from api_keys (KEYS_SQL).
 LIVE_CREATION_KEY = ("LEFT JOIN api_keys k ON k.key_hash = u.api_key_hash AND k.revoked_at IS NULL")
+#: The user's sub-wallet in shard ``:shard`` (the only one with one shard). ``event_order`` is the newest
+#: event of that shard's stream the rows include: its balance row's, and at ``:home`` its keys' (they live
+#: there). ``moved_in``/``moved_out``: its transfers' legs, NULL where there were none (ix_ledger_user_transfers).
 _USER_SQL = text(
     "SELECT u.user_id, u.username, k.key_hash AS api_key_hash, u.created_at, "
     "COALESCE(b.available, 0) AS available, COALESCE(b.locked, 0) AS locked, "
-    "GREATEST(COALESCE(b.event_order, 0), "
-    "(SELECT COALESCE(MAX(a.event_order), 0) FROM api_keys a WHERE a.user_id = u.user_id)) AS event_order "
-    f"FROM users u LEFT JOIN balances b USING (user_id) {LIVE_CREATION_KEY} WHERE u.user_id = :id"
+    "GREATEST(COALESCE(b.event_order, 0), CASE WHEN :home THEN "
+    "(SELECT COALESCE(MAX(a.event_order), 0) FROM api_keys a WHERE a.user_id = u.user_id) ELSE 0 END) AS event_order, "
+    "(SELECT SUM(l.amount) FROM ledger l WHERE l.user_id = u.user_id AND l.shard = :shard "
+    "AND l.kind = 'transfer_in') AS moved_in, "
+    "(SELECT -SUM(l.amount) FROM ledger l WHERE l.user_id = u.user_id AND l.shard = :shard "
+    "AND l.kind = 'transfer_out') AS moved_out "
+    f"FROM users u LEFT JOIN balances b ON b.user_id = u.user_id AND b.shard = :shard {LIVE_CREATION_KEY} "
+    "WHERE u.user_id = :id"
 )
-#: The user's net costs in markets not SETTLED (``<p>:u:<user>:cost``; a settled market's stay in PostgreSQL).
-NET_COSTS_SQL = text(
+#: The user's net costs in the markets of shard ``:shard`` not SETTLED (``<p>:u:<user>:cost``; a settled
+#: market's stay in PostgreSQL).
+_NET_COSTS_SQL = text(
     "SELECT p.market_id, p.outcome, p.net_cost FROM position_state p JOIN markets m USING (market_id) "
-    "WHERE p.user_id = :id AND m.status <> 'SETTLED'"
+    "WHERE p.user_id = :id AND m.status <> 'SETTLED' AND m.shard = :shard"
 )
+_HOLDS_SQL = text("SELECT 1 FROM positions p JOIN markets m USING (market_id) "
+                  "WHERE p.user_id = :id AND m.shard = :shard LIMIT 1")
 #: The user's live keys; their records as ``<p>:ukeys:<user>`` holds them (engine.api_keys.KeyRecord).
 _KEYS_SQL = text("SELECT key_id, key_hash, last4, created_at FROM api_keys WHERE user_id = :id AND revoked_at IS NULL")
 
@@ -118,12 +132,19 @@ _HOLDER, _STALE = -1, -2
 
 
 class PgLoader:
-    """The engine's ``Loader``: PostgreSQL reads plus an install-if-absent script."""
+    """The engine's ``Loader``: PostgreSQL reads plus an install-if-absent script.
 
-    def __init__(self, pg: AsyncEngine, scripts: Scripts, keys: Keys) -> None:
+    Over several shards, one per shard (``shard`` of ``shards``, ``keys`` that shard's): it loads the
+    user's sub-wallet there, with its transfer counts; outside the user's home shard the sub-wallet
+    has no name and no keys, as the saga's first credit makes it (lua/transfer_in.lua).
+    """
+
+    def __init__(self, pg: AsyncEngine, scripts: Scripts, keys: Keys, *, shard: int = 0, shards: int = 1) -> None:
         self._pg = pg
         self._scripts = scripts
         self._keys = keys
+        self._shard = shard
+        self._shards = shards
 
     async def _one(self, query: Executable, **params: object) -> Row[Any] | None:
         rows = await self._all(query, **params)
@@ -142,25 +163,30 @@ class PgLoader:
         Also True when another request (on any replica) put the user back meanwhile: the
         caller proceeds with the resident user, whatever it has done since.
         """
+        shard, home = self._shard, home_of(user_id, self._shards) == self._shard
         for _ in range(_LOAD_ATTEMPTS):
-            row = await self._one(_USER_SQL, id=user_id)
+            row = await self._one(_USER_SQL, id=user_id, shard=shard, home=home)
             if row is None:
                 return False
-            holds = await self._one(text("SELECT 1 FROM positions WHERE user_id = :id LIMIT 1"), id=user_id)
+            holds = await self._one(_HOLDS_SQL, id=user_id, shard=shard)
             # Keys change only while the user is resident, so keys changed since the row was read make
             # the install refuse (the user is resident, or evicted again with a newer mark).
-            live_keys = [(r.key_id, r.key_hash, key_record(r)) for r in await self._all(_KEYS_SQL, id=user_id)]
+            live_keys = ([(r.key_id, r.key_hash, key_record(r)) for r in await self._all(_KEYS_SQL, id=user_id)]
+                         if home else [])
             # Net costs change only by the user's trades, so only while it is resident (as keys).
             net_costs = [(f"{r.market_id}:{r.outcome}", micro(r.net_cost))
-                         for r in await self._all(NET_COSTS_SQL, id=user_id)]
+                         for r in await self._all(_NET_COSTS_SQL, id=user_id, shard=shard)]
             k = self._keys
             fields = user_fields(row, int(time.time() * MS_PER_S))
+            if not home:
+                fields.update(username="", key_hash="")
+            moved = ["" if value is None else micro(value) for value in (row.moved_in, row.moved_out)]
             installed = int(await self._scripts.install_user(
                 [k.user(user_id), k.usernames, k.apikeys, k.evicted, k.user_api_keys(user_id),
                  k.user_costs(user_id)], [
                     user_id, fields["username"], fields["available"], fields["locked"], fields["key_hash"],
                     fields["created_ms"], fields["loaded_ms"], 1 if holds else 0, entry_id(row.event_order),
-                    len(net_costs), *(part for cost in net_costs for part in cost),
+                    *moved, len(net_costs), *(part for cost in net_costs for part in cost),
                     *(part for key in live_keys for part in key),
                 ]))
             if installed == _STALE:
@@ -172,3 +198,13 @@ class PgLoader:
                 return False
             return True
         raise Unavailable(f"user {user_id} kept changing while it was loaded; try again")
+
+
+def load_from(pg: AsyncEngine, engine: Engine) -> None:
+    """Make ``engine`` read the users the janitor evicted back from ``pg`` on demand (over shards, each
+    shard's sub-wallets from that shard's rows)."""
+    if isinstance(engine, MarketEngine):
+        engine.loader = PgLoader(pg, engine.scripts, engine.keys)
+    else:
+        engine.use_loaders(lambda shard, part: PgLoader(pg, part.scripts, part.keys, shard=shard,
+                                                        shards=engine.count))

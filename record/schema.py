@@ -261,4 +261,7 @@ ledger = Table(
     shard(primary_key=True),
     #: a user's payouts by market: realized profit of settled positions (migration 0007, api/positions.py)
     Index("ix_ledger_user_payouts", "user_id", "market_id", postgresql_where=text("kind IN ('payout', 'refund')")),
+    #: a sub-wallet's transfer counts when it is loaded back after an eviction (migration 0012, record/loader.py)
+    Index("ix_ledger_user_transfers", "user_id", "shard",
+          postgresql_where=text("kind IN ('transfer_in', 'transfer_out')")),
 )

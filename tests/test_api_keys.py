@@ -29,7 +29,7 @@ from predmarket.engine.settings import Settings
 from predmarket.record.database import alembic_config, drop_database, ensure_database
 from sqlalchemy import create_engine, text
 
-from tests.support.api import RFC3339_UTC, Api, Stack, StackFactory, User, assert_error, evicts_users, unique
+from tests.support.api import RFC3339_UTC, Api, Stack, StackFactory, User, assert_error, unique
 from tests.support.faults import diff, evict_idle_users, full_snapshot
 from tests.support.persister import catch_up, persister, persister_env
 from tests.support.processes import run_predmarket
@@ -176,14 +176,13 @@ def test_last_used_at_appears_within_the_flush_period(api: Api) -> None:
     assert abs((seen - before).total_seconds()) < LAST_USED_FLUSH_S + 5
 
 
-@evicts_users
 def test_an_evicted_user_reloads_its_live_keys(limited: Api) -> None:
     stack = limited.stack
     user = limited.create_user("5")
     kept, revoked = make_key(limited, user), make_key(limited, user, replica=1)
     assert limited.request("DELETE", f"/v1/me/api-keys/{revoked['key_id']}", token=user.api_key).status_code == 204
     listed = keys_of(limited, user.api_key)
-    keys = Keys(stack.prefix)
+    keys = stack.home_keys(user.user_id)
     evict_idle_users(stack, user.user_id)
     with stack.redis() as client:
         assert not client.exists(keys.user_api_keys(user.user_id))

@@ -28,7 +28,7 @@ from predmarket.engine.units import MICRO, micro_from_decimal
 from predmarket.record.database import alembic_config
 from sqlalchemy import text
 
-from tests.support.api import Api, Stack, User, assert_error, dec, evicts_users
+from tests.support.api import Api, Stack, User, assert_error, dec
 from tests.support.factories import MarketFactory, UserFactory
 from tests.support.faults import deployment, evict_idle_users
 from tests.support.persister import catch_up, generate_trades, persister, persister_env, pg_connection
@@ -220,7 +220,6 @@ needs_redis = pytest.mark.skipif(not REAL_REDIS, reason="deployments run as subp
 
 @needs_redis
 @pytest.mark.slow
-@evicts_users
 def test_net_cost_survives_eviction_and_reload_and_trading_goes_on(database_url: str, tmp_path: Path) -> None:
     with deployment("netcost", database_url, REDIS_URL, tmp_path, PM_USER_IDLE_TTL_S="0",
                     PM_MARKET_ARCHIVE_AFTER_S="0") as (stack, api):
@@ -232,7 +231,7 @@ def test_net_cost_survives_eviction_and_reload_and_trading_goes_on(database_url:
             r = sell_all(api, user, market_id, replica=1)
             assert r.status_code == 201, r.text
             paid -= dec(r.json()["cost"])
-            keys = Keys(stack.prefix)
+            keys = stack.market_keys(market_id)  # the market's copies, and the user's there
             evict_idle_users(stack, user.user_id)  # it holds no shares any more
             with stack.redis() as client:
                 assert not client.exists(keys.user_costs(user.user_id))

@@ -33,7 +33,9 @@ from predmarket.engine.units import MICRO, micro_from_decimal
 from predmarket.persister.audit import add_shard, audit
 from predmarket.persister.recover import RecoveryRefused, recover
 from predmarket.persister.sharded import ShardedPersister, build
+from predmarket.record.loader import load_from
 from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from predmarket.commands.stores import stores
 from tests.support.persister import (
@@ -551,8 +553,8 @@ async def test_two_persister_processes_share_the_shards_and_a_killed_one_s_are_t
 
 async def test_settled_markets_are_archived_shard_by_shard_and_come_back(
         sharded: ShardedEngine, shard_settings: Settings) -> None:
-    """Over shards the janitor archives a settled market in its shard (users stay: no eviction); the
-    market comes back from its shard's Redis when asked for, and audit holds meanwhile."""
+    """Over shards the janitor archives a settled market in its shard; the market comes back from its
+    shard's Redis when asked for, and audit holds meanwhile."""
     users, markets = await users_and_markets(sharded, "a", 3, 200 * MICRO)
     await trading(sharded, users, markets, 20, seed=41)
     settled = markets[2]
@@ -560,10 +562,9 @@ async def test_settled_markets_are_archived_shard_by_shard_and_come_back(
     await shard_engine.markets.close(settled)
     await shard_engine.markets.resolve(settled, "YES")
     await shard_engine.markets.settle(settled)
-    with sharded_persister(shard_settings, "janitor", market_archive_after_s=0.05, user_idle_ttl_s=0.05) as made:
+    with sharded_persister(shard_settings, "janitor", market_archive_after_s=0.05, user_idle_ttl_s=0) as made:
         drain(made)
         loop = made.parts[2]
-        assert loop.janitor.user_ttl_ms == 0  # users stay over shards
 
         async def archived() -> bool:
             loop.janitor.round(loop.stream.committed())
@@ -577,3 +578,87 @@ async def test_settled_markets_are_archived_shard_by_shard_and_come_back(
         await sharded.execute_trade(Order(users[0], settled, Side.BUY, Outcome.YES, shares=MICRO))
     assert (await shard_engine.markets.get(settled)).status == "SETTLED"
     assert await sharded.invariants() == []
+
+
+async def sell_everything(engine: ShardedEngine, users: list[str]) -> None:
+    """Every holding of ``users`` sold: nothing pins their sub-wallets in Redis (a holder is never evicted)."""
+    for user in users:
+        for held in (await engine.account(user)).positions:
+            if held.shares:
+                await engine.execute_trade(Order(user, held.market_id, Side.SELL, held.outcome, shares=held.shares))
+
+
+async def evict_idle(engine: ShardedEngine, made: ShardedPersister, users: list[str]) -> None:
+    """Every shard's janitor over its keys, as if an hour had passed, until no sub-wallet of ``users`` is
+    left in Redis (a round evicts only what its shard's committed mark covers)."""
+    seconds, micros = await engine.redis.time()
+    later_ms = seconds * 1000 + micros // 1000 + 3_600_000
+
+    async def gone() -> bool:
+        drain(made)
+        for loop in made.parts:
+            loop.janitor.sweep(loop.stream.committed(), now_ms=later_ms)
+        return await wallet_fields(engine, users) == {}
+
+    await wait_until_async(gone, 10, "every idle sub-wallet evicted")
+
+
+async def wallet_fields(engine: ShardedEngine, users: list[str]) -> dict[tuple[str, int], list[str | None]]:
+    """Every sub-wallet of ``users`` in Redis: (user, shard) -> [available, moved_in, moved_out]."""
+    found = {}
+    for user in users:
+        for shard in range(SHARDS):
+            wallet = engine.wallet_keys(shard).user(user)
+            fields = await engine.redis.hmget(wallet, ["available", "moved_in", "moved_out"])
+            if fields[0] is not None:
+                found[user, shard] = cast(list[str | None], fields)
+    return found
+
+
+async def test_idle_sub_wallets_are_evicted_shard_by_shard_and_load_back_with_their_transfer_counts(
+        sharded: ShardedEngine, shard_settings: Settings) -> None:
+    """Each shard's janitor evicts the idle sub-wallets of its shard (at home and elsewhere); audit holds
+    while they are out; a read, a trade or a transfer loads one back from the record with its balance and
+    transfer counts, so accounts and own money are what they were; a credit into an evicted sub-wallet
+    loads it first (it made a fresh one, without the evicted money, before lua/transfer_in.lua refused)."""
+    pg = create_async_engine(shard_settings.database_url)
+    load_from(pg, sharded)
+    try:
+        users, markets = await users_and_markets(sharded, "e", 3, 200 * MICRO)
+        await trading(sharded, users, markets, 30, seed=43)
+        await sell_everything(sharded, users)
+        resident = await wallet_fields(sharded, users)
+        assert len({shard for _, shard in resident}) > 1, "money in several shards"
+        accounts = {user: (await sharded.account(user)).available for user in users}
+        owned = {user: await sharded.own_money(user) for user in users}
+        with sharded_persister(shard_settings, "janitor", user_idle_ttl_s=60) as made:
+            await evict_idle(sharded, made, users)
+            assert sum(loop.janitor.stats.users_evicted for loop in made.parts) == len(resident)
+            assert {(u, k) for k in range(SHARDS) for u in users
+                    if await sharded.redis.hexists(sharded.wallet_keys(k).evicted, u)} == set(resident)
+            assert await asyncio.to_thread(run_audit, shard_settings) == []
+
+            # Reads load every sub-wallet back as it was (with its transfer counts, which own money needs).
+            assert {user: (await sharded.account(user)).available for user in users} == accounts
+            assert {user: await sharded.own_money(user) for user in users} == owned
+            assert await wallet_fields(sharded, users) == resident
+
+            # A transfer into an evicted sub-wallet holding money adds to that money.
+            user, shard = next((u, k) for (u, k), fields in resident.items()
+                               if k != sharded.home(u) and int(fields[0] or 0) > 0)
+            held = int(resident[user, shard][0] or 0)
+            await evict_idle(sharded, made, users)
+            await sharded.transfers.move(user, sharded.home(user), shard, MICRO)  # loads both sides
+            assert (await sharded.balances(user))[shard] == held + MICRO
+            assert sum(await sharded.own_money(user)) == accounts[user]
+
+            # Trading goes on over evicted sub-wallets, each loaded on the way; both stores agree after.
+            await evict_idle(sharded, made, users)
+            await trading(sharded, users, markets, 20, seed=44)
+            for user in users:  # those the trades did not touch are still out: back in, for Redis's invariants
+                await sharded.balances(user)
+            assert await sharded.invariants() == []
+            drain(made)
+            assert await asyncio.to_thread(run_audit, shard_settings) == []
+    finally:
+        await pg.dispose()

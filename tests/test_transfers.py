@@ -149,7 +149,7 @@ async def test_the_sweeper_finishes_a_transfer_cut_after_any_step(wallets: Walle
     src, dst = (shard_keys(wallets.prefix, k, SHARDS) for k in (0, 3))
     await wallets.transfers.take_out(transfer)
     if crash_after != "transfer_out":
-        await wallets.scripts.transfer_in([dst.user("alice"), dst.transfer("t1"), dst.events, dst.totals],
+        await wallets.scripts.transfer_in([dst.user("alice"), dst.transfer("t1"), dst.events, dst.totals, dst.evicted],
                                           transfer.args)
     if crash_after == "transfer_done":
         await wallets.scripts.transfer_done([src.transfer("t1"), src.outbox], ["t1", 60])

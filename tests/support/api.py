@@ -28,7 +28,7 @@ import pytest
 import redis as sync_redis
 from predmarket.engine.connection import connect_sync, is_cluster_url
 from predmarket.engine.keys import Keys
-from predmarket.engine.shards import shard_keys, shard_of
+from predmarket.engine.shards import home_of, shard_keys, shard_of
 
 from tests.support.database import clone_database, drop_database
 from tests.support.network import free_port
@@ -51,8 +51,6 @@ SHARDED = LAYOUT in ("shards", "cluster-shards")
 #: same properties are checked over shards in tests/test_api_sharded_streams.py.
 one_stream = pytest.mark.skipif(SHARDED, reason="compares events with the one Redis stream of a one-shard "
                                 "deployment; over shards: tests/test_api_sharded_streams.py")
-#: A test of the hot set's eviction of idle users, which a sharded persister does not do (docs/SCALING.md).
-evicts_users = pytest.mark.skipif(SHARDED, reason="no user is evicted over shards (docs/SCALING.md)")
 HTTP_TIMEOUT_S = 10.0
 
 DECIMAL = re.compile(r"^[0-9]+\.[0-9]{6}$")
@@ -142,6 +140,10 @@ class Stack:
     def market_keys(self, market_id: str) -> Keys:
         """The keys of the shard holding ``market_id``."""
         return self.shard_keys()[shard_of(market_id, self.shards)]
+
+    def home_keys(self, user_id: str) -> Keys:
+        """The keys of the user's home shard (its profile and API keys)."""
+        return self.shard_keys()[home_of(user_id, self.shards)]
 
     @property
     def urls(self) -> list[str]:

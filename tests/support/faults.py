@@ -81,9 +81,10 @@ def evict_idle_users(stack: Stack, user_id: str) -> None:
     ``user_id`` must be among them."""
     stack.wait_persisted()
     with stack.redis() as client:
-        janitor = Janitor(client, Keys(stack.prefix), user_idle_ttl_s=0.001, market_archive_after_s=0)
-        janitor.sweep(stack.committed(), now_ms=FAR_FUTURE_MS)
-        assert not client.exists(Keys(stack.prefix).user(user_id)), "the user was not evicted"
+        for shard, keys in enumerate(stack.shard_keys()):  # over shards, each shard's sub-wallets
+            janitor = Janitor(client, keys, user_idle_ttl_s=0.001, market_archive_after_s=0)
+            janitor.sweep(stack.committed(shard), now_ms=FAR_FUTURE_MS)
+        assert not client.exists(stack.home_keys(user_id).user(user_id)), "the user was not evicted"
 
 
 # --------------------------------------------------------------------------- full snapshots
