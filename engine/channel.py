@@ -1,4 +1,4 @@
-"""Script calls pipelined on one connection: sent in order, executed in order, answered in order.
+"""Script calls pipelined on one connection per server: sent in order, executed in order, answered in order.
 
 redis-py runs each command on whichever pooled connection is free, so two calls
 in flight may reach Redis in either order. The trade path sends a market's next
@@ -6,16 +6,25 @@ batch before the previous one is answered (priced against the state the first
 one leaves), which only pays off if Redis runs them in the order sent: one
 connection, one writer, one reader, a FIFO of waiting callers.
 
-On a Redis Cluster the connection goes to the master owning the slot of the keys
-sent (every call's keys share the key prefix's hash tag: one slot), taken from the
-cluster client's pool for that node. A master answering MOVED has not run the call:
-the channel learns the new owner, moves its connection there once the calls already
-sent are answered, and sends the call again. ASK (the slot half-migrated) sends that
-one call through the cluster client, which follows it. NOSCRIPT reloads the script
-(a promoted replica's cache is empty). A timeout or a lost connection is never
-followed by a re-send: every call in flight fails (its outcome is unknown), and the
-next call first asks the cluster for its topology (the master may have changed).
+Every :class:`OrderedScript` of one client shares that connection per server
+(:class:`Channels`): one to a single primary, one per master of a Redis Cluster, however many
+shards' engines (engine/sharded.py) send through it. Orders stay grouped per shard (each
+shard's engine batches its own markets) and each master gets one ordered stream of
+calls: S shards on M masters hold M connections, not S.
+
+On a Redis Cluster a call goes to the master owning the slot of its keys (every
+call's keys share one hash tag: one slot), over a connection taken from the cluster
+client's pool for that node. A master answering MOVED has not run the call: the slot
+map learns the new owner and the call is sent again there. ASK (the slot
+half-migrated) sends that one call through the cluster client, which follows it.
+NOSCRIPT reloads the script (a promoted replica's cache is empty). A timeout or a
+lost connection is never followed by a re-send: every call in flight on it fails
+(its outcome is unknown), and the next call first asks the cluster for its topology
+(the master may have changed). A call sent again after MOVED or NOSCRIPT may land
+behind calls sent after it; a trade batch's state check turns that into a conflict,
+never a wrong price.
 """
+
 
 from __future__ import annotations
 
@@ -24,8 +33,10 @@ import contextlib
 import hashlib
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -76,77 +87,45 @@ async def owner_of(cluster: RedisCluster, key: str, refresh: bool = False) -> Cl
     return node
 
 
-class OrderedScript:
-    """EVALSHA of one script over a dedicated connection, many calls in flight."""
+@dataclass(slots=True)
+class _Waiter:
+    """A call sent and not yet answered: its caller's future, and whether a WAIT reply follows its own
+    (``confirmed`` then takes the number of replicas that WAIT counted)."""
 
-    def __init__(self, redis: Redis, source: str, replicas: int = 0, replica_wait_ms: int = 100,
-                 on_shortfall: Callable[[], None] | None = None) -> None:
-        """``replicas``: each call is answered once that many replicas have its writes (``WAIT``
-        right behind it on the connection; see engine.replication), or after ``replica_wait_ms``
-        without them: the call ran, so its reply stands; :attr:`replica_shortfalls` counts it and
-        ``on_shortfall`` is told."""
+    future: asyncio.Future[Any]
+    confirmed: Callable[[int], None] | None
+
+
+class Channel:
+    """One connection to one server (a single primary, or one master of a cluster): calls from any
+    number of scripts, sent in order and answered in order."""
+
+    def __init__(self, redis: Redis, node: ClusterNode | None, on_broken: Callable[[Channel], None]) -> None:
         self._redis = redis
-        wait: Any = ("WAIT", replicas, replica_wait_ms)  # hiredis's stub types the argument as a 1-tuple
-        self._wait = hiredis.pack_command(wait) if replicas else b""
-        self._replicas = replicas
-        #: calls answered without the replicas' confirmation (``WAIT`` timed out short)
-        self.replica_shortfalls = 0
-        self._on_shortfall = on_shortfall
-        self._shortfall_logged = 0.0
-        self._cluster = cluster_of(redis)
-        self._source = source
-        self._sha = hashlib.sha1(source.encode()).hexdigest()
+        #: the cluster master this channel talks to (None on a single primary)
+        self.node = node
+        self._on_broken = on_broken
         self._conn: AbstractConnection | None = None
-        self._node: ClusterNode | None = None  # on a cluster: the master self._conn belongs to
-        self._refresh = False  # on a cluster: ask for the topology before the next connection
-        self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._waiting: deque[_Waiter] = deque()
         self._send_lock = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        redirects = 0
-        while True:
-            try:
-                return await self._call(keys, args)
-            except NoScriptError:
-                # After a Redis restart, SCRIPT FLUSH or a failover: load it and send again.
-                # (Calls sent behind this one fail the same way and are resent too; if that
-                # changes their order, a trade batch's state check turns it into a conflict,
-                # never a wrong price.)
-                await self._redis.script_load(self._source)
-            except MovedError as exc:  # before AskError, its base class
-                # Refused, not run: the slot has a new master (a failover, a resharding).
-                redirects += 1
-                if self._cluster is None or redirects > MAX_REDIRECTS:
-                    raise ClusterError(f"{redirects} MOVED replies to one call: {exc}") from exc
-                await self._moved(self._cluster, exc)
-            except AskError:
-                # The slot is migrating and the keys may be on the importing node: this one
-                # call goes through the cluster client, which sends ASKING there first. (The
-                # script may be missing there: redis-py's evalsha does not load it, so load it.)
-                if self._cluster is None:
-                    raise
-                await self._cluster.script_load(self._source)
-                return await self._cluster.evalsha(self._sha, len(keys), *keys, *args)
-
-    async def _call(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def call(self, packed: bytes, confirmed: Callable[[int], None] | None = None) -> Any:
+        """Send one packed command (with a packed ``WAIT`` right behind it when ``confirmed`` is given);
+        its reply, or its error raised."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         async with self._send_lock:
             if not self._waiting and self._conn is not None and _closed_by_peer(self._conn):
                 # Redis closed it while idle (a restart): nothing of ours was on it, so a
                 # fresh connection is safe, where a write to the dead one would fail a trade.
                 self._broken(ConnectionError("closed by the server"))
-            conn = self._conn or await self._connect(keys)
+            conn = self._conn or await self._connect()
             # The health check (a PING after a second idle, replacing a dead connection)
             # reads its own reply: only safe when no other call's reply is still to come.
             idle = not self._waiting
-            self._waiting.append(future)
+            self._waiting.append(_Waiter(future, confirmed))
             try:
-                # hiredis packs the ~40 arguments of a trade call in 2.8 µs, against 7.9 µs for
-                # a hand-written Python encoder and about 20 µs for redis-py's general one. (Its
-                # stub types the argument as a 1-tuple, hence Any.)
-                command: Any = ("EVALSHA", self._sha, len(keys), *keys, *args)
-                await conn.send_packed_command(hiredis.pack_command(command) + self._wait, check_health=idle)
+                await conn.send_packed_command(packed, check_health=idle)
             except BaseException as exc:
                 self._broken(exc)
                 raise
@@ -154,50 +133,20 @@ class OrderedScript:
                 self._reader = asyncio.create_task(self._read(conn))
         return await future
 
-    async def _connect(self, keys: Sequence[str]) -> AbstractConnection:
-        if self._cluster is None:
+    async def _connect(self) -> AbstractConnection:
+        if self.node is None:
             self._conn = await self._redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        else:
-            self._conn = await self._cluster_connection(self._cluster, keys[0])
-        return self._conn
-
-    async def _cluster_connection(self, cluster: RedisCluster, key: str) -> AbstractConnection:
-        """A connection of the cluster client's own pool to the master owning ``key``'s slot."""
-        # After a failed connection the slot may have another master now (a failover).
-        node = await owner_of(cluster, key, refresh=self._refresh)
-        self._refresh = False
-        conn = node.acquire_connection()
+            return self._conn
+        conn = self.node.acquire_connection()
         try:
             await conn.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
         except BaseException:
-            self._refresh = True
             await conn.disconnect()
-            node.release(conn)
+            self.node.release(conn)
+            self._on_broken(self)  # the master may be gone (a failover): ask for the topology next
             raise
-        self._node = node
+        self._conn = conn
         return conn
-
-    async def _moved(self, cluster: RedisCluster, exc: MovedError) -> None:
-        """Learn the slot's new master; leave the old one once the calls sent to it are answered."""
-        async with self._send_lock:  # no call is sent meanwhile, to either master
-            if not exc.host and self._node is not None:
-                exc.host = self._node.host  # "MOVED <slot> :<port>": the same host as the refusing node
-            await cluster.nodes_manager.move_slot(exc)
-            if self._conn is None or self._node is cluster.nodes_manager.get_node_from_slot(exc.slot_id):
-                return  # no connection yet, or another caller already moved it
-            if self._reader is not None and not self._reader.done():
-                # The calls sent after this one are refused the same way; their callers send them again.
-                await asyncio.wait([self._reader])
-            if self._conn is not None and not self._waiting:
-                conn, node, self._conn, self._node = self._conn, self._node, None, None
-                await self._release(conn, node)
-
-    async def _release(self, conn: AbstractConnection, node: ClusterNode | None) -> None:
-        if node is None:
-            await self._redis.connection_pool.release(conn)
-        else:
-            assert isinstance(conn, Connection)  # what a cluster node's pool hands out
-            node.release(conn)
 
     async def _read(self, conn: AbstractConnection) -> None:
         """Hand replies to the waiting callers in the order their calls were sent."""
@@ -209,16 +158,17 @@ class OrderedScript:
                 except ResponseError as exc:
                     # One call's error reply (NOSCRIPT, MOVED, OOM, ...): the connection is still good.
                     reply = exc
-                if self._wait:
+                confirmed = self._waiting[0].confirmed
+                if confirmed is not None:
                     try:
-                        confirmed = await conn.read_response(disconnect_on_error=True)
+                        replicas = int(await conn.read_response(disconnect_on_error=True))
                     except ResponseError:  # e.g. WAIT refused by a node that is no longer a master
-                        confirmed = 0
-                    self._confirmed(int(confirmed))
+                        replicas = 0
+                    confirmed(replicas)
             except (*UNREACHABLE, asyncio.CancelledError) as exc:
                 self._broken(exc)
                 return
-            future = self._waiting.popleft()
+            future = self._waiting.popleft().future
             if future.done():
                 continue
             if isinstance(reply, ResponseError):
@@ -226,8 +176,168 @@ class OrderedScript:
             else:
                 future.set_result(reply)
 
+    def _broken(self, exc: BaseException) -> None:
+        """The connection failed: every call on it has an unknown outcome; start afresh."""
+        error = exc if isinstance(exc, Exception) else ConnectionError("connection closed")
+        while self._waiting:
+            future = self._waiting.popleft().future
+            if not future.done():
+                future.set_exception(error)
+        self._on_broken(self)
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().create_task(self._discard(conn))
+
+    async def _discard(self, conn: AbstractConnection) -> None:
+        await conn.disconnect()
+        await self._release(conn)
+
+    async def _release(self, conn: AbstractConnection) -> None:
+        if self.node is None:
+            await self._redis.connection_pool.release(conn)
+        else:
+            assert isinstance(conn, Connection)  # what a cluster node's pool hands out
+            self.node.release(conn)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._release(conn)
+
+
+#: Each client's channels (:meth:`Channels.of`), dropped with the client.
+_SHARED: weakref.WeakKeyDictionary[Redis, Channels] = weakref.WeakKeyDictionary()
+
+
+class Channels:
+    """A client's channels: one to a single primary, or one per cluster master, shared by every
+    :class:`OrderedScript` of the client (:meth:`of`) and closed when the last of them closes."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self.cluster = cluster_of(redis)
+        self._single: Channel | None = None
+        #: cluster: the channel of each master, by node name (host:port)
+        self._by_node: dict[str, Channel] = {}
+        self._refresh = False  # cluster: ask for the topology before choosing the next channel
+        self._users = 0
+
+    @classmethod
+    def of(cls, redis: Redis) -> Channels:
+        """The shared channels of ``redis``, counting one more user (see :meth:`release`)."""
+        channels = _SHARED.get(redis)
+        if channels is None:
+            channels = _SHARED[redis] = cls(redis)
+        channels._users += 1
+        return channels
+
+    @classmethod
+    def shared(cls, redis: Redis) -> Channels | None:
+        """The channels of ``redis`` if a script uses them (without counting a user)."""
+        return _SHARED.get(redis)
+
+    @property
+    def open(self) -> list[Channel]:
+        """Every channel made so far (on a cluster, one per master it has sent to)."""
+        return [self._single] if self._single is not None else list(self._by_node.values())
+
+    async def channel_for(self, key: str) -> Channel:
+        """The channel to the server holding ``key`` (any key on a single primary)."""
+        if self.cluster is None:
+            if self._single is None:
+                self._single = Channel(self._redis, None, self._broken)
+            return self._single
+        node = await owner_of(self.cluster, key, refresh=self._refresh)
+        self._refresh = False
+        channel = self._by_node.get(node.name)
+        if channel is None:
+            channel = self._by_node[node.name] = Channel(self._redis, node, self._broken)
+        return channel
+
+    def _broken(self, _channel: Channel) -> None:
+        """A channel's connection failed: on a cluster its master may be gone (a failover), so the next
+        call asks for the topology first. (The channel holds no connection until it is used again.)"""
+        self._refresh = self.cluster is not None
+
+    async def moved(self, exc: MovedError, refused_by: Channel) -> None:
+        """A master refused a call with MOVED (ran nothing): learn the slot's new master, where the
+        caller sends it again. The channel stays, for the other slots its master still serves."""
+        assert self.cluster is not None
+        if not exc.host and refused_by.node is not None:
+            exc.host = refused_by.node.host  # "MOVED <slot> :<port>": the same host as the refusing node
+        await self.cluster.nodes_manager.move_slot(exc)
+
+    async def release(self) -> None:
+        """One user fewer; the last one closes every channel."""
+        self._users -= 1
+        if self._users > 0:
+            return
+        if _SHARED.get(self._redis) is self:
+            del _SHARED[self._redis]
+        channels, self._single, self._by_node = self.open, None, {}
+        for channel in channels:
+            await channel.close()
+
+
+class OrderedScript:
+    """EVALSHA of one script over its client's shared ordered channels, many calls in flight."""
+
+    def __init__(self, redis: Redis, source: str, replicas: int = 0, replica_wait_ms: int = 100,
+                 on_shortfall: Callable[[], None] | None = None) -> None:
+        """``replicas``: each call is answered once that many replicas have its writes (``WAIT``
+        right behind it on the connection; see engine.replication), or after ``replica_wait_ms``
+        without them: the call ran, so its reply stands; :attr:`replica_shortfalls` counts it and
+        ``on_shortfall`` is told."""
+        self._redis = redis
+        self._channels = Channels.of(redis)
+        wait: Any = ("WAIT", replicas, replica_wait_ms)  # hiredis's stub types the argument as a 1-tuple
+        self._wait = hiredis.pack_command(wait) if replicas else b""
+        self._replicas = replicas
+        #: calls answered without the replicas' confirmation (``WAIT`` timed out short)
+        self.replica_shortfalls = 0
+        self._on_shortfall = on_shortfall
+        self._shortfall_logged = 0.0
+        self._source = source
+        self._sha = hashlib.sha1(source.encode()).hexdigest()
+        self._closed = False
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        # hiredis packs the ~40 arguments of a trade call in 2.8 µs, against 7.9 µs for a hand-written
+        # Python encoder and about 20 µs for redis-py's general one. (Its stub types the argument as a
+        # 1-tuple, hence Any.)
+        command: Any = ("EVALSHA", self._sha, len(keys), *keys, *args)
+        packed = hiredis.pack_command(command) + self._wait
+        confirmed = self._confirmed if self._wait else None
+        channels, redirects = self._channels, 0
+        while True:
+            channel = await channels.channel_for(keys[0] if keys else "")
+            try:
+                return await channel.call(packed, confirmed)
+            except NoScriptError:
+                # After a Redis restart, SCRIPT FLUSH or a failover: load it and send again.
+                await self._redis.script_load(self._source)
+            except MovedError as exc:  # before AskError, its base class
+                # Refused, not run: the slot has a new master (a failover, a resharding).
+                redirects += 1
+                if channels.cluster is None or redirects > MAX_REDIRECTS:
+                    raise ClusterError(f"{redirects} MOVED replies to one call: {exc}") from exc
+                await channels.moved(exc, channel)
+            except AskError:
+                # The slot is migrating and the keys may be on the importing node: this one
+                # call goes through the cluster client, which sends ASKING there first. (The
+                # script may be missing there: redis-py's evalsha does not load it, so load it.)
+                if channels.cluster is None:
+                    raise
+                await channels.cluster.script_load(self._source)
+                return await channels.cluster.evalsha(self._sha, len(keys), *keys, *args)
+
     def _confirmed(self, replicas: int) -> None:
-        """WAIT's answer for the call just read: fewer replicas than wanted is counted and logged."""
+        """WAIT's answer for a call of this script: fewer replicas than wanted is counted and logged."""
         if replicas >= self._replicas:
             return
         self.replica_shortfalls += 1
@@ -239,28 +349,8 @@ class OrderedScript:
             log.warning("a trade call was confirmed by %d of %d replicas in time (%d such calls so far): "
                         "a failover now could lose it", replicas, self._replicas, self.replica_shortfalls)
 
-    def _broken(self, exc: BaseException) -> None:
-        """The connection failed: every call on it has an unknown outcome; start afresh."""
-        error = exc if isinstance(exc, Exception) else ConnectionError("connection closed")
-        while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(error)
-        self._refresh = self._cluster is not None
-        if self._conn is not None:
-            conn, node, self._conn, self._node = self._conn, self._node, None, None
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().create_task(self._discard(conn, node))
-
-    async def _discard(self, conn: AbstractConnection, node: ClusterNode | None) -> None:
-        await conn.disconnect()
-        await self._release(conn, node)
-
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reader
-        if self._conn is not None:
-            conn, node, self._conn, self._node = self._conn, self._node, None, None
-            await self._release(conn, node)
+        """This script is done with its client's channels (the last one to close closes them)."""
+        if not self._closed:
+            self._closed = True
+            await self._channels.release()

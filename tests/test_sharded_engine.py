@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
+from predmarket.engine.channel import Channels
 from predmarket.engine.connection import connect
 from predmarket.engine.errors import (
     AlreadyExists,
@@ -284,6 +285,11 @@ async def test_the_same_contract_on_a_3_master_cluster(redis_cluster: PrivateClu
         trades = await asyncio.gather(*(engine.execute_trade(Order(frank.user_id, m, Side.BUY, Outcome.YES,
                                                                    shares=5 * MICRO)) for m in markets))
         assert (await engine.account(frank.user_id)).available == 100 * MICRO - sum(t.cost for t in trades)
+        # The shards' engines send their trades over one ordered connection per master, not one per shard.
+        channels = Channels.shared(engine.redis)
+        assert channels is not None
+        assert {c.node.port for c in channels.open if c.node is not None} == {
+            redis_cluster.master_for_key(engine.wallet_keys(engine.market_shard(m)).events).port for m in markets}
         await assert_invariants(engine)
         left = (await engine.account(frank.user_id)).available
         assert (await engine.withdraw(frank.user_id, left)).available == 0
@@ -293,6 +299,21 @@ async def test_the_same_contract_on_a_3_master_cluster(redis_cluster: PrivateClu
         for k in range(SHARDS):
             delete_prefix(shard_prefix(prefix, k, SHARDS), redis_cluster.url)
         delete_prefix(prefix, redis_cluster.url)
+
+
+async def test_the_shards_share_one_ordered_connection_to_their_primary(engine: ShardedEngine) -> None:
+    """Orders stay grouped per shard (each shard's engine batches its markets), and every shard's engine
+    sends them over the one ordered connection its client holds to the primary: 8 shards, 1 connection."""
+    await fund_house(engine)
+    gina = await engine.create_user("gina")
+    await engine.deposit(gina.user_id, 500 * MICRO)
+    markets = [await market_in(engine, only=k) for k in range(SHARDS)]
+    trades = await asyncio.gather(*(engine.execute_trade(Order(gina.user_id, m, Side.BUY, Outcome.YES, shares=MICRO))
+                                    for m in markets for _ in range(4)))
+    assert len({t.trade_id for t in trades}) == 4 * SHARDS
+    channels = Channels.shared(engine.redis)
+    assert channels is not None and len(channels.open) == 1
+    await assert_invariants(engine)
 
 
 async def test_trade_ids_are_unique_across_shards(engine: ShardedEngine) -> None:
