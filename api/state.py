@@ -54,6 +54,7 @@ def stream_keys_of(connection: HTTPConnection) -> list[Keys]:
     keys: list[Keys] = connection.app.state.stream_keys
     return keys
 
+
 def page_marks(connection: HTTPConnection, market_id: str | None
                ) -> tuple[tuple[int, int] | None, dict[int, tuple[int, int] | None] | None]:
     """What bounds a first page of trades (api/history.py): the committed mark of the shard holding

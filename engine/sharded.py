@@ -98,6 +98,20 @@ CLAIM_GRACE_MS = 30_000
 SNAPSHOT_TRIES = 20
 
 
+#: Each shard's sub-wallet of one user as read: (available as stored or None, moved in, moved out).
+Wallets = list[tuple[str | None, int, int]]
+
+
+def held_in(wallets: Wallets) -> list[int]:
+    """Each sub-wallet's balance, micro-units (0 where there is none)."""
+    return [int(available or 0) for available, _, _ in wallets]
+
+
+def own_in(wallets: Wallets) -> list[int]:
+    """Each sub-wallet's own money (:meth:`ShardedEngine.own_money`)."""
+    return [int(available or 0) + moved_out - moved_in for available, moved_in, moved_out in wallets]
+
+
 def shortfall(exc: InsufficientFunds, funding_round: int = 0) -> int | None:
     """What to bring for another try after the trade script's rejection for funds: the shortfall
     it reported plus a tenth of the cost per round already tried (the price may move between
@@ -107,6 +121,20 @@ def shortfall(exc: InsufficientFunds, funding_round: int = 0) -> int | None:
         return None
     available, cost = (micro_from_decimal(Decimal(v)) for v in found.groups())
     return max(cost - available, 1) + cost * funding_round // 10
+
+
+def _refuse_if_short(wallets: Wallets, exc: InsufficientFunds) -> None:
+    """Refuse for funds at once, moving nothing, when the user's whole balance (``wallets`` as just read)
+    cannot pay the cost the trade script just priced: bringing money in for a trade that fails anyway
+    would move the user's money between sub-wallets for a rejected order. Money in transit counts: it
+    lands."""
+    found = _SHORT.search(str(exc))
+    if found is None:
+        return
+    cost = micro_from_decimal(Decimal(found.group(2)))
+    total = sum(own_in(wallets))
+    if total < cost:
+        raise InsufficientFunds(f"available {format_micro(total)} < cost {format_micro(cost)}") from None
 
 
 #: How lua/trade.lua's NOT_FOUND names an order's user with no hash in the shard (a market's says "no market").
@@ -295,7 +323,7 @@ class ShardedEngine:
         """Each shard's sub-wallet balance of ``user_id`` as stored (None where it has none)."""
         return [available for available, _, _ in await self._collect(user_id)]
 
-    async def _collect(self, user_id: str) -> list[tuple[str | None, int, int]]:
+    async def _collect(self, user_id: str) -> Wallets:
         """Each shard's sub-wallet of ``user_id``: (available, moved in, moved out), read shard after shard.
         A sub-wallet the janitor evicted (its money in the durable record alone) is loaded back first."""
         for _ in range(LOAD_TRIES):
@@ -347,26 +375,25 @@ class ShardedEngine:
 
     async def balances(self, user_id: str) -> list[int]:
         """Each shard's sub-wallet of ``user_id``, micro-units (0 where it has none)."""
-        return [int(v or 0) for v in await self._sub_wallets(user_id)]
+        return held_in(await self._collect(user_id))
 
-    async def _fund(self, user_id: str, shard: int, need: int) -> int:
+    async def _fund(self, user_id: str, shard: int, need: int, held: list[int]) -> int:
         """Fund a trade in ``shard``: bring ``need`` and a float from home, a quarter of what the home
         sub-wallet holds beyond it (:data:`FLOAT_SHARE`), so that the user's next trades there find
         money without a transfer each (a transfer is four script calls and two events: bringing the
         shortfall alone made nearly every trade outside a user's home shard pay one). The float comes
-        from home only: taken from another shard the user trades in, it would have to come back. How
-        much it moved."""
-        held = await self.balances(user_id)
+        from home only: taken from another shard the user trades in, it would have to come back.
+        ``held``: the sub-wallets' balances as just read. How much it moved."""
         home = self.home(user_id)
         float_ = max(held[home] - need, 0) // FLOAT_SHARE if shard != home else 0
         return await self._bring(user_id, shard, need + float_, held)
 
-    async def _bring(self, user_id: str, dest: int, need: int, held: list[int] | None = None) -> int:
-        """Move up to ``need`` of the user's money into sub-wallet ``dest`` from the others, home first
-        then the fullest; how much it moved (less than ``need`` when the others hold less)."""
+    async def _bring(self, user_id: str, dest: int, need: int, held: list[int]) -> int:
+        """Move up to ``need`` of the user's money into sub-wallet ``dest`` from the others (``held``: their
+        balances as just read), home first then the fullest; how much it moved (less than ``need`` when the
+        others hold less)."""
         if need <= 0:
             return 0
-        held = held if held is not None else await self.balances(user_id)
         home = self.home(user_id)
         sources = sorted((k for k in range(self.count) if k != dest and held[k] > 0),
                          key=lambda k: (k != home, -held[k]))
@@ -416,11 +443,13 @@ class ShardedEngine:
             except InsufficientFunds as exc:
                 if exhausted or funding_round == MAX_TRIES - 1:
                     raise  # tried here after nothing was left elsewhere (or others kept taking it)
-                await self._refuse_if_short(order.user_id, exc)
+                wallets = await self._collect(order.user_id)  # one read decides, and funds, this round
+                _refuse_if_short(wallets, exc)
+                held = held_in(wallets)
                 need = shortfall(exc, funding_round)
                 if need is None or funding_round >= FUNDING_ROUNDS - 1:
-                    need = sum(await self.balances(order.user_id))  # from the last round on, bring it all
-                if not await self._fund(order.user_id, shard, need):
+                    need = sum(held)  # from the last round on, bring it all
+                if not await self._fund(order.user_id, shard, need, held):
                     # Nothing left elsewhere. Another of the user's orders may have brought money here
                     # meanwhile (its own shortfall and margin): one more try here decides.
                     exhausted = True
@@ -465,10 +494,11 @@ class ShardedEngine:
             quote = await self.engines[shard].markets.quote(order.market_id, order.side, order.outcome,
                                                             shares=order.shares)
             cost, need = quote.cost, quote.cost + quote.cost // 10  # a margin: the price may move meanwhile
-        total = sum(await self.own_money(order.user_id))
+        wallets = await self._collect(order.user_id)
+        total = sum(own_in(wallets))
         if total < cost:
             raise InsufficientFunds(f"available {format_micro(total)} < cost {format_micro(cost)}") from None
-        if not await self._fund(order.user_id, shard, need):
+        if not await self._fund(order.user_id, shard, need, held_in(wallets)):
             # Nothing moved: the user's other orders took the money meanwhile, maybe here (this
             # order's own copies, sent at once with one Idempotency-Key, among them). If it is still
             # the user's, in transit included, send this one again: the money lands, or a copy
@@ -488,20 +518,7 @@ class ShardedEngine:
         transit included, however transfers interleave with the reads (no retry, unlike
         :meth:`_snapshot`): exact when no trade or deposit of the user's lands between them.
         """
-        return [int(available or 0) + moved_out - moved_in for available, moved_in, moved_out
-                in await self._collect(user_id)]
-
-    async def _refuse_if_short(self, user_id: str, exc: InsufficientFunds) -> None:
-        """Refuse for funds at once, moving nothing, when the user's whole balance cannot pay the cost
-        the trade script just priced: bringing money in for a trade that fails anyway would move the
-        user's money between sub-wallets for a rejected order. Money in transit counts: it lands."""
-        found = _SHORT.search(str(exc))
-        if found is None:
-            return
-        cost = micro_from_decimal(Decimal(found.group(2)))
-        total = sum(await self.own_money(user_id))
-        if total < cost:
-            raise InsufficientFunds(f"available {format_micro(total)} < cost {format_micro(cost)}") from None
+        return own_in(await self._collect(user_id))
 
     # ------------------------------------------------------------------ invariants
 

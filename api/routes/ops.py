@@ -72,8 +72,10 @@ async def _persister_report(engine: Engine) -> dict[str, str]:
     if isinstance(engine, MarketEngine):
         # redis-py types replies as Any: HGETALL's shape on a decoding client
         return cast(dict[str, str], await engine.redis.hgetall(engine.keys.persister_stats))
-    reports = [cast(dict[str, str], await engine.redis.hgetall(shard.keys.persister_stats)) for shard in engine.engines]
-    reports = [r for r in reports if r]
+    pipe = engine.redis.pipeline(transaction=False)  # one round trip for every shard's report
+    for shard in engine.engines:
+        pipe.hgetall(shard.keys.persister_stats)
+    reports = [r for r in cast(list[dict[str, str]], await pipe.execute()) if r]
     if not reports:
         return {}
     return {"lag_entries": str(sum(int(r.get("lag_entries") or 0) for r in reports)),
