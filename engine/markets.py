@@ -10,7 +10,7 @@ from typing import cast
 from predmarket.engine import pricing_n
 from predmarket.engine.accounts import new_id
 from predmarket.engine.connection import unavailable_on_disconnect
-from predmarket.engine.errors import MarketNotOpen, NotFound, ValidationError
+from predmarket.engine.errors import AlreadyExists, MarketNotOpen, NotFound, ValidationError
 from predmarket.engine.hotset import HotSet, reloading
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import YES_NO, check_labels, labels_field, labels_of, settled_of, totals_of
@@ -66,6 +66,12 @@ def past_close_time(market: Market) -> bool:
     return market.status is MarketStatus.OPEN and market.close_ms is not None and time.time() * 1000 >= market.close_ms
 
 
+def check_close_ms(close_ms: int | None) -> None:
+    """A close time (ms since the epoch) the record can hold; whether it lies ahead, Redis' clock decides."""
+    if close_ms is not None and not 0 < close_ms <= MAX_CLOSE_MS:
+        raise ValidationError("close_time must lie between 1970 and 9999")
+
+
 def check_quote(side: Side, shares: int | None, amount: int | None) -> None:
     """Shape of a quote request: exactly one of shares/amount, amount only with BUY, bounds."""
     if (shares is None) == (amount is None):
@@ -94,8 +100,7 @@ class Markets:
         check_liquidity(liquidity_b)
         labels = check_labels(outcomes)
         market_id = check_id(market_id, "market_id") if market_id is not None else new_id("m")
-        if close_ms is not None and not 0 < close_ms <= MAX_CLOSE_MS:
-            raise ValidationError("close_time must lie between 1970 and 9999")
+        check_close_ms(close_ms)
         k = self._keys
         # Resident or archived, every market is in Redis: the script alone decides uniqueness.
         with unavailable_on_disconnect():
@@ -105,6 +110,25 @@ class Markets:
                  "" if close_ms is None else close_ms, labels_field(labels)],
             )
         return await self.get(market_id)
+
+    async def refuse_creation(self, market_id: str, close_ms: int | None) -> None:
+        """Raise what creating ``market_id`` would be refused for before its subsidy (the id taken, resident
+        or archived; the close time passed by Redis' clock), as lua/create_market.lua words it. Over shards
+        the house's money is moved into the market's shard first: a creation refused there must move
+        nothing, so these are checked before the move (the script still decides: two creations of one id
+        at once may both pass here, and the one refused has then only moved the house's own money)."""
+        k = self._keys
+        with unavailable_on_disconnect():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.exists(k.market(market_id))
+                pipe.hexists(k.archived, market_id)
+                resident, archived = await pipe.execute()
+            if resident or archived:
+                raise AlreadyExists(f"market_id {market_id} is taken")
+            if close_ms is not None:
+                seconds, micros = await self._redis.time()
+                if close_ms <= seconds * 1000 + micros // 1000:
+                    raise ValidationError("close_time must lie in the future")
 
     async def open(self, market_id: str) -> Market:
         return await reloading(lambda: self._open(market_id), self._hotset, market_id=market_id)

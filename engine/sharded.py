@@ -56,6 +56,7 @@ from predmarket.engine.hotset import Loader
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import check_labels
 from predmarket.engine.market_engine import MarketEngine
+from predmarket.engine.markets import check_close_ms
 from predmarket.engine.models import HOUSE, Account, Market, Order, Side, Trade
 from predmarket.engine.positions import LiveBook, live_positions
 from predmarket.engine.replication import fence_async
@@ -417,12 +418,20 @@ class ShardedEngine:
         house's sub-wallet there."""
         check_market_name(name)  # the request's shape before any money moves
         check_liquidity(liquidity_b)
+        labels = check_labels(outcomes)
         market_id = check_id(market_id, "market_id") if market_id is not None else new_id("m")
+        check_close_ms(close_ms)  # the checks in the order Markets.create makes them
         shard = self.market_shard(market_id)
-        subsidy = pricing_n.subsidy_n(liquidity_b, len(check_labels(outcomes)))
+        subsidy = pricing_n.subsidy_n(liquidity_b, len(labels))
+        markets = self.engines[shard].markets
+        # A refused creation moves nothing: what the script would refuse is refused before the house's
+        # money is brought to the shard (the id taken, the close time passed, the house short).
+        await markets.refuse_creation(market_id, close_ms)
         held = await self.balances(HOUSE)
+        if sum(held) < subsidy:
+            raise InsufficientFunds(f"house cannot pay the subsidy {format_micro(subsidy)}")
         await self._bring(HOUSE, shard, subsidy - held[shard], held)
-        return await self.engines[shard].markets.create(name, liquidity_b, market_id, close_ms, outcomes)
+        return await markets.create(name, liquidity_b, market_id, close_ms, outcomes)
 
     def market_engine(self, market_id: str) -> MarketEngine:
         """The engine of the market's shard: open, close, resolve, settle, get and quote go there."""

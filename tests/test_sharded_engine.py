@@ -529,3 +529,30 @@ async def test_each_shard_takes_its_share_of_the_deposits_bound(engine: ShardedE
         await engine.accounts.deposit(carol.user_id, 6)
     assert (await engine.accounts.deposit(carol.user_id, 5)).available == 5
     assert int(cast(str, await engine.redis.hget(totals, "deposits"))) == share
+
+
+async def test_a_refused_market_creation_moves_none_of_the_houses_money(engine: ShardedEngine) -> None:
+    """Refused in the script after the subsidy was brought to the market's shard, a creation had already
+    written the transfer's events and moved the house's money: a refusal changes nothing, stream included."""
+    await fund_house(engine, 150)
+    away = next(f"m-away-{i}" for i in range(100) if engine.market_shard(f"m-away-{i}") != engine.home(HOUSE))
+    market = await engine.create_market("will it rain", 100 * MICRO, market_id=away)
+    shard = engine.market_shard(market.market_id)
+    assert (await engine.balances(HOUSE))[shard] == 0  # the next creation there must bring the subsidy
+
+    async def state() -> tuple[list[int], list[object]]:  # the house's sub-wallets, each shard's stream end
+        ends: list[object] = [await e.redis.xrevrange(e.keys.events, count=1) for e in engine.engines]
+        return await engine.balances(HOUSE), ends
+
+    before = await state()
+    with pytest.raises(AlreadyExists, match="is taken"):
+        await engine.create_market("again", 10 * MICRO, market_id=market.market_id)
+    past = (await engine.redis.time())[0] * 1000 - 1_000
+    with pytest.raises(ValidationError, match="close_time must lie in the future"):
+        await engine.create_market("closed already", 10 * MICRO, close_ms=past)
+    with pytest.raises(InsufficientFunds, match="house cannot pay the subsidy"):
+        await engine.create_market("too rich", 1_000 * MICRO)
+    assert await state() == before
+    created = await engine.create_market("fine", 10 * MICRO)  # and what is not refused still is created
+    assert created.pool == (await engine.market_engine(created.market_id).markets.get(created.market_id)).pool
+    await assert_invariants(engine)
