@@ -41,7 +41,7 @@ async def test_a_market_with_many_holders_keeps_its_positions_and_net_costs_in_h
     costs = await engine.redis.hgetall(k.market_costs(market))
     holders = {f"{u}:YES" for u in users} - {f"{users[1]}:YES"}
     assert {name: int(v) for name, v in positions.items()} == {name: MICRO for name in holders}
-    assert {name for name in costs} == {f"{u}:YES" for u in users}
+    assert set(costs) == {f"{u}:YES" for u in users}
     assert all(int(v) > 0 for name, v in costs.items() if name != f"{users[1]}:YES")
     account = await engine.accounts.get(users[2])
     assert [(p.market_id, p.shares) for p in account.positions] == [(market, MICRO)]
