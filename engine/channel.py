@@ -246,12 +246,16 @@ class Channels:
         """Every channel made so far (on a cluster, one per master it has sent to)."""
         return [self._single] if self._single is not None else list(self._by_node.values())
 
+    def single(self) -> Channel:
+        """The one channel of a single primary: no coroutine, as every trade call takes it."""
+        if self._single is None:
+            self._single = Channel(self._redis, None, self._broken)
+        return self._single
+
     async def channel_for(self, key: str) -> Channel:
         """The channel to the server holding ``key`` (any key on a single primary)."""
         if self.cluster is None:
-            if self._single is None:
-                self._single = Channel(self._redis, None, self._broken)
-            return self._single
+            return self.single()
         node = await owner_of(self.cluster, key, refresh=self._refresh)
         self._refresh = False
         channel = self._by_node.get(node.name)
@@ -315,7 +319,8 @@ class OrderedScript:
         confirmed = self._confirmed if self._wait else None
         channels, redirects = self._channels, 0
         while True:
-            channel = await channels.channel_for(keys[0] if keys else "")
+            channel = (channels.single() if channels.cluster is None
+                       else await channels.channel_for(keys[0] if keys else ""))
             try:
                 return await channel.call(packed, confirmed)
             except NoScriptError:

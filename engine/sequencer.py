@@ -243,7 +243,7 @@ def hand_out_results(book: MarketBook, priced: list[Priced], results: list[list[
     process traded it since): it is re-priced for the holding the script saw, counted as a conflict.
     """
     again: list[Pending] = []
-    market_id = book.market_id
+    market_id, labels, yes_no = book.market_id, book.labels, book.yes_no
     for item, result in zip(priced, results, strict=True):
         pending, kind = item.pending, result[0]
         if kind == "SKIPPED":
@@ -260,13 +260,14 @@ def hand_out_results(book: MarketBook, priced: list[Priced], results: list[list[
             f = item.fill
             assert f is not None
             stats.trades += 1
-            price_yes, price_no = yes_no_prices(book, f.prices)
+            prices = f.prices
+            price_yes, price_no = (prices[0], prices[1]) if yes_no else (0, 0)  # yes_no_prices, inlined
             pending.future.set_result(Trade(
                 trade_id=int(result[1]), market_id=market_id, user_id=order.user_id,
                 side=order.side, outcome=order.outcome, shares=f.shares, cost=f.cost,
                 avg_price=f.avg_price, price_yes=price_yes, price_no=price_no,
                 created_ms=ts_ms, available=int(result[2]), position=int(result[3]),
-                event_id=result[4], outcomes=book.labels, prices=f.prices,
+                event_id=result[4], outcomes=labels, prices=prices,
             ))
         elif kind == "REPLAY":
             pending.future.set_result(replayed_trade(book, order, result[1]))

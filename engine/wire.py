@@ -72,7 +72,11 @@ PRICE_SEPARATOR = ","
 
 def encode_prices(prices: tuple[int, ...] | None) -> str:
     """Every label's price as the script receives and stores them: 6-decimal strings, comma-joined."""
-    return "" if prices is None else PRICE_SEPARATOR.join(format_micro(p) for p in prices)
+    if prices is None:
+        return ""
+    if len(prices) == 2:  # a YES/NO market, once per order on the trade path: no generator
+        return f"{format_micro(prices[0])}{PRICE_SEPARATOR}{format_micro(prices[1])}"
+    return PRICE_SEPARATOR.join(map(format_micro, prices))
 
 
 def decode_prices(text: str) -> tuple[int, ...] | None:

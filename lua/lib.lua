@@ -134,11 +134,19 @@ end
 local LISTPACK_MOST = 64
 local LISTPACK_BREAKER = string.rep('~', 65)  -- longer than the listpack value limits' default 64
 
-local function keep_hashed(key)
-  if redis.call('HLEN', key) < LISTPACK_MOST then return end
+local function to_hashtable(key)
   if redis.call('OBJECT', 'ENCODING', key) ~= 'listpack' then return end
   redis.call('HSET', key, LISTPACK_BREAKER, '')
   redis.call('HDEL', key, LISTPACK_BREAKER)
+end
+
+-- A positions hash and its net costs hash (a market's, or a user's), as a holding starts. Net costs
+-- are never dropped (positions are, at zero), so the costs hash is the larger: only its size is read,
+-- one command where a hash is small, and past LISTPACK_MOST both are turned.
+local function keep_hashed(pos, costs)
+  if redis.call('HLEN', costs) < LISTPACK_MOST then return end
+  to_hashtable(costs)
+  to_hashtable(pos)
 end
 
 local function keep_sorted(key)

@@ -130,10 +130,8 @@ local function apply(m, o, user_key, user_pos, user_cost, idem_key, ms)
   -- Checked only as a holding starts (rare next to trades): these hashes grow only then. The user's
   -- grow with the markets they trade, the market's with its holders.
   if held == n_shares and side == 'BUY' then
-    keep_hashed(m.pos)
-    keep_hashed(m.cost)
-    keep_hashed(user_pos)
-    keep_hashed(user_cost)
+    keep_hashed(m.pos, m.cost)
+    keep_hashed(user_pos, user_cost)
   end
   last_id = last_id + 1
   local trade_id = int_str(last_id * id_stride + id_offset)

@@ -28,6 +28,7 @@ import redis
 import uvloop
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from predmarket.collector import tune_collector
 from predmarket.engine.deployment import Engine, engine_for
 from predmarket.engine.errors import EngineError
 from predmarket.engine.keys import Keys
@@ -191,6 +192,7 @@ def run_worker(
         # Users idle past PM_USER_IDLE_TTL_S may have been evicted by a running persister.
         pg = create_async_engine(settings.database_url, pool_size=2, pool_pre_ping=True)
         load_from(pg, engine)
+        tune_collector()  # a trading process, as `predmarket serve` sets its own (predmarket/collector.py)
         try:
             start = time.perf_counter()
             await _trade_loop(engine, users, markets, count, concurrency, random.Random(seed), result, tick,
