@@ -127,7 +127,10 @@ class MarketBook:
 
 def state_from(version: Any, status: Any, pool: Any, totals: Any) -> MarketState:
     """A market's state from a ``trade`` reply's fields (lua/trade.lua: totals ':'-joined in label order)."""
-    return MarketState(str(version), MarketStatus(status), tuple(map(int, str(totals).split(":"))), int(pool))
+    parts = str(totals).split(":")
+    # Once per market per call: a YES/NO market's pair without tuple(map(...))'s iterator.
+    q = (int(parts[0]), int(parts[1])) if len(parts) == 2 else tuple(map(int, parts))
+    return MarketState(str(version), MarketStatus(status), q, int(pool))
 
 
 def state_of(fields: dict[str, str]) -> tuple[MarketState, tuple[str, ...]]:
@@ -193,7 +196,10 @@ def price(book: MarketBook, batch: list[Pending], state: MarketState) -> list[Pr
             priced.append(Priced(p, None, None))  # the script answers MARKET_NOT_OPEN or replays
             continue
         try:
-            k = label_index(labels, order.outcome)  # a label the market lacks is invalid, held or not
+            try:
+                k = labels.index(order.outcome)
+            except ValueError:  # a label the market lacks is invalid, held or not
+                k = label_index(labels, order.outcome)  # raises VALIDATION_ERROR naming the labels
             if order.sell_all and not order.shares:
                 # As every rejection here, final only once the script finds the user holds none.
                 raise InsufficientShares(f"no {order.outcome} shares are held")
