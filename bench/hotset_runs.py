@@ -22,6 +22,7 @@ from typing import Any
 import redis
 import uvloop
 from predmarket.engine.connection import connect_sync
+from predmarket.engine.hotset import EVICTED_MARK_KEEP_MS
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order, Outcome, Side
@@ -49,6 +50,8 @@ class HotsetResult:
     trades: int
     memory_without_mb: float
     memory_with_mb: float
+    #: once the janitor has forgotten the eviction marks (EVICTED_MARK_KEEP_MS after the evictions)
+    memory_marks_forgotten_mb: float
     users_in_redis_after: int
     evicted_first_p50_ms: float
     evicted_first_p99_ms: float
@@ -159,12 +162,15 @@ def _run(settings: Settings, sizes: Sizes, say: Callable[[str], None]) -> Hotset
     # idleness measured at the end of the setup, with a 1 ms TTL.
     janitor = build(settings.model_copy(update={"user_idle_ttl_s": 0.001}), consumer="hotset-janitor")
     janitor.janitor.sweep(janitor.stream.committed(), now_ms=created_ms)
-    janitor.close()
     with_eviction = _used_mb(client)
+    seconds, micros = client.time()
+    janitor.janitor.forget_old_marks(seconds * 1000 + micros // 1000 + EVICTED_MARK_KEEP_MS)
+    janitor.close()
+    marks_forgotten = _used_mb(client)
     keys = Keys(settings.key_prefix)
     in_redis = sum(1 for k in client.scan_iter(match=keys.user("*"), count=5000) if keys.is_user_key(k))
-    say(f"hot set: Redis {without:,.1f} MiB before eviction, {with_eviction:,.1f} MiB after; "
-        f"{in_redis:,} users left in Redis")
+    say(f"hot set: Redis {without:,.1f} MiB before eviction, {with_eviction:,.1f} MiB after, "
+        f"{marks_forgotten:,.1f} MiB once the eviction marks are forgotten; {in_redis:,} users left in Redis")
 
     async def measure() -> tuple[list[float], list[float]]:
         engine = MarketEngine.from_settings(settings)
@@ -183,6 +189,7 @@ def _run(settings: Settings, sizes: Sizes, say: Callable[[str], None]) -> Hotset
     warm_p50, warm_p99 = p50_p99_ms(warm)
     return HotsetResult(
         users=len(users), markets=len(markets), hot_users=sizes.hotset_hot, trades=2 * sizes.hotset_trades,
-        memory_without_mb=without, memory_with_mb=with_eviction, users_in_redis_after=in_redis,
+        memory_without_mb=without, memory_with_mb=with_eviction, memory_marks_forgotten_mb=marks_forgotten,
+        users_in_redis_after=in_redis,
         evicted_first_p50_ms=cold_p50, evicted_first_p99_ms=cold_p99, hot_p50_ms=warm_p50, hot_p99_ms=warm_p99,
     )

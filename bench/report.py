@@ -97,6 +97,7 @@ def hotset_table(results: BenchResults) -> Table | None:
     for name, value in (
         ("Redis memory, everything resident (no eviction)", f"{h.memory_without_mb:,.1f} MiB"),
         ("Redis memory after the janitor evicted the idle", f"{h.memory_with_mb:,.1f} MiB"),
+        ("... and once it has forgotten their eviction marks", f"{h.memory_marks_forgotten_mb:,.1f} MiB"),
         ("users left in Redis", f"{h.users_in_redis_after:,}"),
         ("first request for an evicted user p50 / p99",
          f"{h.evicted_first_p50_ms:.2f} / {h.evicted_first_p99_ms:.2f} ms"),

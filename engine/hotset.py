@@ -24,6 +24,15 @@ from redis.asyncio import Redis
 
 T = TypeVar("T")
 
+#: A load installs a user only within this long (Redis's clock) of the moment it began reading the
+#: durable record (lua/install_user.lua); a slower one reads again. This is what lets the janitor
+#: forget an eviction's mark at all: only a load that read before that eviction needs the mark to be
+#: refused, and no such load can install once the mark is older than this.
+RELOAD_WINDOW_MS = 60_000
+#: The janitor forgets an eviction's mark (``<p>:evicted``) this long after the eviction (one shard
+#: only: persister/janitor.py): ten times the reload window, so clocks may differ by minutes.
+EVICTED_MARK_KEEP_MS = 600_000
+
 
 class Loader(Protocol):
     async def load_user(self, user_id: str) -> bool:

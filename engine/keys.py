@@ -57,8 +57,10 @@ key                             contents
 ``<p>:archived``                hash: market id -> JSON of its final (SETTLED) market hash, for
                                 every market the janitor archived (never evicted: a market is
                                 resident or archived, so Redis alone lists and finds them all)
-``<p>:evicted``                 hash: user id -> its last_event when the janitor evicted it (a
-                                load installs a PostgreSQL row only if it includes that event)
+``<p>:evicted``                 hash: user id -> ``<last_event>|<eviction ms>`` when the janitor
+                                evicted it (a load installs a PostgreSQL row only if it includes
+                                that event); dropped when the user comes back, and with one shard
+                                forgotten by the janitor EVICTED_MARK_KEEP_MS later (engine/hotset.py)
 ``<p>:events``                  stream: every state change (the EventBus); each entry has
                                 type, ts and its type's fields (docs/API.md, "Event stream")
 ``<p>:trade_seq``               counter: last trade id

@@ -140,6 +140,7 @@ class _Registry(Generic[S]):
     create_user: S
     deposit: S
     evict_user: S
+    forget_marks: S
     forget_saved_uses: S
     install_market: S
     install_user: S
@@ -187,6 +188,11 @@ class Scripts(_Registry[Script]):
         super().__init__(lambda name, source: Script(client, name, source,
                                                      after_write if name in ACKNOWLEDGED else None))
         self._client = client
+
+    async def server_ms(self) -> int:
+        """Redis's clock in milliseconds: the clock the scripts read (lua/lib.lua's ``now_ms``)."""
+        seconds, micros = await self._client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     async def ensure_loaded(self) -> None:
         """Load into Redis every script it does not hold (after a restart or SCRIPT FLUSH).

@@ -16,8 +16,9 @@
 -- and live key hashes stay (the directory, see engine/keys.py): they stay taken, and its
 -- keys still name it, without asking PostgreSQL; the keys' records go (the loader puts the
 -- live ones back from api_keys), and so do its net costs (position_state holds them, the
--- market's copies stay: a market's net costs live as long as the market). Its last event stays too: a load installs
--- only a PostgreSQL row that includes it (install_user.lua).
+-- market's copies stay: a market's net costs live as long as the market). Its last event stays too, as the
+-- mark "<last event>|<eviction ms>": a load installs only a PostgreSQL row that includes it
+-- (install_user.lua), and the janitor forgets marks that are old enough (persister/janitor.py).
 
 if ARGV[1] == 'house' then return 0 end
 local user = redis.call('HMGET', KEYS[1], 'last_event', 'username')
@@ -26,5 +27,5 @@ local last = user[1] or '0-0'
 if last ~= ARGV[2] or id_less(ARGV[3], last) then return 0 end
 if redis.call('HLEN', KEYS[2]) > 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
-redis.call('HSET', KEYS[3], ARGV[1], last)
+redis.call('HSET', KEYS[3], ARGV[1], last .. '|' .. now_ms())
 return 1

@@ -13,6 +13,15 @@ the janitor looks is simply kept.
 Users are visited with an incremental SCAN (a bounded number of keys per
 round; master after master on a cluster, see ``engine.keyspace``), so a large
 cold population costs a steady trickle of work, never a pause.
+
+An evicted user leaves a mark in ``<p>:evicted`` (its last event and when it was
+evicted), which refuses a reload that read PostgreSQL before that eviction
+(lua/install_user.lua). A mark is needed only for the reload window
+(engine/hotset.py): older ones are forgotten a page per round, so a large idle
+population does not keep ~80 bytes of Redis per user for ever (the directories of
+ids and names stay: Redis alone answers "who exists"). Over several shards the
+marks stay: there a mark is also what records that a sub-wallet outside the
+user's home shard exists (lua/transfer_in.lua, ``predmarket audit``).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+from predmarket.engine.hotset import EVICTED_MARK_KEEP_MS
 from predmarket.engine.keys import Keys
 from predmarket.engine.keyspace import PagedScan
 from predmarket.engine.scripts import SyncScripts
@@ -32,6 +42,8 @@ SCAN_PER_ROUND = 2_000
 class JanitorStats:
     users_evicted: int = 0
     markets_archived: int = 0
+    #: eviction marks forgotten once older than EVICTED_MARK_KEEP_MS
+    marks_forgotten: int = 0
     #: users seen in Redis during the last full pass over the keys
     hot_users: int = 0
     hot_markets: int = 0
@@ -41,16 +53,25 @@ def _stream_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0] or 0)
 
 
+def _evicted_ms(mark: str) -> int | None:
+    """When a mark's eviction happened; None for a mark an earlier release wrote (the last event alone)."""
+    _, bar, ms = mark.partition("|")
+    return int(ms) if bar and ms.isdigit() else None
+
+
 class Janitor:
     def __init__(self, client: redis.Redis, keys: Keys, user_idle_ttl_s: float, market_archive_after_s: float,
-                 scripts: SyncScripts | None = None) -> None:
-        """``scripts``: the registry bound to ``client`` if the caller has one (else one is made)."""
+                 scripts: SyncScripts | None = None, forget_marks: bool = True) -> None:
+        """``scripts``: the registry bound to ``client`` if the caller has one (else one is made).
+        ``forget_marks``: forget old eviction marks (one shard only: see the module's docstring)."""
         self.redis = client
         self.keys = keys
         self.user_ttl_ms = int(user_idle_ttl_s * 1000)
         self.market_after_ms = int(market_archive_after_s * 1000)
         self._scripts = scripts or SyncScripts(client)
         self._scan = PagedScan(client, f"{keys.user('')}*", SCAN_PER_ROUND)
+        self.forget_marks = forget_marks
+        self._marks_cursor = 0
         self._seen = 0
         self.stats = JanitorStats()
 
@@ -70,6 +91,8 @@ class Janitor:
             now_ms = seconds * 1000 + micros // 1000
         if self.user_ttl_ms > 0:
             self._users(committed, now_ms)
+        if self.forget_marks:
+            self._forget_marks(now_ms)
         if self.market_after_ms > 0:
             self._markets(committed, now_ms)
 
@@ -78,6 +101,28 @@ class Janitor:
         self.round(committed, now_ms)
         while not self._scan.at_start:
             self.round(committed, now_ms)
+
+    def forget_old_marks(self, now_ms: int) -> None:
+        """Pages until the whole marks hash has been looked at once (tools and tests); nothing over shards."""
+        if not self.forget_marks:
+            return
+        self._marks_cursor = 0  # a whole pass, wherever the rounds' paging stands
+        self._forget_marks(now_ms)
+        while self._marks_cursor:
+            self._forget_marks(now_ms)
+
+    def _forget_marks(self, now_ms: int) -> None:
+        """One page of ``<p>:evicted``: forget the marks of evictions older than EVICTED_MARK_KEEP_MS."""
+        cursor, page = cast(tuple[int, dict[str, str]],
+                            self.redis.hscan(self.keys.evicted, self._marks_cursor, count=SCAN_PER_ROUND))
+        self._marks_cursor = int(cursor)
+        old = []
+        for user_id, mark in page.items():
+            evicted_ms = _evicted_ms(mark)
+            if evicted_ms is not None and now_ms - evicted_ms >= EVICTED_MARK_KEEP_MS:
+                old += [user_id, mark]
+        if old:
+            self.stats.marks_forgotten += int(cast(int, self._scripts.forget_marks([self.keys.evicted], old)))
 
     def _users(self, committed: str, now_ms: int) -> None:
         prefix = self.keys.user("")

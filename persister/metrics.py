@@ -42,6 +42,8 @@ class PersisterCollector(Collector):
             ("users_evicted", "Idle users evicted from Redis", total(lambda p: p.janitor.stats.users_evicted)),
             ("markets_archived", "Settled markets archived out of Redis",
              total(lambda p: p.janitor.stats.markets_archived)),
+            ("eviction_marks_forgotten", "Eviction marks forgotten once past the reload window's keep time",
+             total(lambda p: p.janitor.stats.marks_forgotten)),
         )
         for name, help_text, value in counters:
             # CounterMetricFamily adds the _total suffix to the sample's name.

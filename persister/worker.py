@@ -120,7 +120,7 @@ class Persister:
         # transfer counts, and a transfer into it loads it first: record/loader.py, lua/transfer_in.lua)
         # and archives its settled markets (each comes back from its shard's Redis alone).
         self.janitor = Janitor(client, self.stream.keys, settings.user_idle_ttl_s, settings.market_archive_after_s,
-                               self.stream.scripts)
+                               self.stream.scripts, forget_marks=settings.shards == 1)
         self.counters = Counters()
         #: whether the loop may work its shard now (persister/leases.py: while its persister holds the
         #: shard's lease); checked every round

@@ -21,6 +21,7 @@ from typing import Any
 from predmarket.engine.api_keys import KeyRecord
 from predmarket.engine.deployment import Engine
 from predmarket.engine.errors import Unavailable
+from predmarket.engine.hotset import RELOAD_WINDOW_MS
 from predmarket.engine.keys import Keys
 from predmarket.engine.labels import labels_field, q_field, settled_field
 from predmarket.engine.market_engine import MarketEngine
@@ -165,6 +166,9 @@ class PgLoader:
         """
         shard, home = self._shard, home_of(user_id, self._shards) == self._shard
         for _ in range(_LOAD_ATTEMPTS):
+            # Redis's clock before the reads: the install refuses rows read longer ago than the reload
+            # window, which is what lets the janitor forget old eviction marks (engine/hotset.py).
+            read_ms = await self._scripts.server_ms()
             row = await self._one(_USER_SQL, id=user_id, shard=shard, home=home)
             if row is None:
                 return False
@@ -186,11 +190,11 @@ class PgLoader:
                  k.user_costs(user_id)], [
                     user_id, fields["username"], fields["available"], fields["locked"], fields["key_hash"],
                     fields["created_ms"], fields["loaded_ms"], 1 if holds else 0, entry_id(row.event_order),
-                    *moved, len(net_costs), *(part for cost in net_costs for part in cost),
+                    *moved, read_ms, RELOAD_WINDOW_MS, len(net_costs), *(part for cost in net_costs for part in cost),
                     *(part for key in live_keys for part in key),
                 ]))
             if installed == _STALE:
-                continue  # read before another load, trades and an eviction: read it again
+                continue  # read before another load, trades and an eviction, or too long ago: read it again
             if installed == _HOLDER:
                 # Absent although PostgreSQL records positions: the janitor never evicts a holder,
                 # so Redis lost this user with its data (install_user.lua says why only then).

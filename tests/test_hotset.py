@@ -7,10 +7,11 @@ import copy
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from predmarket.engine.errors import AlreadyExists, MarketNotOpen, NotFound
+from predmarket.engine.hotset import EVICTED_MARK_KEEP_MS, RELOAD_WINDOW_MS
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.models import HOUSE, Order, Outcome, Side, Trade
@@ -19,8 +20,10 @@ from predmarket.engine.settings import Settings
 from predmarket.engine.state import check_invariants, read_redis_state
 from predmarket.engine.units import MICRO
 from predmarket.persister.events import event_order
+from predmarket.persister.janitor import SCAN_PER_ROUND
 from predmarket.persister.worker import Persister, build
 from predmarket.record.loader import PgLoader, entry_id
+from redis.typing import EncodableT, FieldT
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from predmarket.simulate import Plan, run
@@ -356,6 +359,77 @@ async def test_a_row_read_before_another_load_trades_and_an_eviction_is_read_aga
     assert await late.load_user(user) is True  # B
     assert install.installs == [-2, 1]  # the stale row refused, the one read again installed
     assert (await hot.accounts.get(user)).available == 1_005 * MICRO
+
+
+async def test_an_eviction_mark_is_forgotten_once_older_than_the_keep_time(
+    hot: MarketEngine, persister: PersisterFactory,
+) -> None:
+    """The mark holds the user's last event and when it was evicted; the janitor forgets it
+    EVICTED_MARK_KEEP_MS after the eviction (not before), and the user still loads back whole."""
+    user = await funded_user(hot, "forgotten")
+    p = persister(market_archive_after_s=0)
+    await asyncio.to_thread(catch_up_and_sweep, p)
+    mark = cast(str | None, await hot.redis.hget(hot.keys.evicted, user))
+    assert mark is not None
+    last_event, _, evicted_ms = mark.partition("|")
+    newest = cast(list[tuple[str, dict[str, str]]], await hot.redis.xrevrange(hot.keys.events, count=1))
+    assert last_event == newest[0][0]  # the deposit, its last event
+    assert abs(int(evicted_ms) - await hot.scripts.server_ms()) < 60_000
+
+    await asyncio.to_thread(p.janitor.forget_old_marks, int(evicted_ms) + EVICTED_MARK_KEEP_MS - 1)
+    assert await hot.redis.hget(hot.keys.evicted, user) == mark
+    await asyncio.to_thread(p.janitor.forget_old_marks, int(evicted_ms) + EVICTED_MARK_KEEP_MS)
+    assert await hot.redis.hget(hot.keys.evicted, user) is None
+    assert p.janitor.stats.marks_forgotten == 1
+    # The directory still says the user exists: the first request loads it, balance intact.
+    assert (await hot.accounts.get(user)).available == 1_000 * MICRO
+
+
+async def test_forgetting_covers_every_mark_wherever_the_rounds_paging_stands(
+    hot: MarketEngine, persister: PersisterFactory,
+) -> None:
+    marks: dict[FieldT, EncodableT] = {f"u-old-{i}": f"1-{i}|1000" for i in range(3 * SCAN_PER_ROUND)}
+    await hot.redis.hset(hot.keys.evicted, mapping=marks)
+    janitor = persister(market_archive_after_s=0).janitor
+    await asyncio.to_thread(janitor.round, "0-0", 1_000)  # a page of marks, none old yet at that time
+    assert await hot.redis.hlen(hot.keys.evicted) == len(marks)
+    await asyncio.to_thread(janitor.forget_old_marks, 1_000 + EVICTED_MARK_KEEP_MS)
+    assert not await hot.redis.exists(hot.keys.evicted)
+    assert janitor.stats.marks_forgotten == len(marks)
+
+
+async def test_a_mark_written_again_since_the_janitor_read_it_stays(hot: MarketEngine) -> None:
+    k = hot.keys
+    await hot.redis.hset(k.evicted, "u-again", "1796479445986-5|1796479446000")
+    forgotten = await hot.scripts.forget_marks([k.evicted], ["u-again", "1796479445000-1|1796479445001"])
+    assert forgotten == 0 and await hot.redis.hget(k.evicted, "u-again") == "1796479445986-5|1796479446000"
+    assert await hot.scripts.forget_marks([k.evicted], ["u-again", "1796479445986-5|1796479446000"]) == 1
+    assert not await hot.redis.hexists(k.evicted, "u-again")
+
+
+async def test_a_row_read_longer_ago_than_the_reload_window_is_read_again(
+    hot: MarketEngine, pg: AsyncEngine, persister: PersisterFactory,
+) -> None:
+    """What lets the janitor forget marks at all: no load installs a row read before an eviction whose
+    mark may be gone. A load whose reads began past the window is refused, and reads again."""
+    user = await funded_user(hot, "slow")
+    await asyncio.to_thread(catch_up_and_sweep, persister(market_archive_after_s=0))
+    scripts = copy.copy(hot.scripts)
+    install = InterleavingInstall(hot.scripts.install_user, lambda: asyncio.sleep(0))
+    scripts.install_user = install  # type: ignore[assignment]  # not a Script: wraps one, called alike
+    clock = iter([await hot.scripts.server_ms() - RELOAD_WINDOW_MS - 1])  # the first read began too long ago
+
+    async def server_ms() -> int:
+        return next(clock, None) or await hot.scripts.server_ms()
+
+    scripts.server_ms = server_ms  # type: ignore[method-assign]
+    assert await PgLoader(pg, scripts, hot.keys).load_user(user) is True
+    assert install.installs == [-2, 1]
+    assert (await hot.accounts.get(user)).available == 1_000 * MICRO
+
+
+def test_the_marks_are_kept_well_past_the_reload_window() -> None:
+    assert EVICTED_MARK_KEEP_MS >= 10 * RELOAD_WINDOW_MS
 
 
 @pytest.mark.parametrize("stream_id", ["0-0", "1-0", "1796479445986-5", f"1796479445986-{2**20 - 1}"])

@@ -32,7 +32,7 @@ PG_PASSWORD = "pg-" + secrets.token_hex(8)
 API_PERSISTER_GAUGES = {"predmarket_persister_lag_entries", "predmarket_persister_oldest_age_seconds"}
 #: The persister's own counters, which only the persister itself serves.
 PERSISTER_COUNTERS = {"entries", "rows", "trades", "dead_letters", "batches", "rounds", "market_writes",
-                      "users_evicted", "markets_archived"}
+                      "users_evicted", "markets_archived", "eviction_marks_forgotten"}
 #: What the persister used to relay through its Redis hash (counters and rates): gone from there.
 RELAYED = {"entries", "trades", "dead_letters", "market_writes", "events_per_s", "rows_per_s",
            "users_evicted", "markets_archived", "hot_users", "hot_markets"}
