@@ -144,17 +144,24 @@ def _demo_database_exists(pg_url: str, prefix: str) -> bool:
         engine.dispose()
 
 
+def _ignoring_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a non-interactive shell starts `predmarket demo &`
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
-def test_a_signal_stops_the_demo_and_removes_everything_it_made(signum: signal.Signals) -> None:
+@pytest.mark.parametrize(("signum", "sigint_ignored"), [
+    (signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGINT, False), (signal.SIGTERM, True),
+], ids=["SIGTERM", "SIGHUP", "SIGINT", "SIGTERM-started-ignoring-SIGINT"])
+def test_a_signal_stops_the_demo_and_removes_everything_it_made(signum: signal.Signals, sigint_ignored: bool) -> None:
     """SIGTERM, SIGHUP (the terminal closed) and Ctrl-C all stop the replicas and the persister, delete the
-    demo's keys, database and temporary directory, and print the summary with the exit code."""
+    demo's keys, database and temporary directory, and print the summary with the exit code; SIGTERM does
+    so too for a demo started in the background by a script (which inherits SIGINT ignored)."""
     workdirs_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "predmarket-demo-*")))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")} | {
         "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
     proc = subprocess.Popen([sys.executable, "-m", "predmarket.cli", "demo", "--markets", "2", "--users", "4",
                              "--rate", "50"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_ignoring_sigint if sigint_ignored else None)
     output = _Output(proc)
     try:
         wait_until(lambda: "ready:" in output.text or proc.poll() is not None, 90, "the demo to be ready")

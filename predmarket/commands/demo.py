@@ -61,6 +61,10 @@ class _Stop:
     def install(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._as_interrupt)
+        # The Ctrl-C path itself, whatever the demo inherited: started by a script in the background
+        # (`predmarket demo &`), SIGINT arrives ignored, and a SIGTERM raised as SIGINT would then stop
+        # nothing (nor would asyncio.run take SIGINT over).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _as_interrupt(self, signum: int, _frame: FrameType | None) -> None:
         self.received = signal.Signals(signum).name
