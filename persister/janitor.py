@@ -61,9 +61,10 @@ def _evicted_ms(mark: str) -> int | None:
 
 class Janitor:
     def __init__(self, client: redis.Redis, keys: Keys, user_idle_ttl_s: float, market_archive_after_s: float,
-                 scripts: SyncScripts | None = None, forget_marks: bool = True) -> None:
+                 scripts: SyncScripts | None = None, forget_marks: bool = False) -> None:
         """``scripts``: the registry bound to ``client`` if the caller has one (else one is made).
-        ``forget_marks``: forget old eviction marks (one shard only: see the module's docstring)."""
+        ``forget_marks``: forget old eviction marks; only a deployment of one shard may (see the module's
+        docstring), so it is asked for, never a default."""
         self.redis = client
         self.keys = keys
         self.user_ttl_ms = int(user_idle_ttl_s * 1000)
@@ -82,17 +83,19 @@ class Janitor:
     def round(self, committed: str | None, now_ms: int | None = None) -> None:
         """One bounded round of eviction and archiving; nothing happens before anything is committed.
 
-        ``now_ms`` (default: Redis's clock) is the moment idleness is measured from.
+        ``now_ms`` (default: Redis's clock) is the moment idleness is measured from. A mark's age is
+        always Redis's clock: a tool sweeping with a moment far ahead must not forget marks that a
+        load in flight may still need.
         """
         if committed is None:
             return
+        clock = self._redis_ms()
         if now_ms is None:
-            seconds, micros = self.redis.time()
-            now_ms = seconds * 1000 + micros // 1000
+            now_ms = clock
         if self.user_ttl_ms > 0:
             self._users(committed, now_ms)
         if self.forget_marks:
-            self._forget_marks(now_ms)
+            self._forget_marks(clock)
         if self.market_after_ms > 0:
             self._markets(committed, now_ms)
 
@@ -102,8 +105,13 @@ class Janitor:
         while not self._scan.at_start:
             self.round(committed, now_ms)
 
+    def _redis_ms(self) -> int:
+        seconds, micros = self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
     def forget_old_marks(self, now_ms: int) -> None:
-        """Pages until the whole marks hash has been looked at once (tools and tests); nothing over shards."""
+        """Pages until the whole marks hash has been looked at once, their ages taken at ``now_ms`` (the
+        bench and tests, to stand for the time passing); nothing unless this janitor forgets marks."""
         if not self.forget_marks:
             return
         self._marks_cursor = 0  # a whole pass, wherever the rounds' paging stands
