@@ -89,7 +89,7 @@ class Janitor:
         """
         if committed is None:
             return
-        clock = self._redis_ms()
+        clock = self._redis_ms() if now_ms is None or self.forget_marks else now_ms
         if now_ms is None:
             now_ms = clock
         if self.user_ttl_ms > 0:
