@@ -140,8 +140,7 @@ class _Registry(Generic[S]):
     create_user: S
     deposit: S
     evict_user: S
-    forget_marks: S
-    forget_saved_uses: S
+    forget_unchanged: S
     install_market: S
     install_user: S
     open_market: S

@@ -6,7 +6,7 @@
 -- engine/keys.py (tests/test_lua_keys.py greps for spellings here). Plain `#!lua`: the
 -- script writes, and Redis at maxmemory refuses it whole before it runs rather than failing
 -- at its first write half-way. `flags=allow-oom` only on scripts that free memory or
--- overwrite a fixed-size value (evict_user, archive_market, trim_events, clear_dirty,
+-- overwrite a fixed-size value (evict_user, archive_market, trim_events, clear_dirty, forget_unchanged,
 -- publish_committed): the janitor must still relieve a full Redis, and durable waits still
 -- see commits. No script is read-only (no-writes) and none may cross slots
 -- (allow-cross-slot-keys): a trade's stream, market and user keys share no slot, so a

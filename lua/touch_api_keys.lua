@@ -9,7 +9,7 @@
 -- A revoked key (no longer in the directory) is skipped, and an older time never overwrites
 -- a newer one, so replicas flush in any order. No event: a use is not a change of state a
 -- subscriber needs (and a request, even a refused one, must not add to the stream); the
--- persister copies KEYS[3] to PostgreSQL on its own (lua/forget_saved_uses.lua). The user's
+-- persister copies KEYS[3] to PostgreSQL on its own (lua/forget_unchanged.lua). The user's
 -- last event is left alone: the last use is kept apart from the user (never evicted), so it
 -- never holds back an eviction.
 

@@ -130,7 +130,7 @@ class Janitor:
             if evicted_ms is not None and now_ms - evicted_ms >= EVICTED_MARK_KEEP_MS:
                 old += [user_id, mark]
         if old:
-            self.stats.marks_forgotten += int(cast(int, self._scripts.forget_marks([self.keys.evicted], old)))
+            self.stats.marks_forgotten += int(cast(int, self._scripts.forget_unchanged([self.keys.evicted], old)))
 
     def _users(self, committed: str, now_ms: int) -> None:
         prefix = self.keys.user("")

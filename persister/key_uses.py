@@ -37,5 +37,5 @@ def save_key_uses(client: redis.Redis, pg: Engine, keys: Keys, scripts: SyncScri
     # A key without its row yet (its creation still in the stream) keeps its use for a later round.
     saved = [v for key_id, used_ms in found.items() if key_id in written for v in (key_id, used_ms)]
     if saved:
-        scripts.forget_saved_uses([keys.apikeys_unsaved], saved)
+        scripts.forget_unchanged([keys.apikeys_unsaved], saved)
     return len(saved) // 2

@@ -405,9 +405,9 @@ async def test_forgetting_covers_every_mark_wherever_the_rounds_paging_stands(
 async def test_a_mark_written_again_since_the_janitor_read_it_stays(hot: MarketEngine) -> None:
     k = hot.keys
     await hot.redis.hset(k.evicted, "u-again", "1796479445986-5|1796479446000")
-    forgotten = await hot.scripts.forget_marks([k.evicted], ["u-again", "1796479445000-1|1796479445001"])
+    forgotten = await hot.scripts.forget_unchanged([k.evicted], ["u-again", "1796479445000-1|1796479445001"])
     assert forgotten == 0 and await hot.redis.hget(k.evicted, "u-again") == "1796479445986-5|1796479446000"
-    assert await hot.scripts.forget_marks([k.evicted], ["u-again", "1796479445986-5|1796479446000"]) == 1
+    assert await hot.scripts.forget_unchanged([k.evicted], ["u-again", "1796479445986-5|1796479446000"]) == 1
     assert not await hot.redis.hexists(k.evicted, "u-again")
 
 
