@@ -7,9 +7,8 @@ appends the entries to a bounded in-memory ring; subscribers are cursors into
 that ring, woken when an entry they may care about arrives.
 
 * **Memory** is the ring (``RING_SIZE`` entries, shared) plus a few attributes
-  per subscriber. The ring keeps each entry as an exact tuple of its id and raw
-  fields (:data:`Slot`), which the garbage collector stops tracking after a pass
-  or two; the :class:`Entry` of a slot is made only when a subscriber reads it.
+  per subscriber. The ring keeps each entry as Redis sent it (:data:`Slot`); the
+  :class:`Entry` of a slot is made only when a subscriber reads it.
   A subscriber that falls off the ring's start (a slow client, or one resuming
   from an old ``Last-Event-ID``) reads its backlog with paged ``XRANGE`` on the
   small side pool, then joins the ring after the last entry it delivered: no
@@ -35,6 +34,7 @@ import gc
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 from predmarket.api.event_visibility import PUBLIC, WHOLE, public_fields, sse_message, whole_fields, ws_message
@@ -62,11 +62,12 @@ NEVER = math.inf
 FREEZE_FROM = 256
 
 StreamKey = tuple[int, int]
-#: A ring slot: the entry id and its fields as Redis sent them (``(name, value, ...)`` in bytes).
-#: An exact tuple of strings and bytes, so the collector stops tracking it after a pass or two:
-#: as objects, thousands of ring entries a second were walked by the young collections and
-#: promoted to the oldest generation, counting towards its full collections.
-Slot = tuple[str, tuple[bytes, ...]]
+#: A ring slot: ``[entry id, [name, value, ...]]`` in bytes, as the reply parser made it. A replica
+#: reads every entry of the stream whatever its subscribers follow, so nothing is copied or decoded
+#: here (that cost more than the parse itself): only the few entries a subscriber reads are.
+Slot = list[Any]
+#: Field names and values as Redis sent them (names at even positions)
+RawFields = Sequence[bytes]
 
 
 def stream_key(entry_id: str) -> StreamKey:
@@ -85,7 +86,7 @@ class Entry:
 
     __slots__ = ("_fields", "_forms", "_key", "_market_id", "_raw", "_user_id", "id")
 
-    def __init__(self, entry_id: str, raw: tuple[bytes, ...] | None = None,
+    def __init__(self, entry_id: str, raw: RawFields | None = None,
                  fields: dict[str, str] | None = None) -> None:
         self.id = entry_id
         self._raw = raw  # as Redis sent it, until the fields are decoded
@@ -110,7 +111,7 @@ class Entry:
     def fields(self) -> dict[str, str]:
         fields = self._fields
         if fields is None:
-            raw = cast(tuple[bytes, ...], self._raw)
+            raw = cast(RawFields, self._raw)
             fields = self._fields = dict(zip(map(bytes.decode, raw[0::2]), map(bytes.decode, raw[1::2]), strict=True))
             self._raw = None
         return fields
@@ -332,7 +333,7 @@ class StreamHub:
                 if view is None:
                     index = start + offset
                     entry_id, raw = slots[index]
-                    views[offset] = self._views[index] = Entry(entry_id, raw)
+                    views[offset] = self._views[index] = Entry(entry_id.decode(), raw)
         return seq, cast(list[Entry], views)
 
     def span(self, start_seq: int, entries: list[Entry], audience: Audience, websocket: bool
@@ -416,7 +417,7 @@ class StreamHub:
 
     async def _read_forever(self) -> None:
         backoff = 0.1
-        cursor: str | None = None
+        cursor: str | bytes | None = None
         while True:
             try:
                 if not self._subscribers:
@@ -445,7 +446,7 @@ class StreamHub:
                 log.exception("event stream reader failed; restarting it")
                 await asyncio.sleep(1.0)
 
-    async def _read_after(self, cursor: str) -> list[Slot]:
+    async def _read_after(self, cursor: str | bytes) -> list[Slot]:
         """The next entries after ``cursor`` (waiting up to READ_BLOCK_MS for one), fields left undecoded.
 
         The command goes straight to the reader's connection: redis-py's XREAD reply
@@ -467,7 +468,7 @@ class StreamHub:
             await pool.release(connection)
         return _slots(reply)
 
-    async def _read_after_on_cluster(self, cluster: RedisCluster, cursor: str) -> list[Slot]:
+    async def _read_after_on_cluster(self, cluster: RedisCluster, cursor: str | bytes) -> list[Slot]:
         """:meth:`_read_after` on a cluster: the same XREAD, on a connection to the stream's master.
 
         The cluster client has no single pool; the connection comes from its pool for the
@@ -564,19 +565,26 @@ def _slots(reply: Any) -> list[Slot]:
         return []
     # RESP3 answers a map {stream: entries}, RESP2 a list of [stream, entries].
     (entries,) = reply.values() if isinstance(reply, dict) else (stream[1] for stream in reply)
-    return [(entry_id.decode(), tuple(raw)) for entry_id, raw in entries]
+    return cast(list[Slot], entries)
 
 
-def raw_value(raw: tuple[bytes, ...], name: bytes) -> bytes | None:
+def raw_value(raw: RawFields, name: bytes) -> bytes | None:
     """One field's value in a raw field list, without decoding the others (names are at even positions)."""
     try:
+        index = raw.index(name)
+    except ValueError:
+        return None
+    if index % 2 == 0:
+        return raw[index + 1]
+    try:  # that was a value equal to the name: look among the names only
         return raw[2 * raw[0::2].index(name) + 1]
     except ValueError:
         return None
 
 
 def _slot_key(slot: Slot) -> StreamKey:
-    return stream_key(slot[0])
+    ms, _, seq = slot[0].partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 def _discard(index: dict[str, set[Subscriber]], name: str, subscriber: Subscriber) -> None:
