@@ -46,9 +46,37 @@ def pytest_report_header() -> str:
     return f"redis: {REDIS_URL if REAL_REDIS else 'fakeredis fallback'}"
 
 
+#: every key prefix handed out by the ``prefix`` fixture (see :func:`pytest_sessionfinish`)
+_PREFIXES: set[str] = set()
+
+
 @pytest.fixture
 def prefix() -> str:
-    return f"pmtest-{uuid.uuid4().hex[:12]}"
+    value = f"pmtest-{uuid.uuid4().hex[:12]}"
+    _PREFIXES.add(value)
+    return value
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a test left keys under its prefix in the shared Redis.
+
+    Every CI run had left four keys behind (a ``serve`` test without a cleanup): the
+    shared Redis is other runs' and sessions' too, so what a test writes there it removes.
+    """
+    if not REAL_REDIS or not _PREFIXES:
+        return
+    client = sync_client()
+    try:
+        left = sorted({key.partition(":")[0] for key in client.scan_iter(match="pmtest-*", count=10_000)} & _PREFIXES)
+    finally:
+        client.close()
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_line(f"keys left in the shared Redis under test prefixes ({len(left)}): "
+                                f"{', '.join(left[:10])}; each test removes what it writes there", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

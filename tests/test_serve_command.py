@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 
 from predmarket.cli import build_parser
 from tests.support.network import answers_200, free_port
@@ -32,8 +33,12 @@ def test_ports_at_the_edges_and_workers() -> None:
 
 
 @pytest.mark.slow
-def test_serve_with_workers_removes_its_metrics_directory(tmp_path: Path, prefix: str, database_url: str) -> None:
-    """--workers N shares metrics through a temporary directory; stopping the server removes it."""
+def test_serve_with_workers_removes_its_metrics_directory(tmp_path: Path, prefix: str, database_url: str,
+                                                         redis_client: sync_redis.Redis) -> None:
+    """--workers N shares metrics through a temporary directory; stopping the server removes it.
+
+    (``redis_client`` deletes the keys the workers wrote under ``prefix`` afterwards.)
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")} | {
         "PM_REDIS_URL": REDIS_URL, "PM_DATABASE_URL": database_url, "PM_KEY_PREFIX": prefix,
