@@ -19,7 +19,8 @@
 -- Returns 1 if installed; 0 if the user was already there (another loader or the live
 -- state won: nothing is overwritten, so two loads or a load racing a trade lose nothing);
 -- -1 if it is absent although it holds positions (refused); -2 if the row is older than
--- the user's last eviction, or was read longer than the reload window ago (refused: read it again).
+-- the user's last eviction, -3 if it was read longer than the reload window ago (both refused:
+-- read it again).
 --
 -- Residency is checked first and in the same step as the refusals: positions read from
 -- PostgreSQL may be trades the user made after another request reinstalled it, which is
@@ -31,7 +32,7 @@
 -- before that eviction is refused here anyway once the reload window has passed.
 
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if tonumber(now_ms()) - tonumber(ARGV[12]) > tonumber(ARGV[13]) then return -2 end
+if tonumber(now_ms()) - tonumber(ARGV[12]) > tonumber(ARGV[13]) then return -3 end
 -- "<last event>|<eviction ms>" (an earlier release wrote the last event alone)
 local gone = redis.call('HGET', KEYS[4], ARGV[1])
 if gone then gone = string.match(gone, '^[^|]+') end

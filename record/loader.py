@@ -128,8 +128,8 @@ def key_record(row: Row[Any]) -> str:
     return KeyRecord(row.key_hash, epoch_ms(row.created_at), row.last4 or "").encode()
 
 
-#: install_user's refusals
-_HOLDER, _STALE = -1, -2
+#: install_user's refusals: absent although holding positions; read before an eviction; read too long ago
+_HOLDER, _STALE, _SLOW = -1, -2, -3
 
 
 class PgLoader:
@@ -165,6 +165,7 @@ class PgLoader:
         caller proceeds with the resident user, whatever it has done since.
         """
         shard, home = self._shard, home_of(user_id, self._shards) == self._shard
+        installed = _STALE
         for _ in range(_LOAD_ATTEMPTS):
             # Redis's clock before the reads: the install refuses rows read longer ago than the reload
             # window, which is what lets the janitor forget old eviction marks (engine/hotset.py).
@@ -193,7 +194,7 @@ class PgLoader:
                     *moved, read_ms, RELOAD_WINDOW_MS, len(net_costs), *(part for cost in net_costs for part in cost),
                     *(part for key in live_keys for part in key),
                 ]))
-            if installed == _STALE:
+            if installed in (_STALE, _SLOW):
                 continue  # read before another load, trades and an eviction, or too long ago: read it again
             if installed == _HOLDER:
                 # Absent although PostgreSQL records positions: the janitor never evicts a holder,
@@ -201,6 +202,10 @@ class PgLoader:
                 log.error("user %s is missing from Redis but holds positions: run predmarket recover", user_id)
                 return False
             return True
+        if installed == _SLOW:
+            window_s = RELOAD_WINDOW_MS // MS_PER_S
+            raise Unavailable(f"loading user {user_id} from PostgreSQL took longer than {window_s} s {_LOAD_ATTEMPTS} "
+                              "times (PostgreSQL is overloaded); try again")
         raise Unavailable(f"user {user_id} kept changing while it was loaded; try again")
 
 

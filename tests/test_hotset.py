@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from predmarket.engine.errors import AlreadyExists, MarketNotOpen, NotFound
+from predmarket.engine.errors import AlreadyExists, MarketNotOpen, NotFound, Unavailable
 from predmarket.engine.hotset import EVICTED_MARK_KEEP_MS, RELOAD_WINDOW_MS
 from predmarket.engine.keys import Keys
 from predmarket.engine.market_engine import MarketEngine
@@ -428,8 +428,29 @@ async def test_a_row_read_longer_ago_than_the_reload_window_is_read_again(
 
     scripts.server_ms = server_ms  # type: ignore[method-assign]
     assert await PgLoader(pg, scripts, hot.keys).load_user(user) is True
-    assert install.installs == [-2, 1]
+    assert install.installs == [-3, 1]
     assert (await hot.accounts.get(user)).available == 1_000 * MICRO
+
+
+async def test_a_load_too_slow_every_time_says_so(
+    hot: MarketEngine, pg: AsyncEngine, persister: PersisterFactory,
+) -> None:
+    """Every read began past the reload window: the 503 names the slow reads, not a user that kept
+    changing (nothing changed it), and the user stays evicted."""
+    user = await funded_user(hot, "slower")
+    await asyncio.to_thread(catch_up_and_sweep, persister(market_archive_after_s=0))
+    scripts = copy.copy(hot.scripts)
+    install = InterleavingInstall(hot.scripts.install_user, lambda: asyncio.sleep(0))
+    scripts.install_user = install  # type: ignore[assignment]  # not a Script: wraps one, called alike
+
+    async def server_ms() -> int:
+        return await hot.scripts.server_ms() - RELOAD_WINDOW_MS - 1
+
+    scripts.server_ms = server_ms  # type: ignore[method-assign]
+    with pytest.raises(Unavailable, match=r"took longer than 60 s 3 times \(PostgreSQL is overloaded\)"):
+        await PgLoader(pg, scripts, hot.keys).load_user(user)
+    assert install.installs == [-3, -3, -3]
+    assert not await hot.redis.exists(hot.keys.user(user))
 
 
 def test_the_marks_are_kept_well_past_the_reload_window() -> None:
