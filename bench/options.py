@@ -61,6 +61,8 @@ class Sizes:
     stream_websockets: int = 100
     #: trades in the subscribers' market whose entries each subscriber must receive
     stream_markers: int = 20
+    #: load runs with the subscribers, each between two without them (they connect before it and leave after)
+    stream_pairs: int = 3
     #: the trader's views (issue 16): the generated record (bench/views_record.py) ...
     views_trades: int = 10_000_000
     views_markets: int = 1_000
@@ -99,7 +101,7 @@ QUICK = Sizes(
     users=20, engine_processes=(1,), engine_concurrency=(1, 32), engine_trades={1: 300, 32: 3_000},
     http_seconds=1.5, http_warmup_s=0.2, persister_trades=5_000, peer_concurrency=(32,), peer_seconds=0.5,
     hotset_users=2_000, hotset_markets=100, hotset_hot=100, hotset_trades=500,
-    stream_sse=200, stream_websockets=20, stream_markers=5,
+    stream_sse=200, stream_websockets=20, stream_markers=5, stream_pairs=1,
     views_trades=20_000, views_markets=50, views_users=300, views_seconds=2.0, views_warmup_s=0.5,
     views_paced_rates=(50.0,), views_paced_seconds=1.0, views_ingest_rate=50.0,
     views_ingest_trades=2_000, views_ingest_markets=5, views_ingest_runs=1, views_rollup_runs=1,

@@ -117,11 +117,14 @@ def streams_table(results: BenchResults) -> Table | None:
     table.add_column("value", justify="right")
     for name, value in (
         ("subscribers connected", f"{s.connected:,}" + (f" (refused: {s.connect_errors})" if s.connect_errors else "")),
-        ("HTTP trades/s without subscribers (mean of before and after)", f"{s.trades_per_s_without:,.0f}"),
-        ("HTTP trades/s with them (mean of two runs)",
-         f"{s.trades_per_s_with:,.0f} ({-s.slowdown:+.1%} against without)"),
-        ("replica CPU per trade without / with them (less noisy than the rate on a shared machine)",
-         f"{s.cpu_us_without:,.0f} / {s.cpu_us_with:,.0f} µs ({s.cpu_overhead:+.1%})"),
+        (f"HTTP trades/s without subscribers (mean of {len(s.runs_without)} runs, alternating with those with them)",
+         f"{s.trades_per_s_without:,.0f}"),
+        (f"HTTP trades/s with them (mean of {len(s.runs_with)} runs)", f"{s.trades_per_s_with:,.0f}"),
+        ("trade rate with them against without: median of the pairs (each run with them against the runs "
+         "without just before and after it)",
+         f"{-s.slowdown:+.1%} ({', '.join(f'{-value:+.1%}' for value in s.paired_slowdowns)})"),
+        ("replica CPU per trade without / with them (less noisy than the rate on a shared machine; median of the "
+         "pairs)", f"{s.cpu_us_without:,.0f} / {s.cpu_us_with:,.0f} µs ({s.cpu_overhead:+.1%})"),
         ("replica memory per subscriber", f"{s.kib_per_subscriber:,.1f} KiB"),
         (f"subscribers that got all {s.marker_entries} entries in order", f"{s.complete:,} of {s.connected:,}"),
     ):
