@@ -76,7 +76,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write("\n")
             reporter.write_line(f"keys left in the shared Redis under test prefixes ({len(left)}): "
                                 f"{', '.join(left[:10])}; each test removes what it writes there", red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if session.exitstatus == pytest.ExitCode.OK:  # an interrupted or failed run keeps its own status
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
