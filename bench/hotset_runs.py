@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 import uvloop
+from predmarket.engine.clock import redis_now_ms
 from predmarket.engine.connection import connect_sync
 from predmarket.engine.hotset import EVICTED_MARK_KEEP_MS
 from predmarket.engine.keys import Keys
@@ -163,8 +164,7 @@ def _run(settings: Settings, sizes: Sizes, say: Callable[[str], None]) -> Hotset
     janitor = build(settings.model_copy(update={"user_idle_ttl_s": 0.001}), consumer="hotset-janitor")
     janitor.janitor.sweep(janitor.stream.committed(), now_ms=created_ms)
     with_eviction = _used_mb(client)
-    seconds, micros = client.time()
-    janitor.janitor.forget_old_marks(seconds * 1000 + micros // 1000 + EVICTED_MARK_KEEP_MS)
+    janitor.janitor.forget_old_marks(redis_now_ms(client) + EVICTED_MARK_KEEP_MS)
     janitor.close()
     marks_forgotten = _used_mb(client)
     keys = Keys(settings.key_prefix)

@@ -9,6 +9,7 @@ from typing import cast
 
 from predmarket.engine import pricing_n
 from predmarket.engine.accounts import new_id
+from predmarket.engine.clock import redis_now_ms_async
 from predmarket.engine.connection import unavailable_on_disconnect
 from predmarket.engine.errors import AlreadyExists, MarketNotOpen, NotFound, ValidationError
 from predmarket.engine.hotset import HotSet, reloading
@@ -125,10 +126,8 @@ class Markets:
                 resident, archived = await pipe.execute()
             if resident or archived:
                 raise AlreadyExists(f"market_id {market_id} is taken")
-            if close_ms is not None:
-                seconds, micros = await self._redis.time()
-                if close_ms <= seconds * 1000 + micros // 1000:
-                    raise ValidationError("close_time must lie in the future")
+            if close_ms is not None and close_ms <= await redis_now_ms_async(self._redis):
+                raise ValidationError("close_time must lie in the future")
 
     async def open(self, market_id: str) -> Market:
         return await reloading(lambda: self._open(market_id), self._hotset, market_id=market_id)

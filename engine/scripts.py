@@ -20,6 +20,7 @@ from functools import cache
 from typing import Any, Generic, TypeVar
 
 import redis
+from predmarket.engine.clock import redis_now_ms_async
 from predmarket.engine.errors import EngineError, Unavailable, rejection
 from predmarket.lua import SCRIPT_DIR
 from redis.asyncio import Redis
@@ -190,8 +191,7 @@ class Scripts(_Registry[Script]):
 
     async def server_ms(self) -> int:
         """Redis's clock in milliseconds: the clock the scripts read (lua/lib.lua's ``now_ms``)."""
-        seconds, micros = await self._client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        return await redis_now_ms_async(self._client)
 
     async def ensure_loaded(self) -> None:
         """Load into Redis every script it does not hold (after a restart or SCRIPT FLUSH).

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
+from predmarket.engine.clock import redis_now_ms_async
 from predmarket.engine.errors import NotFound, Unavailable
 from predmarket.engine.keys import Keys
 from predmarket.engine.scripts import Scripts
@@ -154,8 +155,7 @@ class Transfers:
                           "loaded: it stays pending, the sweeper finishes it")
 
     async def _now_ms(self) -> int:
-        seconds, micros = await self._redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        return await redis_now_ms_async(self._redis)
 
     async def pending(self, shard: int, older_than_ms: int = 0, now_ms: int | None = None) -> list[Transfer]:
         """Shard ``shard``'s transfers out not marked done, taken out at least ``older_than_ms`` before

@@ -12,17 +12,13 @@ from __future__ import annotations
 from typing import cast
 
 import redis
+from predmarket.engine.clock import redis_now_ms
 from predmarket.engine.errors import NotFound
 from predmarket.engine.keys import Keys
 from predmarket.engine.scripts import SyncScripts
 
 #: Markets closed per round at most: the rest wait for the next round.
 PER_ROUND = 500
-
-
-def redis_now_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def close_due_markets(client: redis.Redis, scripts: SyncScripts, keys: Keys) -> int:

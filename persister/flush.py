@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from predmarket.engine import pricing
+from predmarket.engine.clock import redis_now_ms
 from predmarket.engine.labels import YES_NO, labels_of, settled_of, totals_of
 from predmarket.engine.units import decimal_from_micro, format_micro
 from predmarket.persister.events import event_order, json_text
@@ -83,8 +84,7 @@ class IdleFlusher:
             return 0
         redis, keys = self.stream.redis, self.stream.keys
         now = time.monotonic()
-        seconds, micros = redis.time()
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = redis_now_ms(redis)
         due: list[tuple[str, float]] = []
         for market_id, score in cast(list[tuple[str, float]], redis.zrange(keys.dirty, 0, -1, withscores=True)):
             first = self._first_seen.setdefault(market_id, now)

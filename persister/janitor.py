@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+from predmarket.engine.clock import redis_now_ms
 from predmarket.engine.hotset import EVICTED_MARK_KEEP_MS
 from predmarket.engine.keys import Keys
 from predmarket.engine.keyspace import PagedScan
@@ -89,7 +90,7 @@ class Janitor:
         """
         if committed is None:
             return
-        clock = self._redis_ms() if now_ms is None or self.forget_marks else now_ms
+        clock = redis_now_ms(self.redis) if now_ms is None or self.forget_marks else now_ms
         if now_ms is None:
             now_ms = clock
         if self.user_ttl_ms > 0:
@@ -104,10 +105,6 @@ class Janitor:
         self.round(committed, now_ms)
         while not self._scan.at_start:
             self.round(committed, now_ms)
-
-    def _redis_ms(self) -> int:
-        seconds, micros = self.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
 
     def forget_old_marks(self, now_ms: int) -> None:
         """Pages until the whole marks hash has been looked at once, their ages taken at ``now_ms`` (the

@@ -21,6 +21,7 @@ import threading
 import zlib
 
 import redis
+from predmarket.engine.clock import redis_now_ms
 from predmarket.engine.keys import Keys
 from predmarket.engine.scripts import SyncScripts
 
@@ -60,8 +61,7 @@ class ShardLeases:
 
     def _live_persisters(self) -> int:
         """Heartbeat, forget persisters silent for a lease's length, and count the live ones."""
-        seconds, micros = self._redis.time()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        now_ms = redis_now_ms(self._redis)
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self._registry, {self.consumer: now_ms})
             pipe.zremrangebyscore(self._registry, "-inf", now_ms - self.ttl_ms)

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import cast
 
 import redis
+from predmarket.engine.clock import redis_now_ms
 from predmarket.engine.connection import UNREACHABLE, connect_sync
 from predmarket.engine.keys import Keys
 from predmarket.engine.replication import ReplicasBehind, fence
@@ -384,8 +385,7 @@ class Persister:
         The persister's own counters are not published here: its own endpoint
         serves them (persister.metrics). An idle persister logs nothing.
         """
-        seconds, micros = self.stream.redis.time()
-        now_ms = seconds * 1000 + micros // 1000
+        now_ms = redis_now_ms(self.stream.redis)
         lag = self.stream.lag(now_ms)
         stats: dict[FieldT, EncodableT] = {
             "lag_entries": lag.entries, "oldest_age_ms": lag.oldest_age_ms, "committed": lag.committed or "",
