@@ -41,6 +41,8 @@ if labels_text ~= '' then redis.call('HSET', KEYS[1], 'outcomes', labels_text) e
 for _, label in ipairs(labels) do
   redis.call('HSET', KEYS[1], q_field(label), '0', settled_field(label), '0')
 end
+-- Read and written on every batch of its orders: a hash table, not a listpack (lib.lua's MARKET_RECHECK).
+to_hashtable(KEYS[1])
 redis.call('ZADD', KEYS[2], ms, ARGV[1])
 local fields = {'type', 'MarketCreated', 'ts', ms,
   'market_id', ARGV[1], 'name', ARGV[2], 'liquidity_b', fmt6(ARGV[3]), 'pool', fmt6(ARGV[4]),

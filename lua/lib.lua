@@ -149,6 +149,21 @@ local function keep_hashed(pos, costs)
   to_hashtable(pos)
 end
 
+-- keep_hashed's size check is a command per new holding, and where most trades start a holding (the
+-- bench's 100 markets) that was ~6,600 of a trade's ~350,000 script instructions. So only the new
+-- holdings of every HOLDING_CHECK_EVERY-th trade check: a hash past LISTPACK_MOST is turned a few
+-- holdings later. (A pattern of trades that kept missing the check would leave a listpack: slower,
+-- never wrong.)
+local HOLDING_CHECK_EVERY = 8
+
+-- A market's own hash (about 17 fields) is read and written on every batch of its orders, seven
+-- fields each way. As a listpack each read is a scan and each write moves the listpack's tail
+-- (realloc and memmove): over 100 markets (about one order a batch) that was ~16,000 instructions a
+-- trade. So it is a hash table from its creation (create_market.lua): 368 -> 1,148 bytes a market. A
+-- restart loads it as a listpack again; trade.lua turns it back as its version passes a multiple of
+-- MARKET_RECHECK (an OBJECT ENCODING on every batch would cost a third of what the table saves).
+local MARKET_RECHECK = 128
+
 local function keep_sorted(key)
   if redis.call('ZCARD', key) < LISTPACK_MOST then return end
   if redis.call('OBJECT', 'ENCODING', key) ~= 'listpack' then return end

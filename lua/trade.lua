@@ -127,9 +127,9 @@ local function apply(m, o, user_key, user_pos, user_cost, idem_key, ms)
   if side == 'SELL' and cost ~= '0' then delta = '-' .. cost end
   local net_cost = add_net_cost(m, field, delta)
   redis.call('HSET', user_cost, m.id .. ':' .. outcome, net_cost)
-  -- Checked only as a holding starts (rare next to trades): these hashes grow only then. The user's
-  -- grow with the markets they trade, the market's with its holders.
-  if held == n_shares and side == 'BUY' then
+  -- Checked only as a holding starts: these hashes grow only then (the user's with the markets they
+  -- trade, the market's with its holders), and only on every HOLDING_CHECK_EVERY-th trade (lib.lua).
+  if held == n_shares and side == 'BUY' and (last_id + 1) % HOLDING_CHECK_EVERY == 0 then
     keep_hashed(m.pos, m.cost)
     keep_hashed(user_pos, user_cost)
   end
@@ -259,7 +259,8 @@ local function market_batch(k, a, ms)
     for i, label in ipairs(m.labels) do totals[i] = int_str(m.q[label]) end
     totals_text = table.concat(totals, ':')
     -- touch_market's writes folded into one HSET (the version is known: it was just compared).
-    version = int_str(tonumber(version) + applied)
+    local before = tonumber(version)
+    version = int_str(before + applied)
     local writes = {'pool', pool, 'last_trade_id', m.last_trade, 'version', version, 'updated_ms', ms,
       'last_event', m.last_event}
     for i, label in ipairs(m.labels) do
@@ -267,6 +268,10 @@ local function market_batch(k, a, ms)
       writes[#writes + 1] = totals[i]
     end
     redis.call('HSET', m.key, unpack(writes))
+    -- A hash table from its creation; after a restart, turned back now and then (lib.lua's MARKET_RECHECK).
+    if math.floor(before / MARKET_RECHECK) ~= math.floor((before + applied) / MARKET_RECHECK) then
+      to_hashtable(m.key)
+    end
     -- A market newly dirty may take the set past the listpack's size (lib.lua's keep_sorted).
     if redis.call('ZADD', dirty, ms, m.id) == 1 then keep_sorted(dirty) end
   end
