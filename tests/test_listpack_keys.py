@@ -6,9 +6,11 @@ a few hundred holdings. The conversion must change nothing a reader sees."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 from predmarket.engine.market_engine import MarketEngine
 from predmarket.engine.units import MICRO
+from redis.typing import EncodableT, FieldT
 
 from tests.support.factories import MarketFactory, UserFactory
 from tests.support.orders import NO, YES, buy, sell
@@ -85,7 +87,7 @@ async def test_a_market_hash_is_a_hash_table_from_creation_and_again_after_a_res
     assert await _encoding(engine, engine.keys.user(user)) == "listpack"  # users stay compact
 
     # A restart loads a small hash as a listpack: the same fields written afresh do too.
-    fields = await engine.redis.hgetall(key)
+    fields = cast(dict[FieldT, EncodableT], await engine.redis.hgetall(key))
     async with engine.redis.pipeline(transaction=True) as pipe:
         pipe.delete(key)
         pipe.hset(key, mapping=fields)
@@ -96,7 +98,7 @@ async def test_a_market_hash_is_a_hash_table_from_creation_and_again_after_a_res
 
     for _ in range(MARKET_RECHECK // 16):
         await asyncio.gather(*(engine.execute_trade(buy(user, market, NO, 1)) for _ in range(16)))
-    assert int(await engine.redis.hget(key, "version")) > MARKET_RECHECK
+    assert int(cast(str, await engine.redis.hget(key, "version"))) > MARKET_RECHECK
     assert await _encoding(engine, key) == "hashtable"
-    assert not any(name.startswith("~") for name in await engine.redis.hkeys(key))
+    assert not any(name.startswith("~") for name in cast(list[str], await engine.redis.hkeys(key)))
     await assert_replay_matches(engine.redis, engine.keys)
