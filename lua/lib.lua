@@ -132,7 +132,8 @@ end
 -- again, and the next new entry turns it back). No reader sees the long entry: the key's contents
 -- are unchanged.
 local LISTPACK_MOST = 64
-local LISTPACK_BREAKER = string.rep('~', 65)  -- longer than the listpack value limits' default 64
+-- 65 characters, longer than the listpack value limits' default 64 (a literal: this runs on every call)
+local LISTPACK_BREAKER = '~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'
 
 local function to_hashtable(key)
   if redis.call('OBJECT', 'ENCODING', key) ~= 'listpack' then return end
