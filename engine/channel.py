@@ -45,6 +45,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import AskError, ClusterError, MovedError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 #: MOVED replies one call follows before it fails as unavailable (a slot moving again and again).
 MAX_REDIRECTS = 5
@@ -59,6 +61,36 @@ def _closed_by_peer(conn: AbstractConnection) -> bool:
     reader = getattr(conn, "_reader", None)
     writer = getattr(conn, "_writer", None)
     return reader is None or reader.at_eof() or writer is None or writer.is_closing()
+
+
+async def _write(conn: AbstractConnection, packed: bytes, check_health: bool) -> None:
+    """Write one packed call on ``conn``.
+
+    redis-py's ``send_packed_command`` runs each write under ``asyncio.wait_for``, which on Python
+    3.11 makes a task and a timer per call: two more turns of the event loop for every trade call,
+    about a tenth of a lone order's worker time (docs/PERFORMANCE.md). A write to the socket does
+    not wait; only when the socket's buffer is left holding bytes (Redis not reading) is the wait
+    for it to empty bounded by the connection's socket timeout, as redis-py bounds it. Errors come
+    out as redis-py's ConnectionError and TimeoutError, as from ``send_packed_command``.
+    """
+    if check_health:
+        # A PING once the connection sat idle past its health-check interval (a dead one is replaced).
+        await conn.check_health()  # type: ignore[no-untyped-call]  # untyped in redis-py
+    writer = getattr(conn, "_writer", None)  # read after the check: a failed PING reconnects
+    if writer is None or not conn.is_connected:
+        await conn.send_packed_command(packed, check_health=False)  # redis-py's path (it connects)
+        return
+    try:
+        if writer.transport.is_closing():
+            raise RedisConnectionError("Connection closed by the server before write")
+        writer.write(packed)
+        if writer.transport.get_write_buffer_size():
+            async with asyncio.timeout(conn.socket_timeout):
+                await writer.drain()
+    except TimeoutError:
+        raise RedisTimeoutError("Timeout writing to socket") from None
+    except OSError as exc:
+        raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
 
 
 def cluster_of(redis: Redis) -> RedisCluster | None:
@@ -125,7 +157,7 @@ class Channel:
             idle = not self._waiting
             self._waiting.append(_Waiter(future, confirmed))
             try:
-                await conn.send_packed_command(packed, check_health=idle)
+                await _write(conn, packed, check_health=idle)
             except BaseException as exc:
                 self._broken(exc)
                 raise

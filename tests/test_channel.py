@@ -9,12 +9,17 @@ library changes what the channel relies on.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import hiredis
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from predmarket.engine.channel import OrderedScript, _closed_by_peer
+from predmarket.engine.channel import OrderedScript, _closed_by_peer, _write
+from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.support.services import new_redis
 
@@ -60,4 +65,75 @@ async def test_ordered_script_calls_answer_in_order() -> None:
         assert replies == [str(i) for i in range(50)]
     finally:
         await script.close()
+        await redis.aclose()
+
+
+async def test_a_call_is_written_without_a_task_of_its_own() -> None:
+    """redis-py's send_packed_command wraps each write in asyncio.wait_for (a task per call on Python
+    3.11); the channel writes itself, so lone calls make one task each: the reader that answers them."""
+    redis = new_redis()
+    script = OrderedScript(redis, "return ARGV[1]")
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    try:
+        await script([], ["warm"])  # connects: the pool's own work is not counted
+        loop.set_task_factory(counting)
+        for i in range(20):
+            assert await script([], [str(i)]) == str(i)
+        assert made == ["Channel._read"] * 20
+    finally:
+        loop.set_task_factory(None)
+        await script.close()
+        await redis.aclose()
+
+
+async def _connection_to(redis: Redis) -> Connection:
+    conn = await redis.connection_pool.get_connection()  # type: ignore[no-untyped-call]  # untyped in redis-py
+    assert isinstance(conn, Connection)
+    return conn
+
+
+async def test_a_write_to_a_closed_connection_fails_as_a_connection_error() -> None:
+    redis = new_redis()
+    conn = await _connection_to(redis)
+    try:
+        writer = getattr(conn, "_writer")  # noqa: B009  # the private attribute the channel writes to
+        writer.close()
+        with pytest.raises(RedisConnectionError):
+            await _write(conn, hiredis.pack_command(("PING",)), check_health=False)
+    finally:
+        await conn.disconnect()
+        await redis.connection_pool.release(conn)
+        await redis.aclose()
+
+
+async def test_a_write_the_server_does_not_read_times_out() -> None:
+    """A peer that stops reading fills the socket: the wait for it is bounded by the socket timeout."""
+    stalled: list[asyncio.StreamWriter] = []
+
+    async def never_read(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.append(writer)  # kept open, never read
+
+    server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    redis = new_redis()
+    conn = await _connection_to(redis)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    real_writer, real_timeout = getattr(conn, "_writer"), conn.socket_timeout  # noqa: B009
+    try:
+        conn._writer, conn.socket_timeout = writer, 0.2  # the stalled peer
+        with pytest.raises(RedisTimeoutError):
+            await _write(conn, b"x" * (64 << 20), check_health=False)
+    finally:
+        conn._writer, conn.socket_timeout = real_writer, real_timeout
+        writer.transport.abort()
+        for w in stalled:
+            w.transport.abort()
+        server.close()
+        await redis.connection_pool.release(conn)
         await redis.aclose()
