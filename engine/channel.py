@@ -67,8 +67,8 @@ async def _write(conn: AbstractConnection, packed: bytes, check_health: bool) ->
     """Write one packed call on ``conn``.
 
     redis-py's ``send_packed_command`` runs each write under ``asyncio.wait_for``, which on Python
-    3.11 makes a task and a timer per call: two more turns of the event loop for every trade call,
-    about a tenth of a lone order's worker time (docs/PERFORMANCE.md). A write to the socket does
+    3.11 makes a task and arms a timer per call: 8 % of the worker's instructions for a lone order
+    (docs/PERFORMANCE.md). A write to the socket does
     not wait; only when the socket's buffer is left holding bytes (Redis not reading) is the wait
     for it to empty bounded by the connection's socket timeout, as redis-py bounds it. Errors come
     out as redis-py's ConnectionError and TimeoutError, as from ``send_packed_command``.
@@ -91,6 +91,10 @@ async def _write(conn: AbstractConnection, packed: bytes, check_health: bool) ->
         raise RedisTimeoutError("Timeout writing to socket") from None
     except OSError as exc:
         raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+    except RuntimeError as exc:  # uvloop's word for a transport closed under it (engine.connection._Connection)
+        if "closed" not in str(exc):
+            raise
+        raise RedisConnectionError(f"connection lost: {exc}") from exc
 
 
 def cluster_of(redis: Redis) -> RedisCluster | None:
