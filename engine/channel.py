@@ -68,10 +68,10 @@ async def _write(conn: AbstractConnection, packed: bytes, check_health: bool) ->
 
     redis-py's ``send_packed_command`` runs each write under ``asyncio.wait_for``, which on Python
     3.11 makes a task and arms a timer per call: 8 % of the worker's instructions for a lone order
-    (docs/PERFORMANCE.md). A write to the socket does
-    not wait; only when the socket's buffer is left holding bytes (Redis not reading) is the wait
-    for it to empty bounded by the connection's socket timeout, as redis-py bounds it. Errors come
-    out as redis-py's ConnectionError and TimeoutError, as from ``send_packed_command``.
+    (docs/PERFORMANCE.md). A write to the socket does not wait; only when the socket's buffer is
+    left holding bytes (Redis not reading) is the wait for it to empty bounded by the connection's
+    socket timeout, as redis-py bounds it. Errors come out as redis-py's ConnectionError and
+    TimeoutError, as from ``send_packed_command``.
     """
     if check_health:
         # A PING once the connection sat idle past its health-check interval (a dead one is replaced).

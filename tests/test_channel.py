@@ -85,7 +85,10 @@ async def test_a_call_is_written_without_a_task_of_its_own() -> None:
         loop.set_task_factory(counting)
         for i in range(20):
             assert await script([], [str(i)]) == str(i)
-        assert made == ["Channel._read"] * 20
+        # One reader per call. The connection's health check (a PING once it sat idle a second, under
+        # redis-py's wait_for) may add a task on a stalled machine; a wait_for per write adds twenty.
+        assert made.count("Channel._read") == 20
+        assert len(made) < 30, made
     finally:
         loop.set_task_factory(None)
         await script.close()
