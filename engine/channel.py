@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import hiredis
-from predmarket.engine.connection import UNREACHABLE
+from predmarket.engine.connection import UNREACHABLE, lost_if_closed
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection
@@ -91,10 +91,11 @@ async def _write(conn: AbstractConnection, packed: bytes, check_health: bool) ->
         raise RedisTimeoutError("Timeout writing to socket") from None
     except OSError as exc:
         raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
-    except RuntimeError as exc:  # uvloop's word for a transport closed under it (engine.connection._Connection)
-        if "closed" not in str(exc):
+    except RuntimeError as exc:
+        lost = lost_if_closed(exc)
+        if lost is None:
             raise
-        raise RedisConnectionError(f"connection lost: {exc}") from exc
+        raise lost from exc
 
 
 def cluster_of(redis: Redis) -> RedisCluster | None:

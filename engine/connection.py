@@ -100,6 +100,12 @@ def seed_nodes(url: str) -> list[tuple[str, int]]:
     return seeds
 
 
+def lost_if_closed(exc: RuntimeError) -> RedisConnectionError | None:
+    """uvloop's RuntimeError for a write on a transport that closed under it (a Redis that just
+    died), as the lost connection it is; None for any other RuntimeError (a bug: let it through)."""
+    return RedisConnectionError(f"connection lost: {exc}") if "closed" in str(exc) else None
+
+
 class _Connection(Connection):
     """redis-py's TCP connection, translating uvloop's way of saying "the socket is gone".
 
@@ -112,10 +118,11 @@ class _Connection(Connection):
         try:
             await super().send_packed_command(command, check_health)
         except RuntimeError as exc:
-            if "closed" not in str(exc):
+            lost = lost_if_closed(exc)
+            if lost is None:
                 raise
             await self.disconnect(nowait=True)
-            raise RedisConnectionError(f"connection lost: {exc}") from exc
+            raise lost from exc
 
 
 def connect(url: str, timeout_s: float = 2.0, max_connections: int = 256) -> Redis:
