@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +48,12 @@ def register(sub: Subcommands) -> None:
                    help="streams section: idle WebSocket subscribers (default 100; 20 with --quick)")
     p.add_argument("--rebuild-views", action="store_true",
                    help="views section: generate the record again even if a kept one matches its sizes")
+    p.add_argument("--against", default=None, metavar="PYTHON",
+                   help="engine section only: run it by turns in this install and in the one of PYTHON (another "
+                        "checkout's virtualenv interpreter, say of the release before), --pairs times each, and "
+                        "print each YES/NO row's median paired ratio (writes bench-against.json to --out if given)")
+    p.add_argument("--pairs", type=int, default=5, metavar="N",
+                   help="with --against: engine sections per install (default 5; the seed defaults to 7)")
     p.set_defaults(handler=main)
 
 
@@ -86,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"predmarket bench: --only: {exc}") from None
     # Piped output (a log, CI) would otherwise wrap the table at 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 132)
+    if args.against is not None:
+        return _against(args, sections, console)
     sizes = QUICK if args.quick else FULL
     if args.stream_sse is not None or args.stream_ws is not None:
         sizes = replace(sizes, stream_sse=sizes.stream_sse if args.stream_sse is None else args.stream_sse,
@@ -101,4 +110,24 @@ def main(args: argparse.Namespace) -> int:
         return 1
     console.print()
     print_report(console, results)
+    return 0
+
+
+def _against(args: argparse.Namespace, sections: tuple[str, ...], console: Console) -> int:
+    """``--against``: the engine section in two installs by turns (bench/against.py)."""
+    from bench.against import against_section, print_against
+
+    if args.only is not None and sections != ("engine",):
+        raise SystemExit("predmarket bench: --against compares the engine section only (--only engine)")
+    if args.pairs < 1:
+        raise SystemExit("predmarket bench: --pairs must be at least 1")
+    try:
+        result = against_section(get_settings(one_shard=True), args.against, args.pairs,
+                                 7 if args.seed is None else args.seed, args.quick, args.out,
+                                 say=lambda line: console.print(line, highlight=False, markup=False))
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        console.print(f"[red]BENCH FAILED[/red] {escape(str(exc))}", highlight=False)
+        return 1
+    console.print()
+    print_against(console, result)
     return 0
