@@ -63,7 +63,7 @@ class Sizes:
     stream_markers: int = 20
     #: load runs with the subscribers, each between two without them (they connect before it and leave after);
     #: five, not three: single pairs on a 2-core machine spread over ±15 %, and the spread of their median
-    #: shrinks as 1/√pairs (a quarter less than with three), for about 40 s more
+    #: shrinks as 1/√pairs (a quarter less than with three), for about a minute more (~135 s in all)
     stream_pairs: int = 5
     #: the trader's views (issue 16): the generated record (bench/views_record.py) ...
     views_trades: int = 10_000_000
