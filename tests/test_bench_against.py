@@ -102,6 +102,8 @@ def test_against_needs_the_engine_section_alone(capsys: pytest.CaptureFixture[st
         cli_main(["bench", "--against", sys.executable, "--only", "engine,http"])
     with pytest.raises(SystemExit, match="at least 1"):
         cli_main(["bench", "--against", sys.executable, "--pairs", "0"])
+    with pytest.raises(SystemExit, match="goes with --against"):
+        cli_main(["bench", "--only", "engine", "--pairs", "3"])
 
 
 @pytest.mark.slow

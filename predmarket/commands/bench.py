@@ -17,6 +17,8 @@ from predmarket.engine.settings import get_settings
 
 #: bench.options.SECTIONS (a test compares)
 SECTIONS_HELP = "engine,policy,http,persister,peers,hotset,streams,shards,views"
+#: --against: engine sections per install unless --pairs
+DEFAULT_PAIRS = 5
 
 
 def register(sub: Subcommands) -> None:
@@ -52,8 +54,9 @@ def register(sub: Subcommands) -> None:
                    help="engine section only: run it by turns in this install and in the one of PYTHON (another "
                         "checkout's virtualenv interpreter, say of the release before), --pairs times each, and "
                         "print each YES/NO row's median paired ratio (writes bench-against.json to --out if given)")
-    p.add_argument("--pairs", type=int, default=5, metavar="N",
-                   help="with --against: engine sections per install (default 5; the seed defaults to 7)")
+    p.add_argument("--pairs", type=int, default=None, metavar="N",
+                   help=f"with --against: engine sections per install (default {DEFAULT_PAIRS}; the seed defaults "
+                        "to 7)")
     p.set_defaults(handler=main)
 
 
@@ -95,6 +98,8 @@ def main(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 132)
     if args.against is not None:
         return _against(args, sections, console)
+    if args.pairs is not None:
+        raise SystemExit("predmarket bench: --pairs goes with --against")
     sizes = QUICK if args.quick else FULL
     if args.stream_sse is not None or args.stream_ws is not None:
         sizes = replace(sizes, stream_sse=sizes.stream_sse if args.stream_sse is None else args.stream_sse,
@@ -119,13 +124,14 @@ def _against(args: argparse.Namespace, sections: tuple[str, ...], console: Conso
 
     if args.only is not None and sections != ("engine",):
         raise SystemExit("predmarket bench: --against compares the engine section only (--only engine)")
-    if args.pairs < 1:
+    pairs = DEFAULT_PAIRS if args.pairs is None else args.pairs
+    if pairs < 1:
         raise SystemExit("predmarket bench: --pairs must be at least 1")
     try:
-        result = against_section(get_settings(one_shard=True), args.against, args.pairs,
+        result = against_section(get_settings(one_shard=True), args.against, pairs,
                                  7 if args.seed is None else args.seed, args.quick, args.out,
                                  say=lambda line: console.print(line, highlight=False, markup=False))
-    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+    except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as exc:  # ValueError: a results file unread
         console.print(f"[red]BENCH FAILED[/red] {escape(str(exc))}", highlight=False)
         return 1
     console.print()
