@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from predmarket.engine.settings import Settings
 from rich.console import Console
 from rich.table import Table
 
+from bench.replicas import service_env
 from bench.results import ENGINE
 from bench.runner import RESULTS_FILE
 
@@ -91,12 +91,6 @@ def compare(pairs: list[tuple[dict[RowKey, float], dict[RowKey, float]]]) -> lis
     return out
 
 
-def _service_env(settings: Settings) -> dict[str, str]:
-    """Both installs bench the same Redis and PostgreSQL, under this run's key prefix."""
-    return {**os.environ, "PM_REDIS_URL": settings.redis_url, "PM_DATABASE_URL": settings.database_url,
-            "PM_KEY_PREFIX": settings.key_prefix}
-
-
 def run_engine_section(python: str, out: Path, env: Mapping[str, str], seed: int, quick: bool) -> dict[RowKey, float]:
     """One ``predmarket bench --only engine`` in the install of ``python``; its YES/NO rows' trades/s."""
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +117,8 @@ def against_section(settings: Settings, python: str, pairs: int, seed: int, quic
     """``pairs`` engine sections in each install by turns; the per-row comparison (written to ``out``)."""
     if pairs < 1:
         raise ValueError("--pairs must be at least 1")
-    env = _service_env(settings)
+    # Both installs bench the same Redis and PostgreSQL, under this run's key prefix.
+    env = service_env(settings.redis_url, settings.database_url, settings.key_prefix)
     measured: list[tuple[dict[RowKey, float], dict[RowKey, float]]] = []
     with tempfile.TemporaryDirectory(prefix="predmarket-against-") as scratch:
         runs_dir = out if out is not None else Path(scratch)
@@ -138,9 +133,8 @@ def against_section(settings: Settings, python: str, pairs: int, seed: int, quic
                     f"{p}/{m}/{t} {rate:,.0f}" for (p, m, t), rate in sorted(rates[name].items())))
             measured.append((rates["this"], rates["that"]))
     rows = compare(measured)
-    ratios = [this[key] / that[key] for this, that in measured for key in ((r.processes, r.markets, r.tasks)
-                                                                           for r in rows)]
-    result = AgainstResult(python, pairs, rows, _geometric_mean(ratios) if ratios else 1.0,
+    # Every row has one ratio per pair, so the mean over all ratios is the mean of the rows' means.
+    result = AgainstResult(python, pairs, rows, _geometric_mean([r.geometric_ratio for r in rows]) if rows else 1.0,
                            [(_named(this), _named(that)) for this, that in measured])
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,11 @@ class Replicas:
             self._log = None
 
 
+def service_env(redis_url: str, database_url: str, prefix: str) -> dict[str, str]:
+    """A bench child process's environment: the caller's PM_* tuning, with the bench's Redis, database and prefix."""
+    return {**os.environ, "PM_REDIS_URL": redis_url, "PM_DATABASE_URL": database_url, "PM_KEY_PREFIX": prefix}
+
+
 def replica_env(redis_url: str, database_url: str, prefix: str, admin_token: str) -> dict[str, str]:
     """The replicas' configuration: the caller's PM_* tuning, the bench's own prefix and database, no rate limit."""
-    return {**os.environ, "PM_REDIS_URL": redis_url, "PM_DATABASE_URL": database_url, "PM_KEY_PREFIX": prefix,
-            "PM_ADMIN_TOKEN": admin_token, "PM_RATE_LIMIT_PER_S": "0"}
+    return {**service_env(redis_url, database_url, prefix), "PM_ADMIN_TOKEN": admin_token, "PM_RATE_LIMIT_PER_S": "0"}
