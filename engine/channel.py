@@ -98,6 +98,12 @@ async def _write(conn: AbstractConnection, packed: bytes, check_health: bool) ->
         raise lost from exc
 
 
+def _health_check_due(conn: AbstractConnection) -> bool:
+    """Whether redis-py's ``check_health`` would PING ``conn`` now (it sat idle past its interval)."""
+    interval = conn.health_check_interval
+    return bool(interval) and asyncio.get_running_loop().time() > conn.next_health_check
+
+
 def cluster_of(redis: Redis) -> RedisCluster | None:
     """The cluster client behind ``redis``, or None on one primary.
 
@@ -124,13 +130,36 @@ async def owner_of(cluster: RedisCluster, key: str, refresh: bool = False) -> Cl
     return node
 
 
+#: Told a call's reply, or the exception it ends with (an error reply, a lost connection), as the
+#: reply is read: no future, no callback scheduled for a later turn of the event loop.
+OnReply = Callable[[Any, Exception | None], None]
+
+
+def _settles(future: asyncio.Future[Any]) -> OnReply:
+    """The :data:`OnReply` of a caller awaiting ``future``."""
+    def settle(reply: Any, error: Exception | None) -> None:
+        if future.done():  # the caller gave up
+            return
+        if error is None:
+            future.set_result(reply)
+        else:
+            future.set_exception(error)
+    return settle
+
+
 @dataclass(slots=True)
 class _Waiter:
-    """A call sent and not yet answered: its caller's future, and whether a WAIT reply follows its own
+    """A call sent and not yet answered: who is told its reply, and whether a WAIT reply follows its own
     (``confirmed`` then takes the number of replicas that WAIT counted)."""
 
-    future: asyncio.Future[Any]
+    on_reply: OnReply
     confirmed: Callable[[int], None] | None
+
+    def answer(self, reply: Any, error: Exception | None) -> None:
+        try:
+            self.on_reply(reply, error)
+        except Exception:  # the caller's bug: the reader goes on with the next reply
+            log.exception("a reply's handler failed")
 
 
 class Channel:
@@ -145,30 +174,70 @@ class Channel:
         self._conn: AbstractConnection | None = None
         self._waiting: deque[_Waiter] = deque()
         self._send_lock = asyncio.Lock()
+        #: calls in :meth:`call`'s slow path (waiting for the lock, connecting, writing): a call
+        #: written at once (:meth:`call_now`) must not overtake them
+        self._sending = 0
         self._reader: asyncio.Task[None] | None = None
+
+    def call_now(self, packed: bytes, on_reply: OnReply, confirmed: Callable[[int], None] | None = None) -> bool:
+        """Write the call at once, without a coroutine, if it can be: ``on_reply`` is then told its reply.
+
+        False when it cannot, and then nothing was sent: no connection yet, another call being
+        connected or written, a health check due, a connection the server closed while idle,
+        or bytes the server has not taken yet (the slow path, :meth:`call`, waits for them,
+        bounded by the socket timeout). So a lone order's trade call costs no task of its own,
+        and its reply is handled as it is read, not a turn of the event loop later.
+        """
+        conn = self._conn
+        if conn is None or self._sending:
+            return False
+        idle = not self._waiting
+        if idle and (_health_check_due(conn) or _closed_by_peer(conn)):
+            return False
+        writer = getattr(conn, "_writer", None)
+        if writer is None or writer.transport.is_closing() or writer.transport.get_write_buffer_size():
+            return False
+        self._waiting.append(_Waiter(on_reply, confirmed))
+        try:
+            writer.write(packed)
+        except Exception as exc:  # told to on_reply, as to every other call on the connection
+            self._broken(exc)
+            return True
+        self._start_reader(conn)
+        return True
 
     async def call(self, packed: bytes, confirmed: Callable[[int], None] | None = None) -> Any:
         """Send one packed command (with a packed ``WAIT`` right behind it when ``confirmed`` is given);
         its reply, or its error raised."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        async with self._send_lock:
-            if not self._waiting and self._conn is not None and _closed_by_peer(self._conn):
-                # Redis closed it while idle (a restart): nothing of ours was on it, so a
-                # fresh connection is safe, where a write to the dead one would fail a trade.
-                self._broken(ConnectionError("closed by the server"))
-            conn = self._conn or await self._connect()
-            # The health check (a PING after a second idle, replacing a dead connection)
-            # reads its own reply: only safe when no other call's reply is still to come.
-            idle = not self._waiting
-            self._waiting.append(_Waiter(future, confirmed))
-            try:
-                await _write(conn, packed, check_health=idle)
-            except BaseException as exc:
-                self._broken(exc)
-                raise
-            if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read(conn))
+        on_reply = _settles(future)
+        if self.call_now(packed, on_reply, confirmed):
+            return await future
+        self._sending += 1
+        try:
+            async with self._send_lock:
+                if not self._waiting and self._conn is not None and _closed_by_peer(self._conn):
+                    # Redis closed it while idle (a restart): nothing of ours was on it, so a
+                    # fresh connection is safe, where a write to the dead one would fail a trade.
+                    self._broken(ConnectionError("closed by the server"))
+                conn = self._conn or await self._connect()
+                # The health check (a PING after a second idle, replacing a dead connection)
+                # reads its own reply: only safe when no other call's reply is still to come.
+                idle = not self._waiting
+                self._waiting.append(_Waiter(on_reply, confirmed))
+                try:
+                    await _write(conn, packed, check_health=idle)
+                except BaseException as exc:
+                    self._broken(exc)
+                    raise
+                self._start_reader(conn)
+        finally:
+            self._sending -= 1
         return await future
+
+    def _start_reader(self, conn: AbstractConnection) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read(conn))
 
     async def _connect(self) -> AbstractConnection:
         if self.node is None:
@@ -205,21 +274,16 @@ class Channel:
             except (*UNREACHABLE, asyncio.CancelledError) as exc:
                 self._broken(exc)
                 return
-            future = self._waiting.popleft().future
-            if future.done():
-                continue
             if isinstance(reply, ResponseError):
-                future.set_exception(reply)
+                self._waiting.popleft().answer(None, reply)
             else:
-                future.set_result(reply)
+                self._waiting.popleft().answer(reply, None)
 
     def _broken(self, exc: BaseException) -> None:
         """The connection failed: every call on it has an unknown outcome; start afresh."""
         error = exc if isinstance(exc, Exception) else ConnectionError("connection closed")
         while self._waiting:
-            future = self._waiting.popleft().future
-            if not future.done():
-                future.set_exception(error)
+            self._waiting.popleft().answer(None, error)
         self._on_broken(self)
         if self._conn is not None:
             conn, self._conn = self._conn, None
@@ -347,12 +411,29 @@ class OrderedScript:
         self._sha = hashlib.sha1(source.encode()).hexdigest()
         self._closed = False
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    def _packed(self, keys: Sequence[str], args: Sequence[str | int]) -> bytes:
         # hiredis packs the ~40 arguments of a trade call in 2.8 µs, against 7.9 µs for a hand-written
         # Python encoder and about 20 µs for redis-py's general one. (Its stub types the argument as a
         # 1-tuple, hence Any.)
         command: Any = ("EVALSHA", self._sha, len(keys), *keys, *args)
-        packed = hiredis.pack_command(command) + self._wait
+        packed: bytes = hiredis.pack_command(command) + self._wait
+        return packed
+
+    def call_now(self, keys: Sequence[str], args: Sequence[str | int], on_reply: OnReply) -> bool:
+        """The call written at once on a single primary (:meth:`Channel.call_now`); False if not sent.
+
+        ``on_reply`` is told the reply as Redis sent it: an error reply (NOSCRIPT after a
+        restart among them) is its exception, which the caller hands to :meth:`__call__` to
+        send again. When it returns False the caller awaits :meth:`__call__` instead. On a
+        Redis Cluster always False (choosing the master may need the topology).
+        """
+        channels = self._channels
+        if channels.cluster is not None:
+            return False
+        return channels.single().call_now(self._packed(keys, args), on_reply, self._confirmed if self._wait else None)
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        packed = self._packed(keys, args)
         confirmed = self._confirmed if self._wait else None
         channels, redirects = self._channels, 0
         while True:

@@ -19,6 +19,7 @@ of its own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Coroutine
@@ -49,7 +50,7 @@ from predmarket.engine.sequencer import (
 )
 from predmarket.engine.wire import head_args, head_keys, market_keys
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 #: Books kept per process before the idle ones are dropped.
 MAX_IDLE_BOOKS = 10_000
@@ -113,7 +114,14 @@ class Trader:
         self._split_from = split_from
         self._calls_in_flight = 0
         self._loop: asyncio.Task[None] | None = None
+        #: set while the loop waits for orders (:meth:`_run`)
+        self._idle: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: calls written at once (:meth:`_send`) and not answered yet; on close, set once there are none
+        self._written = 0
+        self._drained: asyncio.Future[None] | None = None
+        #: calls sent by :meth:`_send_later` and not answered yet
+        self._later = 0
         self._closed = False
 
     def submit(self, order: Order) -> asyncio.Future[Trade]:
@@ -135,8 +143,12 @@ class Trader:
     async def close(self) -> None:
         """Stop trading: calls already sent get their answers; every order still waiting is refused."""
         self._closed = True
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=CLOSE_WAIT_S)
+        waits: list[asyncio.Future[Any]] = [*self._tasks]
+        if self._written:
+            self._drained = asyncio.get_running_loop().create_future()
+            waits.append(self._drained)
+        if waits:
+            await asyncio.wait(waits, timeout=CLOSE_WAIT_S)
         for task in [*self._tasks, *([self._loop] if self._loop else [])]:
             task.cancel()
         closed = Unavailable("the engine is closed")
@@ -158,23 +170,39 @@ class Trader:
         if not book.ready:
             book.ready = True
             self._ready.append(book)
-        if self._loop is None and not self._closed:
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            if not idle.done():
+                idle.set_result(None)
+        elif self._loop is None and not self._closed:
             self._loop = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        woken = False
         try:
-            while self._ready and not self._closed:
+            while not self._closed:
+                if not self._ready:
+                    # Parked until an order arrives (_mark_ready): cheaper than a task per lone order.
+                    self._idle = loop.create_future()
+                    await self._idle
+                    woken = True
+                    continue
                 await self._slots.acquire()
-                # Let the callers woken by the last reply queue their next orders first.
-                await asyncio.sleep(0)
+                if not woken:
+                    # Let the callers woken by the last reply queue their next orders first. (Woken by
+                    # an order, the loop already ran after every caller scheduled before that order.)
+                    await asyncio.sleep(0)
+                woken = False
                 parts = self._build() if not self._closed else []
                 if parts:
                     self._calls_in_flight += 1
-                    self._spawn(self._send(parts))
+                    self._send(parts)
                 else:
                     self._slots.release()
         finally:
-            self._loop = None
+            self._loop = self._idle = None
 
     def _build(self) -> list[_Part]:
         """Price the ready books' batches for one script call, up to max_batch orders.
@@ -229,24 +257,61 @@ class Trader:
     def _shortfall(self) -> None:
         self.stats.replica_shortfalls += 1
 
-    async def _send(self, parts: list[_Part]) -> None:
+    def _send(self, parts: list[_Part]) -> None:
+        """Send one script call of ``parts``: written at once where the channel can (its reply settles
+        the parts as it is read: no task per call), else by a task that waits to write it."""
         keys = list(self._head_keys)
         args = list(self._head_args)
         for part in parts:
             keys += part.keys
             args += part.args
         self.stats.script_calls += 1
+        # Behind a call still waiting to be written, this one waits too: calls reach Redis in order.
+        if self._later or not self._trade.call_now(keys, args, functools.partial(self._answered, parts, keys, args)):
+            self._send_later(parts, keys, args)
+        else:
+            self._written += 1
+
+    def _answered(self, parts: list[_Part], keys: list[str], args: list[str | int],
+                  replies: Any, error: Exception | None) -> None:
+        """The reply to a call written at once (:meth:`_send`)."""
+        self._written -= 1
+        if not self._written and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if isinstance(error, NoScriptError):
+            # Redis lost the script (a restart, SCRIPT FLUSH): sent again once it is loaded. Nothing ran.
+            self._send_later(parts, keys, args)
+        else:
+            self._settle(parts, replies, error)
+
+    def _send_later(self, parts: list[_Part], keys: list[str], args: list[str | int]) -> None:
+        """The call by a task, through the script's full path (connecting, loading the script, following
+        MOVED); calls sent after it wait behind it (:meth:`_send`)."""
+        self._later += 1
+        self._spawn(self._call(parts, keys, args))
+
+    async def _call(self, parts: list[_Part], keys: list[str], args: list[str | int]) -> None:
         try:
             replies = await self._trade(keys, args)
         except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else Unavailable("the trade was interrupted")
-            for part in parts:
-                self._finish(part, None, error)
+            self._settle(parts, None, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
-            for part, reply in zip(parts, replies, strict=True):
-                self._finish(part, reply, None)
+            self._settle(parts, replies, None)
+        finally:
+            self._later -= 1
+
+    def _settle(self, parts: list[_Part], replies: list[Any] | None, exc: BaseException | None) -> None:
+        """Settle each market's part of a call from its replies (or the call's failure); frees its slot."""
+        try:
+            if exc is not None or replies is None:
+                error = exc if isinstance(exc, Exception) else Unavailable("the trade was interrupted")
+                for part in parts:
+                    self._finish(part, None, error)
+            else:
+                for part, reply in zip(parts, replies, strict=True):
+                    self._finish(part, reply, None)
         finally:
             self._calls_in_flight -= 1
             self._slots.release()

@@ -15,10 +15,11 @@ import hiredis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from predmarket.engine.channel import OrderedScript, _closed_by_peer, _write
+from predmarket.engine.channel import Channels, OrderedScript, _closed_by_peer, _write
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.support.services import new_redis
@@ -91,6 +92,43 @@ async def test_a_call_is_written_without_a_task_of_its_own() -> None:
         assert len(made) < 30, made
     finally:
         loop.set_task_factory(None)
+        await script.close()
+        await redis.aclose()
+
+
+async def test_a_call_written_at_once_never_overtakes_one_still_on_its_way() -> None:
+    """call_now writes only when nothing waits ahead of it: with no connection yet, or a call still
+    connecting, it sends nothing (False) and the caller takes the slow path, behind the others.
+    A call it did write is answered through its handler, in order, as the reply is read."""
+    redis = new_redis()
+    script = OrderedScript(redis, "return ARGV[1]")
+    channel = Channels.of(redis).single()
+    answers: list[tuple[Any, Exception | None]] = []
+
+    def told(reply: Any, error: Exception | None) -> None:
+        answers.append((reply, error))
+
+    try:
+        assert not script.call_now([], ["0"], told)  # no connection yet: nothing sent
+        first = asyncio.ensure_future(script([], ["1"]))  # connects, then loads the script (NOSCRIPT)
+        for _ in range(1_000):  # until the first call is on its slow path
+            if channel._sending:
+                break
+            await asyncio.sleep(0)
+        assert channel._sending
+        assert not script.call_now([], ["2"], told)
+        assert await asyncio.wait_for(first, timeout=10) == "1"
+        assert all(script.call_now([], [str(i)], told) for i in range(3, 8))  # connected, idle: written
+        assert await script([], ["8"]) == "8"  # answered after the five before it
+        assert answers == [(str(i), None) for i in range(3, 8)]
+        async with redis.client() as other:
+            await other.script_flush()
+        assert script.call_now([], ["9"], told)
+        assert await script([], ["10"]) == "10"  # NOSCRIPT, loaded, sent again
+        reply, error = answers[-1]
+        assert reply is None and isinstance(error, NoScriptError)
+    finally:
+        await Channels.of(redis).release()  # the reference taken above
         await script.close()
         await redis.aclose()
 

@@ -303,14 +303,19 @@ async def test_bounded_conflict_retries_give_unavailable_and_apply_nothing(
     run = trader._trade
     calls = 0
 
-    async def always_behind(keys: list[str], args: list[str | int]) -> Any:
+    class AlwaysBehind:
         """Another process trades the market just before each of our trade scripts."""
-        nonlocal calls
-        calls += 1
-        await eng.redis.hincrby(market_key, "version", 1)
-        return await run(keys, args)
 
-    monkeypatch.setattr(trader, "_trade", always_behind)
+        def call_now(self, keys: list[str], args: list[str | int], on_reply: Any) -> bool:
+            return False  # every call through __call__, which moves the market first
+
+        async def __call__(self, keys: list[str], args: list[str | int]) -> Any:
+            nonlocal calls
+            calls += 1
+            await eng.redis.hincrby(market_key, "version", 1)
+            return await run(keys, args)
+
+    monkeypatch.setattr(trader, "_trade", AlwaysBehind())
     before = await snapshot(eng.redis, eng.keys.prefix)
     version_before = int(cast(str, await eng.redis.hget(market_key, "version")))  # decoded: a str
     with pytest.raises(Unavailable, match="contended"):

@@ -60,3 +60,32 @@ async def test_closing_answers_every_waiting_order(
     replay = await assert_replay_matches(engine.redis, engine.keys)
     assert sorted(int(e["trade_id"]) for e in replay.trades) == sorted(
         r.trade_id for r in results if isinstance(r, Trade))
+
+
+async def test_a_lone_order_is_sent_and_answered_without_a_task_to_send_it(
+    engine: MarketEngine, make_user: UserFactory, make_market: MarketFactory
+) -> None:
+    """The trade call is written as the loop builds it, and its reply settles the orders as it is read:
+    the loop's task waits for orders rather than ending, so a lone order makes one task, the channel's
+    reader (it made three: the loop, the sender awaiting the call, the reader)."""
+    market = (await make_market(100)).market_id
+    user = (await make_user(10_000)).user_id
+    await engine.execute_trade(buy(user, market, YES, 1))  # connects and loads the script
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(counting)
+    try:
+        trades = [await engine.execute_trade(buy(user, market, YES, 1 + i)) for i in range(20)]
+    finally:
+        loop.set_task_factory(None)
+    assert [t.trade_id for t in trades] == list(range(2, 22))
+    # A health check (a PING once the connection sat idle a second) may send one call by a task
+    # on a stalled machine.
+    assert made.count("Channel._read") == 20
+    assert len(made) <= 21, made
+    await assert_replay_matches(engine.redis, engine.keys)
