@@ -114,14 +114,16 @@ class Trader:
         self._split_from = split_from
         self._calls_in_flight = 0
         self._loop: asyncio.Task[None] | None = None
-        #: set while the loop waits for orders (:meth:`_run`)
-        self._idle: asyncio.Future[None] | None = None
+        #: set while the loop waits for orders (:meth:`_run`); its result: no call was in flight
+        self._idle: asyncio.Future[bool] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: calls written at once (:meth:`_send`) and not answered yet; on close, set once there are none
         self._written = 0
         self._drained: asyncio.Future[None] | None = None
         #: calls sent by :meth:`_send_later` and not answered yet
         self._later = 0
+        #: set while a reply is handled (:meth:`_settle`)
+        self._settling = False
         self._closed = False
 
     def submit(self, order: Order) -> asyncio.Future[Trade]:
@@ -170,31 +172,37 @@ class Trader:
         if not book.ready:
             book.ready = True
             self._ready.append(book)
+        if not self._settling:  # else once the whole reply is handled (_settle)
+            self._wake()
+
+    def _wake(self) -> None:
+        """Start the loop, or wake it where it waits for orders."""
         idle = self._idle
         if idle is not None:
             self._idle = None
             if not idle.done():
-                idle.set_result(None)
+                # With no call in flight no reply can wake callers between now and the loop's turn.
+                idle.set_result(self._calls_in_flight == 0)
         elif self._loop is None and not self._closed:
             self._loop = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        woken = False
+        first_in_line = False
         try:
             while not self._closed:
                 if not self._ready:
-                    # Parked until an order arrives (_mark_ready): cheaper than a task per lone order.
+                    # Parked until an order arrives (_wake): cheaper than a task per lone order.
                     self._idle = loop.create_future()
-                    await self._idle
-                    woken = True
+                    first_in_line = await self._idle
                     continue
                 await self._slots.acquire()
-                if not woken:
-                    # Let the callers woken by the last reply queue their next orders first. (Woken by
-                    # an order, the loop already ran after every caller scheduled before that order.)
+                if not first_in_line:
+                    # Let the callers woken by the last reply queue their next orders first. (Woken
+                    # with no call in flight, the loop runs after every caller there can be: a lone
+                    # order is sent at once.)
                     await asyncio.sleep(0)
-                woken = False
+                first_in_line = False
                 parts = self._build() if not self._closed else []
                 if parts:
                     self._calls_in_flight += 1
@@ -303,7 +311,13 @@ class Trader:
             self._later -= 1
 
     def _settle(self, parts: list[_Part], replies: list[Any] | None, exc: BaseException | None) -> None:
-        """Settle each market's part of a call from its replies (or the call's failure); frees its slot."""
+        """Settle each market's part of a call from its replies (or the call's failure); frees its slot.
+
+        The loop is woken (if books are ready) only once every part is settled: woken by the first
+        market with orders to retry, it would run before the callers of the later parts, whose
+        next orders would then miss the next call.
+        """
+        self._settling = True
         try:
             if exc is not None or replies is None:
                 error = exc if isinstance(exc, Exception) else Unavailable("the trade was interrupted")
@@ -313,8 +327,11 @@ class Trader:
                 for part, reply in zip(parts, replies, strict=True):
                     self._finish(part, reply, None)
         finally:
+            self._settling = False
             self._calls_in_flight -= 1
             self._slots.release()
+            if self._ready:
+                self._wake()
 
     def _finish(self, part: _Part, reply: list[Any] | None, error: Exception | None) -> None:
         """Settle one market's part of a call from its reply (or the call's failure)."""
