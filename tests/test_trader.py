@@ -84,8 +84,8 @@ async def test_a_lone_order_is_sent_and_answered_without_a_task_to_send_it(
     finally:
         loop.set_task_factory(None)
     assert [t.trade_id for t in trades] == list(range(2, 22))
-    # A health check (a PING once the connection sat idle a second) may send one call by a task
-    # on a stalled machine.
+    # One reader a call. The connection's health check (a PING once it sat idle a second, under
+    # redis-py's wait_for) may add a task or two on a stalled machine; a sender per call adds twenty.
     assert made.count("Channel._read") == 20
-    assert len(made) <= 21, made
+    assert len(made) < 30, made
     await assert_replay_matches(engine.redis, engine.keys)
